@@ -1,0 +1,51 @@
+"""show_config(): what adamc runs on."""
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _kernels
+
+
+def config() -> dict[str, Any]:
+    """Configuration facts as a dict (the data behind :func:`show_config`)."""
+    from . import __version__
+
+    return {
+        "adamc": __version__,
+        "simd_level": _kernels.simd_level(),
+        "simd_levels_available": list(_kernels.available_simd_levels()),
+        "openmp": _kernels.have_openmp(),
+        "num_threads": _kernels.get_num_threads(),
+        "parallel_threshold_bytes": _kernels._parallel_threshold_bytes(),
+        "build_flags": _kernels.build_flags(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+    }
+
+
+def show_config(mode: str = "stdout") -> dict[str, Any] | None:
+    """Print (or return) the SIMD level in use, the levels available, OpenMP, the
+    thread count and versions.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}, optional
+        Print a readable summary (default) or return it as a dict, like
+        ``numpy.show_config``.
+    """
+    if mode not in ("stdout", "dicts"):
+        raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
+    info = config()
+    if mode == "dicts":
+        return info
+    width = max(map(len, info))
+    for key, value in info.items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key:<{width}} : {value}")
+    return None

@@ -1,0 +1,80 @@
+"""Build of adamc's compiled core.
+
+The C kernels in src_c/ are compiled once per SIMD level (the level files set their
+own compiler target), so the build itself uses only portable flags: no -march=native,
+no -ffast-math. -ffp-contract=off keeps the compiler from fusing a multiply and an add
+on some code paths only, which would break bit-reproducibility across SIMD levels.
+OpenMP is used when the compiler supports it (set ADAMC_NO_OPENMP=1 to build without).
+"""
+import os
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+C_SOURCES = [
+    "src_c/adamc_runtime.c",
+    "src_c/adamc_baseline.c",
+    "src_c/adamc_avx2.c",
+    "src_c/adamc_avx512.c",
+]
+BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing"]
+OPENMP_FLAG = "-fopenmp"
+
+
+def compiler_accepts_openmp(compiler):
+    """Compile and link a tiny OpenMP program with the build's own compiler."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_probe.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=[OPENMP_FLAG])
+            compiler.link_executable(objs, os.path.join(tmp, "omp_probe"),
+                                     extra_postargs=[OPENMP_FLAG])
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        if self.compiler.compiler_type == "msvc":
+            flags, link = ["/O2", "/fp:precise"], []
+            use_omp = False
+        else:
+            flags, link = list(BASE_FLAGS), []
+            use_omp = os.environ.get("ADAMC_NO_OPENMP", "") in ("", "0") and \
+                compiler_accepts_openmp(self.compiler)
+            if use_omp:
+                flags.append(OPENMP_FLAG)
+                link.append(OPENMP_FLAG)
+        build_info = " ".join(flags) + (" (OpenMP)" if use_omp else " (no OpenMP)")
+        for ext in self.extensions:
+            ext.extra_compile_args = flags + ext.extra_compile_args
+            ext.extra_link_args = link + ext.extra_link_args
+            ext.define_macros.append(("ADAMC_BUILD_FLAGS", '"%s"' % build_info))
+        if not use_omp:
+            print("adamc: building without OpenMP (updates will run on one thread)",
+                  file=sys.stderr)
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "adamc._kernels",
+        sources=["adamc/_kernels.pyx"] + C_SOURCES,
+        include_dirs=[np.get_include(), "src_c"],
+        depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_level.inc",
+                 "src_c/adamc_algos.inc"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,45 @@
+"""Shared fixtures: SIMD levels and thread counts to run the kernels at."""
+import contextlib
+
+import numpy as np
+import pytest
+
+import adamc
+from adamc import _kernels
+
+LEVELS = list(_kernels.available_simd_levels())
+THREADS = [1, 2] if _kernels.have_openmp() else [1]
+# Sizes that exercise every vector width's body and remainder (16 float32 lanes per
+# AVX-512 register, 8 per AVX2 register, 64-element thread split points).
+SIZES = [0, 1, 7, 15, 16, 17, 63, 64, 1023, 2**20 + 3]
+SMALL_SIZES = [n for n in SIZES if n < 2**20]
+DTYPES = [np.float32, np.float64]
+
+
+@contextlib.contextmanager
+def kernel_config(level, threads):
+    """Run the kernels at a SIMD level on a number of threads; with threads > 1,
+    every array above 64 elements is split (the size threshold is lifted)."""
+    previous_level = _kernels._use_simd_level(level)
+    previous_threads = adamc.get_num_threads()
+    previous_min = _kernels._set_parallel_threshold_bytes(0 if threads > 1 else 1 << 62)
+    adamc.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        _kernels._use_simd_level(previous_level)
+        _kernels._set_parallel_threshold_bytes(previous_min)
+        adamc.set_num_threads(previous_threads)
+
+
+@pytest.fixture(params=[(lv, th) for lv in LEVELS for th in THREADS],
+                ids=lambda p: f"{p[0]}-{p[1]}thr")
+def level_threads(request):
+    with kernel_config(*request.param):
+        yield request.param
+
+
+def bits(a):
+    """View of an array's bits, for exact comparisons that also match NaN payloads."""
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)

@@ -1,0 +1,353 @@
+"""The compiled kernels (through adamc.adam_step) against the NumPy reference.
+
+Three independent checks:
+
+1. Per-step agreement with ``adamc._reference`` (float64, torch's form of the
+   formulas). At every step of a 50-step trajectory the reference is applied to the
+   kernel's previous state, so each step is held to a rounding-error bound derived
+   from the operations involved (see ``assert_step_close``) instead of a loose
+   tolerance for accumulated drift.
+2. Bit-exact agreement with a NumPy emulation of the kernel's own operation order in
+   the array's dtype: this pins the documented formula, operation by operation.
+3. Bit-identity of whole trajectories across SIMD levels and thread counts.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import adamc
+from adamc import _reference
+from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
+
+STEPS = 50
+
+OPTIONS = [
+    dict(maximize=mx, amsgrad=ams, **wd)
+    for mx, ams, wd in itertools.product(
+        (False, True), (False, True),
+        (dict(), dict(weight_decay=0.1), dict(weight_decay=0.1, decoupled_weight_decay=True)))
+]
+
+
+def option_id(opt):
+    return "-".join(f"{k}={v}" for k, v in opt.items()) or "plain"
+
+
+def grad_at(rng, n, dtype, t):
+    """Gradients of varying scale, with exact zeros and sign changes."""
+    g = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 2)
+    g[rng.random(n) < 0.05] = 0.0
+    return g.astype(dtype)
+
+
+def new_state(n, dtype, rng, amsgrad):
+    p = rng.standard_normal(n).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    vm = np.zeros_like(p) if amsgrad else None
+    return p, m, v, vm
+
+
+def unit_roundoff(dtype):
+    return float(np.finfo(dtype).eps) / 2
+
+
+def assert_step_close(dtype, before, g, after, ref, opt, lr, step, beta1=0.9, beta2=0.999):
+    """Kernel result ``after`` vs reference ``ref``, both computed from ``before``.
+
+    The bounds propagate rounding errors through the update, with u the unit
+    roundoff of the dtype (doubled for float64, where the reference rounds too) and
+    g' = -+g (+ wd p) the effective gradient, |g'| <= G = |g| + wd |p|:
+    - m = m + c (g' - m): four roundings of terms bounded by |m| + G:
+      |dm| <= 4 u (|m| + G);
+    - v = b2 v + c2 g' g': six roundings of non-negative terms, plus the rounding of
+      g' itself (relative u G / |g'|): |dv| <= 8 u v_new + 3 u c2 G (|g'| + u G);
+    - p = p decay - s m / (sqrt(v) + e): eight roundings relative to the step, three
+      relative to |p| and |p_new|, and the errors of m and v carried through the
+      quotient: |dp| <= 8 u |step| + 3 u (|p| + |p_new|) + (lr / bc1) |dm| / D
+      + |step| |dv| / (2 v), D being torch's denominator sqrt(v) / sqrt(bc2) + eps.
+    A wrong formula (eps inside the sqrt, a missing bias correction, a swapped beta)
+    misses these bounds by orders of magnitude.
+    """
+    u = unit_roundoff(dtype) * (2 if dtype == np.float64 else 1)
+    tiny = float(np.finfo(dtype).tiny)
+    wd = opt.get("weight_decay", 0.0)
+    p0, m0 = before[0].astype(np.float64), before[1].astype(np.float64)
+    G = np.abs(g.astype(np.float64)) + wd * np.abs(p0)
+    g_ref = np.abs(g.astype(np.float64) + (0 if opt.get("decoupled_weight_decay") else wd * p0))
+    m_ref, v_ref, p_ref = ref["exp_avg"], ref["exp_avg_sq"], ref["param"]
+    v_den = ref["max_exp_avg_sq"] if opt.get("amsgrad") else v_ref
+    m_bound = 4 * u * (np.abs(m0) + G) + tiny
+    v_bound = 8 * u * v_ref + 3 * u * (1 - beta2) * G * (g_ref + u * G) + tiny
+    decayed = p0 * (1 - lr * wd) if opt.get("decoupled_weight_decay") else p0
+    step_ref = np.abs(p_ref - decayed)
+    bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+    denom = np.sqrt(v_den) / np.sqrt(bc2) + opt.get("eps", 1e-8)
+    p_bound = (8 * u * step_ref + 3 * u * (np.abs(p0) + np.abs(p_ref))
+               + (lr / bc1) * m_bound / denom + step_ref * v_bound / (2 * v_den + tiny) + tiny)
+    for name, got, want, bound in (("exp_avg", after[1], m_ref, m_bound),
+                                   ("exp_avg_sq", after[2], v_ref, v_bound),
+                                   ("param", after[0], p_ref, p_bound)):
+        err = np.abs(got.astype(np.float64) - want)
+        bad = err > bound
+        assert not bad.any(), (
+            f"{name} at step {step}: {bad.sum()} elements outside the rounding bound; "
+            f"worst ratio {np.max(err / bound):.3g} at index {np.argmax(err / bound)}")
+    if opt.get("amsgrad"):
+        np.testing.assert_array_equal(after[3], np.maximum(before[3], after[2]))
+
+
+def run_reference_check(n, dtype, opt, lr=1e-2, steps=STEPS, seed=0):
+    rng = np.random.default_rng(seed)
+    p, m, v, vm = new_state(n, dtype, rng, opt.get("amsgrad"))
+    for t in range(1, steps + 1):
+        g = grad_at(rng, n, dtype, t)
+        before = tuple(None if a is None else a.copy() for a in (p, m, v, vm))
+        ref = _reference.adam(p, g, m, v, step=t, lr=lr, max_exp_avg_sq=vm, **opt)
+        adamc.adam_step(p, g, m, v, step=t, lr=lr, max_exp_avg_sq=vm, **opt)
+        assert_step_close(dtype, before, g, (p, m, v, vm), ref, opt, lr, t)
+
+
+@pytest.mark.parametrize("opt", OPTIONS, ids=option_id)
+@pytest.mark.parametrize("n", SMALL_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_matches_reference_every_step(level_threads, dtype, n, opt):
+    run_reference_check(n, dtype, opt)
+
+
+@pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[-1]], ids=option_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_matches_reference_large(dtype, opt):
+    run_reference_check(2**20 + 3, dtype, opt, steps=STEPS)
+
+
+@pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[5]], ids=option_id)
+def test_float64_trajectory_without_resync(opt):
+    """Free-running 50-step float64 trajectories: the kernel's form of the update and
+    torch's form differ by a few ulps per step; 1e-11 relative to the parameter
+    scale leaves a 20x margin over what accumulates in 50 steps."""
+    rng = np.random.default_rng(1)
+    n = 1000
+    p, m, v, vm = new_state(n, np.float64, rng, opt.get("amsgrad"))
+    ref = dict(param=p.copy(), exp_avg=m.copy(), exp_avg_sq=v.copy(),
+               max_exp_avg_sq=None if vm is None else vm.copy())
+    for t in range(1, STEPS + 1):
+        g = grad_at(rng, n, np.float64, t)
+        adamc.adam_step(p, g, m, v, step=t, lr=0.05, max_exp_avg_sq=vm, **opt)
+        ref = _reference.adam(ref["param"], g, ref["exp_avg"], ref["exp_avg_sq"], step=t,
+                              lr=0.05, max_exp_avg_sq=ref.get("max_exp_avg_sq"), **opt)
+    scale = np.max(np.abs(ref["param"]))
+    np.testing.assert_allclose(p, ref["param"], rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(m, ref["exp_avg"], rtol=1e-12, atol=1e-300)
+
+
+def emulate_kernel(p, g, m, v, vm, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                   weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
+                   maximize=False):
+    """The kernel's exact sequence of operations in the array's dtype (scalars are
+    prepared in double and rounded once, as adamc_adam_prepare does)."""
+    T = p.dtype.type
+    bc1 = 1.0 - beta1 ** step
+    sqrt_bc2 = np.sqrt(1.0 - beta2 ** step)
+    scale = T(-1.0 if maximize else 1.0)
+    g = scale * g
+    decay = T(1.0 - lr * weight_decay) if (weight_decay and decoupled_weight_decay) else T(1)
+    if weight_decay and not decoupled_weight_decay:
+        g = g + T(weight_decay) * p
+    p = p * decay
+    m = m + T(1.0 - beta1) * (g - m)
+    v = T(beta2) * v + T(1.0 - beta2) * g * g
+    d = v
+    if amsgrad:
+        vm = np.maximum(vm, v)
+        d = vm
+    p = p - (T(lr * sqrt_bc2 / bc1) * m) / (np.sqrt(d) + T(eps * sqrt_bc2))
+    return p, m, v, vm
+
+
+@pytest.mark.parametrize("opt", OPTIONS, ids=option_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_bit_exact_operation_order(level_threads, dtype, opt):
+    rng = np.random.default_rng(2)
+    n = 1023
+    p, m, v, vm = new_state(n, dtype, rng, opt.get("amsgrad"))
+    e = [None if a is None else a.copy() for a in (p, m, v, vm)]
+    with np.errstate(all="ignore"):
+        for t in range(1, 21):
+            g = grad_at(rng, n, dtype, t)
+            adamc.adam_step(p, g, m, v, step=t, lr=0.01, max_exp_avg_sq=vm, **opt)
+            e = emulate_kernel(e[0], g, e[1], e[2], e[3], step=t, lr=0.01, **opt)
+            for got, want in zip((p, m, v, vm), e):
+                if got is not None:
+                    np.testing.assert_array_equal(bits(got), bits(want))
+
+
+def trajectory(n, dtype, opt, steps=STEPS, seed=3):
+    rng = np.random.default_rng(seed)
+    p, m, v, vm = new_state(n, dtype, rng, opt.get("amsgrad"))
+    for t in range(1, steps + 1):
+        adamc.adam_step(p, grad_at(rng, n, dtype, t), m, v, step=t, lr=0.01,
+                        max_exp_avg_sq=vm, **opt)
+    return [a for a in (p, m, v, vm) if a is not None]
+
+
+@pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[3], OPTIONS[10]], ids=option_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("n", SIZES)
+def test_bit_identical_across_levels_and_threads(n, dtype, opt):
+    steps = 10 if n > 2**16 else STEPS
+    with kernel_config("baseline", 1):
+        expected = trajectory(n, dtype, opt, steps)
+    for level in LEVELS:
+        for threads in THREADS:
+            with kernel_config(level, threads):
+                got = trajectory(n, dtype, opt, steps)
+            for a, b in zip(got, expected):
+                assert np.array_equal(bits(a), bits(b)), f"{level} with {threads} threads"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_nonfinite_values_propagate_elementwise(level_threads, dtype):
+    n = 37
+    p = np.ones(n, dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    g = np.full(n, 0.5, dtype)
+    g[3], g[20], g[36] = np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore"):
+        adamc.adam_step(p, g, m, v, step=1, lr=0.1)
+    bad = np.zeros(n, bool)
+    bad[[3, 20, 36]] = True
+    assert np.isnan(p[bad]).all()
+    np.testing.assert_allclose(p[~bad], 0.9, rtol=1e-6)
+
+
+def test_amsgrad_max_propagates_nan():
+    p = np.ones(4)
+    m, v, vm = np.zeros(4), np.zeros(4), np.array([np.nan, 0.0, 5.0, 0.0])
+    adamc.adam_step(p, np.ones(4), m, v, step=1, amsgrad=True, max_exp_avg_sq=vm)
+    assert np.isnan(vm[0]) and np.isnan(p[0])
+    assert vm[2] == 5.0 and vm[1] == v[1]
+
+
+def test_first_step_moves_by_lr_against_the_gradient():
+    # Bias correction makes the first update lr * g / (|g| + eps): about lr * sign(g).
+    p = np.zeros(3)
+    adamc.adam_step(p, np.array([3.0, -0.2, 1e4]), np.zeros(3), np.zeros(3), step=1, lr=0.5)
+    np.testing.assert_allclose(p, [-0.5, 0.5, -0.5], rtol=1e-7)
+
+
+def test_empty_and_zero_dimensional_arrays():
+    for shape in [(0,), (3, 0), ()]:
+        p = np.ones(shape)
+        adamc.adam_step(p, np.ones(shape), np.zeros(shape), np.zeros(shape), step=1, lr=0.1)
+        np.testing.assert_allclose(p, np.full(shape, 0.9), rtol=1e-7)
+
+
+def test_multidimensional_param_matches_flat():
+    rng = np.random.default_rng(4)
+    p2 = rng.standard_normal((7, 9, 3))
+    g2 = rng.standard_normal((7, 9, 3))
+    p1, g1 = p2.ravel().copy(), g2.ravel().copy()
+    s2 = [np.zeros_like(p2), np.zeros_like(p2)]
+    s1 = [np.zeros_like(p1), np.zeros_like(p1)]
+    adamc.adam_step(p2, g2, *s2, step=1)
+    adamc.adam_step(p1, g1, *s1, step=1)
+    np.testing.assert_array_equal(p2.ravel(), p1)
+
+
+# ----------------------------------------------------------------------------------
+# Bad input: precise exception, nothing mutated.
+
+def fresh(dtype=np.float64, n=8):
+    rng = np.random.default_rng(5)
+    return dict(param=rng.standard_normal(n).astype(dtype),
+                grad=rng.standard_normal(n).astype(dtype),
+                exp_avg=rng.standard_normal(n).astype(dtype),
+                exp_avg_sq=rng.random(n).astype(dtype))
+
+
+def call(arrays, **kw):
+    kw.setdefault("step", 3)
+    adamc.adam_step(arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"],
+                    **kw)
+
+
+def ro(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def misaligned(a):
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1)
+    return out
+
+
+BAD_ARRAYS = [
+    ("param", lambda a: list(a["param"]), TypeError, "param must be a numpy.ndarray"),
+    ("param", lambda a: a["param"].astype(np.int64), TypeError, "dtype int64"),
+    ("param", lambda a: a["param"].astype(np.float16), TypeError, "float32 and float64"),
+    ("param", lambda a: a["param"].astype(">f8"), TypeError, "byte order"),
+    ("grad", lambda a: a["grad"].astype(np.float32), TypeError, "grad has dtype float32"),
+    ("exp_avg", lambda a: a["exp_avg"].astype(np.float32), TypeError, "exp_avg has dtype"),
+    ("grad", lambda a: a["grad"][:4], ValueError, "grad has shape (4,)"),
+    ("exp_avg_sq", lambda a: a["exp_avg_sq"].reshape(2, 4), ValueError, "shape (2, 4)"),
+    ("param", lambda a: np.repeat(a["param"], 2)[::2], ValueError, "not C-contiguous"),
+    ("grad", lambda a: np.repeat(a["grad"], 2)[::2], ValueError, "grad is not C-contiguous"),
+    ("param", lambda a: ro(a["param"]), ValueError, "param is read-only"),
+    ("exp_avg", lambda a: ro(a["exp_avg"]), ValueError, "exp_avg is read-only"),
+    ("grad", lambda a: misaligned(a["grad"]), ValueError, "not aligned"),
+    ("exp_avg_sq", lambda a: a["exp_avg"], ValueError, "exp_avg and exp_avg_sq share memory"),
+    ("grad", lambda a: a["param"], ValueError, "grad shares memory with param"),
+    ("grad", lambda a: a["exp_avg"], ValueError, "grad shares memory with exp_avg"),
+]
+
+
+@pytest.mark.parametrize("which,make,exc,msg", BAD_ARRAYS,
+                         ids=[f"{b[0]}-{b[3]}" for b in BAD_ARRAYS])
+def test_bad_array_rejected_without_mutation(which, make, exc, msg):
+    arrays = fresh()
+    arrays[which] = make(arrays)
+    before = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        call(arrays)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(np.asarray(v), before[k])
+
+
+BAD_SCALARS = [
+    (dict(lr=-1e-3), ValueError, r"lr must be a finite number >= 0, got -0.001"),
+    (dict(lr=float("nan")), ValueError, "lr must be a finite number"),
+    (dict(lr=float("inf")), ValueError, "lr must be a finite number"),
+    (dict(lr="0.1"), TypeError, "lr must be a real number, got str"),
+    (dict(eps=-1e-8), ValueError, "eps must be a finite number >= 0"),
+    (dict(beta1=1.0), ValueError, r"beta1 must be in \[0, 1\), got 1.0"),
+    (dict(beta1=-0.1), ValueError, "beta1 must be in"),
+    (dict(beta2=float("nan")), ValueError, "beta2 must be in"),
+    (dict(weight_decay=-0.1), ValueError, "weight_decay must be a finite number >= 0"),
+    (dict(step=0), ValueError, "step must be >= 1"),
+    (dict(step=2.0), TypeError, "step must be an int"),
+    (dict(step=True), TypeError, "step must be an int"),
+    (dict(amsgrad=1), TypeError, "amsgrad must be a bool"),
+    (dict(maximize="yes"), TypeError, "maximize must be a bool"),
+    (dict(amsgrad=True), ValueError, "amsgrad=True needs max_exp_avg_sq"),
+    (dict(max_exp_avg_sq=np.zeros(8)), ValueError, "only used with amsgrad=True"),
+    (dict(amsgrad=True, max_exp_avg_sq=np.zeros(3)), ValueError, "max_exp_avg_sq has shape"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,msg", BAD_SCALARS, ids=[str(b[0]) for b in BAD_SCALARS])
+def test_bad_hyperparameter_rejected_without_mutation(kw, exc, msg):
+    arrays = fresh()
+    before = {k: v.copy() for k, v in arrays.items()}
+    with pytest.raises(exc, match=msg):
+        call(arrays, **kw)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_numpy_scalars_and_ints_accepted():
+    arrays = fresh(np.float32)
+    call(arrays, lr=np.float32(0.01), beta1=np.float64(0.8), eps=0, weight_decay=1,
+         step=np.int64(2), maximize=np.bool_(True))
