@@ -31,23 +31,19 @@ def _check_lr(value: Any, name: str) -> tuple[float, Callable | None]:
 def _check_no_overlap(params: list[np.ndarray]) -> None:
     """Parameters must be distinct arrays with disjoint memory (each element is
     updated exactly once per step)."""
-    spans = []
-    for i, p in enumerate(params):
-        if p.nbytes:
-            start = p.__array_interface__["data"][0]
-            spans.append((start, start + p.nbytes, i))
-    spans.sort()
-    for (s0, e0, i), (s1, e1, j) in zip(spans, spans[1:]):
-        if s1 < e0:
-            i, j = sorted((i, j))
-            raise ValueError(f"params[{i}] and params[{j}] share memory; every parameter "
-                             f"must be a separate array")
-    ids = {}
+    ids: dict[int, int] = {}
     for i, p in enumerate(params):
         if id(p) in ids:
             raise ValueError(f"params[{ids[id(p)]}] and params[{i}] are the same array; "
                              f"some parameters appear more than once")
         ids[id(p)] = i
+    spans = sorted((p.__array_interface__["data"][0], p.nbytes, i)
+                   for i, p in enumerate(params) if p.nbytes)
+    for (s0, n0, i), (s1, _, j) in zip(spans, spans[1:]):
+        if s1 < s0 + n0:
+            i, j = sorted((i, j))
+            raise ValueError(f"params[{i}] and params[{j}] share memory; every parameter "
+                             f"must be a separate array")
 
 
 class Optimizer(_kernels._Engine):

@@ -1,0 +1,375 @@
+"""The optimizer classes: param groups, step(), state_dict, reset, and bad input."""
+import copy
+
+import numpy as np
+import pytest
+
+import adamc
+from adamc import _reference
+from conftest import bits
+
+
+def params(seed=0, dtype=np.float64, shapes=((5,), (3, 4))):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def grads_like(ps, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(p.shape).astype(p.dtype) for p in ps]
+
+
+def snapshot(opt, ps):
+    return [p.copy() for p in ps], copy.deepcopy(opt.state_dict())
+
+
+def assert_unchanged(opt, ps, snap):
+    old_ps, old_sd = snap
+    for p, q in zip(ps, old_ps):
+        np.testing.assert_array_equal(bits(p), bits(q))
+    sd = opt.state_dict()
+    assert sd["step_count"] == old_sd["step_count"]
+    for i, st in old_sd["state"].items():
+        assert sd["state"][i].keys() == st.keys()
+        for k, v in st.items():
+            np.testing.assert_array_equal(sd["state"][i][k], v)
+
+
+# ----------------------------------------------------------------------------------
+# Semantics
+
+def test_single_array_and_quadratic_converges():
+    x = np.array([8.0])
+    opt = adamc.Adam(x, lr=0.1)
+    for _ in range(500):
+        opt.step(2 * (x - 2))
+    assert abs(x[0] - 2) < 1e-2
+    assert opt.step_count == 500
+    assert opt.param_groups[0]["params"][0] is x
+
+
+@pytest.mark.parametrize("cls,decoupled", [(adamc.Adam, False), (adamc.AdamW, True)])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_optimizer_equals_reference_trajectory(cls, decoupled, amsgrad):
+    ps = params()
+    ref = [dict(param=p.copy(), exp_avg=np.zeros_like(p), exp_avg_sq=np.zeros_like(p),
+                max_exp_avg_sq=np.zeros_like(p)) for p in ps]
+    opt = cls(ps, lr=0.01, weight_decay=0.1, amsgrad=amsgrad)
+    for t in range(1, 31):
+        gs = grads_like(ps, t)
+        opt.step(gs)
+        for r, g in zip(ref, gs):
+            r.update(_reference.adam(r["param"], g, r["exp_avg"], r["exp_avg_sq"], step=t,
+                                     lr=0.01, weight_decay=0.1,
+                                     decoupled_weight_decay=decoupled, amsgrad=amsgrad,
+                                     max_exp_avg_sq=r["max_exp_avg_sq"]))
+    for p, r in zip(ps, ref):
+        np.testing.assert_allclose(p, r["param"], rtol=1e-12, atol=1e-12)
+
+
+def test_optimizer_is_bitwise_the_stateless_step():
+    ps = params(dtype=np.float32)
+    qs = [p.copy() for p in ps]
+    states = [(np.zeros_like(q), np.zeros_like(q)) for q in qs]
+    opt = adamc.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01)
+    for t in range(1, 11):
+        gs = grads_like(ps, t)
+        opt.step(gs)
+        for q, g, (m, v) in zip(qs, gs, states):
+            adamc.adam_step(q, g, m, v, step=t, lr=0.02, beta1=0.8, beta2=0.99, eps=1e-6,
+                            weight_decay=0.01)
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(bits(p), bits(q))
+
+
+def test_adamw_defaults():
+    opt = adamc.AdamW(np.zeros(3))
+    g = opt.param_groups[0]
+    assert g["weight_decay"] == 1e-2 and g["decoupled_weight_decay"] is True
+    assert g["lr"] == 1e-3 and g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8
+    assert adamc.Adam(np.zeros(3)).param_groups[0]["weight_decay"] == 0.0
+
+
+def test_param_groups_have_their_own_hyperparameters():
+    a, b = np.ones(4), np.ones(4)
+    opt = adamc.Adam([{"params": [a]}, {"params": b, "lr": 0.5, "maximize": True}], lr=0.1)
+    opt.step([np.ones(4), np.ones(4)])
+    np.testing.assert_allclose(a, 0.9, rtol=1e-7)
+    np.testing.assert_allclose(b, 1.5, rtol=1e-7)
+    assert opt.param_groups[1]["eps"] == 1e-8  # filled from defaults
+
+
+def test_changing_lr_takes_effect_next_step():
+    x = np.zeros(2)
+    opt = adamc.Adam(x, lr=0.1)
+    opt.step(np.ones(2))
+    opt.param_groups[0]["lr"] = 0.0
+    before = x.copy()
+    opt.step(np.ones(2))
+    np.testing.assert_array_equal(x, before)
+    opt.param_groups[0]["betas"] = [0.5, 0.9]  # a list is accepted and frozen to a tuple
+    opt.param_groups[0]["lr"] = 0.1
+    opt.step(np.ones(2))
+    assert opt.param_groups[0]["betas"] == (0.5, 0.9)
+    assert np.all(x < before)
+
+
+def test_bad_value_set_in_group_is_caught_at_step_without_mutation():
+    ps = params()
+    opt = adamc.Adam(ps)
+    opt.step(grads_like(ps, 1))
+    snap = snapshot(opt, ps)
+    opt.param_groups[0]["eps"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['eps'\] must be a finite"):
+        opt.step(grads_like(ps, 2))
+    assert_unchanged(opt, ps, snap)
+    del opt.param_groups[0]["eps"]
+    with pytest.raises(ValueError, match=r"param_groups\[0\] has no 'eps'"):
+        opt.step(grads_like(ps, 2))
+    opt.param_groups[0]["eps"] = 1e-8
+    opt.step(grads_like(ps, 2))
+    assert opt.step_count == 2
+
+
+def test_callable_lr_gets_the_one_based_step():
+    seen = []
+    x = np.zeros(3)
+    opt = adamc.Adam(x, lr=lambda t: seen.append(t) or 0.1 / t)
+    y, m, v = np.zeros(3), np.zeros(3), np.zeros(3)
+    for t in range(1, 6):
+        opt.step(np.full(3, 1.0 + t))
+        adamc.adam_step(y, np.full(3, 1.0 + t), m, v, step=t, lr=0.1 / t)
+    assert seen == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(x, y)
+
+
+def test_callable_lr_returning_bad_value_mutates_nothing():
+    x = np.zeros(3)
+    opt = adamc.Adam(x, lr=lambda t: -1.0 if t == 2 else 0.1)
+    opt.step(np.ones(3))
+    snap = snapshot(opt, [x])
+    with pytest.raises(ValueError, match=r"'lr'\] returned a bad learning rate at step 2"):
+        opt.step(np.ones(3))
+    assert_unchanged(opt, [x], snap)
+
+
+def test_state_dict_is_a_copy_and_roundtrips_bitwise():
+    ps = params(dtype=np.float32)
+    opt = adamc.Adam(ps, lr=0.01, amsgrad=True)
+    for t in range(1, 6):
+        opt.step(grads_like(ps, t))
+    sd = opt.state_dict()
+    assert sd["step_count"] == 5 and sd["state"][0]["step"] == 5
+    assert set(sd["state"][1]) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert sd["param_groups"][0]["params"] == [0, 1]
+    saved_params = [p.copy() for p in ps]
+    for t in range(6, 11):
+        opt.step(grads_like(ps, t))
+    assert not np.array_equal(sd["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    expected = [p.copy() for p in ps]
+
+    qs = [p.copy() for p in saved_params]
+    other = adamc.Adam(qs, lr=0.5)  # hyperparameters come from the state dict
+    other.load_state_dict(sd)
+    assert other.step_count == 5 and other.param_groups[0]["lr"] == 0.01
+    assert other.param_groups[0]["params"][0] is qs[0]
+    for t in range(6, 11):
+        other.step(grads_like(qs, t))
+    for p, q in zip(expected, qs):
+        np.testing.assert_array_equal(bits(p), bits(q))
+    sd["state"][0]["exp_avg"][:] = 123  # the loaded copy is independent
+    assert not np.any(other.state_dict()["state"][0]["exp_avg"] == 123)
+
+
+def test_load_state_dict_into_optimizer_without_amsgrad_state():
+    ps = params()
+    src = adamc.Adam(ps, amsgrad=True)
+    src.step(grads_like(ps, 1))
+    dst = adamc.Adam([p.copy() for p in ps])
+    dst.load_state_dict(src.state_dict())
+    assert dst.param_groups[0]["amsgrad"] is True
+    np.testing.assert_array_equal(dst.state_dict()["state"][0]["max_exp_avg_sq"],
+                                  src.state_dict()["state"][0]["max_exp_avg_sq"])
+
+
+def bad_state_dicts():
+    ps = params()
+    opt = adamc.Adam(ps)
+    opt.step(grads_like(ps, 1))
+    good = opt.state_dict()
+
+    def edit(fn):
+        sd = copy.deepcopy(good)
+        fn(sd)
+        return sd
+
+    return [
+        ("not a dict", [1, 2], ValueError, "must be a dict"),
+        ("groups", edit(lambda s: s["param_groups"].append(dict(s["param_groups"][0]))),
+         ValueError, "2 param groups"),
+        ("params", edit(lambda s: s["param_groups"][0]["params"].pop()), ValueError,
+         "does not have 2 parameters"),
+        ("missing state", edit(lambda s: s["state"].pop(1)), ValueError, "no state for parameter 1"),
+        ("missing key", edit(lambda s: s["state"][0].pop("exp_avg_sq")), ValueError,
+         "has no 'exp_avg_sq'"),
+        ("shape", edit(lambda s: s["state"][1].update(exp_avg=np.zeros((4, 3)))), ValueError,
+         r"shape \(4, 3\)"),
+        ("dtype", edit(lambda s: s["state"][0].update(exp_avg=np.zeros(5, np.float32))),
+         TypeError, "dtype float32"),
+        ("not array", edit(lambda s: s["state"][0].update(exp_avg=[0.0] * 5)), TypeError,
+         "must be an ndarray"),
+        ("step", edit(lambda s: s["state"][0].update(step=-1)), ValueError, "'step' must be"),
+        ("hyper", edit(lambda s: s["param_groups"][0].update(lr=-2.0)), ValueError,
+         r"param_groups\[0\]\['lr'\]"),
+    ]
+
+
+@pytest.mark.parametrize("name,sd,exc,msg", bad_state_dicts(), ids=lambda x: x if isinstance(x, str) else "")
+def test_load_state_dict_rejects_mismatch_without_change(name, sd, exc, msg):
+    ps = params(seed=9)
+    opt = adamc.Adam(ps, lr=0.3)
+    for t in range(3):
+        opt.step(grads_like(ps, t))
+    snap = snapshot(opt, ps)
+    with pytest.raises(exc, match=msg):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, ps, snap)
+    assert opt.param_groups[0]["lr"] == 0.3
+
+
+def test_reset_restarts_from_zero_state():
+    ps = params()
+    start = [p.copy() for p in ps]
+    opt = adamc.Adam(ps, lr=0.05)
+    for t in range(1, 4):
+        opt.step(grads_like(ps, t))
+    first_run = [p.copy() for p in ps]
+    for p, s in zip(ps, start):
+        p[...] = s
+    opt.reset()
+    assert opt.step_count == 0
+    assert all(np.all(v == 0) for st in opt.state_dict()["state"].values()
+               for k, v in st.items() if k != "step")
+    for t in range(1, 4):
+        opt.step(grads_like(ps, t))
+    for p, q in zip(ps, first_run):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_add_param_group_starts_its_own_step_count():
+    a, b = np.zeros(3), np.zeros(3)
+    opt = adamc.Adam([a], lr=0.1)
+    for _ in range(5):
+        opt.step([np.ones(3)])
+    opt.add_param_group({"params": [b], "lr": 0.2})
+    opt.step([np.ones(3), np.ones(3)])
+    # b's first update is bias-corrected as step 1: lr * g / (|g| + eps)
+    np.testing.assert_allclose(b, -0.2, rtol=1e-7)
+    sd = opt.state_dict()
+    assert sd["state"][0]["step"] == 6 and sd["state"][1]["step"] == 1
+    assert opt.step_count == 6
+    with pytest.raises(ValueError, match="same array"):
+        opt.add_param_group({"params": [a]})
+
+
+def test_float32_and_float64_params_in_one_optimizer():
+    a, b = np.ones(5, np.float32), np.ones(5, np.float64)
+    opt = adamc.Adam([a, b], lr=0.1)
+    opt.step([np.ones(5, np.float32), np.ones(5)])
+    np.testing.assert_allclose(a, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(b, 0.9, rtol=1e-7)
+
+
+def test_repr_lists_groups():
+    text = repr(adamc.Adam([np.zeros((2, 3))], lr=0.1))
+    assert "Adam (" in text and "lr: 0.1" in text and "(2, 3)" in text
+
+
+# ----------------------------------------------------------------------------------
+# Bad input at construction
+
+BAD_CONSTRUCTION = [
+    (lambda: adamc.Adam([]), ValueError, "empty parameter list"),
+    (lambda: adamc.Adam("x"), TypeError, "params must be"),
+    (lambda: adamc.Adam([np.zeros(3), {"params": np.zeros(2)}]), TypeError, "mixes"),
+    (lambda: adamc.Adam([{"lr": 0.1}]), ValueError, "no 'params'"),
+    (lambda: adamc.Adam([[1.0, 2.0]]), TypeError, r"params\[0\] must be a numpy.ndarray"),
+    (lambda: adamc.Adam(np.zeros(3, np.int32)), TypeError, "dtype int32"),
+    (lambda: adamc.Adam(np.zeros((4, 4))[:, 0]), ValueError, "not C-contiguous"),
+    (lambda: adamc.Adam(np.zeros(3), lr=-1), ValueError, "lr must be a finite number >= 0"),
+    (lambda: adamc.Adam(np.zeros(3), betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be in"),
+    (lambda: adamc.Adam(np.zeros(3), betas=0.9), ValueError, "betas must be a pair"),
+    (lambda: adamc.Adam(np.zeros(3), eps=float("nan")), ValueError, "eps must be"),
+    (lambda: adamc.Adam(np.zeros(3), weight_decay=-0.1), ValueError, "weight_decay must be"),
+    (lambda: adamc.Adam(np.zeros(3), amsgrad=None), TypeError, "amsgrad must be a bool"),
+    (lambda: adamc.Adam([{"params": np.zeros(3), "lr": -1.0}]), ValueError,
+     r"param_groups\[0\]\['lr'\]"),
+]
+
+
+@pytest.mark.parametrize("make,exc,msg", BAD_CONSTRUCTION, ids=[b[2] for b in BAD_CONSTRUCTION])
+def test_bad_construction(make, exc, msg):
+    with pytest.raises(exc, match=msg):
+        make()
+
+
+def test_shared_memory_between_params_rejected():
+    buf = np.zeros(10)
+    with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] share memory"):
+        adamc.Adam([buf[:6], buf[4:]])
+    a = np.zeros(3)
+    with pytest.raises(ValueError, match="same array"):
+        adamc.Adam([a, a])
+    adamc.Adam([buf[:5], buf[5:]])  # disjoint views are fine
+
+
+# ----------------------------------------------------------------------------------
+# Bad input at step: precise exception, nothing mutated
+
+def bad_steps(ps, opt):
+    g = grads_like(ps, 1)
+    return [
+        ("not list", {"a": 1}, TypeError, "grads must be an ndarray or a list"),
+        ("single for many", g[0], ValueError, "single array but the optimizer has 2"),
+        ("length", g[:1], ValueError, "grads has 1 arrays but the optimizer has 2"),
+        ("dtype", [g[0].astype(np.float32), g[1]], TypeError,
+         r"grads\[0\] has dtype float32 but params\[0\] has dtype float64"),
+        ("shape", [g[0], g[1].T.copy()], ValueError, r"grads\[1\] has shape \(4, 3\)"),
+        ("noncontig", [g[0], np.asfortranarray(g[1])], ValueError, "not C-contiguous"),
+        ("list", [g[0].tolist(), g[1]], TypeError, "must be a numpy.ndarray"),
+        ("alias param", [ps[0], g[1]], ValueError, r"grads\[0\] shares memory with params\[0\]"),
+        ("int", [g[0].astype(int), g[1]], TypeError, "dtype int64"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_bad_grads_rejected_without_mutation(case):
+    ps = params()
+    opt = adamc.Adam(ps, lr=0.1)
+    opt.step(grads_like(ps, 0))
+    name, grads, exc, msg = bad_steps(ps, opt)[case]
+    snap = snapshot(opt, ps)
+    with pytest.raises(exc, match=msg):
+        opt.step(grads)
+    assert_unchanged(opt, ps, snap)
+
+
+def test_param_changed_behind_the_optimizer():
+    ps = params()
+    opt = adamc.Adam(ps)
+    ps[0].flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
+        opt.step(grads_like(ps, 1))
+    ps[0].flags.writeable = True
+    opt.param_groups[0]["params"][1] = np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\] was modified"):
+        opt.step(grads_like(ps, 1))
+
+
+def test_amsgrad_switched_on_later_is_refused():
+    x = np.zeros(3)
+    opt = adamc.Adam(x)
+    opt.param_groups[0]["amsgrad"] = True
+    with pytest.raises(ValueError, match="create it with amsgrad=True"):
+        opt.step(np.ones(3))
+    assert np.all(x == 0) and opt.step_count == 0
