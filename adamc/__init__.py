@@ -6,6 +6,7 @@ same bits for every SIMD level and thread count.
 """
 from ._kernels import adam_step, get_num_threads, set_num_threads
 from ._config import show_config
+from ._minimize import minibatches, minimize, minimize_adam, minimize_adamw, minimize_amsgrad
 from .optim import Adam, AdamW, Optimizer
 
 __version__ = "0.1.0"
@@ -16,6 +17,11 @@ __all__ = [
     "Optimizer",
     "adam_step",
     "get_num_threads",
+    "minibatches",
+    "minimize",
+    "minimize_adam",
+    "minimize_adamw",
+    "minimize_amsgrad",
     "set_num_threads",
     "show_config",
     "__version__",

@@ -17,9 +17,9 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
-from libc.math cimport isfinite, isnan
+from libc.math cimport NAN, fabs, isfinite, isnan
 from libc.stdint cimport int64_t
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy
 
 import numpy as np
 
@@ -381,6 +381,75 @@ def check_disjoint(named_arrays, read_only=()):
             if _overlap(ra, wa):
                 raise ValueError(f"{rn} shares memory with {wn}, which this step writes; "
                                  f"pass a separate array (e.g. {rn}.copy())")
+
+
+# ---------------------------------------------------------------------------------
+# Small helpers of the minimize loop (cheap at n = 10, where NumPy calls cost ~1 us)
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef double _max_abs(const real *a, Py_ssize_t n) noexcept nogil:
+    cdef double m = 0.0, x
+    cdef Py_ssize_t i
+    for i in range(n):
+        x = fabs(a[i])
+        if not (x <= m):
+            if isnan(x):
+                return NAN
+            m = x
+    return m
+
+
+cdef double _max_abs_diff(const real *a, const real *b, Py_ssize_t n) noexcept nogil:
+    cdef double m = 0.0, x
+    cdef Py_ssize_t i
+    for i in range(n):
+        x = fabs(<double>a[i] - <double>b[i])
+        if not (x <= m):
+            if isnan(x):
+                return NAN
+            m = x
+    return m
+
+
+cdef inline cnp.ndarray _vector(object a, str name):
+    if not cnp.PyArray_Check(a) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>a)) \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise TypeError(f"{name} must be a C-contiguous float32 or float64 ndarray")
+    return <cnp.ndarray>a
+
+
+def max_abs(a):
+    """Infinity norm of a contiguous float array (NaN if it holds a NaN, 0 if empty)."""
+    cdef cnp.ndarray x = _vector(a, "a")
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        return _max_abs(<const float *>cnp.PyArray_DATA(x), cnp.PyArray_SIZE(x))
+    return _max_abs(<const double *>cnp.PyArray_DATA(x), cnp.PyArray_SIZE(x))
+
+
+def max_abs_diff(a, b):
+    """max |a - b| of two contiguous arrays of one dtype and size (NaN-propagating)."""
+    cdef cnp.ndarray x = _vector(a, "a"), y = _vector(b, "b")
+    if cnp.PyArray_TYPE(x) != cnp.PyArray_TYPE(y) or cnp.PyArray_SIZE(x) != cnp.PyArray_SIZE(y):
+        raise ValueError("a and b must have the same dtype and size")
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        return _max_abs_diff(<const float *>cnp.PyArray_DATA(x),
+                             <const float *>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(x))
+    return _max_abs_diff(<const double *>cnp.PyArray_DATA(x),
+                         <const double *>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(x))
+
+
+def copy_into(dst, src):
+    """Copy src into dst (contiguous arrays of one dtype and size, dst writeable)."""
+    cdef cnp.ndarray d = _vector(dst, "dst"), s = _vector(src, "src")
+    if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(s) or cnp.PyArray_SIZE(d) != cnp.PyArray_SIZE(s):
+        raise ValueError("dst and src must have the same dtype and size")
+    if not cnp.PyArray_ISWRITEABLE(d):
+        raise ValueError("dst is read-only")
+    memcpy(cnp.PyArray_DATA(d), cnp.PyArray_DATA(s), cnp.PyArray_NBYTES(s))
 
 
 # ---------------------------------------------------------------------------------

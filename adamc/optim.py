@@ -60,6 +60,7 @@ class Optimizer(_kernels._Engine):
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._group_hyper(defaults, None)
         self.defaults = dict(defaults)
+        self._box: tuple[list, list] | None = None
         self.param_groups = []
         self._state_arrays: list[list[np.ndarray | None]] = []
         for group in self._split_groups(params):
@@ -120,13 +121,26 @@ class Optimizer(_kernels._Engine):
     def _state_used(self, key: str, group: dict[str, Any]) -> bool:
         return True
 
-    def _rebind(self, lower: list | None = None, upper: list | None = None) -> None:
+    def _rebind(self) -> None:
         params, index = [], []
         for gi, g in enumerate(self.param_groups):
             params.extend(g["params"])
             index.extend([gi] * len(g["params"]))
+        lower, upper = self._box if self._box is not None else (None, None)
         self._bind(self._algorithm, self._hyper_keys, params, self._state_arrays, index,
                    lower, upper)
+
+    def _set_bounds(self, lower: list[np.ndarray], upper: list[np.ndarray]) -> None:
+        """Project every parameter onto [lower[i], upper[i]] after each update (used by
+        the SciPy method); the bound arrays must match the parameters."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, (p, lo, hi) in enumerate(zip(params, lower, upper)):
+            _kernels.check_operand(lo, f"lower[{i}]", p, self._param_name(i))
+            _kernels.check_operand(hi, f"upper[{i}]", p, self._param_name(i))
+        if len(lower) != len(params) or len(upper) != len(params):
+            raise ValueError("one lower and one upper bound array per parameter")
+        self._box = (list(lower), list(upper))
+        self._rebind()  # keeps the step counts
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group of parameters (torch.optim semantics); its step count starts at
@@ -134,10 +148,8 @@ class Optimizer(_kernels._Engine):
         self._check_idle()
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        steps, count = self._group_steps(), self.step_count
         self._append_group(param_group)
-        self._rebind()
-        self._set_group_steps(steps + [0], count)
+        self._rebind()  # existing groups keep their step counts, the new one starts at 0
 
     # -- hyperparameters ------------------------------------------------------------
     def _group_hyper(self, group: dict[str, Any], gi: int | None) -> tuple[dict, Callable | None]:

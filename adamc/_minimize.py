@@ -1,0 +1,688 @@
+"""adamc's optimizers as ``scipy.optimize.minimize`` methods.
+
+``minimize_<name>`` are callables for ``scipy.optimize.minimize(..., method=...)``;
+``minimize(fun, x0, method="<name>")`` is the same with SciPy's signature. The loop
+here owns the iteration (objective calls, stopping tests, callbacks); every update is
+one ``step()`` of an adamc optimizer, whose kernel also projects onto the bounds.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import warnings
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import _kernels
+from .optim import Adam, AdamW, Optimizer
+
+__all__ = ["minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad", "minibatches"]
+
+_STOP_MESSAGE = "`callback` raised `StopIteration`."
+_MAXITER_MESSAGE = "Maximum number of iterations has been exceeded."
+_MAXFEV_MESSAGE = "Maximum number of function evaluations has been exceeded."
+
+
+class _Method:
+    """A minimize method: an optimizer class and the keyword arguments it fixes."""
+
+    def __init__(self, name: str, cls: type[Optimizer], fixed: dict[str, Any]):
+        self.name, self.cls, self.fixed = name, cls, fixed
+        params = inspect.signature(cls.__init__).parameters
+        self.hyper = {k: p.default for k, p in params.items()
+                      if k not in ("self", "params") and k not in fixed}
+
+
+_METHODS: dict[str, _Method] = {}
+
+
+def _register(name: str, cls: type[Optimizer], **fixed: Any) -> None:
+    _METHODS[name] = _Method(name, cls, fixed)
+
+
+_register("adam", Adam)
+_register("adamw", AdamW)
+_register("amsgrad", Adam, amsgrad=True)
+
+_LOOP_DEFAULTS: dict[str, Any] = dict(
+    maxiter=None, maxfev=None, gtol=None, ftol=0.0, xtol=0.0, tol=None, disp=False,
+    disp_every=None, progress=False, batches=None, return_all=False,
+    finite_diff_rel_step=None)
+
+
+# ----------------------------------------------------------------------------------
+# Mini-batches
+
+def minibatches(*arrays: np.ndarray, batch_size: int, epochs: int = 1, shuffle: bool = True,
+                seed: Any = None, drop_last: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yield tuples of mini-batches of ``arrays`` (split along their first axis).
+
+    Parameters
+    ----------
+    *arrays : array_like
+        Arrays with the same length along axis 0 (e.g. ``X`` and ``y``).
+    batch_size : int
+        Rows per batch (the last batch of an epoch may be smaller).
+    epochs : int, optional
+        Passes over the data (default 1).
+    shuffle : bool, optional
+        Draw a new random order of the rows for every epoch (default True).
+    seed : int, numpy.random.Generator or None, optional
+        Seed of the shuffling, for reproducible runs.
+    drop_last : bool, optional
+        Skip the last batch of each epoch when it is smaller than ``batch_size``.
+
+    Yields
+    ------
+    tuple of ndarray
+        One batch of every array, in the order given; suitable for
+        ``options={"batches": ...}`` of :func:`minimize`.
+    """
+    if not arrays:
+        raise ValueError("minibatches needs at least one array")
+    arrays = tuple(np.asarray(a) for a in arrays)
+    if any(a.ndim == 0 for a in arrays):
+        raise ValueError("minibatches needs arrays with at least one dimension")
+    n = arrays[0].shape[0]
+    for i, a in enumerate(arrays[1:], 1):
+        if a.shape[0] != n:
+            raise ValueError(f"arrays[{i}] has {a.shape[0]} rows, arrays[0] has {n}")
+    for name, value in (("batch_size", batch_size), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    rng = np.random.default_rng(seed)
+    return _batch_iterator(arrays, n, int(batch_size), int(epochs), bool(shuffle), rng,
+                           bool(drop_last))
+
+
+def _batch_iterator(arrays, n, batch_size, epochs, shuffle, rng, drop_last):
+    for _ in range(epochs):
+        order = rng.permutation(n) if shuffle else None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if drop_last and stop - start < batch_size:
+                break
+            if order is None:
+                yield tuple(a[start:stop] for a in arrays)
+            else:
+                idx = order[start:stop]
+                yield tuple(a[idx] for a in arrays)
+
+
+# ----------------------------------------------------------------------------------
+# Input handling
+
+def _prepare_x0(x0: Any) -> np.ndarray:
+    x = np.atleast_1d(np.asarray(x0))
+    if x.ndim != 1:
+        raise ValueError("'x0' must only have one dimension.")
+    kind = x.dtype.kind
+    if kind in "iu":
+        x = x.astype(np.float64)
+    elif kind == "f":
+        if x.dtype == np.float16:
+            x = x.astype(np.float32)
+        elif x.dtype.itemsize > 8:
+            raise TypeError(f"x0 has dtype {x.dtype}; adamc works in float32 or float64 "
+                            f"(convert with x0.astype(np.float64))")
+        else:
+            x = x.astype(x.dtype.newbyteorder("="), copy=True)
+    else:
+        raise TypeError(f"x0 has dtype {x.dtype}; it must be real (float32, float64 or "
+                        f"integer)")
+    x = np.ascontiguousarray(x).copy()
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(f"x0 must be finite; x0[{bad[0]}] is {x[bad[0]]}")
+    return x
+
+
+def _prepare_bounds(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    if bounds is None:
+        return None
+    from scipy.optimize import Bounds
+
+    n = x.size
+    if isinstance(bounds, Bounds):
+        lb, ub = np.asarray(bounds.lb, dtype=float), np.asarray(bounds.ub, dtype=float)
+    else:
+        try:
+            pairs = list(bounds)
+        except TypeError:
+            raise TypeError("bounds must be a scipy.optimize.Bounds or a sequence of "
+                            "(low, high) pairs") from None
+        if len(pairs) != n:
+            raise ValueError(f"The number of bounds is not compatible with the length of "
+                             f"`x0`: got {len(pairs)} pairs for {n} variables.")
+        lb, ub = np.empty(n), np.empty(n)
+        for i, pair in enumerate(pairs):
+            try:
+                lo, hi = pair
+            except (TypeError, ValueError):
+                raise ValueError(f"bounds[{i}] must be a (low, high) pair, got {pair!r}") from None
+            lb[i] = -np.inf if lo is None else float(np.asarray(lo).item())
+            ub[i] = np.inf if hi is None else float(np.asarray(hi).item())
+    try:
+        lb, ub = np.broadcast_to(lb, (n,)), np.broadcast_to(ub, (n,))
+    except ValueError:
+        raise ValueError(f"The number of bounds is not compatible with the length of `x0`: "
+                         f"bounds of shape {lb.shape} and {ub.shape} for {n} variables.") from None
+    if np.isnan(lb).any() or np.isnan(ub).any():
+        raise ValueError("bounds must not contain NaN (use None or inf for no bound)")
+    if np.any(ub < lb):
+        i = int(np.flatnonzero(ub < lb)[0])
+        raise ValueError(f"An upper bound is less than the corresponding lower bound: "
+                         f"bounds[{i}] = ({lb[i]}, {ub[i]}).")
+    lower = np.ascontiguousarray(lb, dtype=x.dtype)
+    upper = np.ascontiguousarray(ub, dtype=x.dtype)
+    if x.dtype == np.float32:
+        # rounding to float32 must not move a bound inward past the true one
+        lower = np.where(lower.astype(np.float64) > lb, np.nextafter(lower, np.float32(-np.inf)),
+                         lower).astype(np.float32)
+        upper = np.where(upper.astype(np.float64) < ub, np.nextafter(upper, np.float32(np.inf)),
+                         upper).astype(np.float32)
+    return lower, upper
+
+
+def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) -> dict[str, Any]:
+    from scipy.optimize import OptimizeWarning
+
+    unknown = {k: v for k, v in options.items()
+               if k not in method.hyper and k not in _LOOP_DEFAULTS}
+    if unknown:
+        warnings.warn(f"Unknown solver options: {', '.join(map(str, unknown))}",
+                      OptimizeWarning, stacklevel=stacklevel + 1)
+    opts = dict(_LOOP_DEFAULTS)
+    opts.update({k: v for k, v in options.items() if k in _LOOP_DEFAULTS})
+    batched = opts["batches"] is not None
+
+    def count(name, value, minimum, default):
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
+        return int(value)
+
+    def tolerance(name, value):
+        try:
+            return _kernels.check_nonnegative(value, name)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc)) from None
+
+    opts["maxiter"] = count("maxiter", opts["maxiter"], 0, None if batched else 10000)
+    opts["maxfev"] = count("maxfev", opts["maxfev"], 1, None)
+    gtol = opts["gtol"]
+    if gtol is None:
+        gtol = opts["tol"] if opts["tol"] is not None else (0.0 if batched else 1e-5)
+    opts["gtol"] = tolerance("gtol", gtol)
+    opts["ftol"] = tolerance("ftol", opts["ftol"])
+    opts["xtol"] = tolerance("xtol", opts["xtol"])
+    for flag in ("disp", "return_all", "progress"):
+        if not isinstance(opts[flag], (bool, np.bool_)):
+            raise TypeError(f"{flag} must be a bool, got {opts[flag]!r}")
+    every = opts["disp_every"]
+    if every is None:
+        every = max(1, (opts["maxiter"] or 2000) // 20)
+    opts["disp_every"] = count("disp_every", every, 1, 1)
+    step = opts["finite_diff_rel_step"]
+    if step is not None:
+        step = _kernels.check_nonnegative(step, "finite_diff_rel_step")
+        if step == 0:
+            raise ValueError("finite_diff_rel_step must be > 0")
+    opts["finite_diff_rel_step"] = step
+    hyper = dict(method.hyper)
+    hyper.update({k: v for k, v in options.items() if k in method.hyper})
+    hyper.update(method.fixed)
+    return {"loop": opts, "hyper": hyper}
+
+
+def _callback_style(callback: Callable | None) -> str | None:
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    try:
+        params = inspect.signature(callback).parameters
+    except (TypeError, ValueError):
+        return "x"
+    return "result" if set(params) == {"intermediate_result"} else "x"
+
+
+# ----------------------------------------------------------------------------------
+# Objective and gradient
+
+class _Objective:
+    """Evaluates f and g at the optimizer's x, counting evaluations."""
+
+    def __init__(self, fun, jac, args, x, bounds, rel_step):
+        from scipy.optimize._optimize import MemoizeJac
+
+        if not callable(fun):
+            raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+        self.args = tuple(args) if isinstance(args, tuple) else (args,)
+        self.nfev = self.njev = 0
+        self.x = x
+        self.view = x.view()
+        self.view.flags.writeable = False  # fun must not change the iterate
+        self.dtype, self.n = x.dtype, x.size
+        if isinstance(fun, MemoizeJac) and getattr(jac, "__self__", None) is fun:
+            fun, jac = fun.fun, True  # SciPy's jac=True wrapper: skip its caching
+        self.fun = fun
+        if jac is True:
+            self.mode = "combined"
+        elif callable(jac):
+            self.mode, self.jac = "separate", jac
+        elif jac is None or jac is False or jac in ("2-point", "3-point"):
+            self.mode = "3-point" if jac == "3-point" else "2-point"
+            eps = float(np.finfo(self.dtype).eps)
+            default = eps ** 0.5 if self.mode == "2-point" else eps ** (1 / 3)
+            self.rel_step = rel_step if rel_step is not None else default
+            self.work = np.empty_like(x)
+            self.work_view = self.work.view()
+            self.work_view.flags.writeable = False
+            self.lower, self.upper = bounds if bounds is not None else (None, None)
+        else:
+            raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
+                             f"got {jac!r}")
+
+    def scalar(self, value: Any) -> float:
+        if type(value) is float:
+            return value
+        try:
+            return float(np.asarray(value).item())
+        except (TypeError, ValueError):
+            raise ValueError("The user-provided objective function must return a scalar "
+                             "value.") from None
+
+    def gradient(self, g: Any, source: str) -> np.ndarray:
+        if type(g) is np.ndarray and g.dtype == self.dtype and g.shape == (self.n,) \
+                and g.flags.c_contiguous:
+            return g
+        arr = np.asarray(g)
+        if arr.shape != (self.n,):
+            if arr.size == self.n and arr.ndim != 1:
+                arr = arr.reshape(self.n)
+            else:
+                raise ValueError(f"{source} returned a gradient of shape {arr.shape}; "
+                                 f"expected ({self.n},), the shape of x0")
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{source} returned a gradient of dtype {arr.dtype}; "
+                            f"expected real numbers")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def __call__(self, batch: tuple) -> tuple[float, np.ndarray]:
+        args = self.args + batch if batch else self.args
+        if self.mode == "combined":
+            out = self.fun(self.view, *args)
+            self.nfev += 1
+            self.njev += 1
+            try:
+                f, g = out
+            except (TypeError, ValueError):
+                raise ValueError("with jac=True, fun must return a pair (f, gradient); "
+                                 f"it returned {type(out).__name__}") from None
+            return self.scalar(f), self.gradient(g, "fun")
+        f = self.scalar(self.fun(self.view, *args))
+        self.nfev += 1
+        if self.mode == "separate":
+            g = self.jac(self.view, *args)
+            self.njev += 1
+            return f, self.gradient(g, "jac")
+        self.njev += 1
+        return f, self._finite_difference(f, args)
+
+    def _finite_difference(self, f0: float, args: tuple) -> np.ndarray:
+        x, work, view = self.x, self.work, self.work_view
+        g = np.empty_like(x)
+        signs = np.where(x >= 0, 1.0, -1.0)
+        h = self.rel_step * signs * np.maximum(1.0, np.abs(x))
+        np.copyto(work, x)
+        for i in range(self.n):
+            xi = x[i]
+            hi = (x.dtype.type(xi + h[i]) - xi)
+            if hi == 0:
+                hi = x.dtype.type(np.spacing(xi) * (1 if signs[i] > 0 else -1))
+            fwd_ok = self._inside(i, xi + hi)
+            back_ok = self._inside(i, xi - hi)
+            if self.mode == "3-point" and fwd_ok and back_ok:
+                work[i] = xi + hi
+                fp = self.scalar(self.fun(view, *args))
+                work[i] = xi - hi
+                fm = self.scalar(self.fun(view, *args))
+                self.nfev += 2
+                g[i] = (fp - fm) / (2 * float(hi))
+            else:
+                if not fwd_ok:
+                    hi = -hi
+                work[i] = xi + hi
+                fp = self.scalar(self.fun(view, *args))
+                self.nfev += 1
+                g[i] = (fp - f0) / float(hi)
+            work[i] = xi
+        return g
+
+    def _inside(self, i: int, value: float) -> bool:
+        return (self.lower is None
+                or (self.lower[i] <= value <= self.upper[i]))
+
+
+# ----------------------------------------------------------------------------------
+# The loop
+
+def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, options,
+         hess=None, hessp=None, stacklevel=3):
+    from scipy.optimize import OptimizeResult
+
+    if constraints is not None and not (hasattr(constraints, "__len__") and len(constraints) == 0):
+        raise ValueError(f"method {method.name!r} does not support constraints; use one of "
+                         f"SciPy's methods that do: 'SLSQP', 'trust-constr', 'COBYLA' or "
+                         f"'COBYQA'")
+    for name, value in (("hess", hess), ("hessp", hessp)):
+        if value is not None:
+            warnings.warn(f"Method {method.name} does not use Hessian information ({name}).",
+                          RuntimeWarning, stacklevel=stacklevel)
+    parsed = _check_options(method, options, stacklevel)
+    loop = parsed["loop"]
+    x = _prepare_x0(x0)
+    box = _prepare_bounds(bounds, x)
+    if box is not None:
+        np.clip(x, box[0], box[1], out=x)
+    style = _callback_style(callback)
+    objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
+    opt = method.cls(x, **parsed["hyper"])
+    if box is not None:
+        opt._set_bounds([box[0]], [box[1]])
+
+    batches = loop["batches"]
+    batch_iter = None
+    batch: tuple = ()
+    if batches is not None:
+        batch_iter = iter(batches)
+        batch = _next_batch(batch_iter, None)
+        if batch is None:
+            raise ValueError("options['batches'] is empty")
+
+    maxiter, maxfev = loop["maxiter"], loop["maxfev"]
+    gtol, ftol, xtol = loop["gtol"], loop["ftol"], loop["xtol"]
+    x_prev = np.empty_like(x) if xtol > 0 else None
+    keep_x = np.empty_like(x)
+    keep_g = np.empty_like(x)
+    allvecs = [x.copy()] if loop["return_all"] else None
+    reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) else None
+
+    f, g = objective(batch)
+    nit, status, message = 0, None, None
+    gnorm = _kernels.max_abs(g)
+    if not (math.isfinite(f) and math.isfinite(gnorm)):
+        status = 3
+        message = ("The objective or its gradient is not finite at the starting point "
+                   "(x0 is returned).")
+    elif gtol > 0 and gnorm <= gtol:
+        status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
+    if reporter:
+        reporter.row(nit, f, gnorm)
+
+    while status is None:
+        if maxiter is not None and nit >= maxiter:
+            status, message = 1, _MAXITER_MESSAGE
+            break
+        _kernels.copy_into(keep_x, x)
+        _kernels.copy_into(keep_g, g)
+        f_prev = f
+        if x_prev is not None:
+            _kernels.copy_into(x_prev, x)
+        opt.step(g)
+        exhausted = False
+        if batch_iter is not None:
+            following = _next_batch(batch_iter, batch)
+            exhausted = following is batch
+            batch = following
+        f, g = objective(batch)
+        gnorm = _kernels.max_abs(g)
+        if not (math.isfinite(f) and math.isfinite(gnorm)):
+            _kernels.copy_into(x, keep_x)
+            f, g = f_prev, keep_g
+            status = 3
+            message = (f"The objective or its gradient is not finite at iteration "
+                       f"{nit + 1}; the result is the last iterate where both were finite "
+                       f"(iteration {nit}).")
+            break
+        nit += 1
+        if allvecs is not None:
+            allvecs.append(x.copy())
+        if reporter:
+            reporter.row(nit, f, gnorm)
+        if style is not None:
+            try:
+                if style == "x":
+                    callback(x.copy())
+                else:
+                    callback(intermediate_result=OptimizeResult(x=x.copy(), fun=f, nit=nit))
+            except StopIteration:
+                status, message = 99, _STOP_MESSAGE
+                break
+        if exhausted:
+            status = 0
+            message = "Optimization terminated successfully: the batches are exhausted."
+        elif gtol > 0 and gnorm <= gtol:
+            status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol."
+        elif ftol > 0 and abs(f_prev - f) <= ftol * max(abs(f_prev), abs(f), 1.0):
+            status = 0
+            message = ("Optimization terminated successfully: the relative change of f "
+                       "is <= ftol.")
+        elif xtol > 0 and _kernels.max_abs_diff(x, x_prev) <= xtol * max(1.0, _kernels.max_abs(x)):
+            status = 0
+            message = "Optimization terminated successfully: the change of x is <= xtol."
+        elif maxfev is not None and objective.nfev >= maxfev:
+            status, message = 2, _MAXFEV_MESSAGE
+
+    if batch_iter is not None and hasattr(batch_iter, "close") and status != 0:
+        batch_iter.close()
+    result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
+                            nfev=objective.nfev, njev=objective.njev, status=status,
+                            success=status == 0, message=message)
+    if allvecs is not None:
+        result["allvecs"] = allvecs
+    if reporter:
+        reporter.close(result)
+    return result
+
+
+def _next_batch(iterator: Iterator, last: tuple | None) -> tuple | None:
+    """Next batch as a tuple of extra arguments; ``last`` when exhausted."""
+    for item in iterator:
+        return item if isinstance(item, tuple) else (item,)
+    return last
+
+
+class _Reporter:
+    """disp=True table and the optional tqdm progress bar."""
+
+    def __init__(self, loop: dict[str, Any], opt: Optimizer):
+        self.every = loop["disp_every"]
+        self.disp = loop["disp"]
+        self.opt = opt
+        self.bar = None
+        if loop["progress"]:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                warnings.warn("progress=True needs tqdm (pip install tqdm); continuing "
+                              "without a progress bar", RuntimeWarning, stacklevel=5)
+            else:
+                total = loop["maxiter"]
+                batches = loop["batches"]
+                if hasattr(batches, "__len__"):
+                    total = len(batches) if total is None else min(total, len(batches))
+                self.bar = tqdm(total=total, unit="it")
+        if self.disp:
+            print(f"{'iter':>8} {'f':>14} {'|g|_inf':>11} {'lr':>10}", file=sys.stdout)
+
+    def _lr(self) -> float:
+        lr = self.opt.param_groups[0]["lr"]
+        return float(lr(max(self.opt.step_count, 1))) if callable(lr) else float(lr)
+
+    def row(self, nit: int, f: float, gnorm: float) -> None:
+        if self.bar is not None and nit:
+            self.bar.update(1)
+        if self.disp and nit % self.every == 0:
+            print(f"{nit:>8} {f:>14.6e} {gnorm:>11.3e} {self._lr():>10.3e}", file=sys.stdout)
+
+    def close(self, result) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.disp:
+            print(result.message)
+            print(f"         Current function value: {result.fun:.6e}")
+            print(f"         Iterations: {result.nit}")
+            print(f"         Function evaluations: {result.nfev}")
+            print(f"         Gradient evaluations: {result.njev}")
+
+
+# ----------------------------------------------------------------------------------
+# Public entry points
+
+_OPTION_DOC = """
+    Options
+    -------
+    lr : float or callable, default {lr}
+        Learning rate, or a callable ``step -> lr`` (1-based update number).
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates of the moment estimates.
+    eps : float, default 1e-8
+        Denominator term (outside the square root, as in torch).
+    weight_decay : float, default {weight_decay}
+        {wd_doc}
+    maxiter : int, default 10000 (no limit with ``batches``)
+        Maximum number of iterations (updates).
+    maxfev : int, default None (no limit)
+        Stop at the first iteration after which the number of objective
+        evaluations (finite differences included) reaches ``maxfev``.
+    gtol : float, default 1e-5 (0 with ``batches``)
+        Stop when the infinity norm of the gradient is <= gtol; 0 turns it off.
+    ftol : float, default 0 (off)
+        Stop when ``|f_prev - f| <= ftol * max(|f_prev|, |f|, 1)``.
+    xtol : float, default 0 (off)
+        Stop when ``max|x - x_prev| <= xtol * max(1, max|x|)``.
+    tol : float, default None
+        Sets ``gtol`` when ``gtol`` is not given (SciPy passes ``minimize``'s
+        ``tol`` this way).
+    batches : iterable of tuples, default None
+        Mini-batches: iteration k calls ``fun(x, *args, *batches[k])``; the run
+        ends when the iterable is exhausted (status 0) or at ``maxiter``. See
+        :func:`adamc.minibatches`.
+    disp : bool, default False
+        Print iteration, f, |g|_inf and lr every ``disp_every`` iterations and a
+        summary at the end.
+    disp_every : int, default maxiter // 20
+        Rows of the ``disp`` table.
+    progress : bool, default False
+        Show a tqdm progress bar (when tqdm is installed).
+    return_all : bool, default False
+        Store every iterate in ``result.allvecs``.
+    finite_diff_rel_step : float, default None
+        Relative step of finite differences (sqrt(eps) for '2-point',
+        eps**(1/3) for '3-point', eps of the dtype of x).
+"""
+
+
+def _make_method_function(name: str) -> Callable[..., Any]:
+    method = _METHODS[name]
+
+    def minimize_method(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None,
+                        constraints=None, callback=None, **options):
+        return _run(method, fun, x0, args, jac, bounds, constraints, callback, options,
+                    hess=hess, hessp=hessp)
+
+    minimize_method.__name__ = minimize_method.__qualname__ = f"minimize_{name}"
+    minimize_method.__module__ = "adamc"
+    return minimize_method
+
+
+minimize_adam = _make_method_function("adam")
+minimize_adamw = _make_method_function("adamw")
+minimize_amsgrad = _make_method_function("amsgrad")
+
+_METHOD_DOC = """Minimize a scalar function with {title}; a ``scipy.optimize.minimize`` method.
+
+    Use as ``scipy.optimize.minimize(fun, x0, method=adamc.{func}, jac=True,
+    options={{...}})`` or call it directly.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> float``, or ``-> (float, ndarray)`` with ``jac=True``.
+        ``x`` is a read-only view of the current iterate (copy it to keep it).
+    x0 : array_like, shape (n,)
+        Starting point. Integer x0 is cast to float64; float32 x0 optimizes in
+        float32.
+    args : tuple, optional
+        Extra arguments of ``fun`` and ``jac``.
+    jac : {{True, callable, None, '2-point', '3-point'}}, optional
+        Gradient: returned by ``fun`` (True), computed by ``jac(x, *args)``, or by
+        finite differences (None and '2-point' are forward differences).
+    hess, hessp : ignored
+        Accepted for SciPy compatibility (a RuntimeWarning says they are unused).
+    bounds : scipy.optimize.Bounds or sequence of (low, high), optional
+        Box constraints (None for no bound); every iterate is projected onto the
+        box and x0 is clipped into it.
+    constraints : empty, optional
+        Other constraints are not supported (ValueError).
+    callback : callable, optional
+        ``callback(xk)`` (a copy of the iterate) or
+        ``callback(intermediate_result)`` (an OptimizeResult with ``x``, ``fun``,
+        ``nit``), called after every iteration; raising StopIteration ends the
+        run with status 99.
+    **options
+        See Options. Unknown options give an OptimizeWarning.
+{options}
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        ``x``, ``fun`` (the objective at ``x``), ``jac``, ``nit``, ``nfev``,
+        ``njev``, ``status`` (0 converged or batches exhausted, 1 maxiter, 2
+        maxfev, 3 non-finite objective or gradient: ``x`` is then the last
+        iterate where both were finite, 99 callback stop), ``success``,
+        ``message``.
+"""
+
+for _func, _title, _lr, _wd, _wd_doc in (
+        (minimize_adam, "Adam", "1e-3", "0", "L2 penalty coefficient (Adam's coupled form)."),
+        (minimize_adamw, "AdamW (decoupled weight decay)", "1e-3", "1e-2",
+         "Decoupled weight decay: x *= 1 - lr * weight_decay every step."),
+        (minimize_amsgrad, "AMSGrad (Adam with the maximum of past second moments)", "1e-3",
+         "0", "L2 penalty coefficient (Adam's coupled form).")):
+    _func.__doc__ = _METHOD_DOC.format(
+        title=_title, func=_func.__name__,
+        options=_OPTION_DOC.format(lr=_lr, weight_decay=_wd, wd_doc=_wd_doc))
+
+
+def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac: Any = None,
+             bounds: Any = None, callback: Callable | None = None, tol: float | None = None,
+             options: dict[str, Any] | None = None):
+    """Minimize a scalar function with an adamc optimizer (SciPy's signature).
+
+    Parameters
+    ----------
+    fun, x0, args, jac, bounds, callback
+        As in :func:`scipy.optimize.minimize`; see :func:`minimize_adam`.
+    method : str, optional
+        One of ``"adam"`` (default), ``"adamw"``, ``"amsgrad"`` (case-insensitive).
+    tol : float, optional
+        Sets the ``gtol`` option unless ``options`` has it.
+    options : dict, optional
+        Method options; see :func:`minimize_adam`.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+    """
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of "
+                         f"{', '.join(repr(m) for m in _METHODS)}")
+    options = dict(options or {})
+    if tol is not None:
+        options.setdefault("tol", tol)
+    return _run(_METHODS[method.lower()], fun, x0, args, jac, bounds, None, callback, options)

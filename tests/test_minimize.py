@@ -1,0 +1,431 @@
+"""adamc as a scipy.optimize.minimize method, adamc.minimize and mini-batches."""
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from scipy import optimize as so
+
+import adamc
+
+X0 = [1.3, 0.7, 0.8, 1.9, 1.2]
+ROSEN_OPTIONS = dict(lr=1e-2, maxiter=50000)
+
+
+def rosen_fg(x):
+    return so.rosen(x), so.rosen_der(x)
+
+
+def quad(x, c=2.0):
+    return float(np.sum((x - c) ** 2)), 2 * (x - c)
+
+
+# ----------------------------------------------------------------------------------
+# SciPy's contract for custom methods
+
+@pytest.mark.parametrize("method,opts", [
+    (adamc.minimize_adam, ROSEN_OPTIONS),
+    (adamc.minimize_adamw, dict(ROSEN_OPTIONS, weight_decay=0.0)),
+    # AMSGrad keeps the largest second moment seen, so it needs a larger lr here
+    (adamc.minimize_amsgrad, dict(ROSEN_OPTIONS, lr=0.1)),
+], ids=["adam", "adamw", "amsgrad"])
+def test_rosenbrock_through_scipy(method, opts):
+    res = so.minimize(so.rosen, X0, method=method, jac=so.rosen_der, options=opts)
+    assert res.success and res.status == 0, res.message
+    np.testing.assert_allclose(res.x, np.ones(5), atol=1e-4)
+    assert res.fun == so.rosen(res.x)
+    np.testing.assert_array_equal(res.jac, so.rosen_der(res.x))
+    assert np.max(np.abs(res.jac)) <= 1e-5
+
+
+@pytest.mark.parametrize("name,lr", [("adam", 1e-2), ("amsgrad", 0.1), ("ADAM", 1e-2)])
+def test_rosenbrock_through_adamc_minimize(name, lr):
+    res = adamc.minimize(rosen_fg, X0, method=name, jac=True, options=dict(ROSEN_OPTIONS, lr=lr))
+    assert res.success
+    np.testing.assert_allclose(res.x, np.ones(5), atol=1e-4)
+
+
+def test_jac_true_through_scipy_costs_one_call_per_iteration():
+    calls = []
+
+    def fg(x):
+        calls.append(1)
+        return quad(x)
+
+    res = so.minimize(fg, np.zeros(3), method=adamc.minimize_adam, jac=True,
+                      options=dict(lr=0.1, maxiter=40))
+    assert res.nit == 40 and res.status == 1 and not res.success
+    assert len(calls) == res.nfev == res.njev == 41  # x0 plus one per iteration
+
+
+def test_args_are_passed_through():
+    seen = []
+
+    def f(x, a, b):
+        seen.append((a, b))
+        return quad(x, a)
+
+    res = so.minimize(f, np.zeros(2), args=(3.0, "tag"), method=adamc.minimize_adam,
+                      jac=True, options=dict(lr=0.1, maxiter=2000))
+    np.testing.assert_allclose(res.x, 3.0, atol=1e-4)
+    assert set(seen) == {(3.0, "tag")}
+    res = adamc.minimize(lambda x, a: quad(x, a), [0.0], args=5.0, jac=True,
+                         options=dict(lr=0.1, maxiter=3000))
+    np.testing.assert_allclose(res.x, 5.0, atol=1e-4)
+
+
+def test_separate_jac_and_counts():
+    res = adamc.minimize(lambda x: quad(x)[0], np.zeros(3), jac=lambda x: quad(x)[1],
+                         options=dict(lr=0.1, maxiter=10))
+    assert res.nfev == res.njev == 11
+
+
+@pytest.mark.parametrize("scheme,per_grad", [(None, 4), ("2-point", 4), ("3-point", 7)])
+def test_finite_differences(scheme, per_grad):
+    n = 3
+    res = adamc.minimize(lambda x: quad(x)[0], np.zeros(n), jac=scheme,
+                         options=dict(lr=0.1, maxiter=3000, gtol=1e-4))
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, 2.0, atol=1e-4)
+    assert res.nfev == per_grad * (res.nit + 1)  # f(x) plus n or 2n shifted calls
+    assert res.njev == res.nit + 1
+    np.testing.assert_allclose(res.jac, 2 * (res.x - 2), atol=1e-5)
+
+
+def test_finite_differences_respect_bounds():
+    seen = []
+
+    def f(x):
+        seen.append(x.copy())
+        return float(np.sum((x - 2) ** 2))
+
+    res = adamc.minimize(f, np.array([1.0, 0.0]), jac="3-point", bounds=[(0, 1), (0, 3)],
+                         options=dict(lr=0.05, maxiter=200))
+    pts = np.array(seen)
+    assert pts[:, 0].max() <= 1.0 and pts.min() >= 0.0
+    assert res.x[0] == 1.0
+
+
+def test_float32_and_integer_x0():
+    res = adamc.minimize(lambda x: (float(np.sum((x - 2) ** 2)), 2 * (x - 2)),
+                         np.zeros(4, np.float32), jac=True, options=dict(lr=0.1, maxiter=3000,
+                                                                        gtol=1e-3))
+    assert res.x.dtype == np.float32 and res.jac.dtype == np.float32
+    np.testing.assert_allclose(res.x, 2.0, atol=1e-3)
+    res = adamc.minimize(quad, np.array([8, 9]), jac=True, options=dict(lr=0.5, maxiter=5))
+    assert res.x.dtype == np.float64
+
+
+def test_fun_sees_a_read_only_view_of_the_iterate():
+    def f(x):
+        assert not x.flags.writeable
+        with pytest.raises(ValueError):
+            x += 1
+        return quad(x)
+
+    adamc.minimize(f, np.zeros(2), jac=True, options=dict(maxiter=3))
+
+
+# ----------------------------------------------------------------------------------
+# Callbacks
+
+def test_callback_x_receives_private_copies():
+    got = []
+
+    def cb(xk):
+        got.append(xk)
+        xk[:] = 1e9  # must not disturb the run
+
+    res = adamc.minimize(quad, np.zeros(3), jac=True, callback=cb, options=dict(lr=0.1, maxiter=5))
+    assert len(got) == 5
+    ref = adamc.minimize(quad, np.zeros(3), jac=True, options=dict(lr=0.1, maxiter=5))
+    np.testing.assert_array_equal(res.x, ref.x)
+    assert not any(np.shares_memory(a, res.x) for a in got)
+    assert len({id(a) for a in got}) == 5
+
+
+def test_callback_intermediate_result_has_exact_fun():
+    rows = []
+
+    def cb(intermediate_result):
+        rows.append(intermediate_result)
+
+    res = so.minimize(rosen_fg, X0, method=adamc.minimize_adam, jac=True, callback=cb,
+                      options=dict(lr=1e-2, maxiter=30))
+    assert len(rows) == 30 and rows[-1].nit == 30
+    for r in rows:
+        assert isinstance(r, so.OptimizeResult)
+        assert r.fun == so.rosen(r.x)
+    np.testing.assert_array_equal(rows[-1].x, res.x)
+    assert res.fun == rows[-1].fun == so.rosen(res.x)
+
+
+@pytest.mark.parametrize("style", ["x", "intermediate_result"])
+def test_stop_iteration_equals_maxiter(style):
+    k = 17
+
+    if style == "x":
+        def cb(xk, calls=[0]):
+            calls[0] += 1
+            if calls[0] == k:
+                raise StopIteration
+    else:
+        def cb(intermediate_result):
+            if intermediate_result.nit == k:
+                raise StopIteration
+
+    stopped = so.minimize(rosen_fg, X0, method=adamc.minimize_adam, jac=True, callback=cb,
+                          options=dict(lr=1e-2))
+    limited = so.minimize(rosen_fg, X0, method=adamc.minimize_adam, jac=True,
+                          options=dict(lr=1e-2, maxiter=k))
+    assert stopped.status == 99 and not stopped.success
+    assert stopped.message == "`callback` raised `StopIteration`."
+    np.testing.assert_array_equal(stopped.x, limited.x)
+    assert stopped.fun == limited.fun and stopped.nit == limited.nit == k
+
+
+# ----------------------------------------------------------------------------------
+# Bounds
+
+@pytest.mark.parametrize("bounds", [[(0, 1.5), (None, None)], so.Bounds([0, -np.inf], [1.5, np.inf])])
+def test_bounds_project_every_iterate(bounds):
+    xs = []
+    res = adamc.minimize(quad, np.array([5.0, 5.0]), jac=True, bounds=bounds,
+                         callback=lambda xk: xs.append(xk), options=dict(lr=0.1, maxiter=2000))
+    xs = np.array(xs)
+    assert xs[:, 0].min() >= 0 and xs[:, 0].max() <= 1.5
+    assert xs[0, 0] <= 1.5  # x0 = 5 was clipped into the box first
+    assert res.x[0] == 1.5
+    np.testing.assert_allclose(res.x[1], 2.0, atol=1e-4)
+
+
+def test_x0_outside_bounds_is_clipped_before_the_first_evaluation():
+    first = []
+    adamc.minimize(lambda x: first.append(x.copy()) or quad(x), np.array([-3.0, 9.0]), jac=True,
+                   bounds=[(-1, 1), (0, 4)], options=dict(maxiter=1))
+    np.testing.assert_array_equal(first[0], [-1.0, 4.0])
+
+
+def test_float32_bounds_are_never_tightened_by_rounding():
+    res = adamc.minimize(lambda x: (float(np.sum((x - 2) ** 2)), 2 * (x - 2)),
+                         np.zeros(1, np.float32), jac=True, bounds=[(None, 0.1)],
+                         options=dict(lr=0.1, maxiter=50))
+    assert res.x.dtype == np.float32 and float(res.x[0]) >= 0.1
+
+
+# ----------------------------------------------------------------------------------
+# Statuses
+
+def test_status_gtol_and_tol_sets_gtol():
+    res = adamc.minimize(quad, np.zeros(2), jac=True, tol=1e-3, options=dict(lr=0.05))
+    assert res.status == 0 and "gtol" in res.message
+    assert np.max(np.abs(res.jac)) <= 1e-3
+    res2 = adamc.minimize(quad, np.zeros(2), jac=True, tol=1e-3, options=dict(lr=0.05, gtol=1e-6))
+    assert np.max(np.abs(res2.jac)) <= 1e-6 and res2.nit > res.nit
+
+
+def test_already_converged_at_x0():
+    res = adamc.minimize(quad, np.full(2, 2.0), jac=True)
+    assert res.status == 0 and res.nit == 0 and res.nfev == 1
+
+
+def test_status_maxfev():
+    res = adamc.minimize(lambda x: quad(x)[0], np.zeros(3), options=dict(maxfev=40, lr=0.01))
+    assert res.status == 2 and not res.success
+    assert res.message == "Maximum number of function evaluations has been exceeded."
+    assert 40 <= res.nfev < 44
+
+
+def test_status_ftol_and_xtol():
+    res = adamc.minimize(quad, np.zeros(2), jac=True, options=dict(lr=0.01, ftol=1e-6, gtol=0))
+    assert res.status == 0 and "ftol" in res.message
+    res = adamc.minimize(quad, np.zeros(2), jac=True, options=dict(lr=1e-3, xtol=1e-2, gtol=0))
+    assert res.status == 0 and "xtol" in res.message and res.nit == 1
+
+
+def test_nonfinite_objective_returns_last_finite_iterate():
+    xs = []
+
+    def f(x):
+        if len(xs) == 7:
+            return float("nan"), np.ones_like(x)
+        xs.append(x.copy())
+        return quad(x)
+
+    res = adamc.minimize(f, np.zeros(2), jac=True, options=dict(lr=0.1))
+    assert res.status == 3 and not res.success and "not finite at iteration 7" in res.message
+    assert res.nit == 6
+    np.testing.assert_array_equal(res.x, xs[-1])
+    assert res.fun == quad(xs[-1])[0]
+    np.testing.assert_array_equal(res.jac, quad(xs[-1])[1])
+
+
+def test_nonfinite_gradient_at_x0():
+    res = adamc.minimize(lambda x: (1.0, np.array([np.inf, 0.0])), np.zeros(2), jac=True)
+    assert res.status == 3 and res.nit == 0 and "starting point" in res.message
+    np.testing.assert_array_equal(res.x, [0.0, 0.0])
+
+
+# ----------------------------------------------------------------------------------
+# Bad input
+
+BAD = [
+    (dict(x0=np.zeros((2, 2))), ValueError, "'x0' must only have one dimension."),
+    (dict(x0=[0.0, np.nan]), ValueError, r"x0 must be finite; x0\[1\] is nan"),
+    (dict(x0=np.zeros(2, complex)), TypeError, "x0 has dtype complex128"),
+    (dict(bounds=[(1, 0), (0, 1)]), ValueError, "An upper bound is less than"),
+    (dict(bounds=[(0, 1)]), ValueError, "number of bounds is not compatible"),
+    (dict(bounds=so.Bounds([0, 0, 0], [1, 1, 1])), ValueError, "number of bounds"),
+    (dict(bounds=[(0, 1), (np.nan, 1)]), ValueError, "must not contain NaN"),
+    (dict(bounds=[(0, 1), 3]), ValueError, r"bounds\[1\] must be a \(low, high\) pair"),
+    (dict(fun=lambda x: (1.0, np.zeros(3))), ValueError,
+     r"fun returned a gradient of shape \(3,\); expected \(2,\)"),
+    (dict(fun=lambda x: 1.0), ValueError, "with jac=True, fun must return a pair"),
+    (dict(fun=lambda x: (np.ones(2), np.ones(2))), ValueError, "must return a scalar value"),
+    (dict(jac="cs"), ValueError, "jac must be True, a callable, None"),
+    (dict(options=dict(maxiter=-1)), ValueError, "maxiter must be an int >= 0"),
+    (dict(options=dict(gtol=-1)), ValueError, "gtol must be a finite number >= 0"),
+    (dict(options=dict(lr=-0.1)), ValueError, "lr must be a finite number >= 0"),
+    (dict(options=dict(betas=(0.9, 1.5))), ValueError, r"betas\[1\] must be in"),
+    (dict(options=dict(disp="yes")), TypeError, "disp must be a bool"),
+    (dict(method="lbfgs"), ValueError, "unknown method 'lbfgs'"),
+    (dict(options=dict(batches=[])), ValueError, "options\\['batches'\\] is empty"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,msg", BAD, ids=[b[2][:40] for b in BAD])
+def test_bad_input(kw, exc, msg):
+    call = dict(fun=quad, x0=np.zeros(2), jac=True)
+    call.update(kw)
+    with pytest.raises(exc, match=msg):
+        adamc.minimize(call.pop("fun"), call.pop("x0"), **call)
+
+
+def test_constraints_are_refused_with_alternatives():
+    cons = [{"type": "ineq", "fun": lambda x: x[0]}]
+    with pytest.raises(ValueError, match="does not support constraints.*SLSQP"):
+        so.minimize(quad, np.zeros(2), method=adamc.minimize_adam, jac=True, constraints=cons)
+    so.minimize(quad, np.zeros(2), method=adamc.minimize_adam, jac=True, constraints=(),
+                options=dict(maxiter=2))
+
+
+def test_unknown_option_warns_like_scipy():
+    with pytest.warns(so.OptimizeWarning, match="Unknown solver options: learning_rate"):
+        adamc.minimize(quad, np.zeros(2), jac=True, options=dict(learning_rate=0.1, maxiter=1))
+
+
+def test_hessian_arguments_warn():
+    with pytest.warns(RuntimeWarning, match="does not use Hessian information"):
+        so.minimize(quad, np.zeros(2), method=adamc.minimize_adam, jac=True,
+                    hess=lambda x: np.eye(2), options=dict(maxiter=1))
+
+
+# ----------------------------------------------------------------------------------
+# Stochastic fitting
+
+def test_batches_reach_fun_in_order_and_end_the_run():
+    seen = []
+
+    def f(x, scale, batch_id):
+        seen.append(batch_id)
+        return quad(x, scale)
+
+    batches = [(i,) for i in range(25)]
+    res = adamc.minimize(f, np.zeros(2), args=(1.0,), jac=True,
+                         options=dict(batches=batches, lr=0.1))
+    assert res.status == 0 and res.success and "batches are exhausted" in res.message
+    assert res.nit == 25  # one update per batch
+    assert seen == list(range(25)) + [24]  # the final x is evaluated on the last batch
+    assert res.nfev == 26
+
+
+def test_batches_stop_at_maxiter_and_convergence_tests_are_off():
+    res = adamc.minimize(lambda x, b: quad(x), np.full(2, 2.0), jac=True,
+                         options=dict(batches=((i,) for i in range(100)), maxiter=10))
+    assert res.status == 1 and res.nit == 10  # gtol is off with batches: no stop at x0
+
+
+def test_minibatches_cover_the_data():
+    X = np.arange(23 * 2).reshape(23, 2)
+    y = np.arange(23)
+    batches = list(adamc.minibatches(X, y, batch_size=5, epochs=2, seed=0))
+    assert len(batches) == 10
+    assert [len(b[1]) for b in batches[:5]] == [5, 5, 5, 5, 3]
+    for epoch in (batches[:5], batches[5:]):
+        ys = np.concatenate([b[1] for b in epoch])
+        assert sorted(ys) == list(range(23))
+        xs = np.concatenate([b[0] for b in epoch])
+        np.testing.assert_array_equal(xs, X[ys])
+    again = list(adamc.minibatches(X, y, batch_size=5, epochs=2, seed=0))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(batches, again))
+    ordered = list(adamc.minibatches(y, batch_size=10, shuffle=False, drop_last=True))
+    assert len(ordered) == 2 and np.array_equal(ordered[0][0], np.arange(10))
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(arrays=(np.zeros(3), np.zeros(4)), batch_size=2), "arrays\\[1\\] has 4 rows"),
+    (dict(arrays=(np.zeros(3),), batch_size=0), "batch_size must be an int >= 1"),
+    (dict(arrays=(np.zeros(3),), batch_size=2, epochs=0), "epochs must be"),
+    (dict(arrays=(), batch_size=2), "at least one array"),
+])
+def test_minibatches_bad_input(kw, msg):
+    arrays = kw.pop("arrays")
+    with pytest.raises(ValueError, match=msg):
+        adamc.minibatches(*arrays, **kw)
+
+
+def test_stochastic_linear_regression_fits():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 3))
+    w_true = np.array([1.0, -2.0, 0.5])
+    y = X @ w_true + 0.01 * rng.standard_normal(500)
+
+    def loss(w, Xb, yb):
+        r = Xb @ w - yb
+        return float(r @ r / len(yb)), 2 * Xb.T @ r / len(yb)
+
+    res = adamc.minimize(loss, np.zeros(3), jac=True,
+                         options=dict(lr=0.05, batches=adamc.minibatches(X, y, batch_size=20,
+                                                                       epochs=20, seed=1)))
+    assert res.status == 0 and res.nit == 500
+    np.testing.assert_allclose(res.x, w_true, atol=0.02)
+
+
+# ----------------------------------------------------------------------------------
+# Reporting
+
+def test_disp_prints_table_and_summary(capsys):
+    adamc.minimize(quad, np.zeros(2), jac=True, options=dict(disp=True, disp_every=5, maxiter=20,
+                                                             lr=0.1))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["iter", "f", "|g|_inf", "lr"]
+    rows = [line.split() for line in out[1:] if line.strip() and line.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 5, 10, 15, 20]
+    assert all(float(r[3]) == 0.1 for r in rows)
+    assert any("Iterations: 20" in line for line in out)
+
+
+def test_progress_bar_counts_iterations(capsys):
+    pytest.importorskip("tqdm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adamc.minimize(quad, np.zeros(2), jac=True, options=dict(progress=True, maxiter=7))
+    assert "7/7" in capsys.readouterr().err
+
+
+def test_progress_without_tqdm_warns(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.warns(RuntimeWarning, match="needs tqdm"):
+        res = adamc.minimize(quad, np.zeros(2), jac=True, options=dict(progress=True, maxiter=3))
+    assert res.nit == 3
+
+
+def test_return_all_and_schedule():
+    res = adamc.minimize(quad, np.zeros(1), jac=True,
+                         options=dict(return_all=True, maxiter=4, lr=lambda t: 0.1 * t))
+    assert len(res.allvecs) == 5 and res.allvecs[0][0] == 0.0
+    x, m, v = np.zeros(1), np.zeros(1), np.zeros(1)
+    for t in range(1, 5):  # the schedule is called with the 1-based update number
+        adamc.adam_step(x, quad(x)[1], m, v, step=t, lr=0.1 * t)
+        np.testing.assert_array_equal(res.allvecs[t], x)
