@@ -17,7 +17,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
-from libc.math cimport NAN, fabs, isfinite, isnan
+from libc.math cimport INFINITY, M_PI, NAN, cos, fabs, isfinite, isnan, pow, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memcmp, memcpy
 
@@ -31,20 +31,21 @@ cdef extern from "adamc.h" nogil:
         ADAMC_LEVEL_BASELINE
         ADAMC_LEVEL_AVX2
         ADAMC_LEVEL_AVX512
-        ADAMC_NUM_LEVELS
         ADAMC_F32
         ADAMC_F64
-        ADAMC_COUPLED_WD
-        ADAMC_AMSGRAD
+        ADAMC_ADAM
+        ADAMC_ADAMAX
+        ADAMC_NADAM
+        ADAMC_RADAM
+        ADAMC_SGD
+        ADAMC_RMSPROP
+        ADAMC_NUM_ALGOS
         ADAMC_BOUNDED
-        ADAMC_CLIP_VALUE
 
     ctypedef struct adamc_coef:
         unsigned flags
         double grad_scale
         double clip_value
-        double weight_decay
-        double decay
 
     ctypedef struct adamc_task:
         void *param
@@ -56,22 +57,32 @@ cdef extern from "adamc.h" nogil:
 
     ctypedef void (*adamc_chunk_fn)(const adamc_task *task, Py_ssize_t begin,
                                     Py_ssize_t end) noexcept nogil
+    ctypedef double (*adamc_sumsq_fn)(const void *grad, Py_ssize_t begin, Py_ssize_t end,
+                                      double clip) noexcept nogil
+    ctypedef Py_ssize_t (*adamc_scan_fn)(const void *grad, Py_ssize_t n) noexcept nogil
 
     ctypedef struct adamc_kernels:
         const char *name
-        adamc_chunk_fn adam[2]
+        adamc_chunk_fn step[ADAMC_NUM_ALGOS][2]
+        adamc_sumsq_fn sumsq[2]
+        adamc_scan_fn first_nonfinite[2]
 
     const adamc_kernels *adamc_kernels_at(int level)
     int adamc_cpu_level()
     void adamc_run(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int nthreads)
+    double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, Py_ssize_t n, double clip,
+                             int nthreads)
     int adamc_have_openmp()
     int adamc_default_threads()
 
-    ctypedef struct adamc_adam_hyper:
+    ctypedef struct adamc_hyper:
         double lr, beta1, beta2, eps, weight_decay
-        int decoupled, amsgrad, maximize
+        double momentum_decay, momentum, dampening, alpha
+        int decoupled, amsgrad, maximize, nesterov, centered
 
-    void adamc_adam_prepare(const adamc_adam_hyper *h, int64_t step, adamc_coef *coef)
+    void adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
+                       adamc_coef *coef, double *aux_next)
+    double adamc_aux_initial(int algo)
 
 
 cdef extern from "adamc_config.h":
@@ -453,85 +464,189 @@ def copy_into(dst, src):
 
 
 # ---------------------------------------------------------------------------------
-# Stateless step
+# Learning-rate schedules evaluated without a Python call (see adamc.schedules)
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
-              beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-              amsgrad=False, max_exp_avg_sq=None, maximize=False):
-    """Apply one Adam (or AdamW) update in place.
+cdef class Schedule:
+    """Base of the compiled learning-rate schedules: ``schedule(step) -> lr`` for the
+    1-based number of the update being computed. Optimizers call them without going
+    through Python."""
 
-    Parameters
-    ----------
-    param : ndarray
-        Parameters, float32 or float64, C-contiguous and writeable; updated in place.
-    grad : ndarray
-        Gradient of the objective at ``param``, same dtype and shape.
-    exp_avg, exp_avg_sq : ndarray
-        First and second moment estimates (start from zeros); updated in place.
-    step : int
-        1-based number of this update (used for the bias corrections).
-    lr : float, optional
-        Learning rate, >= 0. Default 1e-3.
-    beta1, beta2 : float, optional
-        Decay rates of the moment estimates, in [0, 1). Defaults 0.9 and 0.999.
-    eps : float, optional
-        Added to the bias-corrected ``sqrt(v)`` (outside the square root, like
-        torch). Default 1e-8.
-    weight_decay : float, optional
-        Weight decay coefficient, >= 0. Default 0.
-    decoupled_weight_decay : bool, optional
-        False: Adam's L2 term ``g += weight_decay * p``. True: AdamW's
-        ``p *= 1 - lr * weight_decay`` before the update.
-    amsgrad : bool, optional
-        Use the running maximum of ``exp_avg_sq`` (kept in ``max_exp_avg_sq``).
-    max_exp_avg_sq : ndarray, optional
-        Running maximum of ``exp_avg_sq``; required when ``amsgrad`` is True.
-    maximize : bool, optional
-        Maximize the objective instead of minimizing it.
+    cdef double _at(self, int64_t step) noexcept:
+        return 0.0
 
-    Raises
-    ------
-    TypeError, ValueError
-        On a bad argument, before anything is modified.
-    """
-    cdef adamc_adam_hyper h
+    def __call__(self, step):
+        return self._at(_step_number(step, "step"))
+
+
+cdef class _Constant(Schedule):
+    cdef readonly double lr
+
+    def __init__(self, lr):
+        self.lr = _nonneg(lr, "lr")
+
+    cdef double _at(self, int64_t step) noexcept:
+        return self.lr
+
+    def __repr__(self):
+        return f"constant(lr={self.lr!r})"
+
+    def __reduce__(self):
+        return (_Constant, (self.lr,))
+
+
+cdef class _StepDecay(Schedule):
+    cdef readonly double lr, gamma
+    cdef readonly int64_t step_size
+
+    def __init__(self, lr, step_size, gamma):
+        self.lr = _nonneg(lr, "lr")
+        self.step_size = _step_number(step_size, "step_size")
+        self.gamma = _nonneg(gamma, "gamma")
+
+    cdef double _at(self, int64_t step) noexcept:
+        return self.lr * pow(self.gamma, <double>((step - 1) // self.step_size))
+
+    def __repr__(self):
+        return f"step_decay(lr={self.lr!r}, step_size={self.step_size}, gamma={self.gamma!r})"
+
+    def __reduce__(self):
+        return (_StepDecay, (self.lr, self.step_size, self.gamma))
+
+
+cdef class _ExponentialDecay(Schedule):
+    cdef readonly double lr, gamma
+
+    def __init__(self, lr, gamma):
+        self.lr = _nonneg(lr, "lr")
+        self.gamma = _nonneg(gamma, "gamma")
+
+    cdef double _at(self, int64_t step) noexcept:
+        return self.lr * pow(self.gamma, <double>(step - 1))
+
+    def __repr__(self):
+        return f"exponential_decay(lr={self.lr!r}, gamma={self.gamma!r})"
+
+    def __reduce__(self):
+        return (_ExponentialDecay, (self.lr, self.gamma))
+
+
+cdef class _CosineDecay(Schedule):
+    cdef readonly double lr, min_lr
+    cdef readonly int64_t total_steps, warmup_steps
+
+    def __init__(self, lr, total_steps, min_lr, warmup_steps):
+        self.lr = _nonneg(lr, "lr")
+        self.total_steps = _step_number(total_steps, "total_steps")
+        self.min_lr = _nonneg(min_lr, "min_lr")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
+                or not 0 <= warmup_steps < self.total_steps:
+            raise ValueError(f"warmup_steps must be an int in [0, total_steps), got "
+                             f"{warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+
+    cdef double _at(self, int64_t step) noexcept:
+        if step <= self.warmup_steps:
+            return self.lr * <double>step / <double>self.warmup_steps
+        cdef double progress = <double>(step - self.warmup_steps) / \
+            <double>(self.total_steps - self.warmup_steps)
+        if progress > 1.0:
+            progress = 1.0
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + cos(M_PI * progress))
+
+    def __repr__(self):
+        return (f"cosine_decay(lr={self.lr!r}, total_steps={self.total_steps}, "
+                f"min_lr={self.min_lr!r}, warmup_steps={self.warmup_steps})")
+
+    def __reduce__(self):
+        return (_CosineDecay, (self.lr, self.total_steps, self.min_lr, self.warmup_steps))
+
+
+cdef class _InverseSqrt(Schedule):
+    cdef readonly double lr
+    cdef readonly int64_t warmup_steps
+
+    def __init__(self, lr, warmup_steps):
+        self.lr = _nonneg(lr, "lr")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
+                or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+
+    cdef double _at(self, int64_t step) noexcept:
+        if step <= self.warmup_steps:
+            return self.lr * <double>step / <double>self.warmup_steps
+        return self.lr * sqrt(<double>max(self.warmup_steps, 1) / <double>step)
+
+    def __repr__(self):
+        return f"inverse_sqrt(lr={self.lr!r}, warmup_steps={self.warmup_steps})"
+
+    def __reduce__(self):
+        return (_InverseSqrt, (self.lr, self.warmup_steps))
+
+
+cdef double _lr_at(object fn, int64_t step, str where) except? -1.0:
+    """The learning rate of a schedule or callable at a 1-based step, validated."""
+    if isinstance(fn, Schedule):
+        return (<Schedule>fn)._at(step)
+    value = fn(step)
+    try:
+        return _nonneg(value, "lr")
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where} returned a bad learning rate at step {step}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------
+# Stateless steps (the checks live in adamc.functional)
+
+ALGORITHMS = {"adam": ADAMC_ADAM, "adamax": ADAMC_ADAMAX, "nadam": ADAMC_NADAM,
+              "radam": ADAMC_RADAM, "sgd": ADAMC_SGD, "rmsprop": ADAMC_RMSPROP}
+
+
+cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
+    """Copy validated hyperparameters (see Optimizer._group_hyper) into a C struct."""
+    h.lr = v.get("lr", 0.0)
+    h.beta1, h.beta2 = v.get("betas", (0.0, 0.0))
+    h.eps = v.get("eps", 0.0)
+    h.weight_decay = v.get("weight_decay", 0.0)
+    h.momentum_decay = v.get("momentum_decay", 0.0)
+    h.momentum = v.get("momentum", 0.0)
+    h.dampening = v.get("dampening", 0.0)
+    h.alpha = v.get("alpha", 0.0)
+    h.decoupled = v.get("decoupled_weight_decay", False)
+    h.amsgrad = v.get("amsgrad", False)
+    h.maximize = v.get("maximize", False)
+    h.nesterov = v.get("nesterov", False)
+    h.centered = v.get("centered", False)
+    return 0
+
+
+cdef inline void *_data_or_null(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def _apply(str algorithm, dict hyper, step, double aux, param, grad, states):
+    """One update of ``param`` in place, from checked arrays and hyperparameters;
+    returns the algorithm's scalar state after the step."""
+    cdef adamc_hyper h
     cdef adamc_coef coef
     cdef adamc_task task
+    cdef double aux_next
+    cdef int algo = ALGORITHMS[algorithm]
     cdef int64_t t = _step_number(step, "step")
-    h.lr = _nonneg(lr, "lr")
-    h.beta1 = _beta(beta1, "beta1")
-    h.beta2 = _beta(beta2, "beta2")
-    h.eps = _nonneg(eps, "eps")
-    h.weight_decay = _nonneg(weight_decay, "weight_decay")
-    h.decoupled = _flag(decoupled_weight_decay, "decoupled_weight_decay")
-    h.amsgrad = _flag(amsgrad, "amsgrad")
-    h.maximize = _flag(maximize, "maximize")
-
-    check_param(param)
-    check_operand(grad, "grad", param)
-    check_operand(exp_avg, "exp_avg", param, writeable=True)
-    check_operand(exp_avg_sq, "exp_avg_sq", param, writeable=True)
-    if h.amsgrad:
-        if max_exp_avg_sq is None:
-            raise ValueError("amsgrad=True needs max_exp_avg_sq (start it from zeros)")
-        check_operand(max_exp_avg_sq, "max_exp_avg_sq", param, writeable=True)
-    elif max_exp_avg_sq is not None:
-        raise ValueError("max_exp_avg_sq is only used with amsgrad=True")
-    check_disjoint((("param", param), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
-                    ("max_exp_avg_sq", max_exp_avg_sq)), (("grad", grad),))
-
-    adamc_adam_prepare(&h, t, &coef)
+    if not cnp.PyArray_Check(param) or not cnp.PyArray_Check(grad) or len(states) != 3:
+        raise TypeError("_apply needs checked arrays")
+    _fill_hyper(&h, hyper)
+    adamc_prepare(algo, &h, t, aux, &coef, &aux_next)
     cdef cnp.ndarray p = <cnp.ndarray>param
     task.param = cnp.PyArray_DATA(p)
     task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
-    task.state[0] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg)
-    task.state[1] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg_sq)
-    task.state[2] = cnp.PyArray_DATA(<cnp.ndarray>max_exp_avg_sq) if h.amsgrad else NULL
+    for k in range(3):
+        task.state[k] = _data_or_null(states[k])
     task.lower = NULL
     task.upper = NULL
     task.coef = &coef
-    cdef adamc_chunk_fn fn = _kernels.adam[ADAMC_F32 if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT
-                                           else ADAMC_F64]
+    cdef adamc_chunk_fn fn = _kernels.step[algo][ADAMC_F32 if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT
+                                                 else ADAMC_F64]
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p), nbytes = cnp.PyArray_NBYTES(p)
     cdef int nthreads = _threads_for(nbytes)
     if nbytes >= _nogil_min_bytes:
@@ -539,12 +654,13 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9,
             adamc_run(fn, &task, n, nthreads)
     else:
         adamc_run(fn, &task, n, 1)
+    return aux_next
 
 
 # ---------------------------------------------------------------------------------
 # Engine behind the optimizer classes
 
-ALGO_ADAM = 0
+NONFINITE_POLICIES = ("propagate", "raise", "skip")
 
 cdef struct Slot:
     PyObject *param          # borrowed: the engine's _params list holds the reference
@@ -560,9 +676,11 @@ cdef struct Slot:
 
 
 cdef struct Group:
-    adamc_adam_hyper adam
+    adamc_hyper hyper
     adamc_coef coef          # scratch: prepared anew at every step
     int64_t step             # completed steps of this group
+    double aux               # scalar state of the algorithm (see adamc_prepare)
+    double aux_next          # scratch: aux after this step
 
 
 cdef class _Engine:
@@ -578,31 +696,90 @@ cdef class _Engine:
     cdef Group *_groups
     cdef const void **_grad_ptr
     cdef list _params            # flat list of parameter arrays (keeps them alive)
-    cdef list _states            # per param: list of state arrays or None
+    cdef list _states            # per param: list of 3 state arrays or None
     cdef list _params_lists      # per group: the list object found in group["params"]
     cdef tuple _keys             # hyperparameter keys watched for changes
     cdef list _seen              # per group: list of the objects last validated
-    cdef list _lr_fns            # per group: callable lr or None
-    cdef object _bounds          # (lower, upper): per-param lists of arrays, or (None, None)
+    cdef list _lr_fns            # per group: schedule or callable lr, or None
+    cdef bint _bounded
+    cdef double _max_grad_norm   # <= 0: off
+    cdef double _clip_value      # inf: off
+    cdef int _nonfinite          # index in NONFINITE_POLICIES
     cdef int64_t _step_count
+    cdef int64_t _skipped
     cdef bint _busy
     cdef bint _bound
+
+    def __cinit__(self):
+        self._clip_value = INFINITY
+        self._max_grad_norm = 0.0
 
     def __dealloc__(self):
         PyMem_Free(self._slots)
         PyMem_Free(self._groups)
         PyMem_Free(self._grad_ptr)
 
+    # -- configuration --------------------------------------------------------------
     @property
     def step_count(self):
-        """Number of completed ``step()`` calls."""
+        """Number of completed ``step()`` calls (skipped steps excluded)."""
         return self._step_count
+
+    @property
+    def skipped_steps(self):
+        """Number of steps skipped by ``nonfinite="skip"``."""
+        return self._skipped
+
+    @property
+    def max_grad_norm(self):
+        """Clip the global L2 norm of the gradients to this value (None: off)."""
+        return None if self._max_grad_norm <= 0 else self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._check_idle()
+        if value is None:
+            self._max_grad_norm = 0.0
+            return
+        cdef double x = _nonneg(value, "max_grad_norm")
+        if x == 0:
+            raise ValueError("max_grad_norm must be > 0 (use None to turn clipping off)")
+        self._max_grad_norm = x
+
+    @property
+    def clip_value(self):
+        """Clamp every gradient element to [-clip_value, clip_value] (None: off)."""
+        return None if self._clip_value == INFINITY else self._clip_value
+
+    @clip_value.setter
+    def clip_value(self, value):
+        self._check_idle()
+        if value is None:
+            self._clip_value = INFINITY
+            return
+        self._clip_value = _nonneg(value, "clip_value")
+
+    @property
+    def nonfinite(self):
+        """What a NaN or infinity in the gradients does: "propagate" (into the
+        parameters, like torch), "raise" (FloatingPointError, nothing updated) or
+        "skip" (the step is skipped and counted in ``skipped_steps``)."""
+        return NONFINITE_POLICIES[self._nonfinite]
+
+    @nonfinite.setter
+    def nonfinite(self, value):
+        self._check_idle()
+        if value not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE_POLICIES))}, "
+                             f"got {value!r}")
+        self._nonfinite = NONFINITE_POLICIES.index(value)
 
     def _bind(self, int algo, tuple keys, list params, list states, list group_index,
               lower=None, upper=None):
-        """(Re)build the cached view of param_groups. ``states[i]`` lists the state
-        arrays of params[i] (None where absent); ``lower``/``upper`` optional
-        per-param bound arrays. Arrays must already be checked."""
+        """(Re)build the cached view of param_groups. ``states[i]`` lists the 3 state
+        slots of params[i] (None where unused); ``lower``/``upper`` optional per-param
+        bound arrays. Arrays must already be checked. Existing groups keep their step
+        counts and scalar state; new ones start fresh."""
         cdef Py_ssize_t i, k, n = len(params), ng = len(self.param_groups)
         cdef Slot *slots = <Slot *>PyMem_Calloc(max(n, 1), sizeof(Slot))
         cdef Group *groups = <Group *>PyMem_Calloc(max(ng, 1), sizeof(Group))
@@ -616,20 +793,22 @@ cdef class _Engine:
         for i in range(n):
             a = <cnp.ndarray>params[i]
             slots[i].param = <PyObject *>a
+            slots[i].data = cnp.PyArray_DATA(a)
             slots[i].size = cnp.PyArray_SIZE(a)
             slots[i].nbytes = cnp.PyArray_NBYTES(a)
             slots[i].type_num = cnp.PyArray_TYPE(a)
             slots[i].dtype_index = ADAMC_F32 if slots[i].type_num == cnp.NPY_FLOAT else ADAMC_F64
             slots[i].group = group_index[i]
             for k in range(3):
-                s = states[i][k] if k < len(states[i]) else None
-                slots[i].state[k] = NULL if s is None else cnp.PyArray_DATA(<cnp.ndarray>s)
-            slots[i].lower = NULL if lower is None or lower[i] is None else \
-                cnp.PyArray_DATA(<cnp.ndarray>lower[i])
-            slots[i].upper = NULL if upper is None or upper[i] is None else \
-                cnp.PyArray_DATA(<cnp.ndarray>upper[i])
-        for i in range(min(ng, self._ngroups)):
-            groups[i].step = self._groups[i].step
+                slots[i].state[k] = _data_or_null(states[i][k])
+            slots[i].lower = NULL if lower is None else _data_or_null(lower[i])
+            slots[i].upper = NULL if upper is None else _data_or_null(upper[i])
+        for i in range(ng):
+            if i < self._ngroups:
+                groups[i].step = self._groups[i].step
+                groups[i].aux = self._groups[i].aux
+            else:
+                groups[i].aux = adamc_aux_initial(algo)
         PyMem_Free(self._slots)
         PyMem_Free(self._groups)
         PyMem_Free(self._grad_ptr)
@@ -639,7 +818,7 @@ cdef class _Engine:
         self._nparams, self._ngroups = n, ng
         self._params = list(params)
         self._states = [list(s) for s in states]
-        self._bounds = (lower, upper)
+        self._bounded = lower is not None
         self._params_lists = [g["params"] for g in self.param_groups]
         self._seen = [[None] * len(keys) for _ in range(ng)]
         self._lr_fns = [None] * ng
@@ -649,15 +828,21 @@ cdef class _Engine:
     def _group_steps(self):
         return [self._groups[i].step for i in range(self._ngroups)]
 
-    def _set_group_steps(self, steps, step_count):
+    def _group_aux(self):
+        return [self._groups[i].aux for i in range(self._ngroups)]
+
+    def _set_counters(self, steps, aux, step_count, skipped=None):
+        """Set every group's step count and scalar state, and the step counters."""
         cdef Py_ssize_t i
         for i in range(self._ngroups):
             self._groups[i].step = steps[i]
+            self._groups[i].aux = aux[i]
         self._step_count = step_count
+        if skipped is not None:
+            self._skipped = skipped
 
-    def _forget_hyperparameters(self):
-        """Make the next step re-read every group's hyperparameters."""
-        self._seen = [[None] * len(self._keys) for _ in range(self._ngroups)]
+    def _aux_initial(self):
+        return adamc_aux_initial(self._algo)
 
     def _check_idle(self):
         if self._busy:
@@ -678,6 +863,9 @@ cdef class _Engine:
         ------
         TypeError, ValueError
             On a bad gradient or hyperparameter, before anything is modified.
+        FloatingPointError
+            With ``nonfinite="raise"``, when a gradient holds a NaN or infinity
+            (nothing is modified).
         RuntimeError
             When the optimizer is already stepping in another thread.
         """
@@ -695,10 +883,11 @@ cdef class _Engine:
             self._busy = False
 
     cdef int _collect(self, object grads) except -1:
-        """Check every parameter and gradient; store gradient pointers."""
+        """Check every parameter and gradient; store gradient and data pointers."""
         cdef Py_ssize_t i, n = self._nparams
         cdef object g, p
         cdef cnp.ndarray pa
+        cdef bint is_list
         if cnp.PyArray_Check(grads):
             if n != 1:
                 raise ValueError(f"grads is a single array but the optimizer has {n} "
@@ -713,6 +902,7 @@ cdef class _Engine:
             raise TypeError(f"grads must be an ndarray or a list of ndarrays, got "
                             f"{type(grads).__name__}")
         self._check_structure()
+        is_list = type(seq) is list
         for i in range(n):
             p = <object>self._slots[i].param
             pa = <cnp.ndarray>p
@@ -720,7 +910,7 @@ cdef class _Engine:
                     or cnp.PyArray_SIZE(pa) != self._slots[i].size
                     or (cnp.PyArray_FLAGS(pa) & _REQ_WRITE) != _REQ_WRITE):
                 raise self._changed_param_error(i)
-            g = grads if seq is None else (<list>seq)[i] if type(seq) is list else seq[i]
+            g = grads if seq is None else (<list>seq)[i] if is_list else seq[i]
             if not _operand_ok(g, self._slots[i].type_num, cnp.PyArray_NDIM(pa),
                                cnp.PyArray_DIMS(pa), _REQ_READ):
                 raise _operand_error(g, self._grad_name(i), p, self._param_name(i), False)
@@ -740,13 +930,12 @@ cdef class _Engine:
 
     cdef int _check_structure(self) except -1:
         """Detect edits of param_groups that the cached pointers cannot follow."""
-        cdef Py_ssize_t gi, j
+        cdef Py_ssize_t gi, j, k = 0
         cdef PyObject *obj
         groups = self.param_groups
         if type(groups) is not list or len(<list>groups) != self._ngroups:
             raise ValueError("param_groups was resized or replaced; use add_param_group() "
                              "to add parameters")
-        cdef Py_ssize_t k = 0
         for gi in range(self._ngroups):
             group = (<list>groups)[gi]
             if type(group) is not dict:
@@ -788,7 +977,6 @@ cdef class _Engine:
         cdef PyObject *obj
         cdef list seen
         cdef Group *grp
-        cdef double lr
         for gi in range(self._ngroups):
             group = <dict>(<list>self.param_groups)[gi]
             seen = <list>self._seen[gi]
@@ -800,64 +988,70 @@ cdef class _Engine:
             grp = &self._groups[gi]
             fn = self._lr_fns[gi]
             if fn is not None:
-                lr = self._scheduled_lr(fn, grp.step + 1, gi)
-                grp.adam.lr = lr
-            adamc_adam_prepare(&grp.adam, grp.step + 1, &grp.coef)
-            if self._bounds[0] is not None:
+                grp.hyper.lr = _lr_at(fn, grp.step + 1, f"param_groups[{gi}]['lr']")
+            adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
+                          &grp.aux_next)
+            grp.coef.clip_value = self._clip_value
+            if self._bounded:
                 grp.coef.flags |= ADAMC_BOUNDED
         return 0
-
-    cdef double _scheduled_lr(self, object fn, int64_t step, Py_ssize_t gi) except? -1.0:
-        value = fn(step)
-        try:
-            return _nonneg(value, "lr")
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"param_groups[{gi}]['lr'] returned a bad learning rate at "
-                            f"step {step}: {exc}") from None
 
     cdef int _refresh(self, Py_ssize_t gi) except -1:
         """Validate group gi's hyperparameters (via the subclass's _group_hyper) and
         cache them; only validated values reach the Group struct."""
-        cdef Py_ssize_t i
         group = self.param_groups[gi]
         hyper, lr_fn = self._group_hyper(group, gi)
-        if hyper["amsgrad"]:
-            for i in range(self._nparams):
-                if self._slots[i].group == gi and self._slots[i].state[2] == NULL:
-                    raise ValueError(
-                        f"param_groups[{gi}]['amsgrad'] was switched on, but the optimizer "
-                        f"was created without amsgrad state; create it with amsgrad=True")
-        cdef Group *grp = &self._groups[gi]
-        grp.adam.lr = 0.0 if lr_fn is not None else hyper["lr"]
-        grp.adam.beta1, grp.adam.beta2 = hyper["betas"]
-        grp.adam.eps = hyper["eps"]
-        grp.adam.weight_decay = hyper["weight_decay"]
-        grp.adam.decoupled = hyper["decoupled_weight_decay"]
-        grp.adam.amsgrad = hyper["amsgrad"]
-        grp.adam.maximize = hyper["maximize"]
+        self._check_group_state(gi, hyper)
+        _fill_hyper(&self._groups[gi].hyper, hyper)
         self._lr_fns[gi] = lr_fn
         self._seen[gi] = [group.get(k) for k in self._keys]
         return 0
 
     cdef int _update(self) except -1:
         cdef Py_ssize_t i, total = 0
+        cdef Py_ssize_t bad = -1
         for i in range(self._nparams):
             total += self._slots[i].nbytes
         if total >= _nogil_min_bytes:
             with nogil:
-                self._run_kernels()
+                bad = self._run(total)
         else:
-            self._run_kernels()
+            bad = self._run(total)
+        if bad >= 0:
+            if self._nonfinite == 2:
+                self._skipped += 1
+                return 0
+            self._raise_nonfinite(bad)
         for i in range(self._ngroups):
             self._groups[i].step += 1
+            self._groups[i].aux = self._groups[i].aux_next
         self._step_count += 1
         return 0
 
-    cdef void _run_kernels(self) noexcept nogil:
-        cdef Py_ssize_t i
+    cdef Py_ssize_t _run(self, Py_ssize_t total) noexcept nogil:
+        """The whole update: optional scan for non-finite gradients (returns the
+        index of the first offending parameter, nothing updated), optional global
+        norm, then one kernel call per parameter."""
+        cdef Py_ssize_t i, gi
         cdef adamc_task task
         cdef Slot *s
         cdef const adamc_kernels *kern = _kernels
+        cdef double sumsq = 0.0, scale
+        if self._nonfinite != 0:
+            for i in range(self._nparams):
+                s = &self._slots[i]
+                if kern.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size) >= 0:
+                    return i
+        if self._max_grad_norm > 0:
+            for i in range(self._nparams):
+                s = &self._slots[i]
+                sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
+                                           s.size, self._clip_value, _threads_for(total))
+            # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
+            scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
+            if not (scale >= 1.0):
+                for gi in range(self._ngroups):
+                    self._groups[gi].coef.grad_scale *= scale
         for i in range(self._nparams):
             s = &self._slots[i]
             task.param = s.data
@@ -868,4 +1062,17 @@ cdef class _Engine:
             task.lower = s.lower
             task.upper = s.upper
             task.coef = &self._groups[s.group].coef
-            adamc_run(kern.adam[s.dtype_index], &task, s.size, _threads_for(s.nbytes))
+            adamc_run(kern.step[self._algo][s.dtype_index], &task, s.size,
+                      _threads_for(s.nbytes))
+        return -1
+
+    cdef int _raise_nonfinite(self, Py_ssize_t i) except -1:
+        cdef Slot *s = &self._slots[i]
+        cdef Py_ssize_t flat = _kernels.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size)
+        cdef double value = (<const float *>self._grad_ptr[i])[flat] if s.dtype_index == ADAMC_F32 \
+            else (<const double *>self._grad_ptr[i])[flat]
+        shape = (<object>s.param).shape
+        index = tuple(int(j) for j in np.unravel_index(flat, shape)) if len(shape) > 1 else flat
+        raise FloatingPointError(
+            f"{self._grad_name(i)} holds {value} at index {index}; nothing was updated "
+            f"(nonfinite='raise')")

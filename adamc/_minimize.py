@@ -16,9 +16,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import _kernels
-from .optim import Adam, AdamW, Optimizer
+from .optim import SGD, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
 
-__all__ = ["minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad", "minibatches"]
+__all__ = ["minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad",
+           "minimize_adamax", "minimize_nadam", "minimize_radam", "minimize_sgd",
+           "minimize_rmsprop", "minibatches"]
 
 _STOP_MESSAGE = "`callback` raised `StopIteration`."
 _MAXITER_MESSAGE = "Maximum number of iterations has been exceeded."
@@ -31,8 +33,9 @@ class _Method:
     def __init__(self, name: str, cls: type[Optimizer], fixed: dict[str, Any]):
         self.name, self.cls, self.fixed = name, cls, fixed
         params = inspect.signature(cls.__init__).parameters
+        # non-finite values end the loop with status 3, so the policy is not an option
         self.hyper = {k: p.default for k, p in params.items()
-                      if k not in ("self", "params") and k not in fixed}
+                      if k not in ("self", "params", "nonfinite") and k not in fixed}
 
 
 _METHODS: dict[str, _Method] = {}
@@ -45,6 +48,11 @@ def _register(name: str, cls: type[Optimizer], **fixed: Any) -> None:
 _register("adam", Adam)
 _register("adamw", AdamW)
 _register("amsgrad", Adam, amsgrad=True)
+_register("adamax", Adamax)
+_register("nadam", NAdam)
+_register("radam", RAdam)
+_register("sgd", SGD)
+_register("rmsprop", RMSprop)
 
 _LOOP_DEFAULTS: dict[str, Any] = dict(
     maxiter=None, maxfev=None, gtol=None, ftol=0.0, xtol=0.0, tol=None, disp=False,
@@ -544,18 +552,25 @@ class _Reporter:
 # ----------------------------------------------------------------------------------
 # Public entry points
 
-_OPTION_DOC = """
-    Options
-    -------
-    lr : float or callable, default {lr}
-        Learning rate, or a callable ``step -> lr`` (1-based update number).
-    betas : (float, float), default (0.9, 0.999)
-        Decay rates of the moment estimates.
-    eps : float, default 1e-8
-        Denominator term (outside the square root, as in torch).
-    weight_decay : float, default {weight_decay}
-        {wd_doc}
-    maxiter : int, default 10000 (no limit with ``batches``)
+_HYPER_DOC = {
+    "lr": "Learning rate, or a schedule ``step -> lr`` (1-based update number).",
+    "betas": "Decay rates of the moment estimates.",
+    "eps": "Term of the denominator.",
+    "weight_decay": "Weight decay coefficient.",
+    "amsgrad": "Use the maximum of past second moments.",
+    "maximize": "Maximize instead (the result's ``fun`` is still the objective).",
+    "decoupled_weight_decay": "Decay x directly instead of adding an L2 gradient term.",
+    "momentum_decay": "Momentum schedule constant psi.",
+    "momentum": "Momentum factor.",
+    "dampening": "Dampening of the momentum.",
+    "nesterov": "Nesterov momentum.",
+    "alpha": "Smoothing constant of the squared-gradient average.",
+    "centered": "Normalize by the estimated variance of the gradient.",
+    "max_grad_norm": "Clip the L2 norm of the gradient to this value.",
+    "clip_value": "Clamp gradient elements to [-clip_value, clip_value].",
+}
+
+_LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
         Maximum number of iterations (updates).
     maxfev : int, default None (no limit)
         Stop at the first iteration after which the number of objective
@@ -588,6 +603,23 @@ _OPTION_DOC = """
 """
 
 
+def _options_doc(method: _Method) -> str:
+    lines = ["    Options", "    -------"]
+    for key, default in method.hyper.items():
+        lines.append(f"    {key} : default {default!r}")
+        lines.append(f"        {_HYPER_DOC[key]}")
+    return "\n".join(lines) + "\n" + _LOOP_DOC
+
+
+_TITLES = {
+    "adam": "Adam", "adamw": "AdamW (decoupled weight decay)",
+    "amsgrad": "AMSGrad (Adam with the maximum of past second moments)",
+    "adamax": "Adamax", "nadam": "NAdam (Adam with Nesterov momentum)",
+    "radam": "RAdam (rectified Adam)", "sgd": "SGD (gradient descent with momentum)",
+    "rmsprop": "RMSprop",
+}
+
+
 def _make_method_function(name: str) -> Callable[..., Any]:
     method = _METHODS[name]
 
@@ -598,12 +630,11 @@ def _make_method_function(name: str) -> Callable[..., Any]:
 
     minimize_method.__name__ = minimize_method.__qualname__ = f"minimize_{name}"
     minimize_method.__module__ = "adamc"
+    minimize_method.__doc__ = _METHOD_DOC.format(title=_TITLES[name],
+                                                 func=minimize_method.__name__,
+                                                 options=_options_doc(method))
     return minimize_method
 
-
-minimize_adam = _make_method_function("adam")
-minimize_adamw = _make_method_function("adamw")
-minimize_amsgrad = _make_method_function("amsgrad")
 
 _METHOD_DOC = """Minimize a scalar function with {title}; a ``scipy.optimize.minimize`` method.
 
@@ -637,6 +668,7 @@ _METHOD_DOC = """Minimize a scalar function with {title}; a ``scipy.optimize.min
         run with status 99.
     **options
         See Options. Unknown options give an OptimizeWarning.
+
 {options}
     Returns
     -------
@@ -648,15 +680,14 @@ _METHOD_DOC = """Minimize a scalar function with {title}; a ``scipy.optimize.min
         ``message``.
 """
 
-for _func, _title, _lr, _wd, _wd_doc in (
-        (minimize_adam, "Adam", "1e-3", "0", "L2 penalty coefficient (Adam's coupled form)."),
-        (minimize_adamw, "AdamW (decoupled weight decay)", "1e-3", "1e-2",
-         "Decoupled weight decay: x *= 1 - lr * weight_decay every step."),
-        (minimize_amsgrad, "AMSGrad (Adam with the maximum of past second moments)", "1e-3",
-         "0", "L2 penalty coefficient (Adam's coupled form).")):
-    _func.__doc__ = _METHOD_DOC.format(
-        title=_title, func=_func.__name__,
-        options=_OPTION_DOC.format(lr=_lr, weight_decay=_wd, wd_doc=_wd_doc))
+minimize_adam = _make_method_function("adam")
+minimize_adamw = _make_method_function("adamw")
+minimize_amsgrad = _make_method_function("amsgrad")
+minimize_adamax = _make_method_function("adamax")
+minimize_nadam = _make_method_function("nadam")
+minimize_radam = _make_method_function("radam")
+minimize_sgd = _make_method_function("sgd")
+minimize_rmsprop = _make_method_function("rmsprop")
 
 
 def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac: Any = None,
@@ -669,7 +700,8 @@ def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac
     fun, x0, args, jac, bounds, callback
         As in :func:`scipy.optimize.minimize`; see :func:`minimize_adam`.
     method : str, optional
-        One of ``"adam"`` (default), ``"adamw"``, ``"amsgrad"`` (case-insensitive).
+        One of ``"adam"`` (default), ``"adamw"``, ``"amsgrad"``, ``"adamax"``,
+        ``"nadam"``, ``"radam"``, ``"sgd"``, ``"rmsprop"`` (case-insensitive).
     tol : float, optional
         Sets the ``gtol`` option unless ``options`` has it.
     options : dict, optional

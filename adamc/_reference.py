@@ -29,6 +29,21 @@ def preprocess_grad(grad: Array, *, maximize: bool = False, clip_value: Optional
     return -g if maximize else g
 
 
+def weight_decay_terms(p: Array, g: Array, lr: float, weight_decay: float,
+                       decoupled: bool) -> tuple[Array, Array]:
+    """Adam's L2 term ``g + wd * p``, or AdamW's decay ``p * (1 - lr * wd)``."""
+    if weight_decay == 0:
+        return p, g
+    if decoupled:
+        return p * (1 - lr * weight_decay), g
+    return p, g + weight_decay * p
+
+
+def adam_moments(m: Array, v: Array, g: Array, beta1: float, beta2: float) -> tuple[Array, Array]:
+    """Exponential moving averages of g and g**2 (``m.lerp_(g, 1 - beta1)`` in torch)."""
+    return m + (1 - beta1) * (g - m), beta2 * v + (1 - beta2) * g * g
+
+
 def adam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: int,
          lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
          weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
@@ -44,13 +59,8 @@ def adam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: 
     """
     p, m, v = _f64(param), _f64(exp_avg), _f64(exp_avg_sq)
     g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-    m = m + (1 - beta1) * (g - m)
-    v = beta2 * v + (1 - beta2) * g * g
+    p, g = weight_decay_terms(p, g, lr, weight_decay, decoupled_weight_decay)
+    m, v = adam_moments(m, v, g, beta1, beta2)
     out = {"exp_avg": m, "exp_avg_sq": v}
     if amsgrad:
         v = np.maximum(_f64(max_exp_avg_sq), v)
@@ -59,9 +69,140 @@ def adam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: 
     bias_correction2 = 1 - beta2 ** step
     denom = np.sqrt(v) / np.sqrt(bias_correction2) + eps
     p = p - (lr / bias_correction1) * m / denom
+    out["param"] = _project(p, lower, upper)
+    return out
+
+
+def adamax(param: Array, grad: Array, exp_avg: Array, exp_inf: Array, *, step: int,
+           lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+           weight_decay: float = 0.0, maximize: bool = False, lower=None, upper=None,
+           clip_value=None, clip_scale: float = 1.0) -> dict[str, Array]:
+    """One Adamax step (torch.optim.Adamax; Kingma & Ba, section 7.1)."""
+    p, m, u = _f64(param), _f64(exp_avg), _f64(exp_inf)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    m = m + (1 - beta1) * (g - m)
+    u = np.maximum(beta2 * u, np.abs(g) + eps)
+    p = p - (lr / (1 - beta1 ** step)) * m / u
+    return {"param": _project(p, lower, upper), "exp_avg": m, "exp_inf": u}
+
+
+def nadam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: int,
+          mu_product: float = 1.0, lr: float = 2e-3, beta1: float = 0.9,
+          beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+          momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
+          maximize: bool = False, lower=None, upper=None, clip_value=None,
+          clip_scale: float = 1.0) -> dict[str, Array]:
+    """One NAdam step (torch.optim.NAdam; Dozat, 2016). Also returns the new
+    ``mu_product``."""
+    p, m, v = _f64(param), _f64(exp_avg), _f64(exp_avg_sq)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    p, g = weight_decay_terms(p, g, lr, weight_decay, decoupled_weight_decay)
+    mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    mu_product = mu_product * mu
+    m, v = adam_moments(m, v, g, beta1, beta2)
+    denom = np.sqrt(v / (1 - beta2 ** step)) + eps
+    p = p - lr * (1 - mu) / (1 - mu_product) * g / denom
+    p = p - lr * mu_next / (1 - mu_product * mu_next) * m / denom
+    return {"param": _project(p, lower, upper), "exp_avg": m, "exp_avg_sq": v,
+            "mu_product": mu_product}
+
+
+def radam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: int,
+          lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+          maximize: bool = False, lower=None, upper=None, clip_value=None,
+          clip_scale: float = 1.0) -> dict[str, Array]:
+    """One RAdam step (torch.optim.RAdam; Liu et al., 2020)."""
+    p, m, v = _f64(param), _f64(exp_avg), _f64(exp_avg_sq)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    p, g = weight_decay_terms(p, g, lr, weight_decay, decoupled_weight_decay)
+    m, v = adam_moments(m, v, g, beta1, beta2)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    m_hat = m / bias_correction1
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * beta2 ** step / bias_correction2
+    if rho_t > 5:
+        rect = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                       / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        adaptive = np.sqrt(bias_correction2) / (np.sqrt(v) + eps)
+        p = p - m_hat * lr * adaptive * rect
+    else:
+        p = p - m_hat * lr
+    return {"param": _project(p, lower, upper), "exp_avg": m, "exp_avg_sq": v}
+
+
+def sgd(param: Array, grad: Array, momentum_buffer: Optional[Array] = None, *, step: int,
+        lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+        weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False,
+        lower=None, upper=None, clip_value=None, clip_scale: float = 1.0) -> dict[str, Array]:
+    """One SGD step (torch.optim.SGD). The momentum buffer starts as a copy of the
+    gradient at step 1."""
+    p = _f64(param)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    out = {}
+    if momentum != 0:
+        if step == 1:
+            buf = g.copy()
+        else:
+            buf = momentum * _f64(momentum_buffer) + (1 - dampening) * g
+        out["momentum_buffer"] = buf
+        g = g + momentum * buf if nesterov else buf
+    out["param"] = _project(p - lr * g, lower, upper)
+    return out
+
+
+def rmsprop(param: Array, grad: Array, square_avg: Array, *, step: int, lr: float = 1e-2,
+            alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+            momentum: float = 0.0, centered: bool = False, maximize: bool = False,
+            momentum_buffer: Optional[Array] = None, grad_avg: Optional[Array] = None,
+            lower=None, upper=None, clip_value=None, clip_scale: float = 1.0) -> dict[str, Array]:
+    """One RMSprop step (torch.optim.RMSprop; Hinton's lecture 6e). ``step`` is
+    accepted for symmetry: RMSprop has no bias correction."""
+    p, v = _f64(param), _f64(square_avg)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    v = alpha * v + (1 - alpha) * g * g
+    out = {"square_avg": v}
+    if centered:
+        a = _f64(grad_avg)
+        a = a + (1 - alpha) * (g - a)
+        out["grad_avg"] = a
+        avg = np.sqrt(v - a * a) + eps
+    else:
+        avg = np.sqrt(v) + eps
+    if momentum > 0:
+        buf = momentum * _f64(momentum_buffer) + g / avg
+        out["momentum_buffer"] = buf
+        p = p - lr * buf
+    else:
+        p = p - lr * g / avg
+    out["param"] = _project(p, lower, upper)
+    return out
+
+
+def clip_grad_norm_scale(grads: list[Array], max_norm: float,
+                         clip_value: Optional[float] = None) -> float:
+    """Factor that torch.nn.utils.clip_grad_norm_ applies to all gradients (after an
+    optional clip_grad_value_): ``min(1, max_norm / (||g||_2 + 1e-6))``."""
+    total = 0.0
+    for g in grads:
+        g = _f64(g)
+        if clip_value is not None:
+            g = np.clip(g, -clip_value, clip_value)
+        total += float(np.sum(g * g))
+    return min(1.0, max_norm / (np.sqrt(total) + 1e-6))
+
+
+def _project(p: Array, lower: Optional[Array], upper: Optional[Array]) -> Array:
     if lower is not None:
         p = np.maximum(p, _f64(lower))
     if upper is not None:
         p = np.minimum(p, _f64(upper))
-    out["param"] = p
-    return out
+    return p

@@ -12,20 +12,9 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from . import _kernels
-from ._kernels import check_beta, check_betas, check_flag, check_nonnegative
+from ._validation import CHECKS, check_nesterov, is_schedule
 
-__all__ = ["Optimizer", "Adam", "AdamW"]
-
-
-def _is_lr_schedule(value: Any) -> bool:
-    return callable(value) and not isinstance(value, (np.ndarray, np.generic))
-
-
-def _check_lr(value: Any, name: str) -> tuple[float, Callable | None]:
-    """A learning rate is a number >= 0 or a callable ``step -> lr``."""
-    if _is_lr_schedule(value):
-        return 0.0, value
-    return check_nonnegative(value, name), None
+__all__ = ["Optimizer", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop"]
 
 
 def _check_no_overlap(params: list[np.ndarray]) -> None:
@@ -49,16 +38,38 @@ def _check_no_overlap(params: list[np.ndarray]) -> None:
 class Optimizer(_kernels._Engine):
     """Base class of adamc's optimizers (the torch.optim.Optimizer interface).
 
-    Subclasses set ``_state_keys`` (names of the per-parameter state arrays),
-    ``_hyper_keys`` (group keys read at every step) and implement ``_group_hyper``.
+    Subclasses set ``_algorithm`` (a kernel name of ``_kernels.ALGORITHMS``),
+    ``_state_keys`` (names of up to three per-parameter state arrays, in kernel
+    order), ``_hyper_keys`` (group keys read at every step, checked by
+    ``adamc._validation.CHECKS``) and ``_state_requires`` (state key -> the group
+    flag that needs it, for state that is only allocated when used).
+
+    Options shared by every optimizer (keyword-only):
+
+    max_grad_norm : float, optional
+        Scale all gradients so that their global L2 norm is at most this value
+        (torch.nn.utils.clip_grad_norm_, computed deterministically). Default None.
+    clip_value : float, optional
+        Clamp every gradient element to [-clip_value, clip_value], before the norm
+        clipping (torch.nn.utils.clip_grad_value_). Default None.
+    nonfinite : {"propagate", "raise", "skip"}, optional
+        What a NaN or infinity in a gradient does: flow into the parameters (torch's
+        behaviour, the default), raise FloatingPointError before anything is
+        updated, or skip the step (counted in ``skipped_steps``).
     """
 
-    _algorithm: ClassVar[int]
+    _algorithm: ClassVar[str]
     _state_keys: ClassVar[tuple[str, ...]]
     _hyper_keys: ClassVar[tuple[str, ...]]
+    _state_requires: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], *,
+                 max_grad_norm: float | None = None, clip_value: float | None = None,
+                 nonfinite: str = "propagate") -> None:
         self._group_hyper(defaults, None)
+        self.max_grad_norm = max_grad_norm
+        self.clip_value = clip_value
+        self.nonfinite = nonfinite
         self.defaults = dict(defaults)
         self._box: tuple[list, list] | None = None
         self.param_groups = []
@@ -115,11 +126,27 @@ class Optimizer(_kernels._Engine):
         self._state_arrays.extend(states)
 
     def _new_state(self, param: np.ndarray, group: dict[str, Any]) -> list[np.ndarray | None]:
-        return [np.zeros_like(param) if self._state_used(k, group) else None
-                for k in self._state_keys]
+        state = [np.zeros_like(param) if self._state_used(k, group) else None
+                 for k in self._state_keys]
+        return state + [None] * (3 - len(state))
 
-    def _state_used(self, key: str, group: dict[str, Any]) -> bool:
-        return True
+    def _state_used(self, key: str, hyper: dict[str, Any]) -> bool:
+        """Whether state array ``key`` is needed with these hyperparameters."""
+        flag = self._state_requires.get(key)
+        return flag is None or bool(hyper[flag])
+
+    def _check_group_state(self, gi: int, hyper: dict[str, Any]) -> None:
+        """Refuse hyperparameters that need state the optimizer was created without."""
+        first = sum(len(g["params"]) for g in self.param_groups[:gi])
+        for k, key in enumerate(self._state_keys):
+            if self._state_used(key, hyper) and any(
+                    self._state_arrays[i][k] is None
+                    for i in range(first, first + len(self.param_groups[gi]["params"]))):
+                flag = self._state_requires[key]
+                raise ValueError(
+                    f"param_groups[{gi}]['{flag}'] needs the '{key}' state, which the "
+                    f"optimizer was created without; create the optimizer with this "
+                    f"{flag} setting")
 
     def _rebind(self) -> None:
         params, index = [], []
@@ -127,8 +154,8 @@ class Optimizer(_kernels._Engine):
             params.extend(g["params"])
             index.extend([gi] * len(g["params"]))
         lower, upper = self._box if self._box is not None else (None, None)
-        self._bind(self._algorithm, self._hyper_keys, params, self._state_arrays, index,
-                   lower, upper)
+        self._bind(_kernels.ALGORITHMS[self._algorithm], self._hyper_keys, params,
+                   self._state_arrays, index, lower, upper)
 
     def _set_bounds(self, lower: list[np.ndarray], upper: list[np.ndarray]) -> None:
         """Project every parameter onto [lower[i], upper[i]] after each update (used by
@@ -154,20 +181,27 @@ class Optimizer(_kernels._Engine):
     # -- hyperparameters ------------------------------------------------------------
     def _group_hyper(self, group: dict[str, Any], gi: int | None) -> tuple[dict, Callable | None]:
         """Validate a group's hyperparameters; return them as plain Python values and
-        the learning-rate callable (or None). ``gi`` None means constructor defaults."""
-        raise NotImplementedError
+        the learning-rate schedule (or None). ``gi`` None means constructor defaults."""
+        hyper = {}
+        for key in self._hyper_keys:
+            name = key if gi is None else f"param_groups[{gi}]['{key}']"
+            try:
+                value = group[key]
+            except KeyError:
+                where = "the defaults" if gi is None else f"param_groups[{gi}]"
+                raise ValueError(f"{where} has no '{key}'") from None
+            hyper[key] = CHECKS[key](value, name)
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])  # a list could be edited unseen
+        self._cross_check(hyper, "" if gi is None else f"param_groups[{gi}]: ")
+        lr = hyper["lr"]
+        if is_schedule(lr):
+            hyper["lr"] = 0.0
+            return hyper, lr
+        return hyper, None
 
-    @staticmethod
-    def _name(key: str, gi: int | None) -> str:
-        return key if gi is None else f"param_groups[{gi}]['{key}']"
-
-    @staticmethod
-    def _get(group: dict[str, Any], key: str, gi: int | None) -> Any:
-        try:
-            return group[key]
-        except KeyError:
-            where = "the defaults" if gi is None else f"param_groups[{gi}]"
-            raise ValueError(f"{where} has no '{key}'") from None
+    def _cross_check(self, hyper: dict[str, Any], where: str) -> None:
+        """Checks that involve several hyperparameters (none by default)."""
 
     # -- state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -183,7 +217,7 @@ class Optimizer(_kernels._Engine):
         """
         self._check_idle()
         state, groups, i = {}, [], 0
-        steps = self._group_steps()
+        steps, aux = self._group_steps(), self._group_aux()
         for gi, g in enumerate(self.param_groups):
             entry = {k: v for k, v in g.items() if k != "params"}
             entry["params"] = list(range(i, i + len(g["params"])))
@@ -193,15 +227,30 @@ class Optimizer(_kernels._Engine):
                 for key, arr in zip(self._state_keys, self._state_arrays[i]):
                     if arr is not None:
                         st[key] = arr.copy()
+                st.update(self._aux_to_state(aux[gi], st))
                 state[i] = st
                 i += 1
-        return {"state": state, "param_groups": groups, "step_count": self.step_count}
+        return {"state": state, "param_groups": groups, "step_count": self.step_count,
+                "skipped_steps": self.skipped_steps, "options": self._options()}
+
+    def _options(self) -> dict[str, Any]:
+        return {"max_grad_norm": self.max_grad_norm, "clip_value": self.clip_value,
+                "nonfinite": self.nonfinite}
+
+    def _aux_to_state(self, aux: float, state: dict[str, Any]) -> dict[str, Any]:
+        """Per-parameter entries that carry the group's scalar state (torch layout)."""
+        return {}
+
+    def _aux_from_state(self, state: dict[str, Any], sid: Any) -> float:
+        """Inverse of _aux_to_state, with checks."""
+        return self._aux_initial()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state produced by :meth:`state_dict` of a matching optimizer.
 
         Everything is validated first (group and parameter counts, state shapes and
-        dtypes, hyperparameters); arrays are copied, so the dict stays independent.
+        dtypes, hyperparameters and options); arrays are copied, so the dict stays
+        independent.
 
         Raises
         ------
@@ -214,9 +263,12 @@ class Optimizer(_kernels._Engine):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
         groups, state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(groups) if hasattr(groups, '__len__') else '?'} "
-                             f"param groups, the optimizer has {len(self.param_groups)}")
-        new_groups, steps, copies, i = [], [], [], 0
+            count = len(groups) if hasattr(groups, "__len__") else "?"
+            raise ValueError(f"state_dict has {count} param groups, the optimizer has "
+                             f"{len(self.param_groups)}")
+        if not isinstance(state, dict):
+            raise ValueError("state_dict['state'] must be a dict")
+        new_groups, steps, aux, copies, i = [], [], [], {}, 0
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             if not isinstance(saved, dict) or len(saved.get("params", ())) != len(mine["params"]):
                 raise ValueError(f"param group {gi} of state_dict does not have "
@@ -224,23 +276,23 @@ class Optimizer(_kernels._Engine):
             merged = {k: v for k, v in saved.items() if k != "params"}
             merged["params"] = mine["params"]
             hyper, _ = self._group_hyper(merged, gi)
-            group_step = None
+            group_step = group_aux = None
             for p, sid in zip(mine["params"], saved["params"]):
-                st = state.get(sid) if isinstance(state, dict) else None
+                st = state.get(sid)
                 if not isinstance(st, dict):
                     raise ValueError(f"state_dict has no state for parameter {sid}")
                 step = st.get("step")
                 if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                     raise ValueError(f"state of parameter {sid}: 'step' must be an int >= 0, "
                                      f"got {step!r}")
-                if group_step is not None and step != group_step:
+                a = self._aux_from_state(st, sid)
+                if group_step is not None and (step != group_step or a != group_aux):
                     raise ValueError(f"parameters of group {gi} have different step counts")
-                group_step = int(step)
+                group_step, group_aux = int(step), a
                 for k, key in enumerate(self._state_keys):
                     arr = st.get(key)
-                    needed = self._state_used(key, merged)
                     if arr is None:
-                        if needed:
+                        if self._state_used(key, hyper):
                             raise ValueError(f"state of parameter {sid} has no '{key}'")
                         continue
                     if not isinstance(arr, np.ndarray):
@@ -252,39 +304,52 @@ class Optimizer(_kernels._Engine):
                     if arr.shape != p.shape:
                         raise ValueError(f"state[{sid}]['{key}'] has shape {arr.shape}, the "
                                          f"parameter has {p.shape}")
-                    copies.append((i, k, arr))
+                    copies[i, k] = arr
                 i += 1
             new_groups.append(merged)
-            steps.append(group_step if group_step is not None else 0)
-        count = state_dict.get("step_count", max(steps))
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise ValueError(f"'step_count' must be an int >= 0, got {count!r}")
+            steps.append(group_step)
+            aux.append(group_aux)
+        counters = {}
+        for key in ("step_count", "skipped_steps"):
+            value = state_dict.get(key, max(steps) if key == "step_count" else 0)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"'{key}' must be an int >= 0, got {value!r}")
+            counters[key] = int(value)
+        options = {**self._options(), **state_dict.get("options", {})}
+        probe = _kernels._Engine()  # validates the options without touching self
+        for key, value in options.items():
+            setattr(probe, key, value)
         # Allocate what is missing before changing anything, then commit.
-        targets = [s[:] for s in self._state_arrays]
-        for i, k, arr in copies:
+        targets = [st[:] for st in self._state_arrays]
+        for (i, k), arr in copies.items():
             if targets[i][k] is None:
                 targets[i][k] = np.empty_like(arr)
-        for i, k, arr in copies:
-            np.copyto(targets[i][k], arr)
         for i, st in enumerate(targets):
-            for k, key in enumerate(self._state_keys):
-                if st[k] is not None and not any(c[0] == i and c[1] == k for c in copies):
-                    st[k].fill(0)
+            for k, arr in enumerate(st):
+                if arr is not None:
+                    if (i, k) in copies:
+                        np.copyto(arr, copies[i, k])
+                    else:
+                        arr.fill(0)
         self._state_arrays = targets
         for mine, merged in zip(self.param_groups, new_groups):
             mine.clear()
             mine.update(merged)
+        for key, value in options.items():
+            setattr(self, key, value)
         self._rebind()
-        self._set_group_steps(steps, int(count))
+        self._set_counters(steps, aux, counters["step_count"], counters["skipped_steps"])
 
     def reset(self) -> None:
-        """Zero every state array and the step counts (hyperparameters are kept)."""
+        """Zero every state array, the step counts and ``skipped_steps``
+        (hyperparameters are kept)."""
         self._check_idle()
         for st in self._state_arrays:
             for arr in st:
                 if arr is not None:
                     arr.fill(0)
-        self._set_group_steps([0] * len(self.param_groups), 0)
+        n = len(self.param_groups)
+        self._set_counters([0] * n, [self._aux_initial()] * n, 0, 0)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -298,6 +363,29 @@ class Optimizer(_kernels._Engine):
         return "\n".join(lines)
 
 
+
+_SHARED_DOC = """
+    max_grad_norm, clip_value, nonfinite
+        Gradient clipping and the non-finite policy, shared by every optimizer (see
+        :class:`Optimizer`)."""
+
+_PARAMS_DOC = """params : ndarray, sequence of ndarray, or sequence of dict
+        Arrays to optimize (float32 or float64, C-contiguous, writeable; updated in
+        place), or torch-style parameter groups: dicts with a ``"params"`` entry and
+        optional per-group hyperparameters.
+    lr : float or callable, optional
+        Learning rate (default {lr}), or a schedule: any callable ``step -> lr``
+        called with the 1-based number of the update being computed (see
+        :mod:`adamc.schedules`)."""
+
+
+def _doc(cls):
+    cls.__doc__ = cls.__doc__.replace("{params}", _PARAMS_DOC.format(
+        lr=cls.__init__.__defaults__[0])).replace("{shared}", _SHARED_DOC)
+    return cls
+
+
+@_doc
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba, 2015) with torch.optim.Adam's defaults and semantics.
 
@@ -315,13 +403,7 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : ndarray, sequence of ndarray, or sequence of dict
-        Arrays to optimize (float32 or float64, C-contiguous, writeable; updated in
-        place), or torch-style parameter groups: dicts with a ``"params"`` entry and
-        optional per-group hyperparameters.
-    lr : float or callable, optional
-        Learning rate (default 1e-3), or a callable ``step -> lr`` called with the
-        1-based number of the update being computed.
+    {params}
     betas : (float, float), optional
         Decay rates of the first and second moment estimates (default (0.9, 0.999)).
     eps : float, optional
@@ -333,7 +415,7 @@ class Adam(Optimizer):
     maximize : bool, optional
         Maximize the objective (default False).
     decoupled_weight_decay : bool, optional
-        Decay the parameters directly, as AdamW does (default False).
+        Decay the parameters directly, as AdamW does (default False).{shared}
 
     Examples
     --------
@@ -346,52 +428,284 @@ class Adam(Optimizer):
     100
     """
 
-    _algorithm = _kernels.ALGO_ADAM
+    _algorithm = "adam"
     _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _hyper_keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
                    "decoupled_weight_decay")
+    _state_requires = {"max_exp_avg_sq": "amsgrad"}
 
     def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
+                 maximize: bool = False, decoupled_weight_decay: bool = False,
+                 max_grad_norm: float | None = None, clip_value: float | None = None,
+                 nonfinite: str = "propagate") -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
-                                      decoupled_weight_decay=decoupled_weight_decay))
-
-    def _state_used(self, key: str, group: dict[str, Any]) -> bool:
-        return key != "max_exp_avg_sq" or bool(group["amsgrad"])
-
-    def _group_hyper(self, group, gi):
-        name, get = self._name, self._get
-        lr, lr_fn = _check_lr(get(group, "lr", gi), name("lr", gi))
-        betas = check_betas(get(group, "betas", gi), name("betas", gi))
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])  # a list could be edited unseen
-        hyper = {
-            "lr": lr,
-            "betas": betas,
-            "eps": check_nonnegative(get(group, "eps", gi), name("eps", gi)),
-            "weight_decay": check_nonnegative(get(group, "weight_decay", gi),
-                                              name("weight_decay", gi)),
-            "amsgrad": check_flag(get(group, "amsgrad", gi), name("amsgrad", gi)),
-            "maximize": check_flag(get(group, "maximize", gi), name("maximize", gi)),
-            "decoupled_weight_decay": check_flag(get(group, "decoupled_weight_decay", gi),
-                                                 name("decoupled_weight_decay", gi)),
-        }
-        return hyper, lr_fn
+                                      decoupled_weight_decay=decoupled_weight_decay),
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)
 
 
+@_doc
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as
     torch.optim.AdamW: ``p *= 1 - lr * weight_decay`` before the Adam update.
 
-    Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 1e-2.
+    Parameters
+    ----------
+    {params}
+    betas, eps, amsgrad, maximize
+        As for :class:`Adam`.
+    weight_decay : float, optional
+        Decoupled weight decay coefficient (default 1e-2).{shared}
     """
 
     def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, max_grad_norm: float | None = None,
+                 clip_value: float | None = None, nonfinite: str = "propagate") -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True)
+                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)
+
+
+@_doc
+class Adamax(Optimizer):
+    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, section 7.1),
+    as torch.optim.Adamax::
+
+        g = g + weight_decay * p
+        m = m + (1 - beta1) * (g - m)
+        u = max(beta2 * u, |g| + eps)
+        p = p - lr / (1 - beta1**t) * m / u
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Decay rates of ``m`` and of the infinity norm ``u`` (default (0.9, 0.999)).
+    eps : float, optional
+        Added to ``|g|`` inside the maximum (default 1e-8).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """
+
+    _algorithm = "adamax"
+    _state_keys = ("exp_avg", "exp_inf")
+    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "maximize")
+
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 max_grad_norm: float | None = None, clip_value: float | None = None,
+                 nonfinite: str = "propagate") -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)
+
+
+@_doc
+class NAdam(Optimizer):
+    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), as torch.optim.NAdam::
+
+        mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)),  P_t = mu_1 ... mu_t
+        m = m + (1 - beta1) * (g - m)
+        v = beta2 * v + (1 - beta2) * g * g
+        d = sqrt(v / (1 - beta2**t)) + eps
+        p = p - lr (1 - mu_t) / (1 - P_t) * g / d - lr mu_{t+1} / (1 - P_{t+1}) * m / d
+
+    The running product ``P_t`` is kept in double precision per param group (torch
+    keeps it in the default float dtype).
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Default (0.9, 0.999).
+    eps : float, optional
+        Default 1e-8.
+    weight_decay : float, optional
+        Default 0; coupled (L2) unless ``decoupled_weight_decay``.
+    momentum_decay : float, optional
+        psi of the momentum schedule (default 4e-3).
+    decoupled_weight_decay : bool, optional
+        Decay the parameters directly (NAdamW). Default False.
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """
+
+    _algorithm = "nadam"
+    _state_keys = ("exp_avg", "exp_avg_sq")
+    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                   "decoupled_weight_decay", "maximize")
+
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 max_grad_norm: float | None = None, clip_value: float | None = None,
+                 nonfinite: str = "propagate") -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)
+
+    def _aux_to_state(self, aux, state):
+        return {"mu_product": aux}
+
+    def _aux_from_state(self, state, sid):
+        value = state.get("mu_product")
+        if value is None:
+            raise ValueError(f"state of parameter {sid} has no 'mu_product'")
+        x = CHECKS["momentum"](value, f"state[{sid}]['mu_product']")
+        return x
+
+
+@_doc
+class RAdam(Optimizer):
+    r"""RAdam, Adam with a rectified adaptive learning rate (Liu et al., 2020), as
+    torch.optim.RAdam::
+
+        m, v as in Adam;  rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)
+        if rho_t > 5:  r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                       p = p - lr * r * m / (1 - beta1**t) * sqrt(1 - beta2**t) / (sqrt(v) + eps)
+        else:          p = p - lr * m / (1 - beta1**t)
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Default (0.9, 0.999).
+    eps : float, optional
+        Added to ``sqrt(v)`` (default 1e-8).
+    weight_decay : float, optional
+        Default 0; coupled (L2) unless ``decoupled_weight_decay``.
+    decoupled_weight_decay : bool, optional
+        Decay the parameters directly (RAdamW). Default False.
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """
+
+    _algorithm = "radam"
+    _state_keys = ("exp_avg", "exp_avg_sq")
+    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
+
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, max_grad_norm: float | None = None,
+                 clip_value: float | None = None, nonfinite: str = "propagate") -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)
+
+
+@_doc
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional (Nesterov) momentum, as
+    torch.optim.SGD (Sutskever et al., 2013)::
+
+        g = g + weight_decay * p
+        b = g                                    (first step with momentum)
+        b = momentum * b + (1 - dampening) * g   (later steps)
+        g = g + momentum * b if nesterov else b  (with momentum)
+        p = p - lr * g
+
+    Parameters
+    ----------
+    {params}
+    momentum : float, optional
+        Momentum factor in [0, 1] (default 0: plain gradient descent).
+    dampening : float, optional
+        Dampening of the momentum, in [0, 1] (default 0).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    nesterov : bool, optional
+        Nesterov momentum; needs momentum > 0 and dampening 0 (default False).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """
+
+    _algorithm = "sgd"
+    _state_keys = ("momentum_buffer",)
+    _hyper_keys = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    _state_requires = {"momentum_buffer": "momentum"}
+
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
+                 momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, *, maximize: bool = False,
+                 max_grad_norm: float | None = None, clip_value: float | None = None,
+                 nonfinite: str = "propagate") -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)
+
+    def _cross_check(self, hyper, where):
+        check_nesterov(hyper, where)
+
+    def _aux_to_state(self, aux, state):
+        # torch keeps momentum_buffer None until the first step that uses momentum
+        if "momentum_buffer" in state and aux == 0:
+            return {"momentum_buffer": None}
+        return {}
+
+    def _aux_from_state(self, state, sid):
+        return 1.0 if isinstance(state.get("momentum_buffer"), np.ndarray) else 0.0
+
+
+@_doc
+class RMSprop(Optimizer):
+    r"""RMSprop (Hinton, lecture 6e), as torch.optim.RMSprop::
+
+        g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        a = a + (1 - alpha) * (g - a);  d = sqrt(v - a * a) + eps   (centered)
+        d = sqrt(v) + eps                                           (otherwise)
+        b = momentum * b + g / d;  p = p - lr * b                   (momentum > 0)
+        p = p - lr * g / d                                          (otherwise)
+
+    Parameters
+    ----------
+    {params}
+    alpha : float, optional
+        Smoothing constant in [0, 1] (default 0.99).
+    eps : float, optional
+        Added to the denominator (default 1e-8).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    momentum : float, optional
+        Momentum factor in [0, 1] (default 0).
+    centered : bool, optional
+        Normalize by an estimate of the variance of the gradient (default False).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """
+
+    _algorithm = "rmsprop"
+    _state_keys = ("square_avg", "momentum_buffer", "grad_avg")
+    _hyper_keys = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+    _state_requires = {"momentum_buffer": "momentum", "grad_avg": "centered"}
+
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False, *, maximize: bool = False,
+                 max_grad_norm: float | None = None, clip_value: float | None = None,
+                 nonfinite: str = "propagate") -> None:
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered,
+                                      maximize=maximize),
+                         max_grad_norm=max_grad_norm, clip_value=clip_value,
+                         nonfinite=nonfinite)

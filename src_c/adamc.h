@@ -26,13 +26,26 @@ enum {
 
 enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };
 
+enum {
+    ADAMC_ADAM = 0, /* Adam, AdamW, AMSGrad */
+    ADAMC_ADAMAX = 1,
+    ADAMC_NADAM = 2,
+    ADAMC_RADAM = 3,
+    ADAMC_SGD = 4, /* with momentum, dampening, Nesterov */
+    ADAMC_RMSPROP = 5,
+    ADAMC_NUM_ALGOS = 6
+};
+
 /* Option bits of adamc_coef.flags; each combination gets its own specialised loop so
  * that the inner loops carry no data-independent branches. */
 enum {
-    ADAMC_COUPLED_WD = 1u << 0, /* g += weight_decay * p (Adam's L2 term) */
-    ADAMC_AMSGRAD = 1u << 1,    /* denominator from the running max of v */
-    ADAMC_BOUNDED = 1u << 2,    /* project p onto [lower, upper] after the update */
-    ADAMC_CLIP_VALUE = 1u << 3  /* clamp g to [-clip_value, clip_value] first */
+    ADAMC_COUPLED_WD = 1u << 0, /* g += weight_decay * p (L2 term) */
+    ADAMC_BOUNDED = 1u << 1,    /* project p onto [lower, upper] after the update */
+    ADAMC_AMSGRAD = 1u << 2,    /* Adam: denominator from the running max of v */
+    ADAMC_RECTIFIED = 1u << 3,  /* RAdam: variance rectification active this step */
+    ADAMC_MOMENTUM = 1u << 4,   /* SGD, RMSprop: keep a momentum buffer */
+    ADAMC_NESTEROV = 1u << 5,   /* SGD */
+    ADAMC_CENTERED = 1u << 6    /* RMSprop */
 };
 
 /* Per-step scalars, prepared once per step in double precision. Kernels for float32
@@ -40,20 +53,41 @@ enum {
 typedef struct adamc_coef {
     unsigned flags;
     double grad_scale;   /* -1 when maximizing, else 1; times the clipping factor */
-    double clip_value;   /* ADAMC_CLIP_VALUE */
+    double clip_value;   /* g is clamped to [-clip_value, clip_value]; inf when off */
     double weight_decay; /* ADAMC_COUPLED_WD */
     double decay;        /* decoupled weight decay: p *= decay; 1 when off */
     union {
-        struct {
-            double beta1, one_minus_beta1, beta2, one_minus_beta2;
+        struct { /* Adam */
+            double beta2, one_minus_beta1, one_minus_beta2;
             double step_size; /* lr * sqrt(bc2) / bc1 */
             double eps_hat;   /* eps * sqrt(bc2) */
         } adam;
+        struct { /* Adamax */
+            double one_minus_beta1, beta2, eps;
+            double step_size; /* lr / bc1 */
+        } adamax;
+        struct { /* NAdam: p -= (c_grad g + c_avg m) / (sqrt(v) + eps_hat) */
+            double one_minus_beta1, beta2, one_minus_beta2;
+            double c_grad, c_avg, eps_hat;
+        } nadam;
+        struct { /* RAdam */
+            double one_minus_beta1, beta2, one_minus_beta2;
+            double step_size; /* rectified: lr * r * sqrt(bc2) / bc1, else lr / bc1 */
+            double eps;
+        } radam;
+        struct { /* SGD: b = buf_decay b + buf_gain g (first step: 0 and 1) */
+            double lr, buf_decay, buf_gain, nesterov;
+        } sgd;
+        struct { /* RMSprop */
+            double alpha, one_minus_alpha, eps, lr, momentum;
+        } rmsprop;
     } u;
 } adamc_coef;
 
-/* One kernel invocation on one parameter array. State arrays are algorithm specific
- * (Adam: exp_avg, exp_avg_sq, max_exp_avg_sq). */
+/* One kernel invocation on one parameter array. State arrays, in order:
+ *   Adam: exp_avg, exp_avg_sq, max_exp_avg_sq     Adamax: exp_avg, exp_inf
+ *   NAdam, RAdam: exp_avg, exp_avg_sq             SGD: momentum_buffer
+ *   RMSprop: square_avg, momentum_buffer, grad_avg */
 typedef struct adamc_task {
     void *param;
     const void *grad;
@@ -67,9 +101,19 @@ typedef struct adamc_task {
  * split of the range gives the same bits. */
 typedef void (*adamc_chunk_fn)(const adamc_task *task, ptrdiff_t begin, ptrdiff_t end);
 
+/* Sum of squares of clamp(g, -clip, clip) over [begin, end), accumulated in double in
+ * a fixed order (16 interleaved lanes, combined pairwise) on every SIMD level. */
+typedef double (*adamc_sumsq_fn)(const void *grad, ptrdiff_t begin, ptrdiff_t end,
+                                 double clip);
+
+/* Index of the first NaN or infinity in grad[0, n), or -1. */
+typedef ptrdiff_t (*adamc_scan_fn)(const void *grad, ptrdiff_t n);
+
 typedef struct adamc_kernels {
     const char *name;
-    adamc_chunk_fn adam[2]; /* indexed by ADAMC_F32 / ADAMC_F64 */
+    adamc_chunk_fn step[ADAMC_NUM_ALGOS][2]; /* [algorithm][ADAMC_F32 / ADAMC_F64] */
+    adamc_sumsq_fn sumsq[2];
+    adamc_scan_fn first_nonfinite[2];
 } adamc_kernels;
 
 /* Kernel table of a level, or NULL when that level was not compiled in. */
@@ -82,17 +126,33 @@ int adamc_cpu_level(void);
  * 64 elements; one thread when OpenMP is absent). */
 void adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int nthreads);
 
+/* Sum of squares of a whole array: split into partitions that depend on n only, each
+ * summed by fn, partial sums added in order; the same bits for any thread count. */
+double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip,
+                         int nthreads);
+
 int adamc_have_openmp(void);
 int adamc_default_threads(void);
 
-/* Hyperparameters of Adam/AdamW for one step. */
-typedef struct adamc_adam_hyper {
+/* Hyperparameters of one param group (each algorithm reads its own fields). */
+typedef struct adamc_hyper {
     double lr, beta1, beta2, eps, weight_decay;
-    int decoupled, amsgrad, maximize;
-} adamc_adam_hyper;
+    double momentum_decay;      /* NAdam */
+    double momentum, dampening; /* SGD, RMSprop (momentum) */
+    double alpha;               /* RMSprop */
+    int decoupled, amsgrad, maximize, nesterov, centered;
+} adamc_hyper;
 
-/* Fill coef for the 1-based step `step`. Leaves ADAMC_BOUNDED/ADAMC_CLIP_VALUE off. */
-void adamc_adam_prepare(const adamc_adam_hyper *h, int64_t step, adamc_coef *coef);
+/* Fill coef for the 1-based step `step` of algorithm `algo`. `aux` is the group's
+ * scalar state before the step (NAdam: the product of the momentum coefficients;
+ * SGD: 1 once the momentum buffer holds a value; 0 and 1 initially), `*aux_next`
+ * receives its value after the step. Leaves ADAMC_BOUNDED, clipping and the norm
+ * factor of grad_scale to the caller. */
+void adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
+                   adamc_coef *coef, double *aux_next);
+
+/* Initial value of an algorithm's per-group scalar state. */
+double adamc_aux_initial(int algo);
 
 #ifdef __cplusplus
 }

@@ -98,31 +98,159 @@ adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int nthreads)
     fn(task, 0, n);
 }
 
-void
-adamc_adam_prepare(const adamc_adam_hyper *h, int64_t step, adamc_coef *c)
+double
+adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip, int nthreads)
 {
-    const double bc1 = 1.0 - pow(h->beta1, (double)step);
-    const double sqrt_bc2 = sqrt(1.0 - pow(h->beta2, (double)step));
+    /* Partitions of about 32K elements, at most 64: their boundaries depend on n only,
+     * so the partial sums and their (ordered) total are the same for any thread count. */
+    enum { MAX_PARTS = 64, PART = 1 << 15 };
+    double partial[MAX_PARTS];
+    ptrdiff_t parts = n / PART;
+    if (parts < 1)
+        parts = 1;
+    if (parts > MAX_PARTS)
+        parts = MAX_PARTS;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && parts > 1)
+#else
+    (void)nthreads;
+#endif
+    for (ptrdiff_t k = 0; k < parts; k++)
+        partial[k] = fn(grad, n * k / parts, n * (k + 1) / parts, clip);
+    double total = 0.0;
+    for (ptrdiff_t k = 0; k < parts; k++)
+        total += partial[k];
+    return total;
+}
 
-    c->flags = 0;
-    c->grad_scale = h->maximize ? -1.0 : 1.0;
-    c->clip_value = 0.0;
+double
+adamc_aux_initial(int algo)
+{
+    return algo == ADAMC_NADAM ? 1.0 : 0.0;
+}
+
+/* Adam-style bias corrections: 1 - beta**t in double. */
+static double
+bias_correction(double beta, int64_t step)
+{
+    return 1.0 - pow(beta, (double)step);
+}
+
+static void
+weight_decay_terms(const adamc_hyper *h, int allow_decoupled, adamc_coef *c)
+{
     c->weight_decay = 0.0;
     c->decay = 1.0;
-    if (h->weight_decay != 0.0) {
-        if (h->decoupled)
-            c->decay = 1.0 - h->lr * h->weight_decay;
-        else {
-            c->flags |= ADAMC_COUPLED_WD;
-            c->weight_decay = h->weight_decay;
-        }
+    if (h->weight_decay == 0.0)
+        return;
+    if (allow_decoupled && h->decoupled) {
+        c->decay = 1.0 - h->lr * h->weight_decay;
+    } else {
+        c->flags |= ADAMC_COUPLED_WD;
+        c->weight_decay = h->weight_decay;
     }
-    if (h->amsgrad)
-        c->flags |= ADAMC_AMSGRAD;
-    c->u.adam.beta1 = h->beta1;
-    c->u.adam.one_minus_beta1 = 1.0 - h->beta1;
-    c->u.adam.beta2 = h->beta2;
-    c->u.adam.one_minus_beta2 = 1.0 - h->beta2;
-    c->u.adam.step_size = h->lr * sqrt_bc2 / bc1;
-    c->u.adam.eps_hat = h->eps * sqrt_bc2;
+}
+
+void
+adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_coef *c,
+              double *aux_next)
+{
+    const double t = (double)step;
+    c->flags = 0;
+    c->grad_scale = h->maximize ? -1.0 : 1.0;
+    c->clip_value = INFINITY;
+    *aux_next = aux;
+
+    switch (algo) {
+    case ADAMC_ADAM: {
+        const double bc1 = bias_correction(h->beta1, step);
+        const double sqrt_bc2 = sqrt(bias_correction(h->beta2, step));
+        weight_decay_terms(h, 1, c);
+        if (h->amsgrad)
+            c->flags |= ADAMC_AMSGRAD;
+        c->u.adam.beta2 = h->beta2;
+        c->u.adam.one_minus_beta1 = 1.0 - h->beta1;
+        c->u.adam.one_minus_beta2 = 1.0 - h->beta2;
+        c->u.adam.step_size = h->lr * sqrt_bc2 / bc1;
+        c->u.adam.eps_hat = h->eps * sqrt_bc2;
+        break;
+    }
+    case ADAMC_ADAMAX:
+        weight_decay_terms(h, 0, c);
+        c->u.adamax.one_minus_beta1 = 1.0 - h->beta1;
+        c->u.adamax.beta2 = h->beta2;
+        c->u.adamax.eps = h->eps;
+        c->u.adamax.step_size = h->lr / bias_correction(h->beta1, step);
+        break;
+    case ADAMC_NADAM: {
+        /* torch: p -= lr (1 - mu) / (1 - P) g / d + lr mu' / (1 - P mu') m / d with
+         * d = sqrt(v / bc2) + eps and P the product of the mu so far; multiplying
+         * through by sqrt(bc2) leaves one division per element. */
+        const double sqrt_bc2 = sqrt(bias_correction(h->beta2, step));
+        const double mu = h->beta1 * (1.0 - 0.5 * pow(0.96, t * h->momentum_decay));
+        const double mu_next =
+            h->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * h->momentum_decay));
+        const double prod = aux * mu, prod_next = prod * mu_next;
+        weight_decay_terms(h, 1, c);
+        c->u.nadam.one_minus_beta1 = 1.0 - h->beta1;
+        c->u.nadam.beta2 = h->beta2;
+        c->u.nadam.one_minus_beta2 = 1.0 - h->beta2;
+        c->u.nadam.c_grad = h->lr * (1.0 - mu) / (1.0 - prod) * sqrt_bc2;
+        c->u.nadam.c_avg = h->lr * mu_next / (1.0 - prod_next) * sqrt_bc2;
+        c->u.nadam.eps_hat = h->eps * sqrt_bc2;
+        *aux_next = prod;
+        break;
+    }
+    case ADAMC_RADAM: {
+        const double bc1 = bias_correction(h->beta1, step);
+        const double bc2 = bias_correction(h->beta2, step);
+        const double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
+        const double rho_t = rho_inf - 2.0 * t * pow(h->beta2, t) / bc2;
+        weight_decay_terms(h, 1, c);
+        c->u.radam.one_minus_beta1 = 1.0 - h->beta1;
+        c->u.radam.beta2 = h->beta2;
+        c->u.radam.one_minus_beta2 = 1.0 - h->beta2;
+        c->u.radam.eps = h->eps;
+        if (rho_t > 5.0) {
+            const double rect = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                                     ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+            c->flags |= ADAMC_RECTIFIED;
+            c->u.radam.step_size = h->lr * rect * sqrt(bc2) / bc1;
+        } else {
+            c->u.radam.step_size = h->lr / bc1;
+        }
+        break;
+    }
+    case ADAMC_SGD:
+        weight_decay_terms(h, 0, c);
+        c->u.sgd.lr = h->lr;
+        c->u.sgd.buf_decay = 0.0;
+        c->u.sgd.buf_gain = 1.0;
+        c->u.sgd.nesterov = h->momentum;
+        if (h->momentum != 0.0) {
+            c->flags |= ADAMC_MOMENTUM;
+            if (h->nesterov)
+                c->flags |= ADAMC_NESTEROV;
+            if (aux != 0.0) { /* torch: the first buffer is a copy of the gradient */
+                c->u.sgd.buf_decay = h->momentum;
+                c->u.sgd.buf_gain = 1.0 - h->dampening;
+            }
+            *aux_next = 1.0;
+        }
+        break;
+    case ADAMC_RMSPROP:
+        weight_decay_terms(h, 0, c);
+        c->u.rmsprop.alpha = h->alpha;
+        c->u.rmsprop.one_minus_alpha = 1.0 - h->alpha;
+        c->u.rmsprop.eps = h->eps;
+        c->u.rmsprop.lr = h->lr;
+        c->u.rmsprop.momentum = h->momentum;
+        if (h->momentum > 0.0)
+            c->flags |= ADAMC_MOMENTUM;
+        if (h->centered)
+            c->flags |= ADAMC_CENTERED;
+        break;
+    default:
+        break;
+    }
 }

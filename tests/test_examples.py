@@ -38,3 +38,24 @@ def test_airfoil_regression(tmp_path):
     assert 0.235 < loss < 0.255  # the textbook reports about 0.244
     assert "302 updates" in out  # 151 batches of 10 rows per epoch, 2 epochs
     png(tmp_path / "airfoil_loss.png")
+
+
+def test_compare_optimizers(tmp_path):
+    out = run("compare_optimizers.py", tmp_path)
+    names = ("GD", "momentum", "RMSprop", "Adam", "AMSGrad")
+    first_table = out.split("digits loss")[0]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]]
+            for line in first_table.splitlines() if line.split() and line.split()[0] in names}
+    assert set(rows) == set(names)
+    # every optimizer approaches x = 2 on the quadratic; Adam solves Rosenbrock
+    assert all(abs(x - 2) < 0.2 for x, _ in rows.values())
+    assert rows["Adam"][1] < 1e-6
+    png(tmp_path / "compare_optimizers_trajectories.png")
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        assert "skipping the digits comparison" in out
+    else:
+        accuracies = [float(line.split()[2]) for line in out.split("digits loss")[1].splitlines()[1:6]]
+        assert min(accuracies) > 0.9
+        png(tmp_path / "compare_optimizers_digits.png")

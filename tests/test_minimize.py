@@ -429,3 +429,51 @@ def test_return_all_and_schedule():
     for t in range(1, 5):  # the schedule is called with the 1-based update number
         adamc.adam_step(x, quad(x)[1], m, v, step=t, lr=0.1 * t)
         np.testing.assert_array_equal(res.allvecs[t], x)
+
+
+# ----------------------------------------------------------------------------------
+# Every method of the family, through both entry points
+
+METHODS = ["adam", "adamw", "amsgrad", "adamax", "nadam", "radam", "sgd", "rmsprop"]
+FAMILY_OPTIONS = {"sgd": dict(lr=0.1, momentum=0.5), "rmsprop": dict(lr=0.01),
+                  "adamw": dict(lr=0.1, weight_decay=0.0)}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_solves_a_quadratic(name):
+    opts = dict(FAMILY_OPTIONS.get(name, dict(lr=0.1)), maxiter=20000, gtol=1e-6)
+    res = adamc.minimize(quad, np.array([8.0, -3.0]), method=name, jac=True, options=opts)
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, 2.0, atol=1e-5)
+    via_scipy = so.minimize(quad, np.array([8.0, -3.0]), method=getattr(adamc, f"minimize_{name}"),
+                            jac=True, options=opts)
+    np.testing.assert_array_equal(via_scipy.x, res.x)
+    assert via_scipy.nit == res.nit
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_docstrings_list_their_options(name):
+    doc = getattr(adamc, f"minimize_{name}").__doc__
+    assert "Options" in doc and "maxiter" in doc and "lr : default" in doc
+    assert "nonfinite" not in doc  # the loop itself handles non-finite values
+
+
+def test_family_options_reach_the_optimizer():
+    res = adamc.minimize(quad, np.zeros(2), method="sgd", jac=True,
+                         options=dict(lr=0.1, momentum=0.9, nesterov=True, maxiter=3))
+    x, b = np.zeros(2), np.zeros(2)
+    for t in range(1, 4):
+        adamc.sgd_step(x, quad(x)[1], b, step=t, lr=0.1, momentum=0.9, nesterov=True)
+    np.testing.assert_array_equal(res.x, x)
+    with pytest.raises(ValueError, match="Nesterov"):
+        adamc.minimize(quad, np.zeros(2), method="sgd", jac=True, options=dict(nesterov=True))
+
+
+def test_clipping_in_minimize():
+    big = lambda x: (float(1e6 * x @ x), 2e6 * x)  # noqa: E731
+    res = adamc.minimize(big, np.ones(2), method="sgd", jac=True,
+                         options=dict(lr=0.1, max_grad_norm=1.0, maxiter=1))
+    np.testing.assert_allclose(np.linalg.norm(res.x - 1), 0.1, rtol=1e-6)
+    res = adamc.minimize(big, np.ones(2), method="sgd", jac=True,
+                         options=dict(lr=0.1, clip_value=1.0, maxiter=1))
+    np.testing.assert_array_equal(res.x, 0.9)

@@ -370,6 +370,210 @@ def test_amsgrad_switched_on_later_is_refused():
     x = np.zeros(3)
     opt = adamc.Adam(x)
     opt.param_groups[0]["amsgrad"] = True
-    with pytest.raises(ValueError, match="create it with amsgrad=True"):
+    with pytest.raises(ValueError, match="create the optimizer with this amsgrad setting"):
         opt.step(np.ones(3))
     assert np.all(x == 0) and opt.step_count == 0
+
+
+# ----------------------------------------------------------------------------------
+# The whole family
+
+FAMILY = [
+    (adamc.Adam, dict(amsgrad=True), dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)),
+    (adamc.AdamW, {}, dict(lr=1e-3, weight_decay=1e-2)),
+    (adamc.Adamax, dict(weight_decay=0.01), dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8)),
+    (adamc.NAdam, dict(decoupled_weight_decay=True, weight_decay=0.01),
+     dict(lr=2e-3, momentum_decay=4e-3, decoupled_weight_decay=False)),
+    (adamc.RAdam, {}, dict(lr=1e-3, decoupled_weight_decay=False)),
+    (adamc.SGD, dict(momentum=0.9, nesterov=True), dict(lr=1e-3, momentum=0.0, dampening=0.0,
+                                                        nesterov=False)),
+    (adamc.RMSprop, dict(momentum=0.5, centered=True), dict(lr=1e-2, alpha=0.99, eps=1e-8,
+                                                             momentum=0.0, centered=False)),
+]
+FAMILY_IDS = [f[0].__name__ for f in FAMILY]
+
+
+@pytest.mark.parametrize("cls,kw,defaults", FAMILY, ids=FAMILY_IDS)
+def test_defaults_follow_torch(cls, kw, defaults):
+    group = cls(np.zeros(2)).param_groups[0]
+    for key, value in defaults.items():
+        assert group[key] == value, key
+    assert group["maximize"] is False
+
+
+@pytest.mark.parametrize("cls,kw,defaults", FAMILY, ids=FAMILY_IDS)
+def test_state_dict_roundtrip_continues_bitwise(cls, kw, defaults):
+    ps = params(dtype=np.float32)
+    opt = cls(ps, **kw)
+    for t in range(1, 4):
+        opt.step(grads_like(ps, t))
+    sd = copy.deepcopy(opt.state_dict())
+    qs = [p.copy() for p in ps]
+    for t in range(4, 8):
+        opt.step(grads_like(ps, t))
+    other = cls(qs, **kw)
+    other.load_state_dict(sd)
+    for t in range(4, 8):
+        other.step(grads_like(qs, t))
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(bits(p), bits(q))
+    # and reset() restarts exactly like a fresh optimizer
+    fresh_params = params(dtype=np.float32)
+    for p, q in zip(ps, fresh_params):
+        p[...] = q
+    opt.reset()
+    fresh = cls(fresh_params, **kw)
+    for t in range(1, 4):
+        opt.step(grads_like(ps, t))
+        fresh.step(grads_like(fresh_params, t))
+    for p, q in zip(ps, fresh_params):
+        np.testing.assert_array_equal(bits(p), bits(q))
+
+
+def test_nadam_and_sgd_scalar_state_in_state_dict():
+    x = np.zeros(3)
+    nadam = adamc.NAdam(x)
+    assert nadam.state_dict()["state"][0]["mu_product"] == 1.0
+    nadam.step(np.ones(3))
+    assert nadam.state_dict()["state"][0]["mu_product"] == pytest.approx(
+        0.9 * (1 - 0.5 * 0.96 ** 4e-3), rel=1e-15)
+    sgd = adamc.SGD(np.zeros(3), momentum=0.9)
+    assert sgd.state_dict()["state"][0]["momentum_buffer"] is None  # torch: not yet used
+    sgd.step(np.full(3, 2.0))
+    np.testing.assert_array_equal(sgd.state_dict()["state"][0]["momentum_buffer"], 2.0)
+    assert "momentum_buffer" not in adamc.SGD(np.zeros(3)).state_dict()["state"][0]
+
+
+@pytest.mark.parametrize("cls,flag,value", [(adamc.SGD, "momentum", 0.9),
+                                            (adamc.RMSprop, "momentum", 0.5),
+                                            (adamc.RMSprop, "centered", True)])
+def test_state_hungry_flag_switched_on_later_is_refused(cls, flag, value):
+    x = np.zeros(3)
+    opt = cls(x)
+    opt.param_groups[0][flag] = value
+    with pytest.raises(ValueError, match=rf"\['{flag}'\] needs the"):
+        opt.step(np.ones(3))
+    assert np.all(x == 0) and opt.step_count == 0
+
+
+def test_sgd_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match="Nesterov momentum requires momentum > 0"):
+        adamc.SGD(np.zeros(2), nesterov=True)
+    opt = adamc.SGD(np.zeros(2), momentum=0.9, nesterov=True)
+    opt.param_groups[0]["dampening"] = 0.5
+    with pytest.raises(ValueError, match=r"param_groups\[0\]: Nesterov"):
+        opt.step(np.ones(2))
+
+
+# ----------------------------------------------------------------------------------
+# Gradient clipping
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_grad_norm_matches_numpy(dtype):
+    ps = params(dtype=dtype)
+    qs = [p.copy() for p in ps]
+    opt = adamc.SGD(ps, lr=0.1, max_grad_norm=0.5)
+    ref = adamc.SGD(qs, lr=0.1)
+    for t in range(1, 6):
+        gs = [g * 10 for g in grads_like(ps, t)]
+        scale = _reference.clip_grad_norm_scale(gs, 0.5)
+        assert scale < 1
+        opt.step(gs)
+        ref.step([(g * dtype(scale)).astype(dtype) for g in gs])
+        for p, q in zip(ps, qs):
+            np.testing.assert_allclose(p, q, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_small_gradients_are_not_scaled_up():
+    a, b = np.zeros(4), np.zeros(4)
+    adamc.SGD(a, lr=1.0, max_grad_norm=10.0).step(np.full(4, 0.5))
+    adamc.SGD(b, lr=1.0).step(np.full(4, 0.5))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_clip_value_is_exact_and_applies_before_the_norm():
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal(1000) * 3
+    a, b = np.zeros(1000), np.zeros(1000)
+    adamc.SGD(a, lr=1.0, clip_value=1.0).step(g)
+    adamc.SGD(b, lr=1.0).step(np.clip(g, -1.0, 1.0))
+    np.testing.assert_array_equal(a, b)
+    c = np.zeros(1000)
+    adamc.SGD(c, lr=1.0, clip_value=1.0, max_grad_norm=2.0).step(g)
+    scale = _reference.clip_grad_norm_scale([g], 2.0, clip_value=1.0)
+    np.testing.assert_allclose(c, -np.clip(g, -1, 1) * scale, rtol=1e-14)
+    assert np.linalg.norm(c) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_global_norm_is_deterministic_across_threads_and_levels():
+    from conftest import LEVELS, THREADS, kernel_config
+    rng = np.random.default_rng(4)
+    shapes = [(300_001,), (70_000,), (5,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [rng.standard_normal(s).astype(np.float32) * 5 for s in shapes]
+    results = []
+    for level in LEVELS:
+        for threads in THREADS:
+            with kernel_config(level, threads):
+                ps = [p.copy() for p in start]
+                adamc.Adam(ps, lr=0.1, max_grad_norm=1.0).step(grads)
+            results.append(ps)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(bits(a), bits(b))
+
+
+def test_clipping_options_are_validated_and_settable():
+    for kw, msg in [(dict(max_grad_norm=0.0), "max_grad_norm must be > 0"),
+                    (dict(max_grad_norm=-1.0), "max_grad_norm must be a finite"),
+                    (dict(clip_value=-1.0), "clip_value must be a finite"),
+                    (dict(clip_value="1"), "clip_value must be a real number"),
+                    (dict(nonfinite="ignore"), "nonfinite must be one of")]:
+        with pytest.raises((ValueError, TypeError), match=msg):
+            adamc.Adam(np.zeros(2), **kw)
+    opt = adamc.Adam(np.zeros(2))
+    assert opt.max_grad_norm is None and opt.clip_value is None
+    opt.max_grad_norm, opt.clip_value = 2.0, 0.5
+    assert opt.state_dict()["options"] == {"max_grad_norm": 2.0, "clip_value": 0.5,
+                                           "nonfinite": "propagate"}
+    other = adamc.Adam(np.zeros(2))
+    other.load_state_dict(opt.state_dict())
+    assert other.max_grad_norm == 2.0 and other.clip_value == 0.5
+
+
+# ----------------------------------------------------------------------------------
+# Non-finite gradients
+
+def test_nonfinite_propagate_is_torch_behaviour():
+    x = np.zeros(3)
+    adamc.SGD(x, lr=1.0).step(np.array([np.nan, 1.0, np.inf]))
+    assert np.isnan(x[0]) and x[1] == -1.0 and x[2] == -np.inf
+
+
+def test_nonfinite_raise_names_the_array_and_index_and_mutates_nothing():
+    ps = params()
+    opt = adamc.Adam(ps, nonfinite="raise")
+    opt.step(grads_like(ps, 0))
+    snap = snapshot(opt, ps)
+    gs = grads_like(ps, 1)
+    gs[1][2, 3] = np.inf
+    with pytest.raises(FloatingPointError, match=r"grads\[1\] holds inf at index \(2, 3\)"):
+        opt.step(gs)
+    assert_unchanged(opt, ps, snap)
+
+
+def test_nonfinite_skip_counts_and_mutates_nothing():
+    ps = params()
+    opt = adamc.Adam(ps, nonfinite="skip")
+    opt.step(grads_like(ps, 0))
+    snap = snapshot(opt, ps)
+    gs = grads_like(ps, 1)
+    gs[0][4] = np.nan
+    opt.step(gs)
+    assert opt.skipped_steps == 1 and opt.step_count == 1
+    assert_unchanged(opt, ps, snap)
+    opt.step(grads_like(ps, 2))
+    assert opt.step_count == 2 and opt.skipped_steps == 1
+    assert opt.state_dict()["skipped_steps"] == 1
+    opt.reset()
+    assert opt.skipped_steps == 0

@@ -38,23 +38,28 @@ def close(name, a, b, dtype):
     assert err <= TOL[dtype], f"{name}: relative difference {err:.3g} > {TOL[dtype]:g}"
 
 
-@pytest.mark.parametrize("cls,case", CASES, ids=case_id)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
-def test_trajectory_matches_torch(cls, dtype, case):
-    rng = np.random.default_rng(0)
-    shapes = [(33,), (4, 5)]
-    ours = [rng.standard_normal(s).astype(dtype) for s in shapes]
+def run_both(cls, kw, dtype, seed):
+    """The same STEPS random gradients through adamc's and torch's optimizer."""
+    rng = np.random.default_rng(seed)
+    ours = [rng.standard_normal(s).astype(dtype) for s in [(33,), (4, 5)]]
     theirs = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in ours]
-    kw = dict(lr=0.01, betas=(0.9, 0.99), eps=1e-8, **case)
     opt = getattr(adamc, cls)(ours, **kw)
     topt = getattr(torch.optim, cls)(theirs, foreach=False, **kw)
-    for t in range(STEPS):
+    for _ in range(STEPS):
         grads = [(rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-2, 1)).astype(dtype)
                  for p in ours]
         opt.step(grads)
         for tp, g in zip(theirs, grads):
             tp.grad = torch.from_numpy(g.copy())
         topt.step()
+    return opt, topt, ours, theirs
+
+
+@pytest.mark.parametrize("cls,case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_trajectory_matches_torch(cls, dtype, case):
+    kw = dict(lr=0.01, betas=(0.9, 0.99), eps=1e-8, **case)
+    opt, topt, ours, theirs = run_both(cls, kw, dtype, seed=0)
     sd = opt.state_dict()["state"]
     for i, (p, tp) in enumerate(zip(ours, theirs)):
         close(f"param {i}", p, tp.detach().numpy(), dtype)
@@ -65,3 +70,62 @@ def test_trajectory_matches_torch(cls, dtype, case):
                 close(f"{key} {i}", sd[i][key], tstate[key].numpy(), dtype)
             else:
                 assert key not in sd[i]
+
+
+FAMILY = [
+    ("Adamax", dict()), ("Adamax", dict(weight_decay=0.1, maximize=True)),
+    ("NAdam", dict()), ("NAdam", dict(weight_decay=0.1)),
+    ("NAdam", dict(weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("RAdam", dict()), ("RAdam", dict(weight_decay=0.1)),
+    ("RAdam", dict(weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("SGD", dict()), ("SGD", dict(momentum=0.9)), ("SGD", dict(momentum=0.9, dampening=0.3)),
+    ("SGD", dict(momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True)),
+    ("RMSprop", dict()), ("RMSprop", dict(momentum=0.5)), ("RMSprop", dict(centered=True)),
+    ("RMSprop", dict(centered=True, momentum=0.5, weight_decay=0.1, maximize=True)),
+]
+
+
+@pytest.fixture
+def torch_default_dtype():
+    """torch keeps NAdam's momentum product in the default dtype (float32); adamc keeps
+    it in double. Run float64 comparisons with torch's default dtype at float64 too."""
+    old = torch.get_default_dtype()
+    yield lambda dtype: torch.set_default_dtype(torch.float64 if dtype == np.float64
+                                                else torch.float32)
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("cls,kw", FAMILY, ids=[f"{c}-{case_id(k) or 'plain'}" for c, k in FAMILY])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_family_trajectory_matches_torch(cls, kw, dtype, torch_default_dtype):
+    torch_default_dtype(dtype)
+    opt, topt, ours, theirs = run_both(cls, dict(lr=0.01, **kw), dtype, seed=1)
+    sd = opt.state_dict()["state"]
+    for i, (p, tp) in enumerate(zip(ours, theirs)):
+        close(f"param {i}", p, tp.detach().numpy(), dtype)
+        for key, value in topt.state[tp].items():
+            if key == "step":
+                assert int(value) == sd[i]["step"] == STEPS
+            elif key == "mu_product":
+                assert sd[i]["mu_product"] == pytest.approx(float(value), rel=TOL[dtype])
+            else:
+                close(f"{key} {i}", sd[i][key], value.numpy(), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_clipping_matches_torch_utilities(dtype):
+    rng = np.random.default_rng(2)
+    ours = [rng.standard_normal(s).astype(dtype) for s in [(100,), (7, 3)]]
+    theirs = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in ours]
+    opt = adamc.Adam(ours, lr=0.01, max_grad_norm=1.0, clip_value=0.8)
+    topt = torch.optim.Adam(theirs, lr=0.01, foreach=False)
+    for _ in range(20):
+        grads = [(rng.standard_normal(p.shape) * 3).astype(dtype) for p in ours]
+        opt.step(grads)
+        for tp, g in zip(theirs, grads):
+            tp.grad = torch.from_numpy(g.copy())
+        torch.nn.utils.clip_grad_value_(theirs, 0.8)
+        torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+        topt.step()
+    for p, tp in zip(ours, theirs):
+        close("param", p, tp.detach().numpy(), dtype)

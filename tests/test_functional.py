@@ -1,0 +1,429 @@
+"""The stateless steps of the whole family (Adamax, NAdam, RAdam, SGD, RMSprop; Adam
+is covered in depth by test_kernels.py) against the NumPy reference.
+
+For every algorithm and option set:
+1. a NumPy emulation of the kernel's own operation order, in the array's dtype,
+   must give the same bits at every step, on every SIMD level and thread count;
+2. at every step of a 50-step trajectory, the float64 reference applied to the
+   kernel's previous state must agree within 1e-12 (float64) or 2e-5 (float32) of
+   the scale S of each quantity (|before| + |after| + |gradient term|; for the
+   parameter |p| + |p_new| + lr (1 + |g|)). That is about 10^4 units of roundoff
+   for float64 and 300 for float32: room for the few roundings of a step and for
+   the difference between the kernel's rearranged formula and torch's, while a
+   wrong formula (eps placement, bias correction, NAdam's momentum product in
+   float32, a missing dampening) misses by orders of magnitude;
+3. trajectories must be bit-identical across SIMD levels and thread counts.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import adamc
+from adamc import _reference
+from conftest import DTYPES, LEVELS, SMALL_SIZES, THREADS, bits, kernel_config
+
+STEPS = 50
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _grad_term(g, p, opt):
+    return np.abs(g.astype(np.float64)) + opt.get("weight_decay", 0.0) * np.abs(
+        p.astype(np.float64))
+
+
+class Algo:
+    """How to call, check and emulate one algorithm."""
+
+    def __init__(self, name, states, options, emulate, call, reference, aux=None):
+        self.name, self.states, self.options = name, states, options
+        self.emulate, self.call, self.reference, self.aux = emulate, call, reference, aux
+
+    def new_states(self, p, opt):
+        return {k: (np.zeros_like(p) if self.needed(k, opt) else None) for k in self.states}
+
+    @staticmethod
+    def needed(key, opt):
+        if key == "grad_avg":
+            return opt.get("centered", False)
+        if key == "momentum_buffer":
+            return opt.get("momentum", 0) > 0
+        return True
+
+
+def T(dtype, x):
+    return dtype.type(x)
+
+
+# ---- emulations of the kernels' operation order (see src_c/adamc_algos.inc) --------
+
+def grad_in(p, g, opt):
+    t = p.dtype.type
+    g = t(-1.0 if opt.get("maximize") else 1.0) * g
+    decoupled = opt.get("decoupled_weight_decay", False)
+    if opt.get("weight_decay", 0.0) and not decoupled:
+        g = g + t(opt["weight_decay"]) * p
+    return g
+
+
+def decayed(p, opt, lr):
+    if opt.get("weight_decay", 0.0) and opt.get("decoupled_weight_decay"):
+        return p * p.dtype.type(1.0 - lr * opt["weight_decay"])
+    return p
+
+
+def emulate_adamax(p, g, s, t, lr, opt, aux):
+    d = p.dtype
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    g = grad_in(p, g, opt)
+    m = s["exp_avg"] + T(d, 1.0 - b1) * (g - s["exp_avg"])
+    u = np.maximum(T(d, b2) * s["exp_inf"], np.abs(g) + T(d, eps))
+    p = p - (T(d, lr / (1.0 - b1 ** t)) * m) / u
+    return p, {"exp_avg": m, "exp_inf": u}, aux
+
+
+def emulate_nadam(p, g, s, t, lr, opt, aux):
+    d = p.dtype
+    b1, b2, eps, psi = 0.9, 0.999, 1e-8, 4e-3
+    sqrt_bc2 = math.sqrt(1.0 - b2 ** t)
+    mu = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * psi))
+    prod = aux * mu
+    c_grad = lr * (1.0 - mu) / (1.0 - prod) * sqrt_bc2
+    c_avg = lr * mu_next / (1.0 - prod * mu_next) * sqrt_bc2
+    g = grad_in(p, g, opt)
+    p = decayed(p, opt, lr)
+    m = s["exp_avg"] + T(d, 1.0 - b1) * (g - s["exp_avg"])
+    v = T(d, b2) * s["exp_avg_sq"] + T(d, 1.0 - b2) * g * g
+    p = p - (T(d, c_grad) * g + T(d, c_avg) * m) / (np.sqrt(v) + T(d, eps * sqrt_bc2))
+    return p, {"exp_avg": m, "exp_avg_sq": v}, prod
+
+
+def emulate_radam(p, g, s, t, lr, opt, aux):
+    d = p.dtype
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho_t = rho_inf - 2.0 * t * b2 ** float(t) / bc2
+    g = grad_in(p, g, opt)
+    p = decayed(p, opt, lr)
+    m = s["exp_avg"] + T(d, 1.0 - b1) * (g - s["exp_avg"])
+    v = T(d, b2) * s["exp_avg_sq"] + T(d, 1.0 - b2) * g * g
+    if rho_t > 5.0:
+        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                         / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        p = p - (T(d, lr * rect * math.sqrt(bc2) / bc1) * m) / (np.sqrt(v) + T(d, eps))
+    else:
+        p = p - T(d, lr / bc1) * m
+    return p, {"exp_avg": m, "exp_avg_sq": v}, aux
+
+
+def emulate_sgd(p, g, s, t, lr, opt, aux):
+    d = p.dtype
+    g = grad_in(p, g, opt)
+    mom = opt.get("momentum", 0.0)
+    out = {}
+    if mom:
+        decay, gain = (0.0, 1.0) if t == 1 else (mom, 1.0 - opt.get("dampening", 0.0))
+        b = T(d, decay) * s["momentum_buffer"] + T(d, gain) * g
+        out["momentum_buffer"] = b
+        g = g + T(d, mom) * b if opt.get("nesterov") else b
+    return p - T(d, lr) * g, out, aux
+
+
+def emulate_rmsprop(p, g, s, t, lr, opt, aux):
+    d = p.dtype
+    alpha, eps = 0.99, 1e-8
+    g = grad_in(p, g, opt)
+    v = T(d, alpha) * s["square_avg"] + T(d, 1.0 - alpha) * g * g
+    out = {"square_avg": v}
+    if opt.get("centered"):
+        a = s["grad_avg"] + T(d, 1.0 - alpha) * (g - s["grad_avg"])
+        out["grad_avg"] = a
+        den = np.sqrt(v - a * a) + T(d, eps)
+    else:
+        den = np.sqrt(v) + T(d, eps)
+    mom = opt.get("momentum", 0.0)
+    if mom > 0:
+        b = T(d, mom) * s["momentum_buffer"] + g / den
+        out["momentum_buffer"] = b
+        p = p - T(d, lr) * b
+    else:
+        p = p - (T(d, lr) * g) / den
+    return p, out, aux
+
+
+# ---- the algorithms --------------------------------------------------------------
+
+def _call_adamax(p, g, s, t, lr, opt, aux):
+    adamc.adamax_step(p, g, s["exp_avg"], s["exp_inf"], step=t, lr=lr, **opt)
+    return aux
+
+
+def _call_nadam(p, g, s, t, lr, opt, aux):
+    return adamc.nadam_step(p, g, s["exp_avg"], s["exp_avg_sq"], step=t, lr=lr,
+                            mu_product=aux, **opt)
+
+
+def _call_radam(p, g, s, t, lr, opt, aux):
+    adamc.radam_step(p, g, s["exp_avg"], s["exp_avg_sq"], step=t, lr=lr, **opt)
+    return aux
+
+
+def _call_sgd(p, g, s, t, lr, opt, aux):
+    adamc.sgd_step(p, g, s["momentum_buffer"], step=t, lr=lr, **opt)
+    return aux
+
+
+def _call_rmsprop(p, g, s, t, lr, opt, aux):
+    adamc.rmsprop_step(p, g, s["square_avg"], step=t, lr=lr,
+                       momentum_buffer=s["momentum_buffer"], grad_avg=s["grad_avg"], **opt)
+    return aux
+
+
+def _ref_adamax(p, g, s, t, lr, opt, aux):
+    return _reference.adamax(p, g, s["exp_avg"], s["exp_inf"], step=t, lr=lr, **opt), aux
+
+
+def _ref_nadam(p, g, s, t, lr, opt, aux):
+    out = _reference.nadam(p, g, s["exp_avg"], s["exp_avg_sq"], step=t, lr=lr, mu_product=aux,
+                           **opt)
+    return out, out.pop("mu_product")
+
+
+def _ref_radam(p, g, s, t, lr, opt, aux):
+    return _reference.radam(p, g, s["exp_avg"], s["exp_avg_sq"], step=t, lr=lr, **opt), aux
+
+
+def _ref_sgd(p, g, s, t, lr, opt, aux):
+    return _reference.sgd(p, g, s.get("momentum_buffer"), step=t, lr=lr, **opt), aux
+
+
+def _ref_rmsprop(p, g, s, t, lr, opt, aux):
+    return _reference.rmsprop(p, g, s["square_avg"], step=t, lr=lr,
+                              momentum_buffer=s.get("momentum_buffer"),
+                              grad_avg=s.get("grad_avg"), **opt), aux
+
+
+ALGOS = {
+    "adamax": Algo("adamax", ("exp_avg", "exp_inf"),
+                   [{}, {"weight_decay": 0.1}, {"maximize": True}], emulate_adamax,
+                   _call_adamax, _ref_adamax),
+    "nadam": Algo("nadam", ("exp_avg", "exp_avg_sq"),
+                  [{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
+                   {"maximize": True}], emulate_nadam, _call_nadam, _ref_nadam, aux=1.0),
+    "radam": Algo("radam", ("exp_avg", "exp_avg_sq"),
+                  [{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
+                   {"maximize": True}], emulate_radam, _call_radam, _ref_radam),
+    "sgd": Algo("sgd", ("momentum_buffer",),
+                [{}, {"momentum": 0.9}, {"momentum": 0.9, "dampening": 0.5},
+                 {"momentum": 0.9, "nesterov": True}, {"weight_decay": 0.1, "maximize": True}],
+                emulate_sgd, _call_sgd, _ref_sgd),
+    "rmsprop": Algo("rmsprop", ("square_avg", "momentum_buffer", "grad_avg"),
+                    [{}, {"momentum": 0.9}, {"centered": True},
+                     {"centered": True, "momentum": 0.5, "weight_decay": 0.1},
+                     {"maximize": True}], emulate_rmsprop, _call_rmsprop, _ref_rmsprop),
+}
+
+CASES = [(a, o) for a in ALGOS for o in ALGOS[a].options]
+
+
+def case_id(case):
+    a, o = case
+    return a + ("-" + "-".join(f"{k}={v}" for k, v in o.items()) if o else "")
+
+
+def grad_at(rng, n, dtype):
+    g = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 2)
+    g[rng.random(n) < 0.05] = 0.0
+    return g.astype(dtype)
+
+
+def lr_of(algo):
+    return 0.01
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_bit_exact_operation_order(level_threads, dtype, case):
+    name, opt = case
+    algo = ALGOS[name]
+    rng = np.random.default_rng(11)
+    n = 1023
+    p = rng.standard_normal(n).astype(dtype)
+    s = algo.new_states(p, opt)
+    ep, es, aux, eaux = p.copy(), {k: v.copy() for k, v in s.items() if v is not None}, algo.aux, algo.aux
+    with np.errstate(all="ignore"):
+        for t in range(1, 31):
+            g = grad_at(rng, n, dtype)
+            aux = algo.call(p, g, s, t, lr_of(name), opt, aux)
+            ep, new, eaux = algo.emulate(ep, g, es, t, lr_of(name), opt, eaux)
+            es.update(new)
+            np.testing.assert_array_equal(bits(p), bits(ep), err_msg=f"param at step {t}")
+            for k, v in es.items():
+                np.testing.assert_array_equal(bits(s[k]), bits(v), err_msg=f"{k} at step {t}")
+            if algo.aux is not None:
+                assert aux == eaux
+
+
+def scale_of(before, after, g_term, lr=None):
+    s = np.abs(before.astype(np.float64)) + np.abs(after)
+    return s + (lr * (1 + g_term) if lr is not None else g_term)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("n", SMALL_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_matches_reference_every_step(dtype, n, case):
+    name, opt = case
+    algo = ALGOS[name]
+    lr = lr_of(name)
+    rng = np.random.default_rng(12)
+    p = rng.standard_normal(n).astype(dtype)
+    s = algo.new_states(p, opt)
+    aux = algo.aux
+    for t in range(1, STEPS + 1):
+        g = grad_at(rng, n, dtype)
+        before_p = p.copy()
+        before = {k: v.copy() for k, v in s.items() if v is not None}
+        ref, ref_aux = algo.reference(before_p, g, before, t, lr, opt, aux)
+        ref_p = ref.pop("param")
+        ref_s = ref
+        aux = algo.call(p, g, s, t, lr, opt, aux)
+        gt = _grad_term(g, before_p, opt)
+        tol = TOL[dtype]
+        err = np.abs(p.astype(np.float64) - ref_p)
+        bound = tol * scale_of(before_p, ref_p, gt, lr) + np.finfo(dtype).tiny
+        assert np.all(err <= bound), f"param at step {t}: worst {np.max(err / bound):.3g}"
+        for k, want in ref_s.items():
+            err = np.abs(s[k].astype(np.float64) - want)
+            bound = tol * scale_of(before[k], want, gt) + np.finfo(dtype).tiny
+            if k in ("square_avg", "exp_avg_sq"):
+                bound = bound + tol * gt * gt
+            assert np.all(err <= bound), f"{k} at step {t}: worst {np.max(err / bound):.3g}"
+        if algo.aux is not None:
+            assert aux == pytest.approx(ref_aux, rel=1e-15)
+
+
+def trajectory(name, opt, n, dtype, steps=STEPS, seed=13):
+    algo = ALGOS[name]
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(n).astype(dtype)
+    s = algo.new_states(p, opt)
+    aux = algo.aux
+    for t in range(1, steps + 1):
+        aux = algo.call(p, grad_at(rng, n, dtype), s, t, lr_of(name), opt, aux)
+    return [p] + [v for v in s.values() if v is not None]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("n", [17, 1023, 200_003])
+def test_bit_identical_across_levels_and_threads(n, case):
+    name, opt = case
+    for dtype in DTYPES:
+        steps = 5 if n > 2**16 else 20
+        with kernel_config("baseline", 1):
+            expected = trajectory(name, opt, n, dtype, steps)
+        for level in LEVELS:
+            for threads in THREADS:
+                with kernel_config(level, threads):
+                    got = trajectory(name, opt, n, dtype, steps)
+                for a, b in zip(got, expected):
+                    assert np.array_equal(bits(a), bits(b)), f"{level}, {threads} threads"
+
+
+# ----------------------------------------------------------------------------------
+# Semantics worth pinning down on their own
+
+def test_sgd_plain_is_gradient_descent():
+    p = np.array([1.0, -2.0])
+    adamc.sgd_step(p, np.array([0.5, 0.25]), step=1, lr=0.1)
+    np.testing.assert_array_equal(p, [1.0 - 0.05, -2.0 - 0.025])
+
+
+def test_sgd_first_momentum_step_copies_the_gradient():
+    p, b = np.zeros(2), np.full(2, 99.0)  # whatever the buffer held
+    adamc.sgd_step(p, np.array([1.0, 2.0]), b, step=1, lr=1.0, momentum=0.9, dampening=0.5)
+    np.testing.assert_array_equal(b, [1.0, 2.0])
+    adamc.sgd_step(p, np.array([1.0, 2.0]), b, step=2, lr=1.0, momentum=0.9, dampening=0.5)
+    np.testing.assert_allclose(b, [0.9 + 0.5, 1.8 + 1.0])
+
+
+def test_radam_switches_to_rectified_updates():
+    # with beta2 = 0.999, rho_t first exceeds 5 at step 6
+    p = np.zeros(1)
+    m, v = np.zeros(1), np.zeros(1)
+    steps = []
+    for t in range(1, 8):
+        before = p.copy()
+        adamc.radam_step(p, np.array([1.0]), m, v, step=t, lr=0.1)
+        steps.append(float(before[0] - p[0]))
+    np.testing.assert_allclose(steps[:5], 0.1, rtol=1e-12)  # unrectified: lr * m_hat, m_hat = 1
+    assert steps[5] != pytest.approx(0.1, rel=1e-3)
+
+
+def test_nadam_returns_the_momentum_product():
+    p = np.zeros(3)
+    mu = 1.0
+    for t in range(1, 4):
+        mu = adamc.nadam_step(p, np.ones(3), np.zeros(3), np.zeros(3), step=t, mu_product=mu)
+    expected = np.prod([0.9 * (1 - 0.5 * 0.96 ** (t * 4e-3)) for t in (1, 2, 3)])
+    assert mu == pytest.approx(expected, rel=1e-15)
+
+
+# ----------------------------------------------------------------------------------
+# Bad input: precise exception, nothing mutated
+
+def _fresh(n=6):
+    rng = np.random.default_rng(14)
+    return rng.standard_normal(n), rng.standard_normal(n), [rng.random(n) for _ in range(3)]
+
+
+BAD = [
+    ("adamax_step", dict(beta2=1.0), ValueError, r"beta2 must be in \[0, 1\)"),
+    ("adamax_step", dict(eps=-1.0), ValueError, "eps must be a finite number >= 0"),
+    ("nadam_step", dict(momentum_decay=-1.0), ValueError, "momentum_decay must be"),
+    ("nadam_step", dict(mu_product=1.5), ValueError, r"mu_product must be in \[0, 1\]"),
+    ("nadam_step", dict(decoupled_weight_decay="no"), TypeError, "must be a bool"),
+    ("radam_step", dict(lr=float("nan")), ValueError, "lr must be a finite number"),
+    ("radam_step", dict(step=0), ValueError, "step must be >= 1"),
+    ("sgd_step", dict(momentum=1.5), ValueError, r"momentum must be in \[0, 1\]"),
+    ("sgd_step", dict(momentum=-0.1), ValueError, "momentum must be a finite number >= 0"),
+    ("sgd_step", dict(dampening=2.0), ValueError, r"dampening must be in \[0, 1\]"),
+    ("sgd_step", dict(nesterov=True), ValueError, "Nesterov momentum requires momentum > 0"),
+    ("sgd_step", dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError,
+     "dampening = 0"),
+    ("sgd_step", dict(momentum=0.9, no_buffer=True), ValueError,
+     "momentum > 0 needs momentum_buffer"),
+    ("sgd_step", dict(extra_buffer=True), ValueError, "momentum_buffer is only used with"),
+    ("rmsprop_step", dict(alpha=1.5), ValueError, r"alpha must be in \[0, 1\]"),
+    ("rmsprop_step", dict(centered=True), ValueError, "centered=True needs grad_avg"),
+    ("rmsprop_step", dict(momentum=0.5), ValueError, "momentum > 0 needs momentum_buffer"),
+    ("rmsprop_step", dict(lr=lambda t: 0.1), TypeError, "must be a number"),
+    ("radam_step", dict(shared=True), ValueError, "exp_avg and exp_avg_sq share memory"),
+    ("adamax_step", dict(grad_f32=True), TypeError, "grad has dtype float32"),
+]
+
+
+@pytest.mark.parametrize("fn,kw,exc,msg", BAD, ids=[f"{b[0]}-{b[3][:30]}" for b in BAD])
+def test_bad_input_rejected_without_mutation(fn, kw, exc, msg):
+    p, g, (s0, s1, s2) = _fresh()
+    kw = dict(kw)
+    if kw.pop("grad_f32", False):
+        g = g.astype(np.float32)
+    if kw.pop("shared", False):
+        s1 = s0
+    snapshot = [a.copy() for a in (p, g, s0, s1, s2)]
+    step = kw.pop("step", 2)
+    with pytest.raises(exc, match=msg):
+        if fn == "sgd_step":
+            buf = None if kw.pop("no_buffer", False) else s0
+            if not kw.get("momentum") and not kw.pop("extra_buffer", False):
+                buf = None
+            adamc.sgd_step(p, g, buf, step=step, **kw)
+        elif fn == "rmsprop_step":
+            adamc.rmsprop_step(p, g, s0, step=step, **kw)
+        else:
+            getattr(adamc, fn)(p, g, s0, s1, step=step, **kw)
+    for a, b in zip((p, g, s0, s1, s2), snapshot):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,119 @@
+"""adamc.schedules against their formulas, inside optimizers and minimize."""
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import adamc
+from adamc import schedules
+
+
+@pytest.mark.parametrize("sched,formula", [
+    (schedules.constant(0.3), lambda t: 0.3),
+    (schedules.step_decay(1.0, step_size=3, gamma=0.5), lambda t: 0.5 ** ((t - 1) // 3)),
+    (schedules.exponential_decay(2.0, gamma=0.9), lambda t: 2.0 * 0.9 ** (t - 1)),
+    (schedules.cosine_decay(1.0, total_steps=20),
+     lambda t: 0.5 * (1 + math.cos(math.pi * min(1.0, t / 20)))),
+    (schedules.cosine_decay(1.0, total_steps=20, min_lr=0.1, warmup_steps=5),
+     lambda t: t / 5 if t <= 5 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (t - 5) / 15)))),
+    (schedules.inverse_sqrt(1.0), lambda t: 1 / math.sqrt(t)),
+    (schedules.inverse_sqrt(1.0, warmup_steps=4), lambda t: t / 4 if t <= 4 else math.sqrt(4 / t)),
+], ids=["constant", "step", "exponential", "cosine", "cosine-warmup", "isqrt", "isqrt-warmup"])
+def test_schedule_matches_formula(sched, formula):
+    for t in range(1, 40):
+        assert sched(t) == pytest.approx(formula(t), rel=1e-14, abs=1e-300), t
+    assert isinstance(sched, schedules.Schedule)
+
+
+def test_cosine_endpoints():
+    s = schedules.cosine_decay(1.0, total_steps=10, min_lr=0.25, warmup_steps=2)
+    assert s(1) == 0.5 and s(2) == 1.0 and s(10) == 0.25 and s(1000) == 0.25
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda: schedules.constant(-1), "lr must be"),
+    (lambda: schedules.step_decay(1.0, step_size=0), "step_size must be >= 1"),
+    (lambda: schedules.step_decay(1.0, step_size=2, gamma=-0.5), "gamma must be"),
+    (lambda: schedules.exponential_decay(1.0, gamma=float("nan")), "gamma must be"),
+    (lambda: schedules.cosine_decay(1.0, total_steps=10, warmup_steps=10), "warmup_steps must be"),
+    (lambda: schedules.cosine_decay(1.0, total_steps=0), "total_steps must be >= 1"),
+    (lambda: schedules.cosine_decay(1.0, total_steps=5, min_lr=-1), "min_lr must be"),
+    (lambda: schedules.inverse_sqrt(1.0, warmup_steps=-1), "warmup_steps must be"),
+])
+def test_bad_schedule_parameters(make, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        make()
+
+
+def test_schedule_rejects_bad_step():
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        schedules.constant(1.0)(0)
+
+
+@pytest.mark.parametrize("cls", [adamc.Adam, adamc.Adamax, adamc.NAdam, adamc.RAdam,
+                                 adamc.SGD, adamc.RMSprop])
+def test_every_optimizer_follows_a_schedule(cls):
+    """A scheduled run equals a run whose group lr is set by hand before each step."""
+    sched = schedules.cosine_decay(0.05, total_steps=8, warmup_steps=2)
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(5) for _ in range(10)]
+    a, b = np.ones(5), np.ones(5)
+    oa, ob = cls(a, lr=sched), cls(b, lr=0.05)
+    for t, g in enumerate(grads, 1):
+        oa.step(g)
+        ob.param_groups[0]["lr"] = sched(t)
+        ob.step(g)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_schedule_is_per_group_and_counts_group_steps():
+    a, b = np.zeros(1), np.zeros(1)
+    opt = adamc.SGD([{"params": [a], "lr": schedules.exponential_decay(1.0, 0.5)}], lr=0.1)
+    opt.step([np.ones(1)])
+    opt.add_param_group({"params": [b], "lr": schedules.exponential_decay(1.0, 0.5)})
+    opt.step([np.ones(1), np.ones(1)])
+    assert a[0] == -1.5 and b[0] == -1.0  # b's schedule starts at its own step 1
+
+
+def test_schedules_pickle():
+    s = schedules.cosine_decay(0.1, total_steps=50, min_lr=0.01, warmup_steps=5)
+    r = pickle.loads(pickle.dumps(s))
+    assert [r(t) for t in range(1, 60)] == [s(t) for t in range(1, 60)]
+    assert "cosine_decay" in repr(s)
+
+
+def test_minimize_accepts_a_schedule():
+    res = adamc.minimize(lambda x: (float(x @ x), 2 * x), np.ones(2), jac=True,
+                         options=dict(lr=schedules.step_decay(0.1, 100, 0.5), maxiter=50))
+    assert res.nit == 50
+
+
+def test_compiled_schedule_runs_without_a_python_call():
+    """step() calls a Python schedule through the interpreter, a compiled one not at
+    all (the profiler sees every Python-level call)."""
+    import sys
+
+    def python_calls(lr):
+        calls = []
+
+        def profile(frame, event, arg):
+            if event == "call":
+                calls.append(frame.f_code.co_name)
+
+        opt = adamc.Adam(np.zeros(10), lr=lr)
+        g = np.ones(10)
+        opt.step(g)  # the first step validates the hyperparameters in Python
+        sys.setprofile(profile)
+        try:
+            opt.step(g)
+            opt.step(g)
+        finally:
+            sys.setprofile(None)
+        return calls
+
+    def my_schedule(t):
+        return 0.1 / math.sqrt(t)
+
+    assert python_calls(my_schedule).count("my_schedule") == 2
+    assert python_calls(schedules.inverse_sqrt(0.1)) == []
