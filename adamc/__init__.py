@@ -6,6 +6,7 @@ same bits for every SIMD level and thread count.
 """
 from . import schedules
 from ._config import show_config
+from .checkpoint import load, save
 from ._kernels import get_num_threads, set_num_threads
 from ._minimize import (minibatches, minimize, minimize_adam, minimize_adamax, minimize_adamw,
                         minimize_amsgrad, minimize_nadam, minimize_radam, minimize_rmsprop,
@@ -21,5 +22,5 @@ __all__ = [
     "adam_step", "adamax_step", "nadam_step", "radam_step", "sgd_step", "rmsprop_step",
     "minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad", "minimize_adamax",
     "minimize_nadam", "minimize_radam", "minimize_sgd", "minimize_rmsprop", "minibatches",
-    "schedules", "show_config", "get_num_threads", "set_num_threads", "__version__",
+    "schedules", "save", "load", "show_config", "get_num_threads", "set_num_threads", "__version__",
 ]

@@ -11,6 +11,7 @@ copies; the precise error message is only built once a check has failed.
 import os
 import warnings
 
+cimport cython
 cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
@@ -584,15 +585,16 @@ cdef class _InverseSqrt(Schedule):
         return (_InverseSqrt, (self.lr, self.warmup_steps))
 
 
-cdef double _lr_at(object fn, int64_t step, str where) except? -1.0:
-    """The learning rate of a schedule or callable at a 1-based step, validated."""
+cdef double _lr_at(object fn, int64_t step, Py_ssize_t gi) except? -1.0:
+    """The learning rate of group gi's schedule or callable at a 1-based step."""
     if isinstance(fn, Schedule):
         return (<Schedule>fn)._at(step)
     value = fn(step)
     try:
         return _nonneg(value, "lr")
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{where} returned a bad learning rate at step {step}: {exc}") from None
+        raise type(exc)(f"param_groups[{gi}]['lr'] returned a bad learning rate at step "
+                        f"{step}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------
@@ -683,6 +685,7 @@ cdef struct Group:
     double aux_next          # scratch: aux after this step
 
 
+@cython.auto_pickle(False)
 cdef class _Engine:
     """Stepping machinery shared by the optimizer classes (see adamc.optim).
 
@@ -988,7 +991,7 @@ cdef class _Engine:
             grp = &self._groups[gi]
             fn = self._lr_fns[gi]
             if fn is not None:
-                grp.hyper.lr = _lr_at(fn, grp.step + 1, f"param_groups[{gi}]['lr']")
+                grp.hyper.lr = _lr_at(fn, grp.step + 1, gi)
             adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
                           &grp.aux_next)
             grp.coef.clip_value = self._clip_value

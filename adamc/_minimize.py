@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import warnings
 from typing import Any, Callable, Iterable, Iterator
@@ -57,7 +58,7 @@ _register("rmsprop", RMSprop)
 _LOOP_DEFAULTS: dict[str, Any] = dict(
     maxiter=None, maxfev=None, gtol=None, ftol=0.0, xtol=0.0, tol=None, disp=False,
     disp_every=None, progress=False, batches=None, return_all=False,
-    finite_diff_rel_step=None)
+    finite_diff_rel_step=None, checkpoint=None, checkpoint_every=None, resume=False)
 
 
 # ----------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
     opts["gtol"] = tolerance("gtol", gtol)
     opts["ftol"] = tolerance("ftol", opts["ftol"])
     opts["xtol"] = tolerance("xtol", opts["xtol"])
-    for flag in ("disp", "return_all", "progress"):
+    for flag in ("disp", "return_all", "progress", "resume"):
         if not isinstance(opts[flag], (bool, np.bool_)):
             raise TypeError(f"{flag} must be a bool, got {opts[flag]!r}")
     every = opts["disp_every"]
@@ -240,6 +241,9 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
         if step == 0:
             raise ValueError("finite_diff_rel_step must be > 0")
     opts["finite_diff_rel_step"] = step
+    if opts["checkpoint"] is not None and not isinstance(opts["checkpoint"], (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path, got {opts['checkpoint']!r}")
+    opts["checkpoint_every"] = count("checkpoint_every", opts["checkpoint_every"], 1, 100)
     hyper = dict(method.hyper)
     hyper.update({k: v for k, v in options.items() if k in method.hyper})
     hyper.update(method.fixed)
@@ -402,33 +406,32 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     opt = method.cls(x, **parsed["hyper"])
     if box is not None:
         opt._set_bounds([box[0]], [box[1]])
-
-    batches = loop["batches"]
-    batch_iter = None
-    batch: tuple = ()
-    if batches is not None:
-        batch_iter = iter(batches)
-        batch = _next_batch(batch_iter, None)
-        if batch is None:
-            raise ValueError("options['batches'] is empty")
+    batches = _Batches(loop["batches"])
+    ckpt = _Checkpointer(loop, method)
 
     maxiter, maxfev = loop["maxiter"], loop["maxfev"]
     gtol, ftol, xtol = loop["gtol"], loop["ftol"], loop["xtol"]
     x_prev = np.empty_like(x) if xtol > 0 else None
     keep_x = np.empty_like(x)
     keep_g = np.empty_like(x)
+    status = message = None
+
+    restored = ckpt.restore(x, objective, batches)
+    if restored is not None:
+        opt, nit, f, g, status, message = restored
+        gnorm = _kernels.max_abs(g)
+    else:
+        f, g = objective(batches.first())
+        nit = 0
+        gnorm = _kernels.max_abs(g)
+        if not (math.isfinite(f) and math.isfinite(gnorm)):
+            status = 3
+            message = ("The objective or its gradient is not finite at the starting point "
+                       "(x0 is returned).")
+        elif gtol > 0 and gnorm <= gtol:
+            status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
     allvecs = [x.copy()] if loop["return_all"] else None
     reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) else None
-
-    f, g = objective(batch)
-    nit, status, message = 0, None, None
-    gnorm = _kernels.max_abs(g)
-    if not (math.isfinite(f) and math.isfinite(gnorm)):
-        status = 3
-        message = ("The objective or its gradient is not finite at the starting point "
-                   "(x0 is returned).")
-    elif gtol > 0 and gnorm <= gtol:
-        status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
     if reporter:
         reporter.row(nit, f, gnorm)
 
@@ -442,12 +445,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         if x_prev is not None:
             _kernels.copy_into(x_prev, x)
         opt.step(g)
-        exhausted = False
-        if batch_iter is not None:
-            following = _next_batch(batch_iter, batch)
-            exhausted = following is batch
-            batch = following
-        f, g = objective(batch)
+        f, g = objective(batches.next())
         gnorm = _kernels.max_abs(g)
         if not (math.isfinite(f) and math.isfinite(gnorm)):
             _kernels.copy_into(x, keep_x)
@@ -471,7 +469,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             except StopIteration:
                 status, message = 99, _STOP_MESSAGE
                 break
-        if exhausted:
+        if batches.exhausted:
             status = 0
             message = "Optimization terminated successfully: the batches are exhausted."
         elif gtol > 0 and gnorm <= gtol:
@@ -485,9 +483,12 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             message = "Optimization terminated successfully: the change of x is <= xtol."
         elif maxfev is not None and objective.nfev >= maxfev:
             status, message = 2, _MAXFEV_MESSAGE
+        if status is None and ckpt.due(nit):
+            ckpt.write(opt, nit, f, g, objective, batches, None, None)
 
-    if batch_iter is not None and hasattr(batch_iter, "close") and status != 0:
-        batch_iter.close()
+    batches.close(status)
+    if status != 3:  # after a non-finite stop the optimizer's state is one step ahead
+        ckpt.write(opt, nit, f, g, objective, batches, status, message)
     result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
                             nfev=objective.nfev, njev=objective.njev, status=status,
                             success=status == 0, message=message)
@@ -498,11 +499,103 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     return result
 
 
-def _next_batch(iterator: Iterator, last: tuple | None) -> tuple | None:
-    """Next batch as a tuple of extra arguments; ``last`` when exhausted."""
-    for item in iterator:
-        return item if isinstance(item, tuple) else (item,)
-    return last
+class _Batches:
+    """The ``batches`` option: extra arguments of each evaluation, counted so that a
+    resumed run can skip what the interrupted one consumed."""
+
+    def __init__(self, batches: Iterable | None):
+        self.iterator = None if batches is None else iter(batches)
+        self.last: tuple = ()
+        self.consumed = 0
+        self.exhausted = False
+
+    def _pull(self) -> tuple | None:
+        for item in self.iterator:
+            self.consumed += 1
+            return item if isinstance(item, tuple) else (item,)
+        return None
+
+    def first(self) -> tuple:
+        if self.iterator is None:
+            return ()
+        batch = self._pull()
+        if batch is None:
+            raise ValueError("options['batches'] is empty")
+        self.last = batch
+        return batch
+
+    def next(self) -> tuple:
+        """The next batch; once exhausted, the last one again (the final x is
+        evaluated on it) and ``exhausted`` is set."""
+        if self.iterator is None:
+            return ()
+        batch = self._pull()
+        if batch is None:
+            self.exhausted = True
+        else:
+            self.last = batch
+        return self.last
+
+    def skip(self, count: int) -> None:
+        if self.iterator is None:
+            return
+        for _ in range(count):
+            batch = self._pull()
+            if batch is None:
+                raise ValueError(f"options['batches'] has fewer than the {count} batches the "
+                                 f"checkpointed run had consumed; pass the same batches "
+                                 f"(same data and seed) to resume")
+            self.last = batch
+
+    def close(self, status: int) -> None:
+        if self.iterator is not None and hasattr(self.iterator, "close") and status != 0:
+            self.iterator.close()
+
+
+class _Checkpointer:
+    """The ``checkpoint``, ``checkpoint_every`` and ``resume`` options."""
+
+    def __init__(self, loop: dict[str, Any], method: _Method):
+        self.path = loop["checkpoint"]
+        self.every = loop["checkpoint_every"]
+        self.resume = loop["resume"]
+        self.method = method
+        if self.resume and self.path is None:
+            raise ValueError("resume=True needs options['checkpoint'], the file to resume from")
+
+    def due(self, nit: int) -> bool:
+        return self.path is not None and nit % self.every == 0
+
+    def write(self, opt, nit, f, g, objective, batches, status, message) -> None:
+        if self.path is None:
+            return
+        from .checkpoint import save
+
+        save(opt, self.path, _extra=dict(
+            method=self.method.name, nit=nit, fun=f, nfev=objective.nfev, njev=objective.njev,
+            batches_consumed=batches.consumed, status=status, message=message),
+            _extra_arrays={"jac": g})
+
+    def restore(self, x, objective, batches):
+        """Continue from the checkpoint file, if resuming and it exists: writes the saved
+        iterate into x; returns (optimizer, nit, f, g, status, message) or None."""
+        if not self.resume or not os.path.exists(self.path):
+            return None
+        from .checkpoint import CheckpointError, _load_with_extra
+
+        opt, extra, arrays = _load_with_extra(self.path, x)
+        if extra.get("method") != self.method.name:
+            raise CheckpointError(f"{self.path} was written by method "
+                                  f"{extra.get('method')!r}, not {self.method.name!r}")
+        g = arrays["jac"]
+        if g.shape != x.shape or g.dtype != x.dtype:
+            raise CheckpointError(f"{self.path}: the saved gradient does not match x")
+        objective.nfev, objective.njev = int(extra["nfev"]), int(extra["njev"])
+        batches.skip(int(extra["batches_consumed"]))
+        # a converged run stays converged; any other stop (maxiter, callback) continues
+        status = 0 if extra.get("status") == 0 else None
+        message = extra.get("message") if status == 0 else None
+        return opt, int(extra["nit"]), float(extra["fun"]), g, status, message
 
 
 class _Reporter:
@@ -600,6 +693,18 @@ _LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
     finite_diff_rel_step : float, default None
         Relative step of finite differences (sqrt(eps) for '2-point',
         eps**(1/3) for '3-point', eps of the dtype of x).
+    checkpoint : str or path, default None
+        Write the run's state (optimizer, iterate, counters) to this file every
+        ``checkpoint_every`` iterations and at the end (not after a non-finite
+        stop), atomically; see :func:`adamc.save`.
+    checkpoint_every : int, default 100
+        Iterations between checkpoints.
+    resume : bool, default False
+        Continue from ``checkpoint`` when the file exists (x0 is then ignored, the
+        optimizer's hyperparameters come from the file, ``maxiter`` counts the
+        iterations before the checkpoint too). With ``batches``, pass the same
+        batches (same data and seed): the ones the saved run consumed are skipped.
+        A resumed run gives the same bits as an uninterrupted one.
 """
 
 

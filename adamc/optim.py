@@ -351,6 +351,69 @@ class Optimizer(_kernels._Engine):
         n = len(self.param_groups)
         self._set_counters([0] * n, [self._aux_initial()] * n, 0, 0)
 
+    # -- copies, pickling and checkpoints ---------------------------------------------
+    def _export(self) -> dict[str, Any]:
+        """Everything that defines this optimizer, arrays by reference (the common
+        ground of pickling and of adamc.save)."""
+        self._check_idle()
+        return {
+            "class": type(self).__name__,
+            "defaults": dict(self.defaults),
+            "groups": [dict(g, params=list(g["params"])) for g in self.param_groups],
+            "state": [list(st) for st in self._state_arrays],
+            "steps": self._group_steps(),
+            "aux": self._group_aux(),
+            "step_count": self.step_count,
+            "skipped_steps": self.skipped_steps,
+            "options": self._options(),
+            "box": None if self._box is None else (list(self._box[0]), list(self._box[1])),
+        }
+
+    @classmethod
+    def _from_export(cls, payload: dict[str, Any]) -> Optimizer:
+        """Build an optimizer from _export()'s payload, adopting its state arrays
+        (which must be private to it). Everything is validated first."""
+        opt = cls.__new__(cls)
+        for key, value in payload["options"].items():
+            setattr(opt, key, value)
+        opt.defaults = dict(payload["defaults"])
+        opt._group_hyper(opt.defaults, None)
+        opt._box = None
+        opt.param_groups = []
+        opt._state_arrays = []
+        for group in payload["groups"]:
+            opt._append_group(group)
+        if len(payload["state"]) != len(opt._state_arrays):
+            raise ValueError("the saved state does not match the parameters")
+        params = [q for g in opt.param_groups for q in g["params"]]
+        for i, (p, saved, fresh) in enumerate(zip(params, payload["state"], opt._state_arrays)):
+            for k, key in enumerate(cls._state_keys):
+                arr = saved[k] if k < len(saved) else None
+                if (arr is None) != (fresh[k] is None):
+                    raise ValueError(f"the saved state of parameter {i} has "
+                                     f"{'no' if arr is None else 'an unexpected'} '{key}'")
+                if arr is not None:
+                    _kernels.check_operand(arr, f"state[{i}]['{key}']", p, writeable=True)
+                    fresh[k] = arr
+        if payload["box"] is not None:
+            opt._set_bounds(*payload["box"])
+        else:
+            opt._rebind()
+        opt._set_counters(payload["steps"], payload["aux"], payload["step_count"],
+                          payload["skipped_steps"])
+        return opt
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        # Pickle and deepcopy: the parameters and the state travel with the optimizer.
+        return (_restore, (type(self), self._export()))
+
+    def __copy__(self) -> Optimizer:
+        """A new optimizer on the same parameter arrays, with its own copy of the state."""
+        payload = self._export()
+        payload["state"] = [[None if a is None else a.copy() for a in st]
+                            for st in payload["state"]]
+        return type(self)._from_export(payload)
+
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for gi, g in enumerate(self.param_groups):
@@ -362,6 +425,10 @@ class Optimizer(_kernels._Engine):
         lines.append(")")
         return "\n".join(lines)
 
+
+
+def _restore(cls: type[Optimizer], payload: dict[str, Any]) -> Optimizer:
+    return cls._from_export(payload)
 
 
 _SHARED_DOC = """
