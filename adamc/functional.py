@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _kernels
-from ._kernels import check_beta, check_nonnegative
+from ._kernels import check_beta
 from ._validation import CHECKS, check_nesterov
 
 __all__ = ["adam_step", "adamax_step", "nadam_step", "radam_step", "sgd_step",

@@ -2,7 +2,6 @@
 import copy
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import pytest

@@ -14,12 +14,11 @@ For every algorithm and option set:
    float32, a missing dampening) misses by orders of magnitude;
 3. trajectories must be bit-identical across SIMD levels and thread counts.
 """
-import math
-
 import numpy as np
 import pytest
 
 import adamc
+import emulate
 from adamc import _reference
 from conftest import DTYPES, LEVELS, SMALL_SIZES, THREADS, bits, kernel_config
 
@@ -51,106 +50,20 @@ class Algo:
         return True
 
 
-def T(dtype, x):
-    return dtype.type(x)
+# ---- emulations of the kernels' operation order (tests/emulate.py) ----------------
+
+def _emulator(fn):
+    def run(p, g, s, t, lr, opt, aux):
+        if fn is emulate.sgd:  # the stateless SGD step fills its buffer at step 1
+            p, new, _ = fn(p, g, s, t, 0.0 if t == 1 else 1.0, lr=lr, **opt)
+            return p, new, aux
+        return fn(p, g, s, t, aux, lr=lr, **opt)
+    return run
 
 
-# ---- emulations of the kernels' operation order (see src_c/adamc_algos.inc) --------
-
-def grad_in(p, g, opt):
-    t = p.dtype.type
-    g = t(-1.0 if opt.get("maximize") else 1.0) * g
-    decoupled = opt.get("decoupled_weight_decay", False)
-    if opt.get("weight_decay", 0.0) and not decoupled:
-        g = g + t(opt["weight_decay"]) * p
-    return g
-
-
-def decayed(p, opt, lr):
-    if opt.get("weight_decay", 0.0) and opt.get("decoupled_weight_decay"):
-        return p * p.dtype.type(1.0 - lr * opt["weight_decay"])
-    return p
-
-
-def emulate_adamax(p, g, s, t, lr, opt, aux):
-    d = p.dtype
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    g = grad_in(p, g, opt)
-    m = s["exp_avg"] + T(d, 1.0 - b1) * (g - s["exp_avg"])
-    u = np.maximum(T(d, b2) * s["exp_inf"], np.abs(g) + T(d, eps))
-    p = p - (T(d, lr / (1.0 - b1 ** t)) * m) / u
-    return p, {"exp_avg": m, "exp_inf": u}, aux
-
-
-def emulate_nadam(p, g, s, t, lr, opt, aux):
-    d = p.dtype
-    b1, b2, eps, psi = 0.9, 0.999, 1e-8, 4e-3
-    sqrt_bc2 = math.sqrt(1.0 - b2 ** t)
-    mu = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
-    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * psi))
-    prod = aux * mu
-    c_grad = lr * (1.0 - mu) / (1.0 - prod) * sqrt_bc2
-    c_avg = lr * mu_next / (1.0 - prod * mu_next) * sqrt_bc2
-    g = grad_in(p, g, opt)
-    p = decayed(p, opt, lr)
-    m = s["exp_avg"] + T(d, 1.0 - b1) * (g - s["exp_avg"])
-    v = T(d, b2) * s["exp_avg_sq"] + T(d, 1.0 - b2) * g * g
-    p = p - (T(d, c_grad) * g + T(d, c_avg) * m) / (np.sqrt(v) + T(d, eps * sqrt_bc2))
-    return p, {"exp_avg": m, "exp_avg_sq": v}, prod
-
-
-def emulate_radam(p, g, s, t, lr, opt, aux):
-    d = p.dtype
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
-    rho_inf = 2.0 / (1.0 - b2) - 1.0
-    rho_t = rho_inf - 2.0 * t * b2 ** float(t) / bc2
-    g = grad_in(p, g, opt)
-    p = decayed(p, opt, lr)
-    m = s["exp_avg"] + T(d, 1.0 - b1) * (g - s["exp_avg"])
-    v = T(d, b2) * s["exp_avg_sq"] + T(d, 1.0 - b2) * g * g
-    if rho_t > 5.0:
-        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
-                         / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-        p = p - (T(d, lr * rect * math.sqrt(bc2) / bc1) * m) / (np.sqrt(v) + T(d, eps))
-    else:
-        p = p - T(d, lr / bc1) * m
-    return p, {"exp_avg": m, "exp_avg_sq": v}, aux
-
-
-def emulate_sgd(p, g, s, t, lr, opt, aux):
-    d = p.dtype
-    g = grad_in(p, g, opt)
-    mom = opt.get("momentum", 0.0)
-    out = {}
-    if mom:
-        decay, gain = (0.0, 1.0) if t == 1 else (mom, 1.0 - opt.get("dampening", 0.0))
-        b = T(d, decay) * s["momentum_buffer"] + T(d, gain) * g
-        out["momentum_buffer"] = b
-        g = g + T(d, mom) * b if opt.get("nesterov") else b
-    return p - T(d, lr) * g, out, aux
-
-
-def emulate_rmsprop(p, g, s, t, lr, opt, aux):
-    d = p.dtype
-    alpha, eps = 0.99, 1e-8
-    g = grad_in(p, g, opt)
-    v = T(d, alpha) * s["square_avg"] + T(d, 1.0 - alpha) * g * g
-    out = {"square_avg": v}
-    if opt.get("centered"):
-        a = s["grad_avg"] + T(d, 1.0 - alpha) * (g - s["grad_avg"])
-        out["grad_avg"] = a
-        den = np.sqrt(v - a * a) + T(d, eps)
-    else:
-        den = np.sqrt(v) + T(d, eps)
-    mom = opt.get("momentum", 0.0)
-    if mom > 0:
-        b = T(d, mom) * s["momentum_buffer"] + g / den
-        out["momentum_buffer"] = b
-        p = p - T(d, lr) * b
-    else:
-        p = p - (T(d, lr) * g) / den
-    return p, out, aux
+emulate_adamax, emulate_nadam, emulate_radam, emulate_sgd, emulate_rmsprop = (
+    _emulator(f) for f in (emulate.adamax, emulate.nadam, emulate.radam, emulate.sgd,
+                           emulate.rmsprop))
 
 
 # ---- the algorithms --------------------------------------------------------------

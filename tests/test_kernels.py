@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import adamc
+import emulate
 from adamc import _reference
 from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
 
@@ -141,28 +142,11 @@ def test_float64_trajectory_without_resync(opt):
     np.testing.assert_allclose(m, ref["exp_avg"], rtol=1e-12, atol=1e-300)
 
 
-def emulate_kernel(p, g, m, v, vm, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                   weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-                   maximize=False):
-    """The kernel's exact sequence of operations in the array's dtype (scalars are
-    prepared in double and rounded once, as adamc_adam_prepare does)."""
-    T = p.dtype.type
-    bc1 = 1.0 - beta1 ** step
-    sqrt_bc2 = np.sqrt(1.0 - beta2 ** step)
-    scale = T(-1.0 if maximize else 1.0)
-    g = scale * g
-    decay = T(1.0 - lr * weight_decay) if (weight_decay and decoupled_weight_decay) else T(1)
-    if weight_decay and not decoupled_weight_decay:
-        g = g + T(weight_decay) * p
-    p = p * decay
-    m = m + T(1.0 - beta1) * (g - m)
-    v = T(beta2) * v + T(1.0 - beta2) * g * g
-    d = v
-    if amsgrad:
-        vm = np.maximum(vm, v)
-        d = vm
-    p = p - (T(lr * sqrt_bc2 / bc1) * m) / (np.sqrt(d) + T(eps * sqrt_bc2))
-    return p, m, v, vm
+def emulate_kernel(p, g, m, v, vm, *, step, lr=1e-3, beta1=0.9, beta2=0.999, **opt):
+    """The kernel's exact operations (tests/emulate.py), in this module's calling style."""
+    states = {"exp_avg": m, "exp_avg_sq": v, "max_exp_avg_sq": vm}
+    p, new, _ = emulate.adam(p, g, states, step, 0.0, lr=lr, betas=(beta1, beta2), **opt)
+    return p, new["exp_avg"], new["exp_avg_sq"], new.get("max_exp_avg_sq")
 
 
 @pytest.mark.parametrize("opt", OPTIONS, ids=option_id)

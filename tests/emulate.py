@@ -1,0 +1,132 @@
+"""NumPy emulations of the kernels' exact operation order (src_c/adamc_algos.inc and
+adamc_prepare in src_c/adamc_runtime.c), in the array's dtype. Scalars are prepared
+in double precision and rounded to the dtype once, as the kernels do. A kernel and its
+emulation must give the same bits.
+
+Each function takes the parameter, the gradient, a dict of state arrays, the 1-based
+step, the algorithm's scalar state ``aux`` and the hyperparameters (torch's defaults),
+and returns ``(param, new states, aux)`` without modifying its inputs.
+"""
+import math
+
+import numpy as np
+
+
+def _t(p, x):
+    return p.dtype.type(x)
+
+
+def _grad(p, g, maximize, weight_decay, coupled):
+    g = _t(p, -1.0 if maximize else 1.0) * g
+    if weight_decay and coupled:
+        g = g + _t(p, weight_decay) * p
+    return g
+
+
+def _decay(p, lr, weight_decay, decoupled):
+    if weight_decay and decoupled:
+        return p * _t(p, 1.0 - lr * weight_decay)
+    return p
+
+
+def _moments(p, g, m, v, beta1, beta2):
+    m = m + _t(p, 1.0 - beta1) * (g - m)
+    v = _t(p, beta2) * v + _t(p, 1.0 - beta2) * g * g
+    return m, v
+
+
+def adam(p, g, s, step, aux, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+         decoupled_weight_decay=False, amsgrad=False, maximize=False):
+    b1, b2 = betas
+    bc1 = 1.0 - b1 ** step
+    sqrt_bc2 = math.sqrt(1.0 - b2 ** step)
+    g = _grad(p, g, maximize, weight_decay, not decoupled_weight_decay)
+    p = _decay(p, lr, weight_decay, decoupled_weight_decay)
+    m, v = _moments(p, g, s["exp_avg"], s["exp_avg_sq"], b1, b2)
+    out = {"exp_avg": m, "exp_avg_sq": v}
+    d = v
+    if amsgrad:
+        d = np.maximum(s["max_exp_avg_sq"], v)
+        out["max_exp_avg_sq"] = d
+    p = p - (_t(p, lr * sqrt_bc2 / bc1) * m) / (np.sqrt(d) + _t(p, eps * sqrt_bc2))
+    return p, out, aux
+
+
+def adamax(p, g, s, step, aux, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+           maximize=False):
+    b1, b2 = betas
+    g = _grad(p, g, maximize, weight_decay, True)
+    m = s["exp_avg"] + _t(p, 1.0 - b1) * (g - s["exp_avg"])
+    u = np.maximum(_t(p, b2) * s["exp_inf"], np.abs(g) + _t(p, eps))
+    p = p - (_t(p, lr / (1.0 - b1 ** step)) * m) / u
+    return p, {"exp_avg": m, "exp_inf": u}, aux
+
+
+def nadam(p, g, s, step, aux, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+          momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
+    b1, b2 = betas
+    t = float(step)
+    sqrt_bc2 = math.sqrt(1.0 - b2 ** step)
+    mu = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * momentum_decay))
+    prod = aux * mu
+    c_grad = lr * (1.0 - mu) / (1.0 - prod) * sqrt_bc2
+    c_avg = lr * mu_next / (1.0 - prod * mu_next) * sqrt_bc2
+    g = _grad(p, g, maximize, weight_decay, not decoupled_weight_decay)
+    p = _decay(p, lr, weight_decay, decoupled_weight_decay)
+    m, v = _moments(p, g, s["exp_avg"], s["exp_avg_sq"], b1, b2)
+    p = p - (_t(p, c_grad) * g + _t(p, c_avg) * m) / (np.sqrt(v) + _t(p, eps * sqrt_bc2))
+    return p, {"exp_avg": m, "exp_avg_sq": v}, prod
+
+
+def radam(p, g, s, step, aux, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+          decoupled_weight_decay=False, maximize=False):
+    b1, b2 = betas
+    t = float(step)
+    bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
+    g = _grad(p, g, maximize, weight_decay, not decoupled_weight_decay)
+    p = _decay(p, lr, weight_decay, decoupled_weight_decay)
+    m, v = _moments(p, g, s["exp_avg"], s["exp_avg_sq"], b1, b2)
+    if rho_t > 5.0:
+        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                         / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        p = p - (_t(p, lr * rect * math.sqrt(bc2) / bc1) * m) / (np.sqrt(v) + _t(p, eps))
+    else:
+        p = p - _t(p, lr / bc1) * m
+    return p, {"exp_avg": m, "exp_avg_sq": v}, aux
+
+
+def sgd(p, g, s, step, aux, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+        nesterov=False, maximize=False):
+    """``aux`` is 1 once the momentum buffer holds a value (0: this step fills it)."""
+    g = _grad(p, g, maximize, weight_decay, True)
+    out = {}
+    if momentum:
+        decay, gain = (momentum, 1.0 - dampening) if aux else (0.0, 1.0)
+        b = _t(p, decay) * s["momentum_buffer"] + _t(p, gain) * g
+        out["momentum_buffer"] = b
+        g = g + _t(p, momentum) * b if nesterov else b
+        aux = 1.0
+    return p - _t(p, lr) * g, out, aux
+
+
+def rmsprop(p, g, s, step, aux, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+            momentum=0.0, centered=False, maximize=False):
+    g = _grad(p, g, maximize, weight_decay, True)
+    v = _t(p, alpha) * s["square_avg"] + _t(p, 1.0 - alpha) * g * g
+    out = {"square_avg": v}
+    if centered:
+        a = s["grad_avg"] + _t(p, 1.0 - alpha) * (g - s["grad_avg"])
+        out["grad_avg"] = a
+        den = np.sqrt(v - a * a) + _t(p, eps)
+    else:
+        den = np.sqrt(v) + _t(p, eps)
+    if momentum > 0:
+        b = _t(p, momentum) * s["momentum_buffer"] + g / den
+        out["momentum_buffer"] = b
+        p = p - _t(p, lr) * b
+    else:
+        p = p - (_t(p, lr) * g) / den
+    return p, out, aux
