@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, embedsignature=True
+# cython: initializedcheck=False, embedsignature=True, autotestdict=False
 """Compiled core of adamc: operand checks, SIMD level selection, threading, and the
 per-step engine that every optimizer class builds on.
 
@@ -329,7 +329,7 @@ cdef object _operand_error(object obj, str name, object ref, str ref_name, bint 
         return TypeError(f"{name} has dtype {dt}; adamc supports float32 and float64{hint}")
     if ref is not None and dt != ref.dtype:
         return TypeError(f"{name} has dtype {dt} but {ref_name} has dtype {ref.dtype}; "
-                         f"they must match")
+                         f"they must match (convert with {name}.astype(np.{ref.dtype}))")
     if ref is not None and obj.shape != ref.shape:
         return ValueError(f"{name} has shape {obj.shape} but {ref_name} has shape "
                           f"{ref.shape}; they must match")
@@ -467,6 +467,7 @@ def copy_into(dst, src):
 # ---------------------------------------------------------------------------------
 # Learning-rate schedules evaluated without a Python call (see adamc.schedules)
 
+@cython.auto_pickle(False)
 cdef class Schedule:
     """Base of the compiled learning-rate schedules: ``schedule(step) -> lr`` for the
     1-based number of the update being computed. Optimizers call them without going
@@ -897,6 +898,9 @@ cdef class _Engine:
                                  f"parameters; pass a list of {n} arrays")
             seq = None
         elif isinstance(grads, (list, tuple)):
+            if n == 1 and len(grads) and isinstance(grads[0], (int, float, np.number)):
+                raise TypeError("grads is a sequence of numbers; pass the gradient as an "
+                                "array: np.asarray(grad, dtype=param.dtype)")
             if len(grads) != n:
                 raise ValueError(f"grads has {len(grads)} arrays but the optimizer has {n} "
                                  f"parameters")

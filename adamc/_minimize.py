@@ -305,8 +305,12 @@ class _Objective:
         try:
             return float(np.asarray(value).item())
         except (TypeError, ValueError):
+            hint = ""
+            if isinstance(value, tuple) and len(value) == 2 and self.mode != "combined":
+                hint = (" It returned a pair: if that is (f, gradient), pass jac=True so "
+                        "that the gradient is used.")
             raise ValueError("The user-provided objective function must return a scalar "
-                             "value.") from None
+                             f"value.{hint}") from None
 
     def gradient(self, g: Any, source: str) -> np.ndarray:
         if type(g) is np.ndarray and g.dtype == self.dtype and g.shape == (self.n,) \
@@ -478,7 +482,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             status = 0
             message = ("Optimization terminated successfully: the relative change of f "
                        "is <= ftol.")
-        elif xtol > 0 and _kernels.max_abs_diff(x, x_prev) <= xtol * max(1.0, _kernels.max_abs(x)):
+        elif x_prev is not None and \
+                _kernels.max_abs_diff(x, x_prev) <= xtol * max(1.0, _kernels.max_abs(x)):
             status = 0
             message = "Optimization terminated successfully: the change of x is <= xtol."
         elif maxfev is not None and objective.nfev >= maxfev:
@@ -504,12 +509,13 @@ class _Batches:
     resumed run can skip what the interrupted one consumed."""
 
     def __init__(self, batches: Iterable | None):
-        self.iterator = None if batches is None else iter(batches)
+        self.iterator: Iterator | None = None if batches is None else iter(batches)
         self.last: tuple = ()
         self.consumed = 0
         self.exhausted = False
 
     def _pull(self) -> tuple | None:
+        assert self.iterator is not None
         for item in self.iterator:
             self.consumed += 1
             return item if isinstance(item, tuple) else (item,)

@@ -7,15 +7,15 @@ kernels use, so a test against them checks the mathematics, not a copy of the co
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 Array = np.ndarray
 
 
-def _f64(a: Optional[Array]) -> Optional[Array]:
-    return None if a is None else np.array(a, dtype=np.float64)
+def _f64(a: Any) -> Array:
+    return np.array(a, dtype=np.float64)
 
 
 def preprocess_grad(grad: Array, *, maximize: bool = False, clip_value: Optional[float] = None,
@@ -93,7 +93,7 @@ def nadam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step:
           beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
           momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
           maximize: bool = False, lower=None, upper=None, clip_value=None,
-          clip_scale: float = 1.0) -> dict[str, Array]:
+          clip_scale: float = 1.0) -> dict[str, Any]:
     """One NAdam step (torch.optim.NAdam; Dozat, 2016). Also returns the new
     ``mu_product``."""
     p, m, v = _f64(param), _f64(exp_avg), _f64(exp_avg_sq)

@@ -14,7 +14,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class CheckpointError(ValueError):
 def _encode(value: Any, where: str) -> Any:
     """A JSON value for a hyperparameter (schedules by their constructor arguments)."""
     if isinstance(value, _kernels.Schedule):
-        cls, args = value.__reduce__()
+        cls, args = cast(tuple, value.__reduce__())
         return {"__schedule__": cls.__name__, "args": list(args)}
     if isinstance(value, (np.generic,)):
         value = value.item()
@@ -64,7 +64,7 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            cast(Any, np.savez)(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -32,7 +32,7 @@ def _arrays(param: Any, grad: Any, **state: Any) -> list[np.ndarray | None]:
 
 
 def _hyper(**values: Any) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in values.items():
         if key in ("beta1", "beta2"):
             out[key] = check_beta(value, key)

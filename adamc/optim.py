@@ -7,7 +7,7 @@ module builds param groups, allocates state and implements the slow paths
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, SupportsIndex
 
 import numpy as np
 
@@ -91,6 +91,10 @@ class Optimizer(_kernels._Engine):
         items = list(params)
         if not items:
             raise ValueError("optimizer got an empty parameter list")
+        if all(isinstance(it, (int, float, np.number)) for it in items):
+            raise TypeError("params is a sequence of numbers; adamc updates NumPy arrays in "
+                            "place, so create the array first and keep it: "
+                            "x = np.array([...], dtype=np.float64); opt = adamc.Adam(x)")
         if all(isinstance(it, dict) for it in items):
             return items
         if any(isinstance(it, dict) for it in items):
@@ -223,12 +227,12 @@ class Optimizer(_kernels._Engine):
             entry["params"] = list(range(i, i + len(g["params"])))
             groups.append(entry)
             for _ in g["params"]:
-                st = {"step": steps[gi]}
+                entry_state: dict[str, Any] = {"step": steps[gi]}
                 for key, arr in zip(self._state_keys, self._state_arrays[i]):
                     if arr is not None:
-                        st[key] = arr.copy()
-                st.update(self._aux_to_state(aux[gi], st))
-                state[i] = st
+                        entry_state[key] = arr.copy()
+                entry_state.update(self._aux_to_state(aux[gi], entry_state))
+                state[i] = entry_state
                 i += 1
         return {"state": state, "param_groups": groups, "step_count": self.step_count,
                 "skipped_steps": self.skipped_steps, "options": self._options()}
@@ -268,7 +272,11 @@ class Optimizer(_kernels._Engine):
                              f"{len(self.param_groups)}")
         if not isinstance(state, dict):
             raise ValueError("state_dict['state'] must be a dict")
-        new_groups, steps, aux, copies, i = [], [], [], {}, 0
+        new_groups: list[dict[str, Any]] = []
+        steps: list[int] = []
+        aux: list[float] = []
+        copies: dict[tuple[int, int], np.ndarray] = {}
+        i = 0
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             if not isinstance(saved, dict) or len(saved.get("params", ())) != len(mine["params"]):
                 raise ValueError(f"param group {gi} of state_dict does not have "
@@ -306,6 +314,7 @@ class Optimizer(_kernels._Engine):
                                          f"parameter has {p.shape}")
                     copies[i, k] = arr
                 i += 1
+            assert group_step is not None and group_aux is not None  # groups are not empty
             new_groups.append(merged)
             steps.append(group_step)
             aux.append(group_aux)
@@ -403,7 +412,7 @@ class Optimizer(_kernels._Engine):
                           payload["skipped_steps"])
         return opt
 
-    def __reduce_ex__(self, protocol: int) -> tuple:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple:
         # Pickle and deepcopy: the parameters and the state travel with the optimizer.
         return (_restore, (type(self), self._export()))
 

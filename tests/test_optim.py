@@ -577,3 +577,24 @@ def test_nonfinite_skip_counts_and_mutates_nothing():
     assert opt.state_dict()["skipped_steps"] == 1
     opt.reset()
     assert opt.skipped_steps == 0
+
+
+# ----------------------------------------------------------------------------------
+# Errors a newcomer will hit say how to fix them
+
+@pytest.mark.parametrize("make,exc,fix", [
+    (lambda: adamc.Adam([1.0, 2.0]), TypeError, r"x = np.array\(\[...\], dtype=np.float64\)"),
+    (lambda: adamc.Adam(np.arange(3)), TypeError, r"astype\(np.float64\)"),
+    (lambda: adamc.Adam(np.zeros((3, 3))[:, 1]), ValueError, "np.ascontiguousarray"),
+    (lambda: adamc.Adam(np.zeros(3)).step([1.0, 2.0, 3.0]), TypeError,
+     r"np.asarray\(grad, dtype=param.dtype\)"),
+    (lambda: adamc.Adam(np.zeros(3)).step(np.ones(3, np.float32)), TypeError,
+     r"grad.astype\(np.float64\)"),
+    (lambda: adamc.Adam(np.zeros(4)).step(np.ones(8)[::2]), ValueError,
+     r"np.ascontiguousarray\(grad\)"),
+    (lambda: adamc.minimize(lambda x: (float(x @ x), 2 * x), np.ones(2)), ValueError,
+     "pass jac=True"),
+])
+def test_newcomer_errors_say_how_to_fix_them(make, exc, fix):
+    with pytest.raises(exc, match=fix):
+        make()
