@@ -59,3 +59,26 @@ def test_compare_optimizers(tmp_path):
         accuracies = [float(line.split()[2]) for line in out.split("digits loss")[1].splitlines()[1:6]]
         assert min(accuracies) > 0.9
         png(tmp_path / "compare_optimizers_digits.png")
+
+
+def test_quadratic_demo(tmp_path):
+    out = run("quadratic_demo.py", tmp_path)
+    xs = {line.split(":")[0].strip(): float(re.search(r"= ([0-9.]+),", line).group(1))
+          for line in out.splitlines() if "x after 50 steps" in line}
+    assert 3.6 < xs["Adam"] < 3.8  # about lr per step: 8 - 50 * 0.1 = 3, slowing near 2
+    assert abs(xs["gradient descent (SGD)"] - 2) < 1e-3
+    png(tmp_path / "quadratic_demo.png")
+
+
+def test_numpy_pipeline(tmp_path):
+    out = run("numpy_pipeline.py", tmp_path, "--epochs", "100")
+    mse = float(re.search(r"training MSE ([0-9.]+)", out).group(1))
+    assert mse < 0.02  # the noise variance is 0.01
+    assert "identical to the straight one: True" in out
+    png(tmp_path / "numpy_pipeline.png")
+
+
+def test_every_example_is_tested():
+    tested = {"curve_fit.py", "airfoil_regression.py", "compare_optimizers.py",
+              "quadratic_demo.py", "numpy_pipeline.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} <= tested | {"distributed_fit.py"}
