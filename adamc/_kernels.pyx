@@ -13,7 +13,7 @@ import warnings
 
 cimport cython
 cimport numpy as cnp
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItemWithError
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
@@ -929,9 +929,18 @@ cdef class _Engine:
             self._slots[i].data = cnp.PyArray_DATA(pa)
         return 0
 
-    cdef bint _overlaps_state(self, object g, Py_ssize_t i):
-        for s in <list>self._states[i]:
-            if s is not None and _overlap(g, s):
+    cdef bint _overlaps_state(self, object g, Py_ssize_t i) noexcept:
+        """Whether g's memory overlaps a state array of param i (state arrays have
+        the parameter's size; their pointers are cached in the slot)."""
+        cdef char *q = cnp.PyArray_BYTES(<cnp.ndarray>g)
+        cdef Py_ssize_t ng = cnp.PyArray_NBYTES(<cnp.ndarray>g), n = self._slots[i].nbytes
+        cdef char *s
+        cdef int k
+        if ng == 0 or n == 0:
+            return False
+        for k in range(3):
+            s = <char *>self._slots[i].state[k]
+            if s != NULL and s < q + ng and q < s + n:
                 return True
         return False
 
@@ -947,7 +956,7 @@ cdef class _Engine:
             group = (<list>groups)[gi]
             if type(group) is not dict:
                 raise TypeError(f"param_groups[{gi}] must be a dict")
-            obj = PyDict_GetItem(group, "params")
+            obj = PyDict_GetItemWithError(group, "params")
             if obj == NULL or <object>obj is not self._params_lists[gi]:
                 raise ValueError(f"param_groups[{gi}]['params'] was replaced; create a new "
                                  f"optimizer (or use add_param_group) for new parameters")
@@ -988,7 +997,7 @@ cdef class _Engine:
             group = <dict>(<list>self.param_groups)[gi]
             seen = <list>self._seen[gi]
             for k in range(nk):
-                obj = PyDict_GetItem(group, (<tuple>self._keys)[k])
+                obj = PyDict_GetItemWithError(group, (<tuple>self._keys)[k])
                 if obj == NULL or <object>obj is not seen[k]:
                     self._refresh(gi)
                     break

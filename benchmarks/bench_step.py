@@ -44,6 +44,12 @@ Optional peers (this machine: Python 3.11, CPU only):
                                 # at first use, about 40 s, cached in ~/.cache/torch_extensions
     pip install optax           # pulls jax and jaxlib (about 600 MB); runs on the CPU
 
+Other load: on a 2-core machine a second process holding one core wrecks 2-thread timings
+(an OpenMP team waits for a descheduled thread: milliseconds per step). For every timing
+the script records the cores used by other processes (/proc/stat minus this process's CPU
+time), warns, and marks such values with a dagger in the table: rerun those on a quiet
+machine.
+
 Run:  python benchmarks/bench_step.py [--quick] [--sizes 10 1e3 1e5] [--threads 1 2]
       [--dtypes float32 float64] [--skip optax ...] [--outdir DIR]
 Writes bench_step.json (raw medians in seconds, machine info), bench_step.md and
@@ -327,13 +333,31 @@ def set_threads(n: int) -> None:
         PEERS["torch"].set_num_threads(n)
 
 
-def measure(fn: Callable[[], Any], min_time: float, repeats: int) -> tuple[float, float]:
-    """(median seconds per call, process CPU time / wall time while timing)."""
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+BUSY_OTHERS = 0.25     # cores used by other processes that mark a timing as disturbed
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds spent by all processes since boot (/proc/stat), None off Linux."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)     # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
+def measure(fn: Callable[[], Any], min_time: float, repeats: int) -> tuple[float, float, float]:
+    """(median seconds per call, this process's CPU time / wall time, cores used by
+    other processes meanwhile) while timing ``fn``."""
     time.sleep(0.005)     # let the previous contender's spinning worker threads park
-    c0, w0 = time.process_time(), time.perf_counter()
+    b0, c0, w0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     sec = time_per_call(fn, min_time, repeats)
     wall = time.perf_counter() - w0
-    return sec, (time.process_time() - c0) / wall
+    own = time.process_time() - c0
+    b1 = machine_busy_seconds()
+    others = max(0.0, (b1 - b0 - own) / wall) if b0 is not None and b1 is not None else 0.0
+    return sec, own / wall, others
 
 
 # -- the subnormal case ------------------------------------------------------------------
@@ -343,6 +367,7 @@ def subnormal_case(repeats: int, steps: int = 20, n: int = 10**6) -> dict[str, A
                            "start_step": 1000, "flushed": denormals_flushed()}
     g = np.zeros(n, np.float32)
     tiny = np.finfo(np.float32).tiny
+    b0, c0, w0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     for case, value in (("normal", 1e-3), ("subnormal", 1e-39)):
         state = np.full(n, value, np.float32)
         # adamc: the bound optimizer, state loaded through the public state_dict API
@@ -376,6 +401,9 @@ def subnormal_case(repeats: int, steps: int = 20, n: int = 10**6) -> dict[str, A
         out[f"numpy prealloc_{case}_s"] = float(np.median(rounds))
         out[f"numpy prealloc_{case}_m_subnormal_fraction"] = float(
             np.mean((m != 0) & (np.abs(m) < tiny)))
+    if b0 is not None:
+        own, wall = time.process_time() - c0, time.perf_counter() - w0
+        out["other_processes_cores"] = max(0.0, (machine_busy_seconds() - b0 - own) / wall)
     for who in ("adamc", "numpy prealloc"):
         out[f"{who}_slowdown"] = out[f"{who}_subnormal_s"] / out[f"{who}_normal_s"]
     return out
@@ -405,7 +433,10 @@ def build_markdown(payload: dict[str, Any], names: list[str]) -> str:
         f"CPU default ({payload['torch_default_impl']}). 'speed-up' = fastest peer's time / "
         "adamc's time (> 1: adamc is faster).",
         f"1-minute load average at start {args['loadavg_1min_start']}, at the end "
-        f"{args['loadavg_1min_end']} (this run's own load included at the end).\n",
+        f"{args['loadavg_1min_end']} (this run's own load included at the end). "
+        f"† marks a time measured while other processes used more than {BUSY_OTHERS} core "
+        f"({args['disturbed_configurations']} of the configurations had one): rerun on a "
+        "quiet machine; 2-thread times suffer most.\n",
     ]
     if payload["notes"]:
         lines += ["Skipped: " + "; ".join(payload["notes"]) + "\n"]
@@ -418,7 +449,9 @@ def build_markdown(payload: dict[str, Any], names: list[str]) -> str:
         for r in panel["rows"]:
             t = r["seconds"]
             row = [f"{r['n']:.0e}" if r["n"] >= 10**4 else str(r["n"])]
-            row += [fmt_us(t.get(k)) for k in names]
+            busy = r.get("other_processes_cores", {})
+            row += [fmt_us(t.get(k)) + (" †" if busy.get(k, 0) > BUSY_OTHERS else "")
+                    for k in names]
             best = min((k for k in peers if t.get(k) is not None), key=t.get, default=None)
             if best is not None and t.get("adamc"):
                 row += [best, f"{t[best] / t['adamc']:.2f}x"]
@@ -541,6 +574,7 @@ def main(argv=None):
     panels = {(dt, th): {"dtype": dt, "threads": th, "rows": []}
               for dt in args.dtypes for th in args.threads}
     start = time.perf_counter()
+    n_busy = 0
     for n in sizes:
         for dt in args.dtypes:
             dtype = np.dtype(dt)
@@ -548,20 +582,21 @@ def main(argv=None):
             g = rng.standard_normal(n, dtype=dtype)
             for th in args.threads:
                 set_threads(th)
-                seconds, cpu = {}, {}
+                seconds, cpu, others = {}, {}, {}
                 for name, c in table.items():
                     if dt not in c.get("dtypes", (dt,)):
                         continue
                     fn = c["make"](p, g)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")   # e.g. jax's donation notice
-                        seconds[name], cpu[name] = measure(fn, min_time, repeats)
+                        seconds[name], cpu[name], others[name] = measure(fn, min_time, repeats)
                     del fn
                     gc.collect()
-                add_s, add_cpu = measure(bandwidth.make(th)(p, g), min_time, repeats)
+                add_s, add_cpu, add_others = measure(bandwidth.make(th)(p, g), min_time, repeats)
                 gc.collect()
-                row = {"n": n, "seconds": seconds, "cpu_util": cpu,
+                row = {"n": n, "seconds": seconds, "cpu_util": cpu, "other_processes_cores": others,
                        "add_seconds": add_s, "add_cpu_util": add_cpu,
+                       "add_other_processes_cores": add_others,
                        "add_gbs": ADD_BYTES[dt] * n / add_s / 1e9,
                        "gbs": {k: ADAM_BYTES[dt] * n / s / 1e9 for k, s in seconds.items()}}
                 panels[(dt, th)]["rows"].append(row)
@@ -570,6 +605,11 @@ def main(argv=None):
                       + (f"  fastest peer {best} {seconds[best] * 1e6:10.2f} µs"
                          f"  speed-up {seconds[best] / seconds['adamc']:.2f}x" if best else "")
                       + f"  add {row['add_gbs']:.1f} GB/s", flush=True)
+                busy = max([add_others, *others.values()])
+                if busy > BUSY_OTHERS:
+                    n_busy += 1
+                    print(f"  warning: other processes used up to {busy:.1f} cores while "
+                          "this configuration was timed", flush=True)
             del p, g
             gc.collect()
 
@@ -590,7 +630,8 @@ def main(argv=None):
                      "xla_flags": os.environ.get("XLA_FLAGS", ""),
                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
                      "argv": sys.argv[1:], "elapsed_s": round(time.perf_counter() - start, 1),
-                     "loadavg_1min_start": load_start, "loadavg_1min_end": loadavg()},
+                     "loadavg_1min_start": load_start, "loadavg_1min_end": loadavg(),
+                     "disturbed_configurations": n_busy},
         "contenders": names,
         "torch_default_impl": torch_default_impl,
         "bandwidth_2_threads": "two halves: main thread + one persistent Python worker thread",
