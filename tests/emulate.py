@@ -31,7 +31,7 @@ def _decay(p, lr, weight_decay, decoupled):
 
 def _moments(p, g, m, v, beta1, beta2):
     m = m + _t(p, 1.0 - beta1) * (g - m)
-    v = _t(p, beta2) * v + _t(p, 1.0 - beta2) * g * g
+    v = _t(p, beta2) * v + _t(p, 1.0 - beta2) * (g * g)
     return m, v
 
 
@@ -115,7 +115,7 @@ def sgd(p, g, s, step, aux, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0
 def rmsprop(p, g, s, step, aux, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
             momentum=0.0, centered=False, maximize=False):
     g = _grad(p, g, maximize, weight_decay, True)
-    v = _t(p, alpha) * s["square_avg"] + _t(p, 1.0 - alpha) * g * g
+    v = _t(p, alpha) * s["square_avg"] + _t(p, 1.0 - alpha) * (g * g)
     out = {"square_avg": v}
     if centered:
         a = s["grad_avg"] + _t(p, 1.0 - alpha) * (g - s["grad_avg"])
