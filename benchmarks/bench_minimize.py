@@ -15,29 +15,20 @@ import time
 import numpy as np
 
 import adamc
+from adamc._bench import numpy_adam_prealloc
 from _common import machine, markdown_table, write_outputs
 
 
-def numpy_adam_loop(fun, x0, iters, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, gtol=1e-5):
-    """What a user writes by hand: preallocated arrays, in-place NumPy updates."""
+def numpy_adam_loop(fun, x0, iters, gtol=1e-5):
+    """What a user writes by hand: a loop around a preallocated in-place NumPy Adam
+    step (adamc._bench.numpy_adam_prealloc) with the same stopping test."""
     x = x0.copy()
     m, v, tmp = np.zeros_like(x), np.zeros_like(x), np.empty_like(x)
     f, g = fun(x)
     for t in range(1, iters + 1):
         if np.max(np.abs(g)) <= gtol:
             break
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp /= np.sqrt(1 - b2 ** t)
-        tmp += eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr / (1 - b1 ** t)
-        x -= tmp
+        numpy_adam_prealloc(x, g, m, v, tmp, t)
         f, g = fun(x)
     return x
 

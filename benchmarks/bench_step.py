@@ -1,9 +1,12 @@
 """Time of one Adam step: adamc against NumPy, PyTorch, DeepSpeed and optax.
 
 For every size N, dtype (float32, float64) and thread count (1, 2), every contender is
-built on the same parameter and gradient arrays and timed back to back in that
-configuration (median seconds per step over ``--repeats`` rounds of at least
-``--min-time`` seconds, ``_common.time_per_call``), so ratios compare like with like.
+built on the same parameter and gradient arrays and timed in that configuration, in
+``--rounds`` rounds that visit every contender in a rotating order (each visit: median
+seconds per step over ``--repeats`` timings of at least ``--min-time`` seconds,
+``_common.time_per_call``); the result is the median over the rounds, so a drift of the
+machine during a configuration affects all contenders alike and ratios compare like with
+like.
 
 Contenders (peers that are not installed are skipped with a printed note):
 
@@ -76,6 +79,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")     # DeepSpeed: no accelerator d
 import numpy as np
 
 import adamc
+from adamc._bench import numpy_adam_prealloc
 from _common import RESULTS, machine, markdown_table, time_per_call, write_outputs
 
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
@@ -166,31 +170,13 @@ def make_numpy_textbook(p, g):
     return step
 
 
-def numpy_prealloc_update(p, g, m, v, tmp, t):
-    """Adam step t with in-place NumPy operations into one preallocated temporary."""
-    bc1, bc2 = 1 - B1 ** t, 1 - B2 ** t
-    m *= B1
-    np.multiply(g, 1 - B1, out=tmp)
-    m += tmp
-    v *= B2
-    np.multiply(g, g, out=tmp)
-    tmp *= 1 - B2
-    v += tmp
-    np.sqrt(v, out=tmp)
-    tmp *= 1 / math.sqrt(bc2)
-    tmp += EPS
-    np.divide(m, tmp, out=tmp)
-    tmp *= LR / bc1
-    p -= tmp
-
-
 def make_numpy_prealloc(p, g):
     m, v, tmp = np.zeros_like(p), np.zeros_like(p), np.empty_like(p)
     st = {"t": 0}
 
     def step():
         st["t"] += 1
-        numpy_prealloc_update(p, g, m, v, tmp, st["t"])
+        numpy_adam_prealloc(p, g, m, v, tmp, st["t"])
     return step
 
 
@@ -425,9 +411,11 @@ def build_markdown(payload: dict[str, Any], names: list[str]) -> str:
         f"{info['cpu']} ({info['cores']} cores), {info['date']}; adamc {info['adamc']} "
         f"({info['git']}), SIMD {info['simd_level']}, NumPy {info['numpy']}, "
         + ", ".join(f"{k} {v}" for k, v in payload["versions"].items()) + ".",
-        f"Median of {args['repeats']} rounds of at least {args['min_time']} s"
+        f"Median over {args.get('rounds', 1)} rounds, each visiting every contender in a "
+        f"rotating order and taking the median of {args['repeats']} timings of at least "
+        f"{args['min_time']} s"
         + (" (**--quick smoke run**: few repeats, not for publication)" if args["quick"] else "")
-        + ". Every contender is timed back to back in each size/dtype/threads configuration.",
+        + ". Every contender is timed in the same size/dtype/threads configuration.",
         "NumPy contenders and the 1-thread add are single-threaded in every row; optax uses "
         "XLA's default CPU thread pool in both rows; 'torch default' is torch.optim.Adam's "
         f"CPU default ({payload['torch_default_impl']}). 'speed-up' = fastest peer's time / "
@@ -533,7 +521,11 @@ def main(argv=None):
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=None, help="default 7 (quick: 3)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per contender and round, default 3 (quick: 3)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds over all contenders per configuration, default 3 "
+                             "(quick: 1); the reported time is the median over rounds")
     parser.add_argument("--min-time", type=float, default=None,
                         help="seconds per timing round; default 0.05 (quick: 0.01)")
     parser.add_argument("--skip", nargs="+", default=[],
@@ -544,7 +536,8 @@ def main(argv=None):
     sizes = sorted(set(args.sizes))
     if args.quick:
         sizes = [n for n in sizes if n <= 10**6]
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or 3
+    args.rounds = args.rounds or (1 if args.quick else 3)
     min_time = args.min_time if args.min_time is not None else (0.01 if args.quick else 0.05)
     skip = {s.lower() for s in args.skip}
 
@@ -582,18 +575,29 @@ def main(argv=None):
             g = rng.standard_normal(n, dtype=dtype)
             for th in args.threads:
                 set_threads(th)
-                seconds, cpu, others = {}, {}, {}
-                for name, c in table.items():
-                    if dt not in c.get("dtypes", (dt,)):
-                        continue
-                    fn = c["make"](p, g)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")   # e.g. jax's donation notice
-                        seconds[name], cpu[name], others[name] = measure(fn, min_time, repeats)
-                    del fn
-                    gc.collect()
-                add_s, add_cpu, add_others = measure(bandwidth.make(th)(p, g), min_time, repeats)
-                gc.collect()
+                # Rounds: every contender is built, timed and freed once per round, in an
+                # order that rotates, so that a drift of the machine's memory bandwidth
+                # during a configuration affects all of them alike (holding every
+                # contender's state at once does not fit in memory at N = 1e8).
+                names = [k for k, c in table.items() if dt in c.get("dtypes", (dt,))] + ["add"]
+                samples: dict[str, list[tuple[float, float, float]]] = {k: [] for k in names}
+                for r in range(args.rounds):
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        if name == "add":
+                            samples[name].append(measure(bandwidth.make(th)(p, g), min_time,
+                                                         repeats))
+                            gc.collect()
+                            continue
+                        fn = table[name]["make"](p, g)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")   # e.g. jax's donation notice
+                            samples[name].append(measure(fn, min_time, repeats))
+                        del fn
+                        gc.collect()
+                seconds = {k: float(np.median([x[0] for x in v])) for k, v in samples.items()}
+                cpu = {k: float(np.mean([x[1] for x in v])) for k, v in samples.items()}
+                others = {k: float(max(x[2] for x in v)) for k, v in samples.items()}
+                add_s, add_cpu, add_others = seconds.pop("add"), cpu.pop("add"), others.pop("add")
                 row = {"n": n, "seconds": seconds, "cpu_util": cpu, "other_processes_cores": others,
                        "add_seconds": add_s, "add_cpu_util": add_cpu,
                        "add_other_processes_cores": add_others,
@@ -624,7 +628,8 @@ def main(argv=None):
         "machine": machine(),
         "versions": VERSIONS,
         "settings": {"sizes": sizes, "dtypes": args.dtypes, "threads": args.threads,
-                     "repeats": repeats, "min_time": min_time, "quick": args.quick,
+                     "repeats": repeats, "rounds": args.rounds, "min_time": min_time,
+                     "quick": args.quick,
                      "lr": LR, "betas": [B1, B2], "eps": EPS,
                      "adam_bytes_per_element": ADAM_BYTES, "add_bytes_per_element": ADD_BYTES,
                      "xla_flags": os.environ.get("XLA_FLAGS", ""),
