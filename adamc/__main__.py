@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import Adam, _reference, show_config
+from ._bench import _median_per_call
 
 
 def quadratic_demo(lr: float = 0.1, steps: int = 50, x0: float = 8.0) -> dict[str, list[float]]:
@@ -36,15 +36,6 @@ def quadratic_demo(lr: float = 0.1, steps: int = 50, x0: float = 8.0) -> dict[st
     return {"adam": adam_path, "gd": gd_path}
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def time_one_step(n: int = 10**6, repeats: int = 15) -> tuple[float, float]:
     """Median seconds of one float64 Adam step at size n: adamc, then the NumPy
     reference (adamc._reference.adam, the textbook NumPy formulation)."""
@@ -53,8 +44,8 @@ def time_one_step(n: int = 10**6, repeats: int = 15) -> tuple[float, float]:
     opt = Adam(p.copy(), lr=1e-3)
     opt.step(g)
     m, v = np.zeros(n), np.zeros(n)
-    fast = _median_time(lambda: opt.step(g), repeats)
-    slow = _median_time(lambda: _reference.adam(p, g, m, v, step=2), repeats)
+    fast = _median_per_call(lambda: opt.step(g), repeats=repeats)
+    slow = _median_per_call(lambda: _reference.adam(p, g, m, v, step=2), repeats=repeats)
     return fast, slow
 
 

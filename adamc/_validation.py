@@ -28,14 +28,6 @@ def check_unit(value: Any, name: str) -> float:
     return x
 
 
-def check_beta_like(value: Any, name: str) -> float:
-    """A number in [0, 1) (a decay rate)."""
-    x = check_nonnegative(value, name)
-    if x >= 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return x
-
-
 # One checker per hyperparameter name; every optimizer reads its keys from here.
 CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "lr": check_lr,

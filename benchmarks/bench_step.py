@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import math
 import os
 import sys
 import time
@@ -382,7 +381,7 @@ def subnormal_case(repeats: int, steps: int = 20, n: int = 10**6) -> dict[str, A
             m[:], v[:] = state, state
             t0 = time.perf_counter()
             for t in range(1001, 1001 + steps):
-                numpy_prealloc_update(p, g, m, v, tmp, t)
+                numpy_adam_prealloc(p, g, m, v, tmp, t)
             rounds.append((time.perf_counter() - t0) / steps)
         out[f"numpy prealloc_{case}_s"] = float(np.median(rounds))
         out[f"numpy prealloc_{case}_m_subnormal_fraction"] = float(
