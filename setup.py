@@ -1,9 +1,11 @@
 """Build of adamc's compiled core.
 
 The C kernels in src_c/ are compiled once per SIMD level (the level files set their
-own compiler target), so the build itself uses only portable flags: no -march=native,
-no -ffast-math. -ffp-contract=off keeps the compiler from fusing a multiply and an add
-on some code paths only, which would break bit-reproducibility across SIMD levels.
+own compiler target), so the build itself uses only portable flags: nothing tuned to
+the build machine's CPU, and no "fast math" (it would break NaN handling and the
+reproducibility of results). -ffp-contract=off keeps the compiler from fusing a
+multiply and an add on some code paths only, which would break bit-reproducibility
+across SIMD levels.
 OpenMP is used when the compiler supports it (set ADAMC_NO_OPENMP=1 to build without).
 """
 import os

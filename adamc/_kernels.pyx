@@ -98,11 +98,12 @@ LEVEL_NAMES = ("baseline", "avx2", "avx512")
 cdef const adamc_kernels *_kernels = NULL
 cdef int _level = 0
 cdef int _num_threads = 1
-# Below these sizes the work is too small to pay for waking the thread team (about
-# 0.6 us) or for releasing the GIL (about 0.1 us). Measured on a 2-core AVX-512 machine:
-# two threads break even at 32 KiB per array (float32 8192 elements: 1.07x faster,
-# float64 4096: 1.24x) and lose below (float32 4096: 0.88x).
-cdef Py_ssize_t _parallel_min_bytes = 1 << 15
+# Below these sizes the work is too small to pay for waking the thread team or for
+# releasing the GIL (about 0.1 us). Waking the team cost 0.6 us on a quiet 2-core
+# AVX-512 VM (two threads then break even at 32 KiB per array) but up to 2 us when the
+# host was busier (break-even near 128 KiB for float64, 256 KiB for float32); 128 KiB
+# gives up about a microsecond in the first case and avoids losing 2x in the second.
+cdef Py_ssize_t _parallel_min_bytes = 1 << 17
 cdef Py_ssize_t _nogil_min_bytes = 1 << 14
 
 

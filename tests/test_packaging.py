@@ -1,0 +1,65 @@
+"""Packaging: `python -m build` makes an sdist and a wheel; the sdist installs in a fresh
+virtual environment and works; no -march=native or -ffast-math anywhere in the build.
+
+The build and the install need the package index (build requirements, numpy, scipy);
+they take a few minutes, so the test is marked slow (it runs in CI).
+"""
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+UNSAFE = ("-march=" + "native", "-mtune=" + "native", "-ffast" + "-math", "-O" + "fast")
+
+
+def test_no_machine_specific_or_unsafe_flags():
+    for path in [ROOT / "setup.py", ROOT / "pyproject.toml", *ROOT.glob("src_c/*"),
+                 ROOT / "adamc" / "_kernels.pyx"]:
+        text = path.read_text()
+        for flag in UNSAFE:
+            assert flag not in text, f"{flag} in {path.name}"
+
+
+@pytest.mark.slow
+def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
+    pytest.importorskip("build")
+    dist = tmp_path / "dist"
+    proc = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir",
+                           str(dist), str(ROOT)], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sdist = next(dist.glob("adamc-*.tar.gz"))
+    wheel = next(dist.glob("adamc-*.whl"))
+
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    for needed in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "adamc/_kernels.pyx",
+                   "adamc/_kernels.pyi", "adamc/py.typed", "src_c/adamc.h",
+                   "src_c/adamc_algos.inc", "src_c/adamc_level.inc", "src_c/adamc_avx512.c"):
+        assert needed in names, f"{needed} missing from the sdist"
+    assert not any(n.endswith((".so", ".o")) for n in names)
+    with zipfile.ZipFile(wheel) as zf:
+        wnames = zf.namelist()
+    assert any(n.startswith("adamc/_kernels") and n.endswith(".so") for n in wnames)
+    assert "adamc/py.typed" in wnames and "adamc/_kernels.pyi" in wnames
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", str(sdist)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check = ("import numpy as np, adamc; x = np.array([8.0]); opt = adamc.Adam(x, lr=0.1)\n"
+             "for _ in range(3): opt.step(2 * (x - 2))\n"
+             "print(adamc.__version__, round(float(x[0]), 6), adamc.show_config('dicts')['simd_level'])")
+    proc = subprocess.run([str(py), "-c", check], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    version, value, level = proc.stdout.split()
+    assert version == "0.1.0" and abs(float(value) - 7.7) < 1e-3
