@@ -122,8 +122,9 @@ const adamc_kernels *adamc_kernels_at(int level);
 /* Highest level that is both compiled in and supported by this CPU. */
 int adamc_cpu_level(void);
 
-/* Run fn over [0, n) on up to nthreads OpenMP threads (ranges split at multiples of
- * 64 elements; one thread when OpenMP is absent). */
+/* Run fn over [0, n) on up to nthreads OpenMP threads: one range per thread, split at
+ * a multiple of 64 elements, and chunks of the ranges of late threads taken over by
+ * the others (one thread when OpenMP is absent). */
 void adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int nthreads);
 
 /* Sum of squares of a whole array: split into partitions that depend on n only, each
