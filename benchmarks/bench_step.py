@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import sys
@@ -482,7 +483,9 @@ def plot(payload: dict[str, Any], names: list[str], path: Path) -> bool:
     threads = sorted({p["threads"] for p in panels})
     fig, axes = plt.subplots(len(dtypes), len(threads), squeeze=False, sharex=True,
                              figsize=(6.5 * len(threads), 4.6 * len(dtypes)))
-    styles = {k: dict(marker="o", lw=2.2 if k == "adamc" else 1.2, ms=4) for k in names}
+    # one color per contender in every panel (DeepSpeed has no float64 panel)
+    styles = {k: dict(marker="o", lw=2.2 if k == "adamc" else 1.2, ms=4, color=f"C{i % 10}")
+              for i, k in enumerate(names)}
     for panel in panels:
         ax = axes[dtypes.index(panel["dtype"])][threads.index(panel["threads"])]
         ns = [r["n"] for r in panel["rows"]]
@@ -531,7 +534,12 @@ def main(argv=None):
                         help="peers to leave out: torch, deepspeed, optax, numpy, ...")
     parser.add_argument("--no-subnormal", action="store_true", help="skip the subnormal case")
     parser.add_argument("--outdir", type=Path, default=RESULTS)
+    parser.add_argument("--replot", metavar="JSON", type=Path, default=None,
+                        help="rebuild the markdown and the plot from a saved run, no timing")
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        replot(args.replot, args.outdir)
+        return
     sizes = sorted(set(args.sizes))
     if args.quick:
         sizes = [n for n in sizes if n <= 10**6]
@@ -578,10 +586,10 @@ def main(argv=None):
                 # order that rotates, so that a drift of the machine's memory bandwidth
                 # during a configuration affects all of them alike (holding every
                 # contender's state at once does not fit in memory at N = 1e8).
-                names = [k for k, c in table.items() if dt in c.get("dtypes", (dt,))] + ["add"]
-                samples: dict[str, list[tuple[float, float, float]]] = {k: [] for k in names}
+                visit = [k for k, c in table.items() if dt in c.get("dtypes", (dt,))] + ["add"]
+                samples: dict[str, list[tuple[float, float, float]]] = {k: [] for k in visit}
                 for r in range(args.rounds):
-                    for name in names[r % len(names):] + names[:r % len(names)]:
+                    for name in visit[r % len(visit):] + visit[:r % len(visit)]:
                         if name == "add":
                             samples[name].append(measure(bandwidth.make(th)(p, g), min_time,
                                                          repeats))
@@ -643,13 +651,28 @@ def main(argv=None):
         "panels": list(panels.values()),
         "subnormal": subnormal,
     }
+    publish(payload, names, args.outdir)
+
+
+def publish(payload: dict[str, Any], names: list[str], outdir: Path) -> None:
+    """Write the JSON, the markdown tables and the plot of a run."""
     md = build_markdown(payload, names)
     print()
     print(md)
-    json_path, md_path = write_outputs("bench_step", payload, md, outdir=args.outdir)
-    png_path = args.outdir / "bench_step.png"
+    json_path, md_path = write_outputs("bench_step", payload, md, outdir=outdir)
+    png_path = outdir / "bench_step.png"
     written = [json_path, md_path] + ([png_path] if plot(payload, names, png_path) else [])
     print("wrote", ", ".join(str(p) for p in written))
+
+
+def replot(json_path: Path, outdir: Path) -> None:
+    """Rebuild the markdown and the plot of a saved run (no timing)."""
+    payload = json.loads(Path(json_path).read_text())
+    names: list[str] = []
+    for panel in payload["panels"]:
+        for row in panel["rows"]:
+            names += [k for k in row["seconds"] if k not in names]
+    publish(payload, names, outdir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""The documentation: the generated API page is current, links resolve, the examples
+in docstrings run."""
+import doctest
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+import adamc
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def test_api_reference_is_current():
+    spec = importlib.util.spec_from_file_location("gen_api", DOCS / "gen_api.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (DOCS / "api.md").read_text() == gen.generate(), \
+        "docs/api.md is out of date: run python docs/gen_api.py"
+
+
+def test_api_reference_covers_the_public_api():
+    text = (DOCS / "api.md").read_text()
+    for name in adamc.__all__:
+        if name in ("schedules", "__version__"):
+            continue
+        assert f"### adamc.{name}" in text, name
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")) + ["README.md"])
+def test_relative_links_resolve(page):
+    path = ROOT / page if page == "README.md" else DOCS / page
+    for target in re.findall(r"\]\(([^)#:\s]+\.(?:md|png|py))(?:#[^)]*)?\)", path.read_text()):
+        assert (path.parent / target).exists(), f"{page} links to missing {target}"
+
+
+@pytest.mark.parametrize("module", ["adamc.optim", "adamc.schedules"])
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
