@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import Adam, _reference, show_config
-from ._bench import _median_per_call
+from ._bench import time_per_call
 
 
 def quadratic_demo(lr: float = 0.1, steps: int = 50, x0: float = 8.0) -> dict[str, list[float]]:
@@ -44,8 +44,8 @@ def time_one_step(n: int = 10**6, repeats: int = 15) -> tuple[float, float]:
     opt = Adam(p.copy(), lr=1e-3)
     opt.step(g)
     m, v = np.zeros(n), np.zeros(n)
-    fast = _median_per_call(lambda: opt.step(g), repeats=repeats)
-    slow = _median_per_call(lambda: _reference.adam(p, g, m, v, step=2), repeats=repeats)
+    fast = time_per_call(lambda: opt.step(g), repeats=repeats)
+    slow = time_per_call(lambda: _reference.adam(p, g, m, v, step=2), repeats=repeats)
     return fast, slow
 
 

@@ -39,16 +39,19 @@ def numpy_adam_prealloc(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarr
     p -= tmp
 
 
-def _median_per_call(fn: Callable[[], Any], budget: float = 0.05, repeats: int = 5) -> float:
+def time_per_call(fn: Callable[[], Any], min_time: float = 0.01, repeats: int = 5) -> float:
+    """Median seconds per call over ``repeats`` rounds of at least ``min_time`` each
+    (the number of calls per round is calibrated first). Shared with benchmarks/."""
     fn()
     number = 1
     while True:
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
-        if time.perf_counter() - t0 >= budget / repeats or number > 1 << 20:
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time or number >= 1 << 24:
             break
-        number *= 4
+        number *= 2 if elapsed <= 0 else max(2, int(min_time / elapsed * 1.2))
     rounds = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -112,7 +115,7 @@ def run_bench(sizes: list[int], dtype: str, threads: int | None, plot: str | Non
         p0 = rng.standard_normal(n).astype(dtype)
         g = rng.standard_normal(n).astype(dtype)
         for name, fn in _contenders(p0, g).items():
-            results.setdefault(name, {})[n] = _median_per_call(fn)
+            results.setdefault(name, {})[n] = time_per_call(fn)
         if bar is not None:
             bar.update(1)
         else:

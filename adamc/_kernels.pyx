@@ -589,14 +589,21 @@ cdef class _InverseSqrt(Schedule):
 
 cdef double _lr_at(object fn, int64_t step, Py_ssize_t gi) except? -1.0:
     """The learning rate of group gi's schedule or callable at a 1-based step."""
-    if isinstance(fn, Schedule):
-        return (<Schedule>fn)._at(step)
+    cdef double lr
+    if type(fn) in _COMPILED_SCHEDULES:  # a Python subclass of Schedule goes through __call__
+        lr = (<Schedule>fn)._at(step)
+        if not isfinite(lr):
+            raise ValueError(f"param_groups[{gi}]['lr'] ({fn!r}) is not finite at step {step}")
+        return lr
     value = fn(step)
     try:
         return _nonneg(value, "lr")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"param_groups[{gi}]['lr'] returned a bad learning rate at step "
                         f"{step}: {exc}") from None
+
+
+_COMPILED_SCHEDULES = (_Constant, _StepDecay, _ExponentialDecay, _CosineDecay, _InverseSqrt)
 
 
 # ---------------------------------------------------------------------------------
@@ -668,7 +675,7 @@ NONFINITE_POLICIES = ("propagate", "raise", "skip")
 
 cdef struct Slot:
     PyObject *param          # borrowed: the engine's _params list holds the reference
-    void *data               # param's data pointer, re-read at every step
+    void *data               # param's data pointer (checked at every step)
     void *state[3]
     const void *lower
     const void *upper
@@ -712,8 +719,12 @@ cdef class _Engine:
     cdef int _nonfinite          # index in NONFINITE_POLICIES
     cdef int64_t _step_count
     cdef int64_t _skipped
-    cdef bint _busy
+    cdef int _busy               # 0 idle, 1 stepping, 2 modified by a slow path (Python)
     cdef bint _bound
+    cdef list _held              # per param: the gradient of the step in progress
+    cdef char **_span_lo         # every byte range the kernels write (params and state),
+    cdef char **_span_hi         # sorted by start; pairwise disjoint
+    cdef Py_ssize_t _nspans
 
     def __cinit__(self):
         self._clip_value = INFINITY
@@ -723,6 +734,8 @@ cdef class _Engine:
         PyMem_Free(self._slots)
         PyMem_Free(self._groups)
         PyMem_Free(self._grad_ptr)
+        PyMem_Free(self._span_lo)
+        PyMem_Free(self._span_hi)
 
     # -- configuration --------------------------------------------------------------
     @property
@@ -785,6 +798,8 @@ cdef class _Engine:
         slots of params[i] (None where unused); ``lower``/``upper`` optional per-param
         bound arrays. Arrays must already be checked. Existing groups keep their step
         counts and scalar state; new ones start fresh."""
+        if self._busy == 1:
+            raise RuntimeError("the optimizer is stepping in another thread")
         cdef Py_ssize_t i, k, n = len(params), ng = len(self.param_groups)
         cdef Slot *slots = <Slot *>PyMem_Calloc(max(n, 1), sizeof(Slot))
         cdef Group *groups = <Group *>PyMem_Calloc(max(ng, 1), sizeof(Group))
@@ -814,10 +829,29 @@ cdef class _Engine:
                 groups[i].aux = self._groups[i].aux
             else:
                 groups[i].aux = adamc_aux_initial(algo)
+        written = list(params) + [x for st in states for x in st if x is not None]
+        spans = sorted((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a), cnp.PyArray_NBYTES(<cnp.ndarray>a))
+                       for a in written if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0)
+        cdef char **lo_ = <char **>PyMem_Calloc(max(len(spans), 1), sizeof(char *))
+        cdef char **hi_ = <char **>PyMem_Calloc(max(len(spans), 1), sizeof(char *))
+        if lo_ == NULL or hi_ == NULL:
+            PyMem_Free(slots)
+            PyMem_Free(groups)
+            PyMem_Free(gp)
+            PyMem_Free(lo_)
+            PyMem_Free(hi_)
+            raise MemoryError("cannot allocate the optimizer's bookkeeping")
+        for k, (start, nbytes) in enumerate(spans):
+            lo_[k] = <char *><Py_ssize_t>start
+            hi_[k] = <char *><Py_ssize_t>start + <Py_ssize_t>nbytes
         PyMem_Free(self._slots)
         PyMem_Free(self._groups)
         PyMem_Free(self._grad_ptr)
+        PyMem_Free(self._span_lo)
+        PyMem_Free(self._span_hi)
         self._slots, self._groups, self._grad_ptr = slots, groups, gp
+        self._span_lo, self._span_hi, self._nspans = lo_, hi_, len(spans)
+        self._held = [None] * n
         self._algo = algo
         self._keys = keys
         self._nparams, self._ngroups = n, ng
@@ -837,8 +871,12 @@ cdef class _Engine:
         return [self._groups[i].aux for i in range(self._ngroups)]
 
     def _set_counters(self, steps, aux, step_count, skipped=None):
-        """Set every group's step count and scalar state, and the step counters."""
+        """Set every group's step count and scalar state, and the step counters (the
+        values must already be checked; the lengths are checked here)."""
         cdef Py_ssize_t i
+        if len(steps) != self._ngroups or len(aux) != self._ngroups:
+            raise ValueError(f"expected {self._ngroups} step counts and scalar states, got "
+                             f"{len(steps)} and {len(aux)}")
         for i in range(self._ngroups):
             self._groups[i].step = steps[i]
             self._groups[i].aux = aux[i]
@@ -850,8 +888,19 @@ cdef class _Engine:
         return adamc_aux_initial(self._algo)
 
     def _check_idle(self):
-        if self._busy:
+        if self._busy == 1:
             raise RuntimeError("the optimizer is stepping in another thread")
+
+    def _acquire(self):
+        """Keep step() out while a slow path (load_state_dict, reset, ...) changes the
+        optimizer; raises if a step or another slow path is running."""
+        if self._busy:
+            raise RuntimeError("the optimizer is " + ("stepping" if self._busy == 1 else
+                               "being modified") + " in another thread")
+        self._busy = 2
+
+    def _release(self):
+        self._busy = 0
 
     # -- the step -------------------------------------------------------------------
     def step(self, grads):
@@ -875,24 +924,39 @@ cdef class _Engine:
             When the optimizer is already stepping in another thread.
         """
         if self._busy:
+            if self._busy == 2:
+                raise RuntimeError("the optimizer is being modified in another thread")
             raise RuntimeError("step() is already running on this optimizer in another "
                                "thread; an optimizer must not be stepped concurrently")
         if not self._bound:
             raise RuntimeError("optimizer is not initialised (call super().__init__)")
-        self._busy = True
+        self._busy = 1
         try:
-            self._collect(grads)
+            # User code (schedules, hyperparameter validation) runs first; the arrays
+            # are read and checked after it, and held until the kernels are done.
             self._prepare()
+            self._collect(grads)
             self._update()
         finally:
-            self._busy = False
+            self._busy = 0
+            self._release_grads()
+
+    cdef int _release_grads(self) except -1:
+        cdef Py_ssize_t i
+        cdef list held = self._held
+        if held is not None:
+            for i in range(len(held)):
+                held[i] = None
+        return 0
 
     cdef int _collect(self, object grads) except -1:
-        """Check every parameter and gradient; store gradient and data pointers."""
+        """Check the structure of param_groups, every parameter and every gradient;
+        store gradient pointers and hold the gradients until the step ends."""
         cdef Py_ssize_t i, n = self._nparams
         cdef object g, p
         cdef cnp.ndarray pa
         cdef bint is_list
+        cdef list held = self._held
         if cnp.PyArray_Check(grads):
             if n != 1:
                 raise ValueError(f"grads is a single array but the optimizer has {n} "
@@ -916,34 +980,53 @@ cdef class _Engine:
             pa = <cnp.ndarray>p
             if (cnp.PyArray_TYPE(pa) != self._slots[i].type_num
                     or cnp.PyArray_SIZE(pa) != self._slots[i].size
+                    or cnp.PyArray_DATA(pa) != self._slots[i].data
                     or (cnp.PyArray_FLAGS(pa) & _REQ_WRITE) != _REQ_WRITE):
                 raise self._changed_param_error(i)
-            g = grads if seq is None else (<list>seq)[i] if is_list else seq[i]
+            if seq is None:
+                g = grads
+            elif is_list:
+                g = (<list>seq)[i]
+            else:
+                g = seq[i]
+            held[i] = g
             if not _operand_ok(g, self._slots[i].type_num, cnp.PyArray_NDIM(pa),
                                cnp.PyArray_DIMS(pa), _REQ_READ):
                 raise _operand_error(g, self._grad_name(i), p, self._param_name(i), False)
-            if _overlap(g, p) or self._overlaps_state(g, i):
+            if self._writes_into(g):
                 raise ValueError(f"{self._grad_name(i)} shares memory with "
-                                 f"{self._param_name(i)} or its optimizer state; pass a "
-                                 f"separate array")
+                                 f"{self._written_name(g)}, which this step writes; pass a "
+                                 f"separate array (e.g. {self._grad_name(i)}.copy())")
             self._grad_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>g)
-            self._slots[i].data = cnp.PyArray_DATA(pa)
         return 0
 
-    cdef bint _overlaps_state(self, object g, Py_ssize_t i) noexcept:
-        """Whether g's memory overlaps a state array of param i (state arrays have
-        the parameter's size; their pointers are cached in the slot)."""
+    def _written_name(self, g):
+        """Name of the parameter or state array whose memory g overlaps (error path)."""
+        keys = getattr(self, "_state_keys", ())
+        for i, p in enumerate(self._params):
+            if _overlap(g, p):
+                return self._param_name(i)
+            for k, st in enumerate(<list>self._states[i]):
+                if st is not None and _overlap(g, st):
+                    key = keys[k] if k < len(keys) else f"state {k}"
+                    return f"the {key} state of {self._param_name(i)}"
+        return "an array this step writes"
+
+    cdef bint _writes_into(self, object g) noexcept:
+        """Whether g's memory overlaps anything the kernels write: binary search of the
+        sorted, disjoint spans of all parameters and state arrays."""
         cdef char *q = cnp.PyArray_BYTES(<cnp.ndarray>g)
-        cdef Py_ssize_t ng = cnp.PyArray_NBYTES(<cnp.ndarray>g), n = self._slots[i].nbytes
-        cdef char *s
-        cdef int k
-        if ng == 0 or n == 0:
+        cdef char *q_end = q + cnp.PyArray_NBYTES(<cnp.ndarray>g)
+        cdef Py_ssize_t lo = 0, hi = self._nspans, mid
+        if q == q_end:
             return False
-        for k in range(3):
-            s = <char *>self._slots[i].state[k]
-            if s != NULL and s < q + ng and q < s + n:
-                return True
-        return False
+        while lo < hi:  # first span that ends after q
+            mid = (lo + hi) // 2
+            if self._span_hi[mid] <= q:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo < self._nspans and self._span_lo[lo] < q_end
 
     cdef int _check_structure(self) except -1:
         """Detect edits of param_groups that the cached pointers cannot follow."""
@@ -976,9 +1059,10 @@ cdef class _Engine:
         p = <object>self._slots[i].param
         name = self._param_name(i)
         if cnp.PyArray_SIZE(<cnp.ndarray>p) != self._slots[i].size or \
-                cnp.PyArray_TYPE(<cnp.ndarray>p) != self._slots[i].type_num:
-            return ValueError(f"{name} changed its dtype or size since the optimizer was "
-                              f"created")
+                cnp.PyArray_TYPE(<cnp.ndarray>p) != self._slots[i].type_num or \
+                cnp.PyArray_DATA(<cnp.ndarray>p) != self._slots[i].data:
+            return ValueError(f"{name} changed its dtype, size or memory since the "
+                              f"optimizer was created")
         return _operand_error(p, name, None, "", True)
 
     def _param_name(self, Py_ssize_t i):
@@ -994,8 +1078,15 @@ cdef class _Engine:
         cdef PyObject *obj
         cdef list seen
         cdef Group *grp
+        groups = self.param_groups
         for gi in range(self._ngroups):
-            group = <dict>(<list>self.param_groups)[gi]
+            # checked at every group: a schedule or a validator may have edited the list
+            if type(groups) is not list or len(<list>groups) != self._ngroups:
+                raise ValueError("param_groups was resized or replaced; use "
+                                 "add_param_group() to add parameters")
+            group = (<list>groups)[gi]
+            if type(group) is not dict:
+                raise TypeError(f"param_groups[{gi}] must be a dict")
             seen = <list>self._seen[gi]
             for k in range(nk):
                 obj = PyDict_GetItemWithError(group, (<tuple>self._keys)[k])

@@ -7,7 +7,8 @@ module builds param groups, allocates state and implements the slow paths
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, SupportsIndex
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator, SupportsIndex
 
 import numpy as np
 
@@ -15,6 +16,17 @@ from . import _kernels
 from ._validation import CHECKS, check_nesterov, is_schedule
 
 __all__ = ["Optimizer", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop"]
+
+
+_MAX_STEP = 2**62
+
+
+def _check_count(value: Any, name: str) -> int:
+    """A step count or counter: an int in [0, 2**62]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= value <= _MAX_STEP:
+        raise ValueError(f"{name} must be an int in [0, 2**62], got {value!r}")
+    return int(value)
 
 
 def _zeros_in_phase(param: np.ndarray) -> np.ndarray:
@@ -72,6 +84,7 @@ class Optimizer(_kernels._Engine):
     _state_keys: ClassVar[tuple[str, ...]]
     _hyper_keys: ClassVar[tuple[str, ...]]
     _state_requires: ClassVar[dict[str, str]] = {}
+    _state_unstarted: ClassVar[frozenset[str]] = frozenset()  # state that may be None
 
     def __init__(self, params: Any, defaults: dict[str, Any], *,
                  max_grad_norm: float | None = None, clip_value: float | None = None,
@@ -171,6 +184,32 @@ class Optimizer(_kernels._Engine):
         self._bind(_kernels.ALGORITHMS[self._algorithm], self._hyper_keys, params,
                    self._state_arrays, index, lower, upper)
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Keep step() (in any thread) out while a slow path changes the optimizer."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _check_counters(self, steps: list, aux: list, step_count: Any, skipped: Any) -> tuple:
+        """Validated per-group step counts and scalar states, and the two counters."""
+        n = len(self.param_groups)
+        if len(steps) != n or len(aux) != n:
+            raise ValueError(f"expected {n} step counts and scalar states, got {len(steps)} "
+                             f"and {len(aux)}")
+        steps = [_check_count(t, f"step of group {gi}") for gi, t in enumerate(steps)]
+        aux = [self._check_aux(a, f"scalar state of group {gi}") for gi, a in enumerate(aux)]
+        return (steps, aux, _check_count(step_count, "step_count"),
+                _check_count(skipped, "skipped_steps"))
+
+    def _check_aux(self, value: Any, name: str) -> float:
+        """The algorithm's per-group scalar state (none by default: its initial value)."""
+        if value != self._aux_initial():
+            raise ValueError(f"{name} must be {self._aux_initial()}, got {value!r}")
+        return float(value)
+
     def _set_bounds(self, lower: list[np.ndarray], upper: list[np.ndarray]) -> None:
         """Project every parameter onto [lower[i], upper[i]] after each update (used by
         the SciPy method); the bound arrays must match the parameters."""
@@ -180,17 +219,18 @@ class Optimizer(_kernels._Engine):
             _kernels.check_operand(hi, f"upper[{i}]", p, self._param_name(i))
         if len(lower) != len(params) or len(upper) != len(params):
             raise ValueError("one lower and one upper bound array per parameter")
-        self._box = (list(lower), list(upper))
-        self._rebind()  # keeps the step counts
+        with self._exclusive():
+            self._box = (list(lower), list(upper))
+            self._rebind()  # keeps the step counts
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group of parameters (torch.optim semantics); its step count starts at
         zero and missing hyperparameters come from the constructor's defaults."""
-        self._check_idle()
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        self._append_group(param_group)
-        self._rebind()  # existing groups keep their step counts, the new one starts at 0
+        with self._exclusive():
+            self._append_group(param_group)
+            self._rebind()  # existing groups keep their step counts, the new one starts at 0
 
     # -- hyperparameters ------------------------------------------------------------
     def _group_hyper(self, group: dict[str, Any], gi: int | None) -> tuple[dict, Callable | None]:
@@ -229,23 +269,23 @@ class Optimizer(_kernels._Engine):
             "step_count": int}``, where ``i`` numbers the parameters in group order.
             Arrays are copies: later steps do not change them.
         """
-        self._check_idle()
-        state, groups, i = {}, [], 0
-        steps, aux = self._group_steps(), self._group_aux()
-        for gi, g in enumerate(self.param_groups):
-            entry = {k: v for k, v in g.items() if k != "params"}
-            entry["params"] = list(range(i, i + len(g["params"])))
-            groups.append(entry)
-            for _ in g["params"]:
-                entry_state: dict[str, Any] = {"step": steps[gi]}
-                for key, arr in zip(self._state_keys, self._state_arrays[i]):
-                    if arr is not None:
-                        entry_state[key] = arr.copy()
-                entry_state.update(self._aux_to_state(aux[gi], entry_state))
-                state[i] = entry_state
-                i += 1
-        return {"state": state, "param_groups": groups, "step_count": self.step_count,
-                "skipped_steps": self.skipped_steps, "options": self._options()}
+        with self._exclusive():
+            state, groups, i = {}, [], 0
+            steps, aux = self._group_steps(), self._group_aux()
+            for gi, g in enumerate(self.param_groups):
+                entry = {k: v for k, v in g.items() if k != "params"}
+                entry["params"] = list(range(i, i + len(g["params"])))
+                groups.append(entry)
+                for _ in g["params"]:
+                    entry_state: dict[str, Any] = {"step": steps[gi]}
+                    for key, arr in zip(self._state_keys, self._state_arrays[i]):
+                        if arr is not None:
+                            entry_state[key] = arr.copy()
+                    entry_state.update(self._aux_to_state(aux[gi], entry_state))
+                    state[i] = entry_state
+                    i += 1
+            return {"state": state, "param_groups": groups, "step_count": self.step_count,
+                    "skipped_steps": self.skipped_steps, "options": self._options()}
 
     def _options(self) -> dict[str, Any]:
         return {"max_grad_norm": self.max_grad_norm, "clip_value": self.clip_value,
@@ -271,123 +311,118 @@ class Optimizer(_kernels._Engine):
         ValueError, TypeError
             When the state does not match this optimizer; nothing is changed then.
         """
-        self._check_idle()
-        if not isinstance(state_dict, dict) or "state" not in state_dict \
-                or "param_groups" not in state_dict:
-            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
-        groups, state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
-            count = len(groups) if hasattr(groups, "__len__") else "?"
-            raise ValueError(f"state_dict has {count} param groups, the optimizer has "
-                             f"{len(self.param_groups)}")
-        if not isinstance(state, dict):
-            raise ValueError("state_dict['state'] must be a dict")
-        new_groups: list[dict[str, Any]] = []
-        steps: list[int] = []
-        aux: list[float] = []
-        copies: dict[tuple[int, int], np.ndarray] = {}
-        i = 0
-        for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
-            if not isinstance(saved, dict) or len(saved.get("params", ())) != len(mine["params"]):
-                raise ValueError(f"param group {gi} of state_dict does not have "
-                                 f"{len(mine['params'])} parameters")
-            merged = {k: v for k, v in saved.items() if k != "params"}
-            merged["params"] = mine["params"]
-            hyper, _ = self._group_hyper(merged, gi)
-            group_step = group_aux = None
-            for p, sid in zip(mine["params"], saved["params"]):
-                st = state.get(sid)
-                if not isinstance(st, dict):
-                    raise ValueError(f"state_dict has no state for parameter {sid}")
-                step = st.get("step")
-                if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                    raise ValueError(f"state of parameter {sid}: 'step' must be an int >= 0, "
-                                     f"got {step!r}")
-                a = self._aux_from_state(st, sid)
-                if group_step is not None and (step != group_step or a != group_aux):
-                    raise ValueError(f"parameters of group {gi} have different step counts")
-                group_step, group_aux = int(step), a
-                for k, key in enumerate(self._state_keys):
-                    arr = st.get(key)
-                    if arr is None:
-                        if self._state_used(key, hyper):
-                            raise ValueError(f"state of parameter {sid} has no '{key}'")
-                        continue
-                    if not isinstance(arr, np.ndarray):
-                        raise TypeError(f"state[{sid}]['{key}'] must be an ndarray, got "
-                                        f"{type(arr).__name__}")
-                    if arr.dtype != p.dtype:
-                        raise TypeError(f"state[{sid}]['{key}'] has dtype {arr.dtype}, the "
-                                        f"parameter has {p.dtype}")
-                    if arr.shape != p.shape:
-                        raise ValueError(f"state[{sid}]['{key}'] has shape {arr.shape}, the "
-                                         f"parameter has {p.shape}")
-                    copies[i, k] = arr
-                i += 1
-            assert group_step is not None and group_aux is not None  # groups are not empty
-            new_groups.append(merged)
-            steps.append(group_step)
-            aux.append(group_aux)
-        counters = {}
-        for key in ("step_count", "skipped_steps"):
-            value = state_dict.get(key, max(steps) if key == "step_count" else 0)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"'{key}' must be an int >= 0, got {value!r}")
-            counters[key] = int(value)
-        options = {**self._options(), **state_dict.get("options", {})}
-        probe = _kernels._Engine()  # validates the options without touching self
-        for key, value in options.items():
-            setattr(probe, key, value)
-        # Allocate what is missing before changing anything, then commit.
-        targets = [st[:] for st in self._state_arrays]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for (i, k), arr in copies.items():
-            if targets[i][k] is None:
-                targets[i][k] = _zeros_in_phase(params[i])
-        for i, st in enumerate(targets):
-            for k, arr in enumerate(st):
-                if arr is not None:
-                    if (i, k) in copies:
-                        np.copyto(arr, copies[i, k])
-                    else:
-                        arr.fill(0)
-        self._state_arrays = targets
-        for mine, merged in zip(self.param_groups, new_groups):
-            mine.clear()
-            mine.update(merged)
-        for key, value in options.items():
-            setattr(self, key, value)
-        self._rebind()
-        self._set_counters(steps, aux, counters["step_count"], counters["skipped_steps"])
+        with self._exclusive():
+            if not isinstance(state_dict, dict) or "state" not in state_dict \
+                    or "param_groups" not in state_dict:
+                raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+            groups, state = state_dict["param_groups"], state_dict["state"]
+            if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+                count = len(groups) if hasattr(groups, "__len__") else "?"
+                raise ValueError(f"state_dict has {count} param groups, the optimizer has "
+                                 f"{len(self.param_groups)}")
+            if not isinstance(state, dict):
+                raise ValueError("state_dict['state'] must be a dict")
+            new_groups: list[dict[str, Any]] = []
+            steps: list[int] = []
+            aux: list[float] = []
+            copies: dict[tuple[int, int], np.ndarray] = {}
+            i = 0
+            for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+                if not isinstance(saved, dict) or len(saved.get("params", ())) != len(mine["params"]):
+                    raise ValueError(f"param group {gi} of state_dict does not have "
+                                     f"{len(mine['params'])} parameters")
+                merged = {k: v for k, v in saved.items() if k != "params"}
+                merged["params"] = mine["params"]
+                hyper, _ = self._group_hyper(merged, gi)
+                group_step = group_aux = None
+                for p, sid in zip(mine["params"], saved["params"]):
+                    st = state.get(sid)
+                    if not isinstance(st, dict):
+                        raise ValueError(f"state_dict has no state for parameter {sid}")
+                    step = _check_count(st.get("step"), f"state of parameter {sid}: 'step'")
+                    a = self._aux_from_state(st, sid)
+                    if group_step is not None and (step != group_step or a != group_aux):
+                        raise ValueError(f"parameters of group {gi} have different step counts")
+                    group_step, group_aux = int(step), a
+                    for k, key in enumerate(self._state_keys):
+                        arr = st.get(key)
+                        if arr is None:
+                            if self._state_used(key, hyper) and not (
+                                    key in self._state_unstarted and key in st):
+                                raise ValueError(f"state of parameter {sid} has no '{key}'")
+                            continue  # absent, or None for a buffer not started yet: zeros
+                        if not isinstance(arr, np.ndarray):
+                            raise TypeError(f"state[{sid}]['{key}'] must be an ndarray, got "
+                                            f"{type(arr).__name__}")
+                        if arr.dtype != p.dtype:
+                            raise TypeError(f"state[{sid}]['{key}'] has dtype {arr.dtype}, the "
+                                            f"parameter has {p.dtype}")
+                        if arr.shape != p.shape:
+                            raise ValueError(f"state[{sid}]['{key}'] has shape {arr.shape}, the "
+                                             f"parameter has {p.shape}")
+                        copies[i, k] = arr
+                    i += 1
+                assert group_step is not None and group_aux is not None  # groups are not empty
+                new_groups.append(merged)
+                steps.append(group_step)
+                aux.append(group_aux)
+            steps, aux, step_count, skipped = self._check_counters(
+                steps, aux, state_dict.get("step_count", max(steps)),
+                state_dict.get("skipped_steps", 0))
+            options = {**self._options(), **state_dict.get("options", {})}
+            probe = _kernels._Engine()  # validates the options without touching self
+            for key, value in options.items():
+                setattr(probe, key, value)
+            # Allocate what is missing before changing anything, then commit.
+            targets = [st[:] for st in self._state_arrays]
+            params = [p for g in self.param_groups for p in g["params"]]
+            for (i, k), arr in copies.items():
+                if targets[i][k] is None:
+                    targets[i][k] = _zeros_in_phase(params[i])
+            for i, st in enumerate(targets):
+                for k, arr in enumerate(st):
+                    if arr is not None:
+                        if (i, k) in copies:
+                            np.copyto(arr, copies[i, k])
+                        else:
+                            arr.fill(0)
+            self._state_arrays = targets
+            for mine, merged in zip(self.param_groups, new_groups):
+                mine.clear()
+                mine.update(merged)
+            for key, value in options.items():
+                setattr(self, key, value)
+            self._rebind()
+            self._set_counters(steps, aux, step_count, skipped)
 
     def reset(self) -> None:
         """Zero every state array, the step counts and ``skipped_steps``
         (hyperparameters are kept)."""
-        self._check_idle()
-        for st in self._state_arrays:
-            for arr in st:
-                if arr is not None:
-                    arr.fill(0)
-        n = len(self.param_groups)
-        self._set_counters([0] * n, [self._aux_initial()] * n, 0, 0)
+        with self._exclusive():
+            for st in self._state_arrays:
+                for arr in st:
+                    if arr is not None:
+                        arr.fill(0)
+            n = len(self.param_groups)
+            self._set_counters([0] * n, [self._aux_initial()] * n, 0, 0)
 
     # -- copies, pickling and checkpoints ---------------------------------------------
     def _export(self) -> dict[str, Any]:
         """Everything that defines this optimizer, arrays by reference (the common
         ground of pickling and of adamc.save)."""
-        self._check_idle()
-        return {
-            "class": type(self).__name__,
-            "defaults": dict(self.defaults),
-            "groups": [dict(g, params=list(g["params"])) for g in self.param_groups],
-            "state": [list(st) for st in self._state_arrays],
-            "steps": self._group_steps(),
-            "aux": self._group_aux(),
-            "step_count": self.step_count,
-            "skipped_steps": self.skipped_steps,
-            "options": self._options(),
-            "box": None if self._box is None else (list(self._box[0]), list(self._box[1])),
-        }
+        with self._exclusive():
+            return {
+                "class": type(self).__name__,
+                "defaults": dict(self.defaults),
+                "groups": [dict(g, params=list(g["params"])) for g in self.param_groups],
+                "state": [list(st) for st in self._state_arrays],
+                "steps": self._group_steps(),
+                "aux": self._group_aux(),
+                "step_count": self.step_count,
+                "skipped_steps": self.skipped_steps,
+                "options": self._options(),
+                "box": None if self._box is None else (list(self._box[0]), list(self._box[1])),
+            }
 
     @classmethod
     def _from_export(cls, payload: dict[str, Any]) -> Optimizer:
@@ -417,12 +452,13 @@ class Optimizer(_kernels._Engine):
                     continue
                 _kernels.check_operand(arr, f"state[{i}]['{key}']", p)
                 np.copyto(target, arr)
+        counters = opt._check_counters(list(payload["steps"]), list(payload["aux"]),
+                                       payload["step_count"], payload["skipped_steps"])
         if payload["box"] is not None:
             opt._set_bounds(*payload["box"])
         else:
             opt._rebind()
-        opt._set_counters(payload["steps"], payload["aux"], payload["step_count"],
-                          payload["skipped_steps"])
+        opt._set_counters(*counters)
         return opt
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple:
@@ -651,8 +687,10 @@ class NAdam(Optimizer):
         value = state.get("mu_product")
         if value is None:
             raise ValueError(f"state of parameter {sid} has no 'mu_product'")
-        x = CHECKS["momentum"](value, f"state[{sid}]['mu_product']")
-        return x
+        return self._check_aux(value, f"state[{sid}]['mu_product']")
+
+    def _check_aux(self, value, name):
+        return CHECKS["momentum"](value, name)  # a product of factors in [0, 1]
 
 
 @_doc
@@ -725,6 +763,7 @@ class SGD(Optimizer):
 
     _algorithm = "sgd"
     _state_keys = ("momentum_buffer",)
+    _state_unstarted = frozenset({"momentum_buffer"})
     _hyper_keys = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _state_requires = {"momentum_buffer": "momentum"}
 
@@ -750,6 +789,11 @@ class SGD(Optimizer):
 
     def _aux_from_state(self, state, sid):
         return 1.0 if isinstance(state.get("momentum_buffer"), np.ndarray) else 0.0
+
+    def _check_aux(self, value, name):
+        if value not in (0.0, 1.0):
+            raise ValueError(f"{name} must be 0 or 1 (momentum buffer started), got {value!r}")
+        return float(value)
 
 
 @_doc

@@ -6,11 +6,10 @@ import json
 import os
 import platform
 import subprocess
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
+from adamc._bench import time_per_call  # noqa: F401  (shared by the benchmark scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,27 +46,6 @@ def _git_revision() -> str:
                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def time_per_call(fn: Callable[[], Any], min_time: float = 0.02, repeats: int = 7) -> float:
-    """Median seconds per call over ``repeats`` rounds of at least ``min_time`` each."""
-    fn()
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time or number >= 1 << 24:
-            break
-        number *= 2 if elapsed <= 0 else max(2, int(min_time / elapsed * 1.2))
-    rounds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        rounds.append((time.perf_counter() - t0) / number)
-    return float(np.median(rounds))
 
 
 def write_outputs(name: str, payload: dict[str, Any], markdown: str,

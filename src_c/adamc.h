@@ -20,8 +20,7 @@ extern "C" {
 enum {
     ADAMC_LEVEL_BASELINE = 0,
     ADAMC_LEVEL_AVX2 = 1,
-    ADAMC_LEVEL_AVX512 = 2,
-    ADAMC_NUM_LEVELS = 3
+    ADAMC_LEVEL_AVX512 = 2
 };
 
 enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };

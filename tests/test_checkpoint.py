@@ -280,3 +280,27 @@ def test_resume_checks(tmp_path):
                        options=dict(checkpoint=path, resume=True))
     with pytest.raises(ValueError, match="holds 2 parameters|shape"):
         adamc.minimize(quad, np.zeros(3), jac=True, options=dict(checkpoint=path, resume=True))
+
+
+@pytest.mark.parametrize("field,value", [("steps", []), ("steps", [-3]), ("steps", [2**64]),
+                                         ("steps", "7"), ("aux", [float("nan")]),
+                                         ("aux", [0.5]), ("step_count", -1),
+                                         ("skipped_steps", True)])
+def test_corrupt_counters_raise_and_change_nothing(tmp_path, field, value):
+    import json
+    x = np.arange(4.0)
+    opt = adamc.Adam(x, lr=0.1)
+    opt.step(np.ones(4))
+    path = tmp_path / "c.npz"
+    adamc.save(opt, path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta[field] = value
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    target = np.full(4, 7.0)
+    with pytest.raises(checkpoint.CheckpointError):
+        adamc.load(bad, target)
+    assert np.all(target == 7.0)

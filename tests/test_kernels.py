@@ -331,7 +331,14 @@ def test_bad_hyperparameter_rejected_without_mutation(kw, exc, msg):
         np.testing.assert_array_equal(v, before[k])
 
 
-def test_numpy_scalars_and_ints_accepted():
-    arrays = fresh(np.float32)
-    call(arrays, lr=np.float32(0.01), beta1=np.float64(0.8), eps=0, weight_decay=1,
+def test_numpy_scalars_and_ints_mean_what_python_numbers_mean():
+    a, b = fresh(np.float32), fresh(np.float32)
+    call(a, lr=np.float32(0.01), beta1=np.float64(0.8), eps=0, weight_decay=1,
          step=np.int64(2), maximize=np.bool_(True))
+    call(b, lr=float(np.float32(0.01)), beta1=0.8, eps=0.0, weight_decay=1.0, step=2,
+         maximize=True)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    c = fresh(np.float32)
+    call(c, lr=0.01, beta1=0.8, eps=0.0, weight_decay=1.0, step=2, maximize=False)
+    assert not np.array_equal(a["param"], c["param"])  # maximize=np.bool_(True) took effect

@@ -598,3 +598,56 @@ def test_nonfinite_skip_counts_and_mutates_nothing():
 def test_newcomer_errors_say_how_to_fix_them(make, exc, fix):
     with pytest.raises(exc, match=fix):
         make()
+
+
+def test_load_state_dict_checks_every_counter_before_committing():
+    ps = params()
+    opt = adamc.Adam(ps, lr=0.3)
+    opt.step(grads_like(ps, 1))
+    snap = snapshot(opt, ps)
+    other = adamc.Adam([p.copy() for p in ps], lr=0.5)
+    other.step(grads_like(ps, 2))
+    for edit in (lambda sd: sd["state"][1].update(step=2**64),
+                 lambda sd: sd.update(step_count=2**63),
+                 lambda sd: sd.update(skipped_steps=-1)):
+        sd = copy.deepcopy(other.state_dict())
+        for st in sd["state"].values():
+            st["exp_avg"][...] = 7
+        edit(sd)
+        with pytest.raises(ValueError, match=r"must be an int in \[0, 2\*\*62\]"):
+            opt.load_state_dict(sd)
+        assert_unchanged(opt, ps, snap)
+        assert opt.param_groups[0]["lr"] == 0.3
+
+
+@pytest.mark.parametrize("when", ["fresh", "after reset"])
+def test_sgd_state_dict_before_the_first_momentum_step_round_trips(when):
+    x = np.zeros(3)
+    opt = adamc.SGD(x, lr=0.1, momentum=0.9)
+    if when == "after reset":
+        opt.step(np.ones(3))
+        opt.reset()
+    sd = opt.state_dict()
+    assert sd["state"][0]["momentum_buffer"] is None
+    y = np.zeros(3)
+    twin = adamc.SGD(y, lr=0.1, momentum=0.9)
+    twin.step(np.full(3, 5.0))  # a started buffer, to be replaced by the unstarted one
+    y[...] = x
+    twin.load_state_dict(sd)
+    for t in range(3):
+        opt.step(np.full(3, 1.0 + t))
+        twin.step(np.full(3, 1.0 + t))
+    np.testing.assert_array_equal(x, y)
+
+
+def test_gradient_aliasing_another_parameter_or_its_state_is_refused():
+    a, b = np.ones(4), np.ones(4)
+    opt = adamc.SGD([a, b], lr=1.0, momentum=0.5)
+    with pytest.raises(ValueError, match=r"grads\[1\] shares memory with params\[0\]"):
+        opt.step([np.ones(4), a])
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with params\[1\]"):
+        opt.step([b, np.ones(4)])
+    buf = opt._state_arrays[1][0]
+    with pytest.raises(ValueError, match=r"the momentum_buffer state of params\[1\]"):
+        opt.step([buf, np.ones(4)])
+    assert np.all(a == 1) and np.all(b == 1) and opt.step_count == 0

@@ -117,3 +117,25 @@ def test_compiled_schedule_runs_without_a_python_call():
 
     assert python_calls(my_schedule).count("my_schedule") == 2
     assert python_calls(schedules.inverse_sqrt(0.1)) == []
+
+
+def test_python_subclass_of_schedule_is_called():
+    class Half(schedules.Schedule):
+        def __call__(self, step):
+            return 0.5
+
+    x = np.zeros(2)
+    adamc.SGD(x, lr=Half()).step(np.ones(2))
+    np.testing.assert_array_equal(x, [-0.5, -0.5])
+
+
+def test_compiled_schedule_that_overflows_is_refused_at_the_step():
+    x = np.zeros(2)
+    opt = adamc.SGD(x, lr=schedules.exponential_decay(1.0, 1e200))  # 1, 1e200, inf, ...
+    opt.step(np.ones(2))
+    opt.step(np.zeros(2))
+    before = x.copy()
+    with pytest.raises(ValueError, match="is not finite at step 3"):
+        opt.step(np.ones(2))
+    np.testing.assert_array_equal(x, before)
+    assert opt.step_count == 2
