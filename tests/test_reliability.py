@@ -26,7 +26,9 @@ needs_proc = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/sel
 # Threads
 
 def test_gil_is_released_during_large_updates():
-    """A Python thread makes progress while another thread is inside step()."""
+    """A Python thread makes progress while another thread is inside step(). With a
+    switch interval of a second, the counting thread can only run when the stepping
+    thread gives the GIL up, so progress during a step proves the release."""
     x = np.zeros(20_000_000, np.float32)
     g = np.ones_like(x)
     opt = adamc.Adam(x)
@@ -37,8 +39,10 @@ def test_gil_is_released_during_large_updates():
         while not stop.is_set():
             counter[0] += 1
 
+    interval = sys.getswitchinterval()
     t = threading.Thread(target=count)
     with kernel_config(adamc._kernels.simd_level(), 1):
+        sys.setswitchinterval(1.0)
         t.start()
         try:
             progress = []
@@ -48,6 +52,7 @@ def test_gil_is_released_during_large_updates():
                 progress.append(counter[0] - before)
         finally:
             stop.set()
+            sys.setswitchinterval(interval)
             t.join()
     assert max(progress) > 0
 
