@@ -455,6 +455,39 @@ def max_abs_diff(a, b):
                          <const double *>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(x))
 
 
+def block_sum_squares(a, Py_ssize_t first, Py_ssize_t block, double clip, out):
+    """Add the sums of squares of ``a``'s elements (clamped to [-clip, clip]), in
+    double, to ``out[k]`` for the blocks ``k`` of a grid of ``block`` elements in
+    which ``a[0]`` has index ``first`` (``out[0]`` is the block holding ``a[0]``).
+
+    Each block's sum depends only on its elements and on where the pieces that
+    fill it begin (a fixed 16-lane order), never on addresses, SIMD level or
+    threads: adamc.distributed sums the same blocks on any rank layout."""
+    cdef cnp.ndarray x = _vector(a, "a")
+    if not cnp.PyArray_Check(out) or cnp.PyArray_TYPE(<cnp.ndarray>out) != cnp.NPY_DOUBLE \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out) \
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        raise TypeError("out must be a writeable C-contiguous float64 ndarray")
+    if block < 1 or first < 0:
+        raise ValueError("block must be >= 1 and first >= 0")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), pos = 0, end, k
+    cdef Py_ssize_t k0 = first // block
+    if n and (first + n - 1) // block - k0 >= cnp.PyArray_SIZE(<cnp.ndarray>out):
+        raise ValueError("out is too short for the blocks of a")
+    cdef double *acc = <double *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef adamc_sumsq_fn fn = _kernels.sumsq[ADAMC_F32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
+                                            else ADAMC_F64]
+    cdef const void *data = cnp.PyArray_DATA(x)
+    with nogil:
+        while pos < n:
+            k = (first + pos) // block
+            end = (k + 1) * block - first
+            if end > n:
+                end = n
+            acc[k - k0] += fn(data, pos, end, clip)
+            pos = end
+
+
 def copy_into(dst, src):
     """Copy src into dst (contiguous arrays of one dtype and size, dst writeable)."""
     cdef cnp.ndarray d = _vector(dst, "dst"), s = _vector(src, "src")

@@ -58,7 +58,8 @@ _register("rmsprop", RMSprop)
 _LOOP_DEFAULTS: dict[str, Any] = dict(
     maxiter=None, maxfev=None, gtol=None, ftol=0.0, xtol=0.0, tol=None, disp=False,
     disp_every=None, progress=False, batches=None, return_all=False,
-    finite_diff_rel_step=None, checkpoint=None, checkpoint_every=None, resume=False)
+    finite_diff_rel_step=None, checkpoint=None, checkpoint_every=None, resume=False,
+    comm=None)
 
 
 # ----------------------------------------------------------------------------------
@@ -387,6 +388,24 @@ class _Objective:
 # ----------------------------------------------------------------------------------
 # The loop
 
+def _run_fields(method: _Method, parsed: dict[str, Any], x: np.ndarray,
+                box: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, str]]:
+    """What every rank of a distributed run must pass identically."""
+    from .distributed import _fingerprint
+
+    loop = parsed["loop"]
+    fields = [("method", method.name), ("x0", _fingerprint(x)),
+              ("bounds", "none" if box is None else _fingerprint(box[0]) + _fingerprint(box[1]))]
+    fields += [(f"options['{k}']", _fingerprint(v)) for k, v in parsed["hyper"].items()]
+    fields += [(f"options['{k}']", repr(loop[k])) for k in (
+        "maxiter", "maxfev", "gtol", "ftol", "xtol", "return_all", "checkpoint_every",
+        "resume")]
+    fields += [("options['checkpoint']", repr(None if loop["checkpoint"] is None
+                                              else os.fspath(loop["checkpoint"]))),
+               ("whether options['batches'] is given", repr(loop["batches"] is not None))]
+    return fields
+
+
 def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, options,
          hess=None, hessp=None, stacklevel=3):
     from scipy.optimize import OptimizeResult
@@ -399,19 +418,40 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         if value is not None:
             warnings.warn(f"Method {method.name} does not use Hessian information ({name}).",
                           RuntimeWarning, stacklevel=stacklevel)
-    parsed = _check_options(method, options, stacklevel)
-    loop = parsed["loop"]
-    x = _prepare_x0(x0)
-    box = _prepare_bounds(bounds, x)
-    if box is not None:
-        np.clip(x, box[0], box[1], out=x)
-    style = _callback_style(callback)
-    objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
-    opt = method.cls(x, **parsed["hyper"])
-    if box is not None:
-        opt._set_bounds([box[0]], [box[1]])
-    batches = _Batches(loop["batches"])
-    ckpt = _Checkpointer(loop, method)
+    comm = options.get("comm")
+    error = None
+    try:
+        parsed = _check_options(method, options, stacklevel)
+        loop = parsed["loop"]
+        x = _prepare_x0(x0)
+        box = _prepare_bounds(bounds, x)
+        if box is not None:
+            np.clip(x, box[0], box[1], out=x)
+        style = _callback_style(callback)
+        objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
+        opt = method.cls(x, **parsed["hyper"])
+        if box is not None:
+            opt._set_bounds([box[0]], [box[1]])
+        batches = _Batches(loop["batches"])
+        ckpt = _Checkpointer(loop, method)
+    except Exception as exc:
+        if comm is None:
+            raise
+        error = exc
+    sync = None
+    if comm is not None:
+        # every rank agrees on its inputs before any collective step (no rank waits)
+        from .distributed import _agree, _communicator, _MinimizeSync
+
+        _agree(_communicator(comm), error)
+        sync = _MinimizeSync(comm, x)
+        sync.check_same(_run_fields(method, parsed, x, box))
+        ckpt.sync = sync
+
+    def evaluate(first: bool) -> tuple[float, np.ndarray]:
+        if sync is not None:
+            return sync.evaluate(objective, batches, first)
+        return objective(batches.first() if first else batches.next())
 
     maxiter, maxfev = loop["maxiter"], loop["maxfev"]
     gtol, ftol, xtol = loop["gtol"], loop["ftol"], loop["xtol"]
@@ -425,7 +465,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         opt, nit, f, g, status, message = restored
         gnorm = _kernels.max_abs(g)
     else:
-        f, g = objective(batches.first())
+        f, g = evaluate(True)
         nit = 0
         gnorm = _kernels.max_abs(g)
         if not (math.isfinite(f) and math.isfinite(gnorm)):
@@ -435,7 +475,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         elif gtol > 0 and gnorm <= gtol:
             status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
     allvecs = [x.copy()] if loop["return_all"] else None
-    reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) else None
+    reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) and (
+        sync is None or sync.rank == 0) else None
     if reporter:
         reporter.row(nit, f, gnorm)
 
@@ -449,7 +490,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         if x_prev is not None:
             _kernels.copy_into(x_prev, x)
         opt.step(g)
-        f, g = objective(batches.next())
+        f, g = evaluate(False)
         gnorm = _kernels.max_abs(g)
         if not (math.isfinite(f) and math.isfinite(gnorm)):
             _kernels.copy_into(x, keep_x)
@@ -464,6 +505,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             allvecs.append(x.copy())
         if reporter:
             reporter.row(nit, f, gnorm)
+        stopped, failure = False, None
         if style is not None:
             try:
                 if style == "x":
@@ -471,8 +513,16 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
                 else:
                     callback(intermediate_result=OptimizeResult(x=x.copy(), fun=f, nit=nit))
             except StopIteration:
-                status, message = 99, _STOP_MESSAGE
-                break
+                stopped = True
+            except Exception as exc:
+                if sync is None:
+                    raise
+                failure = exc
+        if sync is not None:
+            stopped = sync.stop(stopped, failure)  # a stop on any rank stops every rank
+        if stopped:
+            status, message = 99, _STOP_MESSAGE
+            break
         if batches.exhausted:
             status = 0
             message = "Optimization terminated successfully: the batches are exhausted."
@@ -566,6 +616,7 @@ class _Checkpointer:
         self.every = loop["checkpoint_every"]
         self.resume = loop["resume"]
         self.method = method
+        self.sync: Any = None  # adamc.distributed._MinimizeSync with options['comm']
         if self.resume and self.path is None:
             raise ValueError("resume=True needs options['checkpoint'], the file to resume from")
 
@@ -577,12 +628,35 @@ class _Checkpointer:
             return
         from .checkpoint import save
 
-        save(opt, self.path, _extra=dict(
-            method=self.method.name, nit=nit, fun=f, nfev=objective.nfev, njev=objective.njev,
-            batches_consumed=batches.consumed, status=status, message=message),
-            _extra_arrays={"jac": g})
+        extra = dict(method=self.method.name, nit=nit, fun=f, nfev=objective.nfev,
+                     njev=objective.njev, batches_consumed=batches.consumed, status=status,
+                     message=message)
+        if self.sync is None:
+            save(opt, self.path, _extra=extra, _extra_arrays={"jac": g})
+            return
+        # every rank holds the same optimizer: rank 0 writes, every rank learns the outcome
+        extra["batches_consumed_by_rank"] = self.sync.gather_int(batches.consumed)
+        error = None
+        if self.sync.rank == 0:
+            try:
+                save(opt, self.path, _extra=extra, _extra_arrays={"jac": g})
+            except Exception as exc:
+                error = exc
+        self.sync.agree(error)
 
     def restore(self, x, objective, batches):
+        """restore_local, agreed by every rank with options['comm']."""
+        if self.sync is None:
+            return self.restore_local(x, objective, batches)
+        result = error = None
+        try:
+            result = self.restore_local(x, objective, batches)
+        except Exception as exc:
+            error = exc
+        self.sync.agree(error)
+        return result
+
+    def restore_local(self, x, objective, batches):
         """Continue from the checkpoint file, if resuming and it exists: writes the saved
         iterate into x; returns (optimizer, nit, f, g, status, message) or None."""
         if not self.resume or not os.path.exists(self.path):
@@ -597,7 +671,11 @@ class _Checkpointer:
         if g.shape != x.shape or g.dtype != x.dtype:
             raise CheckpointError(f"{self.path}: the saved gradient does not match x")
         objective.nfev, objective.njev = int(extra["nfev"]), int(extra["njev"])
-        batches.skip(int(extra["batches_consumed"]))
+        consumed = extra["batches_consumed"]
+        by_rank = extra.get("batches_consumed_by_rank")
+        if self.sync is not None and by_rank is not None and len(by_rank) == self.sync.size:
+            consumed = by_rank[self.sync.rank]
+        batches.skip(int(consumed))
         # a converged run stays converged; any other stop (maxiter, callback) continues
         status = 0 if extra.get("status") == 0 else None
         message = extra.get("message") if status == 0 else None
@@ -711,6 +789,16 @@ _LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
         iterations before the checkpoint too). With ``batches``, pass the same
         batches (same data and seed): the ones the saved run consumed are skipped.
         A resumed run gives the same bits as an uninterrupted one.
+    comm : mpi4py.MPI.Intracomm, default None
+        Fit over the ranks of an MPI communicator (collective: every rank calls
+        with the same x0 and options, checked). Each rank evaluates ``fun`` on its
+        own ``batches`` (or its own objective without batches); f and the gradient
+        are averaged over the ranks in rank order, weighted by the number of
+        samples of each rank's batch (the length of its first array). Every rank
+        returns the same result. A callback's StopIteration, a non-finite value or
+        exhausted batches on any rank stop every rank with the same status; an
+        exception on one rank is raised on every rank (``RankError``). Rank 0
+        writes the checkpoints and prints ``disp``. See :mod:`adamc.distributed`.
 """
 
 

@@ -83,8 +83,10 @@ def save(optimizer: optim.Optimizer, path: str | os.PathLike, *,
 
     Parameters
     ----------
-    optimizer : adamc.Optimizer
-        Any adamc optimizer.
+    optimizer : adamc.Optimizer or adamc.distributed.DistributedOptimizer
+        Any adamc optimizer. A ``DistributedOptimizer`` is saved collectively
+        (every rank calls ``save``; rank 0 gathers the state and writes one file,
+        which ``load`` reads with any number of ranks, or in a single process).
     path : str or path-like
         Destination, written atomically (replaced if it exists). The name is used
         as given (``.npz`` is not appended).
@@ -95,9 +97,19 @@ def save(optimizer: optim.Optimizer, path: str | os.PathLike, *,
         When a hyperparameter cannot be stored without pickle (a Python callable as
         ``lr``, or an arbitrary object in a param group).
     """
+    from .distributed import DistributedOptimizer
+
+    if isinstance(optimizer, DistributedOptimizer):
+        optimizer._save(path, _extra, _extra_arrays)
+        return
     if not isinstance(optimizer, optim.Optimizer):
         raise TypeError(f"optimizer must be an adamc optimizer, got {type(optimizer).__name__}")
-    payload = optimizer._export()
+    _write(type(optimizer), optimizer._export(), path, _extra, _extra_arrays)
+
+
+def _write(cls: type[optim.Optimizer], payload: dict[str, Any], path: str | os.PathLike,
+           _extra: dict[str, Any] | None, _extra_arrays: dict[str, np.ndarray] | None) -> None:
+    """Write an optimizer's _export() payload as a checkpoint file."""
     arrays: dict[str, np.ndarray] = {}
     groups, i = [], 0
     for gi, group in enumerate(payload["groups"]):
@@ -107,7 +119,7 @@ def save(optimizer: optim.Optimizer, path: str | os.PathLike, *,
         groups.append(meta)
         for p in group["params"]:
             arrays[f"param_{i}"] = p
-            for key, arr in zip(optimizer._state_keys, payload["state"][i]):
+            for key, arr in zip(cls._state_keys, payload["state"][i]):
                 if arr is not None:
                     arrays[f"state_{i}_{key}"] = arr
             if payload["box"] is not None:

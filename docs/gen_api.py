@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import adamc
-from adamc import schedules
+from adamc import distributed, schedules
 
 OUT = Path(__file__).resolve().parent / "api.md"
 
@@ -26,6 +26,8 @@ SECTIONS = [
     ("Checkpoints", ["save", "load"]),
     ("Configuration", ["show_config", "set_num_threads", "get_num_threads"]),
 ]
+DISTRIBUTED_MEMBERS = ["step", "step_count", "skipped_steps", "state_nbytes", "buffer_nbytes",
+                       "consolidate"]
 OPTIMIZER_MEMBERS = ["step", "step_count", "skipped_steps", "state_dict", "load_state_dict",
                      "reset", "add_param_group", "max_grad_norm", "clip_value", "nonfinite"]
 
@@ -81,6 +83,21 @@ def generate() -> str:
             continue
         obj = getattr(schedules, name)
         lines += block(f"adamc.schedules.{name}", signature(obj, name), doc(obj))
+    lines += ["## Distributed (`adamc.distributed`)", "", doc(distributed), ""]
+    for name in distributed.__all__:
+        obj = getattr(distributed, name)
+        if name == "DistributedOptimizer":
+            lines += block(f"adamc.distributed.{name}", signature(obj.__init__, name), doc(obj))
+            for member in DISTRIBUTED_MEMBERS:
+                attr = inspect.getattr_static(obj, member)
+                target = getattr(obj, member)
+                sig = (f"{name}.{member}" if isinstance(attr, property)
+                       else signature(target, f"{name}.{member}"))
+                lines += block(f"{name}.{member}", sig, doc(target), level=4)
+        elif inspect.isclass(obj):
+            lines += block(f"adamc.distributed.{name}", name, doc(obj))
+        else:
+            lines += block(f"adamc.distributed.{name}", signature(obj, name), doc(obj))
     return "\n".join(lines).rstrip() + "\n"
 
 
