@@ -106,8 +106,8 @@ def abort_on_error(comm: Any = None) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if isinstance(exc, (SystemExit, KeyboardInterrupt)) and comm.Get_size() == 1:
-            raise
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            raise  # a normal exit
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stderr.write(f"adamc.distributed: rank {comm.Get_rank()} of {comm.Get_size()} "
                          f"failed; aborting the MPI job\n{text}")

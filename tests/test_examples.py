@@ -1,5 +1,7 @@
 """Every example runs as a script, headless, and prints sane numbers."""
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def run(script, tmp_path, *extra):
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--outdir", str(tmp_path),
                            *extra], capture_output=True, text=True, timeout=600,
-                          env={"MPLBACKEND": "Agg", **__import__("os").environ})
+                          env={"MPLBACKEND": "Agg", **os.environ})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -78,7 +80,27 @@ def test_numpy_pipeline(tmp_path):
     png(tmp_path / "numpy_pipeline.png")
 
 
+def test_distributed_fit(tmp_path):
+    """Under mpiexec -n 2: every rank prints the same result."""
+    pytest.importorskip("mpi4py")
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    mpiexec = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("needs mpiexec: pip install 'adamc[mpi]'")
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable,
+                           str(EXAMPLES / "distributed_fit.py"), "--outdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600,
+                          env={"MPLBACKEND": "Agg", **os.environ})
+    assert proc.returncode == 0, proc.stderr
+    lines = re.findall(r"rank (\d) of 2: ([^\n]*?w\[:3\] = \[[^\]]*\])", proc.stdout)
+    assert sorted(r for r, _ in lines) == ["0", "1"], proc.stdout
+    assert lines[0][1] == lines[1][1]  # the same result on every rank
+    accuracy = float(re.search(r"accuracy ([0-9.]+)", lines[0][1]).group(1))
+    assert 0.87 < accuracy < 0.91  # 10% of the labels are flipped
+    png(tmp_path / "distributed_fit.png")
+
+
 def test_every_example_is_tested():
     tested = {"curve_fit.py", "airfoil_regression.py", "compare_optimizers.py",
-              "quadratic_demo.py", "numpy_pipeline.py"}
+              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
