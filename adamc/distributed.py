@@ -196,9 +196,10 @@ def _blocks(n: int) -> int:
 class _Bucket:
     """The parameters of one dtype as one flat index space, split into shards.
 
-    ``send`` holds this rank's packed gradients before a reduction and the averaged
-    result after it; in sharded mode it then carries the parameters for the
-    all-gather. ``recv`` receives this rank's shard from every rank."""
+    ``source`` is this rank's contribution to a reduction: the gradient array itself
+    when the bucket has one parameter (no copy), else ``send``, into which the
+    gradients are packed. ``send`` receives the averaged result (its own shard in
+    sharded mode). ``recv`` receives this rank's shard from every rank."""
 
     def __init__(self, dtype: np.dtype, members: list[int], params: list[np.ndarray],
                  rank: int, size: int):
@@ -215,6 +216,7 @@ class _Bucket:
         self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
         self.count = self.hi - self.lo
         self.send = np.zeros(self.total, self.dtype)
+        self.source = self.send  # what this rank contributes to the next reduction
         self.recv = np.zeros((size, self.count) if size > 1 else (0, 0), self.dtype)
         self.shard = self.send[self.lo:self.hi]
 
@@ -247,11 +249,13 @@ class _Reducer:
         self.reproducible = reproducible
 
     def reduce_shard(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
-        """b.shard = the mean over the ranks of their b.send[b.lo:b.hi]."""
+        """b.shard = the mean over the ranks of their b.source[b.lo:b.hi]."""
         if self.size == 1:
+            if b.source is not b.send:
+                _kernels.copy_into(b.send, b.source)
             return
         if self.reproducible:
-            self.comm.Alltoallv([b.send, b.counts, b.displs, b.mpitype],
+            self.comm.Alltoallv([b.source, b.counts, b.displs, b.mpitype],
                                 [b.recv, [b.count] * self.size,
                                  [r * b.count for r in range(self.size)], b.mpitype])
             rows = b.recv
@@ -264,7 +268,7 @@ class _Reducer:
                 np.add(b.shard, rows[r], out=b.shard)
         else:
             self._weigh_own(b, weights)
-            self.comm.Reduce_scatter([b.send, b.mpitype], [b.recv[0], b.count, b.mpitype],
+            self.comm.Reduce_scatter([b.source, b.mpitype], [b.recv[0], b.count, b.mpitype],
                                      recvcounts=b.counts, op=self.MPI.SUM)
             np.copyto(b.shard, b.recv[0])
         self._divide(b.shard, weights)
@@ -275,20 +279,24 @@ class _Reducer:
             self.comm.Allgatherv(self.MPI.IN_PLACE, [b.send, b.counts, b.displs, b.mpitype])
 
     def allreduce_mean(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
-        """b.send = the mean of b.send over the ranks, on every rank."""
+        """b.send = the mean of b.source over the ranks, on every rank."""
         if self.size == 1:
+            if b.source is not b.send:
+                _kernels.copy_into(b.send, b.source)
             return
         if self.reproducible:
             self.reduce_shard(b, weights)
             self.gather_shards(b)
         else:
             self._weigh_own(b, weights)
-            self.comm.Allreduce(self.MPI.IN_PLACE, [b.send, b.mpitype], op=self.MPI.SUM)
+            send = self.MPI.IN_PLACE if b.source is b.send else [b.source, b.mpitype]
+            self.comm.Allreduce(send, [b.send, b.mpitype], op=self.MPI.SUM)
             self._divide(b.send, weights)
 
     def _weigh_own(self, b: _Bucket, weights: Sequence[float] | None) -> None:
         if weights is not None and not _uniform(weights):
-            np.multiply(b.send, b.dtype.type(weights[self.rank]), out=b.send)
+            np.multiply(b.source, b.dtype.type(weights[self.rank]), out=b.send)
+            b.source = b.send
 
     def _divide(self, out: np.ndarray, weights: Sequence[float] | None) -> None:
         total = self.size if weights is None or _uniform(weights) else sum(weights)
@@ -393,6 +401,9 @@ class DistributedOptimizer:
         self._norm_counts = [2 + sum(_blocks(b.counts[r]) for b in self._buckets)
                              for r in range(self.size)]
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
+        # one rank and nothing for the wrapper to apply: step the gradients themselves
+        self._direct = self.size == 1 and self._options == _NO_OPTIONS
+        self._user_grads: Any = None
         self._hyper_seen: list[list[Any]] = []
         self._hyper_code = 0
         error = self._sync_hyper()
@@ -520,12 +531,26 @@ class DistributedOptimizer:
         error = self._sync_hyper()
         if error is None:
             error = self._pack(grads)
-        self._agree_step(error)
+        try:
+            self._agree_step(error)
+        except BaseException:
+            self._user_grads = None  # keep no reference to the caller's arrays
+            for b in self._buckets:
+                b.source = b.send
+            raise
+        if self._direct:  # one rank, nothing to clip: the wrapped optimizer's own step
+            assert self._inner is not None
+            grads, self._user_grads = self._user_grads, None
+            self._inner.step(grads if self.mode == "replicated"
+                             else [g.reshape(-1) for g in grads])
+            self._step_count += 1
+            return
         for b in self._buckets:
             if self.mode == "replicated":
                 self._reducer.allreduce_mean(b)
             else:
                 self._reducer.reduce_shard(b)
+            b.source = b.send  # drop the reference to the caller's gradient
         if not self._clip_and_check():
             self._skipped += 1
             return
@@ -547,7 +572,13 @@ class DistributedOptimizer:
                                  f"parameters")
             for i, (g, p) in enumerate(zip(grads, self._params)):
                 _kernels.check_operand(g, f"grads[{i}]", p, f"params[{i}]", writeable=False)
+            if self._direct:
+                self._user_grads = grads
+                return None
             for b in self._buckets:
+                if len(b.members) == 1:
+                    b.source = grads[b.members[0]].reshape(-1)  # a view: sent as it is
+                    continue
                 for i, s, n in zip(b.members, b.starts, b.sizes):
                     _kernels.copy_into(b.send[s:s + n], grads[i].reshape(-1))
         except (TypeError, ValueError) as exc:
@@ -634,7 +665,14 @@ class DistributedOptimizer:
         return True
 
     def _gather_params(self) -> None:
+        if self.size == 1:
+            return
         for b, theirs in self._theirs:
+            if len(b.members) == 1:  # the parameter itself is the flat buffer: no copies
+                p = self._params[b.members[0]].reshape(-1)
+                self._reducer.comm.Allgatherv(self._reducer.MPI.IN_PLACE,
+                                              [p, b.counts, b.displs, b.mpitype])
+                continue
             for i, a, e, flat in b.pieces(b.lo, b.hi):
                 _kernels.copy_into(b.shard[flat - b.lo:flat - b.lo + e - a],
                                    self._params[i].reshape(-1)[a:e])

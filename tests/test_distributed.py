@@ -155,6 +155,24 @@ def test_mpi_scenario(launches, n, name):
     assert not failures, failures[0].replace(" | ", "\n")
 
 
+ONE_RANK = ["sharded_equals_single_process", "clipping_replicated_equals_sharded",
+            "fast_reduction_within_rounding", "sharded_state_memory", "nonfinite_on_one_rank",
+            "checkpoint_any_number_of_ranks", "minimize_matches_single_process",
+            "minimize_checkpoint_resume"]
+
+
+@needs_mpi
+def test_one_rank(tmp_path):
+    """A single rank (no communication, the optimizer's own step when possible)
+    gives the results of the plain optimizer."""
+    proc = launch(1, str(WORKER), str(tmp_path), *ONE_RANK)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (tmp_path / "results-1-0.txt").read_text().splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ONE_RANK
+    failures = [line for line in lines if not line.endswith(" OK")]
+    assert not failures, failures[0].replace(" | ", "\n")
+
+
 @needs_mpi
 def test_abort_on_error_ends_the_job_naming_the_rank():
     code = textwrap.dedent("""
