@@ -202,7 +202,7 @@ class _Bucket:
     sharded mode). ``recv`` receives this rank's shard from every rank."""
 
     def __init__(self, dtype: np.dtype, members: list[int], params: list[np.ndarray],
-                 rank: int, size: int):
+                 rank: int, size: int, sharded: bool = False, reproducible: bool = True):
         MPI = _mpi()
         self.dtype = np.dtype(dtype)
         self.mpitype = MPI.FLOAT if self.dtype == np.float32 else MPI.DOUBLE
@@ -215,10 +215,15 @@ class _Bucket:
         self.displs = self.bounds[:-1]
         self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
         self.count = self.hi - self.lo
-        self.send = np.zeros(self.total, self.dtype)
+        # A sharded single-array bucket only ever holds its own shard: the gradient is
+        # sent from the caller's array and the parameter is all-gathered in place.
+        own_shard_only = sharded and len(members) == 1
+        self.base = self.lo if own_shard_only else 0
+        self.send = np.zeros(self.count if own_shard_only else self.total, self.dtype)
         self.source = self.send  # what this rank contributes to the next reduction
-        self.recv = np.zeros((size, self.count) if size > 1 else (0, 0), self.dtype)
-        self.shard = self.send[self.lo:self.hi]
+        rows = 0 if size == 1 else size if reproducible else 1 if sharded else 0
+        self.recv = np.zeros((rows, self.count if rows else 0), self.dtype)
+        self.shard = self.send[self.lo - self.base:self.hi - self.base]
 
     def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
         """(param index, begin, end, flat offset) of the parts of the parameters in
@@ -389,7 +394,8 @@ class DistributedOptimizer:
         dtypes: dict[np.dtype, list[int]] = {}
         for i, p in enumerate(self._params):
             dtypes.setdefault(p.dtype, []).append(i)
-        self._buckets = [_Bucket(dt, members, self._params, self.rank, self.size)
+        self._buckets = [_Bucket(dt, members, self._params, self.rank, self.size,
+                                 mode == "sharded", self.reproducible)
                          for dt, members in dtypes.items()]
         self._bucket_of = {i: b for b in self._buckets for i in b.members}
         # the parts of the parameters each rank updates in sharded mode
@@ -460,7 +466,8 @@ class DistributedOptimizer:
                 ps.append(self._params[i].reshape(-1)[a:e])
                 state.append([None if s is None else s.reshape(-1)[a:e]
                               for s in payload["state"][i]])
-                views.append(self._bucket_of[i].send[flat:flat + e - a])
+                b = self._bucket_of[i]
+                views.append(b.send[flat - b.base:flat - b.base + e - a])
                 if self._box is not None:
                     lower.append(self._box[0][i].reshape(-1)[a:e])
                     upper.append(self._box[1][i].reshape(-1)[a:e])
