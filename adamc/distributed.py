@@ -119,21 +119,10 @@ def abort_on_error(comm: Any = None) -> Iterator[None]:
 # ----------------------------------------------------------------------------------
 # Collective agreement
 
-def _describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _agree(comm: Any, error: BaseException | None, *, flag_only: bool = False) -> None:
+def _agree(comm: Any, error: BaseException | None) -> None:
     """Collective: when any rank passes an error, raise on every rank. The lowest
     failing rank's exception is re-raised with its type (ValueError, TypeError and
-    the like) and a message naming the rank; other exceptions become RankError.
-    ``flag_only`` first agrees with one integer Allreduce (cheap, for every step)."""
-    if flag_only:
-        MPI = _mpi()
-        flag = np.array([0 if error is None else 1], np.int64)
-        comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-        if not flag[0]:
-            return
+    the like) and a message naming the rank; other exceptions become RankError."""
     reports = comm.allgather(None if error is None else (type(error).__name__,
                                                          str(error)))
     failed = [(r, rep) for r, rep in enumerate(reports) if rep is not None]
@@ -159,9 +148,10 @@ def _fingerprint(value: Any) -> str:
                 f"crc={zlib.crc32(np.ascontiguousarray(value).data):08x}")
     try:
         return repr(_encode(value, "value"))
-    except ValueError:  # a Python callable
-        return f"callable {getattr(value, '__module__', '?')}." \
-               f"{getattr(value, '__qualname__', type(value).__name__)}"
+    except ValueError:  # not storable: a Python callable or another object
+        kind = "callable" if callable(value) else "object"
+        return f"{kind} {getattr(value, '__module__', '?')}." \
+               f"{getattr(value, '__qualname__', type(value).__qualname__)}"
 
 
 def _check_same(comm: Any, fields: list[tuple[str, str]], what: str) -> None:
@@ -170,14 +160,15 @@ def _check_same(comm: Any, fields: list[tuple[str, str]], what: str) -> None:
     everyone = comm.allgather(fields)
     mine = everyone[0]
     for rank, theirs in enumerate(everyone[1:], 1):
+        for (name, v0), (other, vr) in zip(mine, theirs):
+            if name != other or v0 != vr:
+                shown = v0 if name == other else f"{name}: {v0}"
+                raise ValueError(f"inconsistent {what} across ranks: {name} is {shown} on "
+                                 f"rank 0 but {vr if name == other else f'{other}: {vr}'} "
+                                 f"on rank {rank}; every rank must pass the same")
         if len(theirs) != len(mine):
             raise ValueError(f"inconsistent {what} across ranks: rank 0 describes "
-                             f"{len(mine)} items, rank {rank} describes {len(theirs)}")
-        for (name, v0), (_, vr) in zip(mine, theirs):
-            if v0 != vr:
-                raise ValueError(f"inconsistent {what} across ranks: {name} is {v0} on "
-                                 f"rank 0 but {vr} on rank {rank}; every rank must pass "
-                                 f"the same")
+                             f"{len(mine)} items, rank {rank} {len(theirs)}")
 
 
 # ----------------------------------------------------------------------------------

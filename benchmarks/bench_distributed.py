@@ -177,7 +177,10 @@ def markdown(rows: list[dict], info: dict, m: dict) -> str:
              f"{info['date']}, {info['cpu']}, {info['cores']} cores, SIMD {info['simd_level']}, "
              f"adamc {info['adamc']} ({info['git']}), float32 Adam, one thread per rank, "
              f"MPICH through mpi4py on one machine (shared memory). Medians; each phase is "
-             f"the slowest rank's.", ""]
+             f"the slowest rank's. Phases are timed on each rank, and one rank's phase can "
+             f"overlap the other's (a rank updates while the other still copies), so on "
+             f"this 2-vCPU VM the update of 2 ranks reads slower than the same update "
+             f"alone; 'step' is the whole step.", ""]
     header = ["N", "ranks", "mode", "reduction", "step µs", "check", "reduction µs",
               "update", "allgather", "plain Adam.step", "state/rank", "buffers/rank"]
     table = []
