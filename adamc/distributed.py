@@ -215,6 +215,9 @@ class _Bucket:
         rows = 0 if size == 1 else size if reproducible else 1 if sharded else 0
         self.recv = np.zeros((rows, self.count if rows else 0), self.dtype)
         self.shard = self.send[self.lo - self.base:self.hi - self.base]
+        self.recv_spec = [self.recv, [self.count] * size,
+                          [r * self.count for r in range(size)], self.mpitype]
+        self.norm_sums = np.zeros(_blocks(self.count if sharded else self.total))
 
     def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
         """(param index, begin, end, flat offset) of the parts of the parameters in
@@ -251,9 +254,7 @@ class _Reducer:
                 _kernels.copy_into(b.send, b.source)
             return
         if self.reproducible:
-            self.comm.Alltoallv([b.source, b.counts, b.displs, b.mpitype],
-                                [b.recv, [b.count] * self.size,
-                                 [r * b.count for r in range(self.size)], b.mpitype])
+            self.comm.Alltoallv([b.source, b.counts, b.displs, b.mpitype], b.recv_spec)
             rows = b.recv
             if weights is not None and not _uniform(weights):
                 for r in range(self.size):
@@ -621,9 +622,9 @@ class DistributedOptimizer:
                     break
         if mgn is not None:
             for b, part, _ in parts:
-                sums = np.zeros(_blocks(part.size))
-                _kernels.block_sum_squares(part, 0, BLOCK, np.inf, sums)
-                local.extend(sums.tolist())
+                b.norm_sums.fill(0.0)
+                _kernels.block_sum_squares(part, 0, BLOCK, np.inf, b.norm_sums)
+                local.extend(b.norm_sums.tolist())
         if sharded and self.size > 1:
             mine = np.array(local + [0.0] * (self._norm_counts[self.rank] - len(local)))
             everyone = np.empty(sum(self._norm_counts))

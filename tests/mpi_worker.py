@@ -158,6 +158,28 @@ def sharded_state_memory():
 
 
 @scenario
+def no_allocation_per_step():
+    """A step allocates nothing the size of the gradients (buffers are made once)."""
+    import tracemalloc
+    n = 100_000  # 400 KB of float32 per array
+    for mode in ("replicated", "sharded"):
+        for options in ({}, {"max_grad_norm": 1.0, "nonfinite": "skip"}):
+            x = np.zeros(n, np.float32)
+            opt = DistributedOptimizer(adamc.Adam([x, np.zeros((20, 50))], **options), comm,
+                                       mode)
+            g = [np.full(n, 0.01 * (rank + 1), np.float32), np.ones((20, 50))]
+            opt.step(g)
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(5):
+                opt.step(g)
+            current, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert peak - before < 32 * 1024, (mode, options, peak - before)
+            assert current - before < 4 * 1024, (mode, options, current - before)
+
+
+@scenario
 def nonfinite_on_one_rank():
     """A NaN in one rank's gradient: skipped (or raised) on every rank."""
     for mode in ("replicated", "sharded"):

@@ -113,8 +113,8 @@ def test_batch_weight_is_the_length_of_the_first_array():
 # Real launches
 
 SCENARIOS = ["sharded_equals_single_process", "clipping_replicated_equals_sharded",
-             "fast_reduction_within_rounding", "sharded_state_memory", "nonfinite_on_one_rank",
-             "inconsistent_input_raises_everywhere", "checkpoint_any_number_of_ranks",
+             "fast_reduction_within_rounding", "sharded_state_memory", "no_allocation_per_step",
+             "nonfinite_on_one_rank", "inconsistent_input_raises_everywhere", "checkpoint_any_number_of_ranks",
              "minimize_weighted_batches", "minimize_matches_single_process",
              "minimize_collective_stops", "minimize_checkpoint_resume"]
 
