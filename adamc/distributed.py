@@ -144,8 +144,8 @@ def _fingerprint(value: Any) -> str:
     from .checkpoint import _encode
 
     if isinstance(value, np.ndarray):
-        return (f"ndarray{value.shape}{value.dtype.str}"
-                f"crc={zlib.crc32(np.ascontiguousarray(value).data):08x}")
+        return (f"array {value.shape} {value.dtype} with checksum "
+                f"{zlib.crc32(np.ascontiguousarray(value).data):08x}")
     try:
         return repr(_encode(value, "value"))
     except ValueError:  # not storable: a Python callable or another object
@@ -162,10 +162,10 @@ def _check_same(comm: Any, fields: list[tuple[str, str]], what: str) -> None:
     for rank, theirs in enumerate(everyone[1:], 1):
         for (name, v0), (other, vr) in zip(mine, theirs):
             if name != other or v0 != vr:
-                shown = v0 if name == other else f"{name}: {v0}"
-                raise ValueError(f"inconsistent {what} across ranks: {name} is {shown} on "
-                                 f"rank 0 but {vr if name == other else f'{other}: {vr}'} "
-                                 f"on rank {rank}; every rank must pass the same")
+                theirs_text = vr if name == other else f"{other}: {vr}"
+                raise ValueError(f"inconsistent {what} across ranks: {name}: {v0} on rank "
+                                 f"0, {theirs_text} on rank {rank}; every rank must pass "
+                                 f"the same")
         if len(theirs) != len(mine):
             raise ValueError(f"inconsistent {what} across ranks: rank 0 describes "
                              f"{len(mine)} items, rank {rank} {len(theirs)}")
