@@ -389,12 +389,16 @@ class _Objective:
 # The loop
 
 def _run_fields(method: _Method, parsed: dict[str, Any], x: np.ndarray,
-                box: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, str]]:
+                box: tuple[np.ndarray, np.ndarray] | None,
+                objective: _Objective) -> list[tuple[str, str]]:
     """What every rank of a distributed run must pass identically."""
     from .distributed import _fingerprint
 
     loop = parsed["loop"]
-    fields = [("method", method.name), ("x0", _fingerprint(x)),
+    # the gradient mode decides how many evaluations an iteration makes (maxfev)
+    fields = [("method", method.name), ("jac", objective.mode),
+              ("finite_diff_rel_step", repr(getattr(objective, "rel_step", None))),
+              ("x0", _fingerprint(x)),
               ("bounds", "none" if box is None else _fingerprint(box[0]) + _fingerprint(box[1]))]
     fields += [(f"options['{k}']", _fingerprint(v)) for k, v in parsed["hyper"].items()]
     fields += [(f"options['{k}']", repr(loop[k])) for k in (
@@ -445,7 +449,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
 
         _agree(_communicator(comm), error)
         sync = _MinimizeSync(comm, x)
-        sync.check_same(_run_fields(method, parsed, x, box))
+        sync.check_same(_run_fields(method, parsed, x, box, objective))
         ckpt.sync = sync
 
     def evaluate(first: bool) -> tuple[float, np.ndarray]:
@@ -654,6 +658,14 @@ class _Checkpointer:
         except Exception as exc:
             error = exc
         self.sync.agree(error)
+        where = self.sync.gather_int(-1 if result is None else result[1])
+        if len(set(where)) > 1:  # e.g. a file on node-local storage, or relative paths
+            missing = [r for r, nit in enumerate(where) if nit < 0]
+            raise ValueError(f"{self.path}: every rank must resume from the same checkpoint; "
+                             f"ranks {missing or list(range(len(where)))} found "
+                             f"{'no file' if missing else 'other iterations'} "
+                             f"(iterations by rank: {where}); put the checkpoint where "
+                             f"every rank sees it")
         return result
 
     def restore_local(self, x, objective, batches):
@@ -797,7 +809,8 @@ _LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
         samples of each rank's batch (the length of its first array). Every rank
         returns the same result. A callback's StopIteration, a non-finite value or
         exhausted batches on any rank stop every rank with the same status; an
-        exception on one rank is raised on every rank (``RankError``). Rank 0
+        exception on one rank is raised on every rank, naming it (``RankError``
+        unless it is a ValueError, TypeError, OSError, ...). Rank 0
         writes the checkpoints and prints ``disp``. See :mod:`adamc.distributed`.
 """
 

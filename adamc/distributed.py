@@ -50,7 +50,9 @@ BLOCK = 1024
 _INSTALL_HINT = ("adamc.distributed needs mpi4py and an MPI library: install them with "
                  "pip install 'adamc[mpi]' (mpi4py and MPICH, both from PyPI)")
 
-_SAME_TYPE = (ValueError, TypeError, FloatingPointError, KeyError, IndexError, MemoryError,
+# Exceptions re-raised on every rank with their type (the nearest of these in the
+# failing exception's MRO); any other exception becomes RankError.
+_SAME_TYPE = (FloatingPointError, ValueError, TypeError, KeyError, IndexError, MemoryError,
               OSError)
 
 
@@ -121,21 +123,24 @@ def abort_on_error(comm: Any = None) -> Iterator[None]:
 
 def _agree(comm: Any, error: BaseException | None) -> None:
     """Collective: when any rank passes an error, raise on every rank. The lowest
-    failing rank's exception is re-raised with its type (ValueError, TypeError and
-    the like) and a message naming the rank; other exceptions become RankError."""
-    reports = comm.allgather(None if error is None else (type(error).__name__,
-                                                         str(error)))
-    failed = [(r, rep) for r, rep in enumerate(reports) if rep is not None]
+    failing rank's exception is re-raised as the nearest of ``_SAME_TYPE`` in its
+    class hierarchy (a FileNotFoundError as OSError, a CheckpointError as
+    ValueError), with a message naming the rank; any other exception becomes
+    RankError. On the failing rank the new exception is chained to the original."""
+    report = None
+    if error is not None:
+        report = ([c.__name__ for c in type(error).__mro__], type(error).__name__, str(error))
+    failed = [(r, rep) for r, rep in enumerate(comm.allgather(report)) if rep is not None]
     if not failed:
         return
-    rank, (name, text) = failed[0]
+    rank, (mro, name, text) = failed[0]
     where = "on rank" if len(failed) == 1 else f"on {len(failed)} ranks, first on rank"
-    message = f"{where} {rank}: {text}" if text else f"{where} {rank}"
-    cls = next((c for c in _SAME_TYPE if c.__name__ == name), None)
-    new: BaseException = cls(message) if cls is not None else RankError(
-        f"{name} {message}", rank)
+    cls = next((c for n in mro for c in _SAME_TYPE if c.__name__ == n), None)
     if cls is not None:
+        new: BaseException = cls(f"{where} {rank}: {text}" if text else f"{where} {rank}")
         new.rank = rank  # type: ignore[attr-defined]
+    else:
+        new = RankError(f"{name} {where} {rank}: {text}", rank)
     raise new from error
 
 
@@ -304,6 +309,8 @@ class _Reducer:
 # The optimizer wrapper
 
 _NO_OPTIONS = {"max_grad_norm": None, "clip_value": None, "nonfinite": "propagate"}
+_COMPILED = (_kernels._Constant, _kernels._StepDecay, _kernels._ExponentialDecay,
+             _kernels._CosineDecay, _kernels._InverseSqrt)
 
 
 class DistributedOptimizer:
@@ -331,7 +338,9 @@ class DistributedOptimizer:
         cluster and MPI library with the same number of ranks, in both modes.
         False uses MPI's Allreduce / Reduce_scatter, whose summation order depends
         on the library and the process layout (with 2 ranks the bits are the same
-        anyway).
+        anyway); the parameters then stay identical across ranks as long as the
+        library gives every rank the same Allreduce result (MPICH and Open MPI do,
+        the MPI standard recommends it without requiring it).
 
     Notes
     -----
@@ -340,6 +349,9 @@ class DistributedOptimizer:
     ``BLOCK`` elements in a fixed order, and a NaN or infinity on any rank's shard
     raises or skips on every rank. Hyperparameters may be changed between steps
     through :attr:`param_groups`, identically on every rank (checked at each step).
+    Schedules from :mod:`adamc.schedules` are compared by value; a Python callable as
+    ``lr`` is compared by name only, so it must compute the same values on every
+    rank.
 
     Examples
     --------
@@ -372,6 +384,15 @@ class DistributedOptimizer:
         self._cls = type(optimizer)
         _check_same(comm, self._describe(payload), "input")
 
+        try:
+            self._setup(payload)
+        except Exception as exc:  # e.g. MemoryError on one rank: every rank raises
+            error = exc
+        _agree(comm, error)
+
+    def _setup(self, payload: dict[str, Any]) -> None:
+        """Everything local of the construction (buffers, the inner optimizer)."""
+        mode = self.mode
         self._checker = self._cls.__new__(self._cls)  # validates hyperparameters
         self._defaults = payload["defaults"]
         self._options = dict(payload["options"])
@@ -381,8 +402,11 @@ class DistributedOptimizer:
         self._group_params = [g["params"] for g in self.param_groups]
         self._params = [p for g in self.param_groups for p in g["params"]]
         self._group_of = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
+        self._group_members: list[list[int]] = [[] for _ in self.param_groups]
+        for i, gi in enumerate(self._group_of):
+            self._group_members[gi].append(i)
         self._has_state = [[a is not None for a in st] for st in payload["state"]]
-        self._reducer = _Reducer(comm, self.reproducible)
+        self._reducer = _Reducer(self.comm, self.reproducible)
         dtypes: dict[np.dtype, list[int]] = {}
         for i, p in enumerate(self._params):
             dtypes.setdefault(p.dtype, []).append(i)
@@ -400,10 +424,12 @@ class DistributedOptimizer:
                              for r in range(self.size)]
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
         # one rank and nothing for the wrapper to apply: step the gradients themselves
-        self._direct = self.size == 1 and self._options == _NO_OPTIONS
+        self._direct = (self.size == 1 and self._options == _NO_OPTIONS
+                        and self.mode == "replicated")
         self._user_grads: Any = None
         self._hyper_seen: list[list[Any]] = []
         self._hyper_code = 0
+        self._python_lr = False
         error = self._sync_hyper()
         if error is not None:
             raise error  # validated by the optimizer already: the same on every rank
@@ -449,20 +475,29 @@ class DistributedOptimizer:
             return (self._cls._from_export(base), list(range(len(self.param_groups))),
                     views)
         groups, state, steps, aux, lower, upper, kept, views = [], [], [], [], [], [], [], []
+        self._inner_index: list[tuple[int, int, int, int]] = []  # (param, begin, end, flat)
         for gi, g in enumerate(payload["groups"]):
             mine = [t for t in self._mine if self._group_of[t[0]] == gi]
+            if not mine and self.rank == 0 and all(
+                    self._params[i].size == 0 for i in self._group_members[gi]):
+                # a group of empty parameters: rank 0 keeps it, and its counters
+                mine = [(i, 0, 0, -1) for i in self._group_members[gi]]
             if not mine:
                 continue
             ps = []
             for i, a, e, flat in mine:
-                ps.append(self._params[i].reshape(-1)[a:e])
-                state.append([None if s is None else s.reshape(-1)[a:e]
-                              for s in payload["state"][i]])
+                p = self._params[i]
+                whole = flat < 0
+                ps.append(p if whole else p.reshape(-1)[a:e])
+                state.append([None if st is None else st if whole else st.reshape(-1)[a:e]
+                              for st in payload["state"][i]])
                 b = self._bucket_of[i]
-                views.append(b.send[flat - b.base:flat - b.base + e - a])
+                views.append(np.zeros(p.shape, p.dtype) if whole
+                             else b.send[flat - b.base:flat - b.base + e - a])
                 if self._box is not None:
-                    lower.append(self._box[0][i].reshape(-1)[a:e])
-                    upper.append(self._box[1][i].reshape(-1)[a:e])
+                    lower.append(self._box[0][i] if whole else self._box[0][i].reshape(-1)[a:e])
+                    upper.append(self._box[1][i] if whole else self._box[1][i].reshape(-1)[a:e])
+                self._inner_index.append((i, a, e, flat))
             groups.append(dict(g, params=ps))
             steps.append(payload["steps"][gi])
             aux.append(payload["aux"][gi])
@@ -493,9 +528,21 @@ class DistributedOptimizer:
                 if not isinstance(g, dict) or g.get("params") is not self._group_params[gi]:
                     raise ValueError(f"param_groups[{gi}]['params'] must not be replaced "
                                      f"(create a new DistributedOptimizer instead)")
-                self._checker._group_hyper(g, gi)
+                hyper, _ = self._checker._group_hyper(g, gi)
+                for k, key in enumerate(self._cls._state_keys):
+                    if self._checker._state_used(key, hyper) and not all(
+                            self._has_state[i][k] for i in self._group_members[gi]):
+                        flag = self._cls._state_requires[key]
+                        raise ValueError(
+                            f"param_groups[{gi}]['{flag}'] needs the '{key}' state, which "
+                            f"the optimizer was created without; create the optimizer with "
+                            f"this {flag} setting")
         except (TypeError, ValueError) as exc:
             return exc
+        # A Python callable lr runs inside the inner step, on the ranks that hold a
+        # piece of its group only: its errors must then be agreed on (see step).
+        self._python_lr = any(callable(g["lr"]) and type(g["lr"]) not in _COMPILED
+                              for g in self.param_groups)
         if self._inner is not None:
             for inner_gi, gi in enumerate(self._inner_groups):
                 target = self._inner.param_groups[inner_gi]
@@ -553,7 +600,15 @@ class DistributedOptimizer:
         if not self._clip_and_check():
             self._skipped += 1
             return
-        if self._inner is not None:
+        if self.mode == "sharded" and self._python_lr and self.size > 1:
+            error = None
+            try:
+                if self._inner is not None:
+                    self._inner.step(self._grad_views)
+            except Exception as exc:  # only the ranks holding the group ran its lr
+                error = exc
+            self._agree_flag(error)
+        elif self._inner is not None:
             self._inner.step(self._grad_views)
         if self.mode == "sharded":
             self._gather_params()
@@ -566,6 +621,7 @@ class DistributedOptimizer:
             elif isinstance(grads, (str, bytes, dict)) or not hasattr(grads, "__len__"):
                 raise TypeError(f"grads must be an ndarray or a sequence of ndarrays, got "
                                 f"{type(grads).__name__}")
+            grads = list(grads)
             if len(grads) != len(self._params):
                 raise ValueError(f"got {len(grads)} gradients for {len(self._params)} "
                                  f"parameters")
@@ -583,6 +639,14 @@ class DistributedOptimizer:
         except (TypeError, ValueError) as exc:
             return exc
         return None
+
+    def _agree_flag(self, error: BaseException | None) -> None:
+        """_agree after one integer Allreduce (cheap when nothing failed)."""
+        MPI = _mpi()
+        flag = np.array([0 if error is None else 1], np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+        if flag[0]:
+            _agree(self.comm, error)
 
     def _agree_step(self, error: BaseException | None) -> None:
         """One small Allreduce: an error on any rank, or differing hyperparameters."""
@@ -608,18 +672,18 @@ class DistributedOptimizer:
         sharded = self.mode == "sharded"
         parts = [(b, b.shard if sharded else b.send, b.lo if sharded else 0)
                  for b in self._buckets]
-        if clip is not None:
-            for b, part, _ in parts:
-                c = b.dtype.type(clip)
-                np.clip(part, -c, c, out=part)
         local = [-1.0, -1.0]  # the first non-finite element: (parameter, flat index)
-        if policy != "propagate":
+        if policy != "propagate":  # before clipping, which would turn inf into clip
             for b, part, lo in parts:
                 if part.size and not np.isfinite(_kernels.max_abs(part)):
                     flat = lo + int(np.flatnonzero(~np.isfinite(part))[0])
                     k = max(j for j, s in enumerate(b.starts) if s <= flat)
                     local = [float(b.members[k]), float(flat - b.starts[k])]
                     break
+        if clip is not None:
+            for b, part, _ in parts:
+                c = b.dtype.type(clip)
+                np.clip(part, -c, c, out=part)
         if mgn is not None:
             for b, part, _ in parts:
                 b.norm_sums.fill(0.0)
@@ -710,14 +774,33 @@ class DistributedOptimizer:
         -------
         adamc.Optimizer or None
             On ``root``: an ordinary optimizer of the wrapped class on the same
-            parameter arrays, with the full state, step counts and options (this
-            allocates the full state once). None on the other ranks.
+            parameter arrays, with the full state, step counts and options. Building
+            it holds the full state twice on ``root`` for a moment. None on the
+            other ranks.
+
+        Raises
+        ------
+        ValueError
+            On every rank, when ``root`` is not a rank of ``comm`` on some rank or
+            differs between ranks.
         """
+        return self._consolidated(root, build=True)
+
+    def _consolidated(self, root: Any, build: bool) -> Any:
+        """consolidate(root) (an optimizer) or, with build=False, its payload."""
+        error = None
         if isinstance(root, bool) or not isinstance(root, (int, np.integer)) \
                 or not 0 <= root < self.size:
-            raise ValueError(f"root must be a rank of comm (0 to {self.size - 1}), got {root!r}")
+            error = ValueError(f"root must be a rank of comm (0 to {self.size - 1}), "
+                               f"got {root!r}")
+        _agree(self.comm, error)
+        roots = self.comm.allgather(int(root))
+        if len(set(roots)) > 1:
+            raise ValueError(f"every rank must pass the same root, got {roots}")
         payload = self._gathered_payload(int(root))
-        return None if payload is None else self._cls._from_export(payload)
+        if payload is None or not build:
+            return payload
+        return self._cls._from_export(payload)
 
     def _gathered_payload(self, root: int) -> dict[str, Any] | None:
         common = {"class": self._cls.__name__, "defaults": self._defaults,
@@ -730,31 +813,40 @@ class DistributedOptimizer:
             assert self._inner is not None
             inner = self._inner._export()
             return dict(common, state=inner["state"], steps=inner["steps"], aux=inner["aux"])
+        keys = range(len(self._cls._state_keys))
+        wanted = [(bi, k) for bi, b in enumerate(self._buckets) for k in keys
+                  if any(self._has_state[i][k] for i in b.members)]  # the same on every rank
+        flats: dict[tuple[int, int], np.ndarray] = {}
+        error = None
+        if self.rank == root:
+            try:  # the whole state, on root: allocated before anyone sends
+                flats = {(bi, k): np.empty(self._buckets[bi].total, self._buckets[bi].dtype)
+                         for bi, k in wanted}
+            except MemoryError as exc:
+                error = exc
+        _agree(self.comm, error)
         counters = {}
         if self._inner is not None:
             counters = {gi: (t, a) for gi, t, a in zip(
                 self._inner_groups, self._inner._group_steps(), self._inner._group_aux())}
         everyone = self.comm.gather(counters, root=root)
-        full: list[list[np.ndarray | None]] = [[None] * 3 for _ in self._params]
         inner_state = self._inner._state_arrays if self._inner is not None else []
-        for b in self._buckets:
-            flat = np.zeros(b.total if self.rank == root else 0, b.dtype)
-            for k in range(len(self._cls._state_keys)):
-                if not any(self._has_state[i][k] for i in b.members):
-                    continue  # the same decision on every rank: same settings
-                np.copyto(b.shard, 0)
-                for (i, a, e, off), st in zip(self._mine, inner_state):
-                    if i in b.members and st[k] is not None:
-                        b.shard[off - b.lo:off - b.lo + e - a] = st[k]
-                self.comm.Gatherv([b.shard, b.count, b.mpitype],
-                                  [flat, b.counts, b.displs, b.mpitype]
-                                  if self.rank == root else None, root=root)
-                if self.rank == root:
-                    for i, s, n in zip(b.members, b.starts, b.sizes):
-                        if self._has_state[i][k]:
-                            full[i][k] = flat[s:s + n].reshape(self._params[i].shape).copy()
+        for bi, k in wanted:
+            b = self._buckets[bi]
+            for (i, a, e, flat), st in zip(self._inner_index, inner_state):
+                if e > a and i in b.members and st[k] is not None:
+                    b.shard[flat - b.lo:flat - b.lo + e - a] = st[k]
+            self.comm.Gatherv([b.shard, b.count, b.mpitype],
+                              [flats[bi, k], b.counts, b.displs, b.mpitype]
+                              if self.rank == root else None, root=root)
         if self.rank != root:
             return None
+        full: list[list[np.ndarray | None]] = [[None] * 3 for _ in self._params]
+        for bi, k in wanted:
+            b = self._buckets[bi]
+            for i, s, n in zip(b.members, b.starts, b.sizes):
+                if self._has_state[i][k]:
+                    full[i][k] = flats[bi, k][s:s + n].reshape(self._params[i].shape)
         merged: dict[int, tuple] = {}
         for d in everyone:
             for gi, v in d.items():
@@ -768,7 +860,7 @@ class DistributedOptimizer:
         """adamc.save of a DistributedOptimizer: gathered on rank 0, written once."""
         from .checkpoint import _write
 
-        payload = self._gathered_payload(0)
+        payload = self._consolidated(0, build=False)
         error = None
         if payload is not None:
             try:

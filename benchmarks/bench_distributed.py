@@ -103,6 +103,7 @@ def _phases(opt, g, comm, budget: float) -> dict[str, float]:
         t = [time.perf_counter()]
         opt._sync_hyper()
         opt._pack(g)
+        opt._user_grads = None  # one rank: the step would use g itself, same cost
         opt._agree_step(None)
         t.append(time.perf_counter())
         for b in opt._buckets:
@@ -173,7 +174,7 @@ def model(rows: list[dict]) -> dict[str, float]:
 def markdown(rows: list[dict], info: dict, m: dict) -> str:
     from _common import markdown_table
 
-    lines = [f"# adamc.distributed: time per step and memory per rank", "",
+    lines = ["# adamc.distributed: time per step and memory per rank", "",
              f"{info['date']}, {info['cpu']}, {info['cores']} cores, SIMD {info['simd_level']}, "
              f"adamc {info['adamc']} ({info['git']}), float32 Adam, one thread per rank, "
              f"MPICH through mpi4py on one machine (shared memory). Medians; each phase is "

@@ -194,6 +194,15 @@ def nonfinite_on_one_rank():
         assert opt.skipped_steps == 1 and opt.step_count == 1
         for a, b in zip(params, before):
             assert np.array_equal(a, b)
+        # an infinity is seen before clip_value would clamp it
+        params = problem()
+        opt = DistributedOptimizer(adamc.Adam(params, nonfinite="skip", clip_value=0.5),
+                                   comm, mode)
+        g = local_grads(params, 0)
+        if rank == 0:
+            g[1][3, 4] = -np.inf
+        opt.step(g)
+        assert opt.skipped_steps == 1 and opt.step_count == 0
         params = problem()
         opt = DistributedOptimizer(adamc.Adam(params, nonfinite="raise"), comm, mode)
         g = local_grads(params, 0)
@@ -255,6 +264,87 @@ def inconsistent_input_raises_everywhere():
         ref.step(averaged(ref_params, 0))
         for a, b in zip(params, ref_params):
             assert np.array_equal(a, b)
+
+
+@scenario
+def more_collective_failures():
+    """Failures that arise on some ranks only, after the input checks."""
+    # hyperparameters that need state the optimizer was created without
+    for mode in ("replicated", "sharded"):
+        params = problem()
+        opt = DistributedOptimizer(adamc.SGD(groups(params)), comm, mode)
+        opt.param_groups[1]["momentum"] = 0.9
+        raises_everywhere(ValueError, lambda: opt.step(local_grads(params, 0)),
+                          "momentum_buffer")
+    # a Python schedule fails where the group lives (100 elements: one block, on the
+    # last rank only)
+    x = np.zeros(100)
+    opt = DistributedOptimizer(adamc.Adam(x, lr=lambda t: 1e-3 if t < 2 else -1.0), comm,
+                               "sharded")
+    opt.step(np.ones(100))
+    raises_everywhere(ValueError, lambda: opt.step(np.ones(100)), f"rank {size - 1}",
+                      "bad learning rate")
+    # the nearest standard type survives the trip (FileNotFoundError -> OSError)
+    opt = DistributedOptimizer(adamc.Adam(x), comm, "sharded")
+    raises_everywhere(OSError, lambda: adamc.save(opt, os.path.join(TMP, "no", "dir.npz")),
+                      "rank 0")
+    # consolidate with different roots
+    if size > 1:
+        raises_everywhere(ValueError, lambda: opt.consolidate(root=rank), "same root")
+    raises_everywhere(ValueError, lambda: opt.consolidate(root=size), "root must be")
+    # minimize: analytic gradient on one rank, finite differences on another
+    X, y = _regression()
+    raises_everywhere(ValueError, lambda: adamc.minimize(
+        lambda w: _loss(w, X, y) if rank else _loss(w, X, y)[0], np.zeros(6),
+        jac=True if rank else None, options={"comm": comm, "maxiter": 3}), "jac")
+    # minimize: a checkpoint that only rank 0 sees (relative path, per-rank directory)
+    here = os.getcwd()
+    os.makedirs(os.path.join(TMP, f"cwd-{size}-{rank}"), exist_ok=True)
+    os.chdir(os.path.join(TMP, f"cwd-{size}-{rank}"))
+    try:
+        opts = {"comm": comm, "checkpoint": "ck.npz", "checkpoint_every": 2, "maxiter": 4}
+        adamc.minimize(_loss, np.zeros(6), args=(X, y), jac=True, options=opts)
+        assert os.path.exists("ck.npz") == (rank == 0)  # written by rank 0, in its cwd
+        raises_everywhere(ValueError, lambda: adamc.minimize(
+            _loss, np.zeros(6), args=(X, y), jac=True, options=dict(opts, resume=True)),
+            "every rank must resume from the same checkpoint")
+    finally:
+        os.chdir(here)
+
+
+@scenario
+def empty_parameter_group():
+    """A group of zero-size parameters (a plain optimizer accepts it)."""
+    def make():
+        return [np.zeros(0), np.zeros((0, 3))], [np.linspace(-1, 1, 3000)]
+    for mode in ("replicated", "sharded"):
+        empty, full = make()
+        opt = DistributedOptimizer(adamc.NAdam([{"params": empty}, {"params": full}]),
+                                   comm, mode)
+        for t in range(3):
+            opt.step([np.zeros(0), np.zeros((0, 3)), np.cos(full[0] * (rank + 1) + t)])
+        path = os.path.join(TMP, f"empty-{size}-{mode}.npz")
+        adamc.save(opt, path)
+        whole = opt.consolidate()
+        e2, f2 = make()
+        ref = adamc.NAdam([{"params": e2}, {"params": f2}])
+        for t in range(3):
+            ref.step([np.zeros(0), np.zeros((0, 3)), averaged_cos(f2[0], t)])
+        assert np.array_equal(full[0], f2[0])
+        loaded = adamc.load(path, make()[0] + make()[1])
+        for got in ([whole] if rank == 0 else []) + [loaded]:
+            a, b = got.state_dict(), ref.state_dict()
+            assert a["step_count"] == b["step_count"] == 3
+            for i in b["state"]:
+                for key, v in b["state"][i].items():
+                    assert np.array_equal(np.asarray(a["state"][i][key]), np.asarray(v)), key
+
+
+def averaged_cos(x, t):
+    acc = np.cos(x * 1 + t)
+    for r in range(1, size):
+        acc = acc + np.cos(x * (r + 1) + t)
+    return acc / size
 
 
 @scenario
@@ -461,8 +551,13 @@ def minimize_checkpoint_resume():
 
 
 def main():
+    global comm
     names = sys.argv[2:] or list(SCENARIOS)
     for name in names:
+        # A communicator per scenario: a scenario that fails on one rank leaves the
+        # others waiting (the driver's timeout ends it) instead of mixing its
+        # collective calls with those of the next scenario.
+        comm = MPI.COMM_WORLD.Dup()
         try:
             SCENARIOS[name]()
             status = "OK"
@@ -471,6 +566,7 @@ def main():
         with open(os.path.join(TMP, f"results-{size}-{rank}.txt"), "a") as out:
             out.write(f"{name} {status}\n")
         comm.Barrier()
+        comm.Free()
 
 
 if __name__ == "__main__":
