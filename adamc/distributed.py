@@ -424,8 +424,7 @@ class DistributedOptimizer:
                              for r in range(self.size)]
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
         # one rank and nothing for the wrapper to apply: step the gradients themselves
-        self._direct = (self.size == 1 and self._options == _NO_OPTIONS
-                        and self.mode == "replicated")
+        self._direct = self.size == 1 and self._options == _NO_OPTIONS
         self._user_grads: Any = None
         self._hyper_seen: list[list[Any]] = []
         self._hyper_code = 0
@@ -466,6 +465,7 @@ class DistributedOptimizer:
         original group of each of its groups, and its gradients (views of the
         buffers): a copy of the whole optimizer, or of this rank's shard."""
         base = dict(payload, options=dict(_NO_OPTIONS))
+        self._inner_index: list[tuple[int, int, int, int]] = []  # (param, begin, end, flat)
         if self.mode == "replicated":
             views = []
             for i, p in enumerate(self._params):
@@ -475,7 +475,6 @@ class DistributedOptimizer:
             return (self._cls._from_export(base), list(range(len(self.param_groups))),
                     views)
         groups, state, steps, aux, lower, upper, kept, views = [], [], [], [], [], [], [], []
-        self._inner_index: list[tuple[int, int, int, int]] = []  # (param, begin, end, flat)
         for gi, g in enumerate(payload["groups"]):
             mine = [t for t in self._mine if self._group_of[t[0]] == gi]
             if not mine and self.rank == 0 and all(
@@ -587,8 +586,9 @@ class DistributedOptimizer:
         if self._direct:  # one rank, nothing to clip: the wrapped optimizer's own step
             assert self._inner is not None
             grads, self._user_grads = self._user_grads, None
-            self._inner.step(grads if self.mode == "replicated"
-                             else [g.reshape(-1) for g in grads])
+            self._inner.step(grads if self.mode == "replicated" else [
+                grads[i] if flat < 0 else grads[i].reshape(-1)[a:e]
+                for i, a, e, flat in self._inner_index])
             self._step_count += 1
             return
         for b in self._buckets:
