@@ -531,11 +531,7 @@ class DistributedOptimizer:
                 for k, key in enumerate(self._cls._state_keys):
                     if self._checker._state_used(key, hyper) and not all(
                             self._has_state[i][k] for i in self._group_members[gi]):
-                        flag = self._cls._state_requires[key]
-                        raise ValueError(
-                            f"param_groups[{gi}]['{flag}'] needs the '{key}' state, which "
-                            f"the optimizer was created without; create the optimizer with "
-                            f"this {flag} setting")
+                        raise self._cls._missing_state(gi, key)
         except (TypeError, ValueError) as exc:
             return exc
         # A Python callable lr runs inside the inner step, on the ranks that hold a
@@ -550,7 +546,7 @@ class DistributedOptimizer:
                         for k, v in g.items() if k != "params")
         self._hyper_code = zlib.crc32(text.encode())
         self._hyper_seen = [[v for k, v in g.items() if k != "params"]
-                            for g in self.param_groups]
+                            for g in self.param_groups]  # after _group_hyper's edits
         return None
 
     # -- stepping -------------------------------------------------------------------
@@ -561,7 +557,7 @@ class DistributedOptimizer:
         ----------
         grads : ndarray or sequence of ndarray
             This rank's gradients, mirroring the parameters (shapes and dtypes).
-            They are copied, never modified.
+            They are read, never modified.
 
         Raises
         ------

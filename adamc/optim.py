@@ -169,11 +169,14 @@ class Optimizer(_kernels._Engine):
             if self._state_used(key, hyper) and any(
                     self._state_arrays[i][k] is None
                     for i in range(first, first + len(self.param_groups[gi]["params"]))):
-                flag = self._state_requires[key]
-                raise ValueError(
-                    f"param_groups[{gi}]['{flag}'] needs the '{key}' state, which the "
-                    f"optimizer was created without; create the optimizer with this "
-                    f"{flag} setting")
+                raise self._missing_state(gi, key)
+
+    @classmethod
+    def _missing_state(cls, gi: int, key: str) -> ValueError:
+        flag = cls._state_requires[key]
+        return ValueError(f"param_groups[{gi}]['{flag}'] needs the '{key}' state, which the "
+                          f"optimizer was created without; create the optimizer with this "
+                          f"{flag} setting")
 
     def _rebind(self) -> None:
         params, index = [], []
