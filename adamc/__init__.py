@@ -4,7 +4,7 @@ Parameters are NumPy arrays updated in place by compiled SIMD kernels (float32 a
 float64, chosen at import for the best instruction set of the CPU); results are the
 same bits for every SIMD level and thread count.
 """
-from . import schedules
+from . import distributed, schedules
 from ._config import show_config
 from .checkpoint import load, save
 from ._kernels import get_num_threads, set_num_threads
@@ -22,5 +22,6 @@ __all__ = [
     "adam_step", "adamax_step", "nadam_step", "radam_step", "sgd_step", "rmsprop_step",
     "minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad", "minimize_adamax",
     "minimize_nadam", "minimize_radam", "minimize_sgd", "minimize_rmsprop", "minibatches",
-    "schedules", "save", "load", "show_config", "get_num_threads", "set_num_threads", "__version__",
+    "schedules", "distributed", "save", "load", "show_config", "get_num_threads",
+    "set_num_threads", "__version__",
 ]
