@@ -52,7 +52,9 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", str(sdist)],
+    # with the [mpi] extra: mpi4py and an MPI library come from the package index too
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q",
+                           f"adamc[mpi] @ {sdist.resolve().as_uri()}"],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check = ("import numpy as np, adamc; x = np.array([8.0]); opt = adamc.Adam(x, lr=0.1)\n"
@@ -63,3 +65,17 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     version, value, level = proc.stdout.split()
     assert version == "0.1.0" and abs(float(value) - 7.7) < 1e-3
+
+    mpi_check = ("import numpy as np, adamc\n"
+                 "from adamc.distributed import DistributedOptimizer\n"
+                 "from mpi4py import MPI\n"
+                 "x = np.zeros(3000)\n"
+                 "opt = DistributedOptimizer(adamc.Adam(x, lr=0.1), mode='sharded')\n"
+                 "opt.step(np.full(3000, MPI.COMM_WORLD.rank + 1.0))\n"
+                 "same = len({x.tobytes() for x in MPI.COMM_WORLD.allgather(x)}) == 1\n"
+                 "if MPI.COMM_WORLD.rank == 0: print(round(x[0], 6), round(x[-1], 6), same)\n")
+    proc = subprocess.run([str(env_dir / "bin" / "mpiexec"), "-n", "2", str(py), "-c",
+                           mpi_check], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["-0.1", "-0.1", "True"]
