@@ -46,6 +46,9 @@ __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
 # gradient norm is summed in blocks of this size: the blocks lie wholly on one rank,
 # so their sums, and the norm, are the same bits for every mode.
 BLOCK = 1024
+# The reproducible reduce-scatter receives at most about this many elements per
+# round (4 Mi: 16 MiB of float32), whatever the number of ranks and the size.
+RECV_ELEMENTS = 1 << 22
 
 _INSTALL_HINT = ("adamc.distributed needs mpi4py and an MPI library: install them with "
                  "pip install 'adamc[mpi]' (mpi4py and MPICH, both from PyPI)")
@@ -195,7 +198,7 @@ class _Bucket:
     ``source`` is this rank's contribution to a reduction: the gradient array itself
     when the bucket has one parameter (no copy), else ``send``, into which the
     gradients are packed. ``send`` receives the averaged result (its own shard in
-    sharded mode). ``recv`` receives this rank's shard from every rank."""
+    sharded mode). ``recv`` receives pieces of this rank's shard from every rank."""
 
     def __init__(self, dtype: np.dtype, members: list[int], params: list[np.ndarray],
                  rank: int, size: int, sharded: bool = False, reproducible: bool = True):
@@ -217,12 +220,33 @@ class _Bucket:
         self.base = self.lo if own_shard_only else 0
         self.send = np.zeros(self.count if own_shard_only else self.total, self.dtype)
         self.source = self.send  # what this rank contributes to the next reduction
-        rows = 0 if size == 1 else size if reproducible else 1 if sharded else 0
-        self.recv = np.zeros((rows, self.count if rows else 0), self.dtype)
         self.shard = self.send[self.lo - self.base:self.hi - self.base]
-        self.recv_spec = [self.recv, [self.count] * size,
-                          [r * self.count for r in range(size)], self.mpitype]
         self.norm_sums = np.zeros(_blocks(self.count if sharded else self.total))
+        self.rounds: list[tuple] = []
+        if size == 1:
+            self.recv = np.zeros(0, self.dtype)
+        elif reproducible:
+            self._plan_rounds(rank, size)
+        else:  # Reduce_scatter receives into the shard, or here when send is the source
+            self.recv = np.zeros(0 if own_shard_only or not sharded else self.count,
+                                 self.dtype)
+
+    def _plan_rounds(self, rank: int, size: int) -> None:
+        """The reproducible reduce-scatter in rounds: in round k every rank sends to
+        rank j the k-th piece (of at most ``chunk`` elements) of j's shard, so that
+        the receive buffer holds size * chunk elements, not a whole gradient."""
+        chunk = max(BLOCK, RECV_ELEMENTS // size)
+        self.recv = np.zeros(size * min(chunk, self.count), self.dtype)
+        for k in range(max(-(-c // chunk) for c in self.counts)):
+            begin = [min(k * chunk, c) for c in self.counts]
+            scounts = [min(chunk, c - b) for c, b in zip(self.counts, begin)]
+            sdispls = [d + b for d, b in zip(self.displs, begin)]
+            mine = scounts[rank]
+            rows = self.recv[:size * mine].reshape(size, mine)
+            self.rounds.append(([scounts, sdispls], [self.recv, [mine] * size,
+                                                     [r * mine for r in range(size)],
+                                                     self.mpitype],
+                                rows, self.shard[begin[rank]:begin[rank] + mine]))
 
     def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
         """(param index, begin, end, flat offset) of the parts of the parameters in
@@ -259,20 +283,28 @@ class _Reducer:
                 _kernels.copy_into(b.send, b.source)
             return
         if self.reproducible:
-            self.comm.Alltoallv([b.source, b.counts, b.displs, b.mpitype], b.recv_spec)
-            rows = b.recv
-            if weights is not None and not _uniform(weights):
-                for r in range(self.size):
-                    np.multiply(rows[r], b.dtype.type(weights[r]), out=rows[r])
-            # rank order, whatever the layout: the bits depend on the number of ranks only
-            np.add(rows[0], rows[1], out=b.shard)
-            for r in range(2, self.size):
-                np.add(b.shard, rows[r], out=b.shard)
+            scale = None if weights is None or _uniform(weights) else \
+                [b.dtype.type(w) for w in weights]
+            for (scounts, sdispls), recv_spec, rows, out in b.rounds:
+                self.comm.Alltoallv([b.source, scounts, sdispls, b.mpitype], recv_spec)
+                if scale is not None:
+                    for r in range(self.size):
+                        np.multiply(rows[r], scale[r], out=rows[r])
+                # rank order, whatever the layout: the bits depend on the number of
+                # ranks only
+                np.add(rows[0], rows[1], out=out)
+                for r in range(2, self.size):
+                    np.add(out, rows[r], out=out)
         else:
             self._weigh_own(b, weights)
-            self.comm.Reduce_scatter([b.source, b.mpitype], [b.recv[0], b.count, b.mpitype],
-                                     recvcounts=b.counts, op=self.MPI.SUM)
-            np.copyto(b.shard, b.recv[0])
+            if b.source is b.send:  # the shard lies inside the source: receive apart
+                self.comm.Reduce_scatter([b.source, b.mpitype], [b.recv, b.count, b.mpitype],
+                                         recvcounts=b.counts, op=self.MPI.SUM)
+                np.copyto(b.shard, b.recv)
+            else:
+                self.comm.Reduce_scatter([b.source, b.mpitype],
+                                         [b.shard, b.count, b.mpitype],
+                                         recvcounts=b.counts, op=self.MPI.SUM)
         self._divide(b.shard, weights)
 
     def gather_shards(self, b: _Bucket) -> None:

@@ -125,6 +125,23 @@ def clipping_replicated_equals_sharded():
 
 
 @scenario
+def reduction_in_rounds():
+    """A receive buffer of two blocks: the reduce-scatter takes several rounds and
+    gives the same bits."""
+    import adamc.distributed as dist
+    saved = dist.RECV_ELEMENTS
+    dist.RECV_ELEMENTS = 2 * BLOCK
+    try:
+        params = problem()
+        opt = DistributedOptimizer(adamc.Adam(params), comm, "sharded")
+        assert size == 1 or max(len(b.rounds) for b in opt._buckets) > 1
+        sharded_equals_single_process()
+        clipping_replicated_equals_sharded()
+    finally:
+        dist.RECV_ELEMENTS = saved
+
+
+@scenario
 def fast_reduction_within_rounding():
     """reproducible=False (MPI's own reductions) agrees within rounding, and keeps
     the parameters identical on every rank."""

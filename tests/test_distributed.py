@@ -18,7 +18,9 @@ from adamc.distributed import BLOCK, _batch_weight, _shard_bounds
 
 HERE = Path(__file__).parent
 WORKER = HERE / "mpi_worker.py"
-TIMEOUT = 150  # seconds per launch (a normal one takes a few); a deadlock fails the test instead of hanging CI
+# Seconds per launch (a normal one takes a few): a deadlock fails the test instead
+# of hanging CI.
+TIMEOUT = 150
 
 
 def _mpiexec() -> str | None:
@@ -113,7 +115,8 @@ def test_batch_weight_is_the_length_of_the_first_array():
 # Real launches
 
 SCENARIOS = ["sharded_equals_single_process", "clipping_replicated_equals_sharded",
-             "fast_reduction_within_rounding", "sharded_state_memory", "no_allocation_per_step",
+             "reduction_in_rounds", "fast_reduction_within_rounding",
+             "sharded_state_memory", "no_allocation_per_step",
              "nonfinite_on_one_rank", "inconsistent_input_raises_everywhere",
              "more_collective_failures", "empty_parameter_group",
              "checkpoint_any_number_of_ranks", "minimize_weighted_batches",
@@ -155,7 +158,8 @@ def test_mpi_scenario(launches, n, name):
     proc, results = launches[n]
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = results.get(name, [])
-    assert len(statuses) == n, f"{len(statuses)} of {n} ranks reported {name}: {proc.stderr[-2000:]}"
+    assert len(statuses) == n, \
+        f"{len(statuses)} of {n} ranks reported {name}: {proc.stderr[-2000:]}"
     failures = [s for s in statuses if s != "OK"]
     assert not failures, failures[0].replace(" | ", "\n")
 
