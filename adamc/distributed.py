@@ -792,7 +792,9 @@ class DistributedOptimizer:
 
     @property
     def buffer_nbytes(self) -> int:
-        """Bytes of this rank's communication buffers (about two gradients)."""
+        """Bytes of this rank's communication buffers: the averaged gradient (its
+        shard in sharded mode, when each dtype has one parameter array) and a
+        receive buffer of at most ``RECV_ELEMENTS`` elements per dtype."""
         return sum(b.nbytes() for b in self._buckets)
 
     def consolidate(self, root: int = 0) -> Optimizer | None:
