@@ -639,6 +639,13 @@ cdef double _lr_at(object fn, int64_t step, Py_ssize_t gi) except? -1.0:
 _COMPILED_SCHEDULES = (_Constant, _StepDecay, _ExponentialDecay, _CosineDecay, _InverseSqrt)
 
 
+def lr_at(fn, int64_t step, Py_ssize_t gi):
+    """The validated learning rate of group gi's schedule or callable ``fn`` at a
+    1-based step (what step() computes; adamc.distributed evaluates Python callables
+    itself in sharded mode)."""
+    return _lr_at(fn, step, gi)
+
+
 # ---------------------------------------------------------------------------------
 # Stateless steps (the checks live in adamc.functional)
 

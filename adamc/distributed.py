@@ -47,7 +47,8 @@ __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
 # so their sums, and the norm, are the same bits for every mode.
 BLOCK = 1024
 # The reproducible reduce-scatter receives at most about this many elements per
-# round (4 Mi: 16 MiB of float32), whatever the number of ranks and the size.
+# round (4 Mi: 16 MiB of float32) whatever the size, up to 4096 ranks (beyond,
+# size * BLOCK). Every rank must use the same value (checked).
 RECV_ELEMENTS = 1 << 22
 
 _INSTALL_HINT = ("adamc.distributed needs mpi4py and an MPI library: install them with "
@@ -296,7 +297,7 @@ class _Reducer:
                 for r in range(2, self.size):
                     np.add(out, rows[r], out=out)
         else:
-            self._weigh_own(b, weights)
+            assert _uniform(weights), "weighted means use the reproducible reduction"
             if b.source is b.send:  # the shard lies inside the source: receive apart
                 self.comm.Reduce_scatter([b.source, b.mpitype], [b.recv, b.count, b.mpitype],
                                          recvcounts=b.counts, op=self.MPI.SUM)
@@ -322,15 +323,10 @@ class _Reducer:
             self.reduce_shard(b, weights)
             self.gather_shards(b)
         else:
-            self._weigh_own(b, weights)
+            assert _uniform(weights), "weighted means use the reproducible reduction"
             send = self.MPI.IN_PLACE if b.source is b.send else [b.source, b.mpitype]
             self.comm.Allreduce(send, [b.send, b.mpitype], op=self.MPI.SUM)
             self._divide(b.send, weights)
-
-    def _weigh_own(self, b: _Bucket, weights: Sequence[float] | None) -> None:
-        if weights is not None and not _uniform(weights):
-            np.multiply(b.source, b.dtype.type(weights[self.rank]), out=b.send)
-            b.source = b.send
 
     def _divide(self, out: np.ndarray, weights: Sequence[float] | None) -> None:
         total = self.size if weights is None or _uniform(weights) else sum(weights)
@@ -430,6 +426,7 @@ class DistributedOptimizer:
         self._options = dict(payload["options"])
         self._box = payload["box"]
         self._step_count, self._skipped = payload["step_count"], payload["skipped_steps"]
+        self._group_steps = list(payload["steps"])  # for the Python lr callables
         self.param_groups = [dict(g) for g in payload["groups"]]
         self._group_params = [g["params"] for g in self.param_groups]
         self._params = [p for g in self.param_groups for p in g["params"]]
@@ -460,7 +457,7 @@ class DistributedOptimizer:
         self._user_grads: Any = None
         self._hyper_seen: list[list[Any]] = []
         self._hyper_code = 0
-        self._python_lr = False
+        self._python_lr: list[int] = []
         error = self._sync_hyper()
         if error is not None:
             raise error  # validated by the optimizer already: the same on every rank
@@ -468,7 +465,9 @@ class DistributedOptimizer:
     def _describe(self, payload: dict[str, Any]) -> list[tuple[str, str]]:
         """What must be equal on every rank, as (name, fingerprint) pairs."""
         fields = [("the optimizer class", payload["class"]), ("mode", repr(self.mode)),
-                  ("reproducible", repr(self.reproducible))]
+                  ("reproducible", repr(self.reproducible)),
+                  ("adamc.distributed.RECV_ELEMENTS", repr(RECV_ELEMENTS)),
+                  ("adamc.distributed.BLOCK", repr(BLOCK))]
         params = [p for g in payload["groups"] for p in g["params"]]
         fields.append(("the number of parameters", str(len(params))))
         fields += [(f"params[{i}]", f"shape {p.shape} dtype {p.dtype}")
@@ -566,10 +565,12 @@ class DistributedOptimizer:
                         raise self._cls._missing_state(gi, key)
         except (TypeError, ValueError) as exc:
             return exc
-        # A Python callable lr runs inside the inner step, on the ranks that hold a
-        # piece of its group only: its errors must then be agreed on (see step).
-        self._python_lr = any(callable(g["lr"]) and type(g["lr"]) not in _COMPILED
-                              for g in self.param_groups)
+        # In sharded mode a Python callable lr would run inside the inner step, on
+        # the ranks that hold a piece of its group only; step() evaluates it on every
+        # rank instead, before anything is updated (see _evaluate_lr).
+        self._python_lr = [gi for gi, g in enumerate(self.param_groups)
+                           if callable(g["lr"]) and type(g["lr"]) not in _COMPILED] \
+            if self.mode == "sharded" else []
         if self._inner is not None:
             for inner_gi, gi in enumerate(self._inner_groups):
                 target = self._inner.param_groups[inner_gi]
@@ -604,6 +605,8 @@ class DistributedOptimizer:
         error = self._sync_hyper()
         if error is None:
             error = self._pack(grads)
+        if error is None and self._python_lr:
+            error = self._evaluate_lr()
         try:
             self._agree_step(error)
         except BaseException:
@@ -617,7 +620,7 @@ class DistributedOptimizer:
             self._inner.step(grads if self.mode == "replicated" else [
                 grads[i] if flat < 0 else grads[i].reshape(-1)[a:e]
                 for i, a, e, flat in self._inner_index])
-            self._step_count += 1
+            self._completed()
             return
         for b in self._buckets:
             if self.mode == "replicated":
@@ -628,19 +631,31 @@ class DistributedOptimizer:
         if not self._clip_and_check():
             self._skipped += 1
             return
-        if self.mode == "sharded" and self._python_lr and self.size > 1:
-            error = None
-            try:
-                if self._inner is not None:
-                    self._inner.step(self._grad_views)
-            except Exception as exc:  # only the ranks holding the group ran its lr
-                error = exc
-            self._agree_flag(error)
-        elif self._inner is not None:
+        if self._inner is not None:
             self._inner.step(self._grad_views)
         if self.mode == "sharded":
             self._gather_params()
+        self._completed()
+
+    def _completed(self) -> None:
         self._step_count += 1
+        for gi in range(len(self._group_steps)):
+            self._group_steps[gi] += 1
+
+    def _evaluate_lr(self) -> BaseException | None:
+        """Sharded mode: every rank computes the Python lr callables' values (the
+        inner optimizers get the numbers), so that an error is seen everywhere."""
+        try:
+            values = {gi: _kernels.lr_at(self.param_groups[gi]["lr"],
+                                         self._group_steps[gi] + 1, gi)
+                      for gi in self._python_lr}
+        except Exception as exc:
+            return exc
+        if self._inner is not None:
+            for inner_gi, gi in enumerate(self._inner_groups):
+                if gi in values:
+                    self._inner.param_groups[inner_gi]["lr"] = values[gi]
+        return None
 
     def _pack(self, grads: Any) -> BaseException | None:
         try:
@@ -667,14 +682,6 @@ class DistributedOptimizer:
         except (TypeError, ValueError) as exc:
             return exc
         return None
-
-    def _agree_flag(self, error: BaseException | None) -> None:
-        """_agree after one integer Allreduce (cheap when nothing failed)."""
-        MPI = _mpi()
-        flag = np.array([0 if error is None else 1], np.int64)
-        self.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-        if flag[0]:
-            _agree(self.comm, error)
 
     def _agree_step(self, error: BaseException | None) -> None:
         """One small Allreduce: an error on any rank, or differing hyperparameters."""

@@ -293,16 +293,45 @@ def more_collective_failures():
         opt.param_groups[1]["momentum"] = 0.9
         raises_everywhere(ValueError, lambda: opt.step(local_grads(params, 0)),
                           "momentum_buffer")
-    # a Python schedule fails where the group lives (100 elements: one block, on the
-    # last rank only)
-    x = np.zeros(100)
-    opt = DistributedOptimizer(adamc.Adam(x, lr=lambda t: 1e-3 if t < 2 else -1.0), comm,
-                               "sharded")
-    opt.step(np.ones(100))
-    raises_everywhere(ValueError, lambda: opt.step(np.ones(100)), f"rank {size - 1}",
-                      "bad learning rate")
+    # a Python schedule: every rank evaluates it, so a failure raises everywhere before
+    # any update, even where the group has no elements (the 100-element group lives on
+    # the last rank only)
+    def make():
+        return [np.linspace(-1, 1, 3 * BLOCK), np.zeros(100)]
+
+    def schedule(t):
+        return 1e-3 if t != 2 else -1.0
+
+    def grads(t):
+        return [np.cos(ps[0] + t), np.full(100, 1.0 + t)]
+
+    ps = make()
+    opt = DistributedOptimizer(adamc.Adam([{"params": ps[:1], "lr": 1e-2},
+                                           {"params": ps[1:], "lr": schedule}]),
+                               comm, "sharded")
+    opt.step(grads(0))
+    before = [p.copy() for p in ps]
+    raises_everywhere(ValueError, lambda: opt.step(grads(1)), "bad learning rate", "rank 0")
+    for a, b in zip(ps, before):
+        assert np.array_equal(a, b)
+    same_everywhere(*ps)
+    opt.param_groups[1]["lr"] = 2e-3
+    opt.step(grads(2))
+    ref_ps = make()
+    ref = adamc.Adam([{"params": ref_ps[:1], "lr": 1e-2}, {"params": ref_ps[1:], "lr": schedule}])
+    def mean(g):  # what the ranks' identical gradients average to: rank order
+        acc = g
+        for _ in range(1, size):
+            acc = acc + g
+        return acc / size
+
+    ref.step([mean(np.cos(ref_ps[0])), mean(np.full(100, 1.0))])
+    ref.param_groups[1]["lr"] = 2e-3
+    ref.step([mean(np.cos(ref_ps[0] + 2)), mean(np.full(100, 3.0))])
+    for a, b in zip(ps, ref_ps):
+        assert np.array_equal(a, b)
     # the nearest standard type survives the trip (FileNotFoundError -> OSError)
-    opt = DistributedOptimizer(adamc.Adam(x), comm, "sharded")
+    opt = DistributedOptimizer(adamc.Adam(np.zeros(100)), comm, "sharded")
     raises_everywhere(OSError, lambda: adamc.save(opt, os.path.join(TMP, "no", "dir.npz")),
                       "rank 0")
     # consolidate with different roots
