@@ -127,3 +127,5 @@ class _Engine:
     # implemented by the Python subclasses in adamc.optim, called from step()
     _group_hyper: Callable[..., Any]
     _check_group_state: Callable[..., Any]
+
+_COMPILED_SCHEDULES: tuple[type[Schedule], ...]

@@ -24,9 +24,7 @@ __all__ = ["save", "load"]
 
 FORMAT = "adamc-checkpoint"
 VERSION = 1
-_SCHEDULES = {cls.__name__: cls for cls in (
-    _kernels._Constant, _kernels._StepDecay, _kernels._ExponentialDecay,
-    _kernels._CosineDecay, _kernels._InverseSqrt)}
+_SCHEDULES = {cls.__name__: cls for cls in _kernels._COMPILED_SCHEDULES}
 _CLASSES = {name: getattr(optim, name) for name in optim.__all__ if name != "Optimizer"}
 
 

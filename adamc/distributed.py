@@ -29,6 +29,7 @@ imports without them and says how to install them when used.
 """
 from __future__ import annotations
 
+import math
 import sys
 import traceback
 import zlib
@@ -337,8 +338,6 @@ class _Reducer:
 # The optimizer wrapper
 
 _NO_OPTIONS = {"max_grad_norm": None, "clip_value": None, "nonfinite": "propagate"}
-_COMPILED = (_kernels._Constant, _kernels._StepDecay, _kernels._ExponentialDecay,
-             _kernels._CosineDecay, _kernels._InverseSqrt)
 
 
 class DistributedOptimizer:
@@ -449,8 +448,17 @@ class DistributedOptimizer:
         self._theirs = [(b, [p for r in range(self.size) if r != self.rank
                              for p in b.pieces(b.bounds[r], b.bounds[r + 1])])
                         for b in self._buckets]
+        # sharded mode, with clipping options: per rank, the first non-finite element
+        # (2 values) and the sums of squares of its blocks
         self._norm_counts = [2 + sum(_blocks(b.counts[r]) for b in self._buckets)
                              for r in range(self.size)]
+        self._norm_displs = [int(d) for d in np.cumsum([0] + self._norm_counts[:-1])]
+        self._norm_all = np.zeros(sum(self._norm_counts))
+        here = self._norm_displs[self.rank]
+        self._norm_mine = self._norm_all[here:here + self._norm_counts[self.rank]]
+        self._norm_is_sum = np.ones(len(self._norm_all), bool)
+        for d in self._norm_displs:
+            self._norm_is_sum[d:d + 2] = False
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
         # one rank and nothing for the wrapper to apply: step the gradients themselves
         self._direct = self.size == 1 and self._options == _NO_OPTIONS
@@ -569,7 +577,7 @@ class DistributedOptimizer:
         # the ranks that hold a piece of its group only; step() evaluates it on every
         # rank instead, before anything is updated (see _evaluate_lr).
         self._python_lr = [gi for gi, g in enumerate(self.param_groups)
-                           if callable(g["lr"]) and type(g["lr"]) not in _COMPILED] \
+                           if callable(g["lr"]) and type(g["lr"]) not in _kernels._COMPILED_SCHEDULES] \
             if self.mode == "sharded" else []
         if self._inner is not None:
             for inner_gi, gi in enumerate(self._inner_groups):
@@ -719,29 +727,27 @@ class DistributedOptimizer:
             for b, part, _ in parts:
                 c = b.dtype.type(clip)
                 np.clip(part, -c, c, out=part)
+        sums = []
         if mgn is not None:
             for b, part, _ in parts:
                 b.norm_sums.fill(0.0)
                 _kernels.block_sum_squares(part, 0, BLOCK, np.inf, b.norm_sums)
-                local.extend(b.norm_sums.tolist())
+                sums.append(b.norm_sums)
         if sharded and self.size > 1:
-            mine = np.array(local + [0.0] * (self._norm_counts[self.rank] - len(local)))
-            everyone = np.empty(sum(self._norm_counts))
-            displs = np.cumsum([0] + self._norm_counts[:-1]).tolist()
-            self.comm.Allgatherv(mine, [everyone, self._norm_counts, displs,
-                                        _mpi().DOUBLE])
-            rows = [everyone[d:d + n] for d, n in zip(displs, self._norm_counts)]
-            bad: Any = next((row[:2] for row in rows if row[0] >= 0), None)
-            block_sums: list[float] = []
-            offsets = [2] * self.size
-            for b in self._buckets:  # (bucket, rank, block) order = (bucket, block)
-                for r in range(self.size):
-                    n = _blocks(b.counts[r])
-                    block_sums.extend(rows[r][offsets[r]:offsets[r] + n])
-                    offsets[r] += n
+            # every rank's flags and block sums, gathered in place into _norm_all
+            mine = self._norm_mine
+            mine.fill(0.0)
+            mine[:2] = local
+            if sums:
+                mine[2:] = np.concatenate(sums) if len(sums) > 1 else sums[0]
+            self.comm.Allgatherv(_mpi().IN_PLACE, [self._norm_all, self._norm_counts,
+                                                   self._norm_displs, _mpi().DOUBLE])
+            bad: Any = next((self._norm_all[d:d + 2] for d in self._norm_displs
+                             if self._norm_all[d] >= 0), None)
+            block_sums = self._norm_all[self._norm_is_sum].tolist() if sums else []
         else:
-            bad = local[:2] if local[0] >= 0 else None
-            block_sums = local[2:]
+            bad = local if local[0] >= 0 else None
+            block_sums = [v for a in sums for v in a.tolist()]
         if bad is not None:
             if policy == "skip":
                 return False
@@ -752,9 +758,9 @@ class DistributedOptimizer:
                 f"the averaged gradient of params[{i}] holds a NaN or infinity at index "
                 f"{where}; nothing was updated on any rank (nonfinite='raise')")
         if mgn is not None:
-            total = 0.0
-            for s in block_sums:
-                total += float(s)
+            # fsum is correctly rounded: the same total from the same blocks, in any
+            # order and on any rank layout
+            total = math.fsum(block_sums)
             # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
             scale = mgn / (total ** 0.5 + 1e-6)
             if not scale >= 1.0:
@@ -957,13 +963,12 @@ class _MinimizeSync:
             _agree(self.comm, error)
         weights = self.everyone[:, 0].tolist()
         batches.exhausted = bool(self.everyone[:, 3].any())
-        total, fsum = 0.0, 0.0
-        for r in range(self.size):  # rank order
-            total += weights[r]
-            fsum += weights[r] * self.everyone[r, 1] if not _uniform(weights) \
-                else self.everyone[r, 1]
-        f_mean = fsum / (total if not _uniform(weights) else self.size)
-        self.reducer.allreduce_mean(self.bucket, None if _uniform(weights) else weights)
+        uniform = _uniform(weights)
+        fsum = 0.0
+        for w_r, f_r in zip(weights, self.everyone[:, 1].tolist()):  # rank order
+            fsum += f_r if uniform else w_r * f_r
+        f_mean = fsum / (self.size if uniform else sum(weights))
+        self.reducer.allreduce_mean(self.bucket, None if uniform else weights)
         return f_mean, self.bucket.send
 
     def stop(self, stopped: bool, error: BaseException | None) -> bool:

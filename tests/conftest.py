@@ -1,5 +1,8 @@
 """Shared fixtures: SIMD levels and thread counts to run the kernels at."""
 import contextlib
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,3 +46,9 @@ def bits(a):
     """View of an array's bits, for exact comparisons that also match NaN payloads."""
     a = np.ascontiguousarray(a)
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def mpiexec() -> str | None:
+    """The mpiexec of this environment (pip install mpich puts it beside python)."""
+    local = Path(sys.executable).with_name("mpiexec")
+    return str(local) if local.exists() else shutil.which("mpiexec")

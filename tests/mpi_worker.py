@@ -72,7 +72,7 @@ def averaged(params, t):
     return out
 
 
-def groups(params, **options):
+def groups(params):
     return [{"params": params[:2], "lr": 1e-2}, {"params": params[2:], "lr": 3e-3}]
 
 

@@ -1,12 +1,12 @@
 """Every example runs as a script, headless, and prints sane numbers."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import mpiexec
 
 pytest.importorskip("matplotlib")
 
@@ -83,11 +83,10 @@ def test_numpy_pipeline(tmp_path):
 def test_distributed_fit(tmp_path):
     """Under mpiexec -n 2: every rank prints the same result."""
     pytest.importorskip("mpi4py")
-    mpiexec = Path(sys.executable).with_name("mpiexec")
-    mpiexec = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
-    if mpiexec is None:
+    launcher = mpiexec()
+    if launcher is None:
         pytest.skip("needs mpiexec: pip install 'adamc[mpi]'")
-    proc = subprocess.run([mpiexec, "-n", "2", sys.executable,
+    proc = subprocess.run([launcher, "-n", "2", sys.executable,
                            str(EXAMPLES / "distributed_fit.py"), "--outdir", str(tmp_path)],
                           capture_output=True, text=True, timeout=600,
                           env={"MPLBACKEND": "Agg", **os.environ})
