@@ -4,24 +4,21 @@ Parameters are NumPy arrays updated in place by compiled SIMD kernels (float32 a
 float64, chosen at import for the best instruction set of the CPU); results are the
 same bits for every SIMD level and thread count.
 """
-from . import distributed, schedules
+from . import _methods, distributed, functional, optim, schedules
 from ._config import show_config
-from .checkpoint import load, save
 from ._kernels import get_num_threads, set_num_threads
-from ._minimize import (minibatches, minimize, minimize_adam, minimize_adamax, minimize_adamw,
-                        minimize_amsgrad, minimize_nadam, minimize_radam, minimize_rmsprop,
-                        minimize_sgd)
-from .functional import (adam_step, adamax_step, nadam_step, radam_step, rmsprop_step,
-                         sgd_step)
-from .optim import SGD, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
+from ._methods import *  # noqa: F403  minimize_<name>, from the algorithm table
+from ._minimize import minibatches, minimize
+from .checkpoint import load, save
+from .functional import *  # noqa: F403  <name>_step, from the algorithm table
+from .optim import *  # noqa: F403  the optimizer classes, from the algorithm table
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Optimizer",
-    "adam_step", "adamax_step", "nadam_step", "radam_step", "sgd_step", "rmsprop_step",
-    "minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad", "minimize_adamax",
-    "minimize_nadam", "minimize_radam", "minimize_sgd", "minimize_rmsprop", "minibatches",
-    "schedules", "distributed", "save", "load", "show_config", "get_num_threads",
-    "set_num_threads", "__version__",
-]
+__all__ = ["Optimizer"]
+__all__ += [name for name in optim.__all__ if name != "Optimizer"]
+__all__ += functional.__all__
+__all__ += ["minimize"]
+__all__ += _methods.__all__
+__all__ += ["minibatches", "schedules", "distributed", "save", "load", "show_config",
+            "get_num_threads", "set_num_threads", "__version__"]

@@ -1,6 +1,6 @@
 # Type stubs of the compiled module adamc._kernels (kept true by tests/test_typing.py,
 # which runs mypy's stubtest against the built extension).
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +41,26 @@ def copy_into(dst: NDArray[np.floating[Any]], src: NDArray[np.floating[Any]]) ->
 def _apply(algorithm: str, hyper: dict[str, Any], step: int, aux: float,
            param: NDArray[np.floating[Any]], grad: NDArray[np.floating[Any]],
            states: Sequence[NDArray[np.floating[Any]] | None]) -> float: ...
+def _kernel_algorithms() -> dict[str, int]: ...
+def aux_initial(algo: int) -> float: ...
+def _stateless(spec: _StepSpec, param: Any, grad: Any, states: tuple[Any, ...], step: Any,
+               aux: Any, hyper: tuple[Any, ...]) -> float | None: ...
+
+_STEP_KINDS: tuple[str, ...]
+_STEP_FIELDS: tuple[str, ...]
+_STEP_AUX: tuple[str, ...]
+
+@final
+class _StepSpec:
+    @property
+    def names(self) -> tuple[str, ...]: ...
+    @property
+    def state_names(self) -> tuple[str, ...]: ...
+    @property
+    def state_needs(self) -> tuple[str, ...]: ...
+    def __init__(self, algo: int, names: Sequence[str], kinds: Sequence[str],
+                 state_names: Sequence[str], state_flags: Sequence[str | None],
+                 state_needs: Sequence[str], aux: str = ...) -> None: ...
 
 @disjoint_base
 class Schedule:

@@ -15,7 +15,7 @@ cimport cython
 cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
-from cpython.long cimport PyLong_Check
+from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.math cimport INFINITY, M_PI, NAN, cos, fabs, isfinite, isnan, pow, sqrt
@@ -34,12 +34,6 @@ cdef extern from "adamc.h" nogil:
         ADAMC_LEVEL_AVX512
         ADAMC_F32
         ADAMC_F64
-        ADAMC_ADAM
-        ADAMC_ADAMAX
-        ADAMC_NADAM
-        ADAMC_RADAM
-        ADAMC_SGD
-        ADAMC_RMSPROP
         ADAMC_NUM_ALGOS
         ADAMC_BOUNDED
 
@@ -81,9 +75,10 @@ cdef extern from "adamc.h" nogil:
         double momentum_decay, momentum, dampening, alpha
         int decoupled, amsgrad, maximize, nesterov, centered
 
-    void adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
-                       adamc_coef *coef, double *aux_next)
+    int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
+                      adamc_coef *coef, double *aux_next)
     double adamc_aux_initial(int algo)
+    const char *adamc_algorithm_name(int algo)
 
 
 cdef extern from "adamc_config.h":
@@ -247,6 +242,8 @@ cdef bint _flag(object value, str name) except -1:
 
 
 cdef int64_t _step_number(object value, str name) except? -1:
+    if PyLong_CheckExact(value) and 1 <= <object>value <= 2**62:  # the common case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < 1:
@@ -311,9 +308,11 @@ def _fix_hint(name):
     return f" (make it with np.ascontiguousarray({name}))"
 
 
-cdef object _operand_error(object obj, str name, object ref, str ref_name, bint writeable):
+cdef object _operand_error(object obj, str name, object ref, str ref_name, bint writeable,
+                           bint stateless=False):
     """The exception explaining why obj failed _operand_ok against ref (or, when ref
-    is None, why obj cannot be a parameter at all)."""
+    is None, why obj cannot be a parameter at all); ``stateless``: for a stateless
+    step (no optimizer involved)."""
     if not isinstance(obj, np.ndarray):
         hint = ""
         if isinstance(obj, (list, tuple, float, int)):
@@ -335,6 +334,11 @@ cdef object _operand_error(object obj, str name, object ref, str ref_name, bint 
         return ValueError(f"{name} has shape {obj.shape} but {ref_name} has shape "
                           f"{ref.shape}; they must match")
     if not obj.flags.c_contiguous:
+        if writeable and stateless:
+            return ValueError(
+                f"{name} is not C-contiguous; adamc updates arrays in place and never "
+                f"through a copy, so pass a contiguous array (np.ascontiguousarray) and "
+                f"keep using that array in the later steps")
         if writeable:
             return ValueError(
                 f"{name} is not C-contiguous; adamc updates arrays in place and never "
@@ -649,8 +653,38 @@ def lr_at(fn, int64_t step, Py_ssize_t gi):
 # ---------------------------------------------------------------------------------
 # Stateless steps (the checks live in adamc.functional)
 
-ALGORITHMS = {"adam": ADAMC_ADAM, "adamax": ADAMC_ADAMAX, "nadam": ADAMC_NADAM,
-              "radam": ADAMC_RADAM, "sgd": ADAMC_SGD, "rmsprop": ADAMC_RMSPROP}
+def _kernel_algorithms():
+    """Name -> enum value of every algorithm of src_c/adamc.h (ADAMC_ALGORITHMS),
+    after checking that every SIMD level compiled in has a kernel for each."""
+    cdef int a, d, level
+    cdef const adamc_kernels *k
+    names = {}
+    for a in range(ADAMC_NUM_ALGOS):
+        if adamc_algorithm_name(a) == NULL:
+            raise ImportError(f"adamc: algorithm {a} has no name")
+        names[adamc_algorithm_name(a).decode()] = a
+    for level in range(len(LEVEL_NAMES)):
+        k = adamc_kernels_at(level)
+        if k == NULL:
+            continue
+        for d in range(2):
+            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL:
+                raise ImportError(f"adamc: {LEVEL_NAMES[level]} lacks a reduction kernel")
+            for a in range(ADAMC_NUM_ALGOS):
+                if k.step[a][d] == NULL:
+                    raise ImportError(f"adamc: {LEVEL_NAMES[level]} has no kernel for "
+                                      f"{adamc_algorithm_name(a).decode()}")
+    return names
+
+
+ALGORITHMS = _kernel_algorithms()
+
+
+def aux_initial(int algo):
+    """Initial value of an algorithm's per-group scalar state."""
+    if not 0 <= algo < ADAMC_NUM_ALGOS:
+        raise ValueError(f"unknown algorithm {algo}")
+    return adamc_aux_initial(algo)
 
 
 cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
@@ -687,7 +721,8 @@ def _apply(str algorithm, dict hyper, step, double aux, param, grad, states):
     if not cnp.PyArray_Check(param) or not cnp.PyArray_Check(grad) or len(states) != 3:
         raise TypeError("_apply needs checked arrays")
     _fill_hyper(&h, hyper)
-    adamc_prepare(algo, &h, t, aux, &coef, &aux_next)
+    if adamc_prepare(algo, &h, t, aux, &coef, &aux_next) != 0:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
     cdef cnp.ndarray p = <cnp.ndarray>param
     task.param = cnp.PyArray_DATA(p)
     task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
@@ -706,6 +741,242 @@ def _apply(str algorithm, dict hyper, step, double aux, param, grad, states):
     else:
         adamc_run(fn, &task, n, 1)
     return aux_next
+
+
+# ---------------------------------------------------------------------------------
+# Compiled stateless steps (adamc.functional builds one _StepSpec per algorithm from
+# adamc._algorithms and calls _stateless with the arguments in table order). Every
+# check runs before anything is written, with the messages of the classes' checks.
+
+cdef enum:
+    _KIND_LR = 0
+    _KIND_BETA = 1
+    _KIND_NONNEG = 2
+    _KIND_UNIT = 3
+    _KIND_FLAG = 4
+
+_STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag")
+# Fields of adamc_hyper a stateless step can set, by argument name.
+_STEP_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "momentum",
+                "dampening", "alpha", "decoupled_weight_decay", "amsgrad", "maximize",
+                "nesterov", "centered")
+cdef enum:
+    _F_LR, _F_BETA1, _F_BETA2, _F_EPS, _F_WD, _F_MDECAY, _F_MOMENTUM, _F_DAMPENING
+    _F_ALPHA, _F_DECOUPLED, _F_AMSGRAD, _F_MAXIMIZE, _F_NESTEROV, _F_CENTERED, _F_COUNT
+    _MAX_ARGS = 16
+
+_STEP_AUX = ("none", "mu_product", "buffer_started")
+
+
+cdef double _unit(object value, str name) except? -1.0:
+    cdef double x = _nonneg(value, name)
+    if x > 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return x
+
+
+cdef inline bint _is_schedule(object value):
+    return isinstance(value, Schedule) or (
+        callable(value) and not isinstance(value, (np.ndarray, np.generic)))
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _StepSpec:
+    """How the stateless step of one algorithm reads its arguments.
+
+    Parameters
+    ----------
+    algo : int
+        Kernel algorithm (a value of ``ALGORITHMS``).
+    names, kinds : sequence of str
+        Hyperparameter arguments in call order, and their checks (``_STEP_KINDS``);
+        every name must be one of ``_STEP_FIELDS``.
+    state_names : sequence of str
+        State arrays in kernel order (at most 3).
+    state_flags : sequence of str or None
+        Per state, the argument whose truth requires it (None: always required).
+    state_needs : sequence of str
+        Per state, how messages name that condition (e.g. ``"amsgrad=True"``).
+    aux : str
+        The per-group scalar state: ``"none"``, ``"mu_product"`` (an argument,
+        returned after the step) or ``"buffer_started"`` (from the step number).
+    """
+    cdef int algo, nhyper, nstates, aux_mode
+    cdef int kinds[_MAX_ARGS]
+    cdef int fields[_MAX_ARGS]
+    cdef int state_flag[3]
+    cdef readonly tuple names, state_names, state_needs
+
+    def __init__(self, int algo, names, kinds, state_names, state_flags, state_needs,
+                 str aux="none"):
+        cdef int k
+        if not 0 <= algo < ADAMC_NUM_ALGOS:
+            raise ValueError(f"unknown algorithm {algo}")
+        names, kinds = tuple(names), tuple(kinds)
+        if len(names) != len(kinds) or len(names) > _MAX_ARGS:
+            raise ValueError("names and kinds must have the same length (at most 16)")
+        state_names, state_flags = tuple(state_names), tuple(state_flags)
+        if not 1 <= len(state_names) <= 3 or len(state_flags) != len(state_names) \
+                or len(state_needs) != len(state_names):
+            raise ValueError("one to three states, each with a flag and a condition")
+        self.algo = algo
+        self.names, self.state_names = names, state_names
+        self.state_needs = tuple(state_needs)
+        self.nhyper, self.nstates = len(names), len(state_names)
+        for k in range(self.nhyper):
+            self.kinds[k] = _STEP_KINDS.index(kinds[k])
+            self.fields[k] = _STEP_FIELDS.index(names[k])
+        for k in range(self.nstates):
+            self.state_flag[k] = -1 if state_flags[k] is None else names.index(state_flags[k])
+        self.aux_mode = _STEP_AUX.index(aux)
+
+
+def _stateless(_StepSpec spec, param, grad, tuple states, step, aux, tuple hyper):
+    """One stateless update of ``param`` in place (see ``_StepSpec``); returns the
+    scalar state after the step for ``aux="mu_product"``, else None."""
+    cdef double vals[_MAX_ARGS]
+    cdef double fv[_F_COUNT]
+    cdef int k, nh = spec.nhyper, kind
+    cdef bint lr_schedule = False
+    cdef double x, a = 0.0, aux_next
+    cdef object v, arr
+    if len(hyper) != nh or len(states) != spec.nstates:
+        raise TypeError("_stateless: wrong number of arguments")
+    for k in range(_F_COUNT):
+        fv[k] = 0.0
+    # hyperparameters, in call order
+    for k in range(nh):
+        v = hyper[k]
+        kind = spec.kinds[k]
+        if kind == _KIND_FLAG:
+            if v is True:
+                x = 1.0
+            elif v is False:
+                x = 0.0
+            else:
+                x = 1.0 if _flag(v, <str>spec.names[k]) else 0.0
+        elif PyFloat_Check(v) and kind != _KIND_BETA and kind != _KIND_UNIT:
+            x = PyFloat_AS_DOUBLE(v)
+            if not (x >= 0.0) or not isfinite(x):
+                _nonneg(v, <str>spec.names[k])  # raises with the usual message
+        elif kind == _KIND_LR:
+            if _is_schedule(v):
+                lr_schedule = True
+                x = 0.0
+            else:
+                x = _nonneg(v, <str>spec.names[k])
+        elif kind == _KIND_BETA:
+            x = _beta(v, <str>spec.names[k])
+        elif kind == _KIND_UNIT:
+            x = _unit(v, <str>spec.names[k])
+        else:
+            x = _nonneg(v, <str>spec.names[k])
+        vals[k] = x
+        fv[spec.fields[k]] = x
+    if lr_schedule:
+        raise TypeError("lr of a stateless step must be a number; pass schedule(step) "
+                        "(schedules belong to the optimizer classes)")
+    if fv[_F_NESTEROV] != 0.0 and (fv[_F_MOMENTUM] <= 0 or fv[_F_DAMPENING] != 0):
+        raise ValueError(f"Nesterov momentum requires momentum > 0 and dampening = 0 "
+                         f"(got momentum={fv[_F_MOMENTUM]}, dampening={fv[_F_DAMPENING]})")
+    # optional state: present exactly when its flag asks for it
+    for k in range(spec.nstates):
+        if spec.state_flag[k] < 0:
+            continue
+        arr = states[k]
+        if vals[spec.state_flag[k]] != 0.0:
+            if arr is None:
+                raise ValueError(f"{spec.state_needs[k]} needs {spec.state_names[k]} "
+                                 f"(start it from zeros)")
+        elif arr is not None:
+            raise ValueError(f"{spec.state_names[k]} is only used with {spec.state_needs[k]}")
+    if spec.aux_mode == 1:
+        a = _unit(aux, "mu_product")
+    # arrays
+    if not cnp.PyArray_Check(param) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>param)):
+        raise _operand_error(param, "param", None, "", True, True)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef int type_num = cnp.PyArray_TYPE(p), ndim = cnp.PyArray_NDIM(p)
+    cdef const cnp.npy_intp *dims = cnp.PyArray_DIMS(p)
+    if not _operand_ok(param, type_num, ndim, dims, _REQ_WRITE):
+        raise _operand_error(param, "param", None, "", True, True)
+    if not _operand_ok(grad, type_num, ndim, dims, _REQ_READ):
+        raise _operand_error(grad, "grad", param, "param", False)
+    cdef adamc_task task
+    for k in range(spec.nstates):
+        arr = states[k]
+        if arr is None:
+            if spec.state_flag[k] < 0:  # a required state passed as None
+                raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
+            task.state[k] = NULL
+            continue
+        if not _operand_ok(arr, type_num, ndim, dims, _REQ_WRITE):
+            raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
+        task.state[k] = cnp.PyArray_DATA(<cnp.ndarray>arr)
+    for k in range(spec.nstates, 3):
+        task.state[k] = NULL
+    _check_step_disjoint(spec, param, grad, states)
+    cdef int64_t t = _step_number(step, "step")
+    if spec.aux_mode == 2:
+        a = 0.0 if t == 1 else 1.0
+    elif spec.aux_mode == 0:
+        a = adamc_aux_initial(spec.algo)
+    # prepare and run
+    cdef adamc_hyper h
+    cdef adamc_coef coef
+    h.lr, h.beta1, h.beta2 = fv[_F_LR], fv[_F_BETA1], fv[_F_BETA2]
+    h.eps, h.weight_decay, h.momentum_decay = fv[_F_EPS], fv[_F_WD], fv[_F_MDECAY]
+    h.momentum, h.dampening, h.alpha = fv[_F_MOMENTUM], fv[_F_DAMPENING], fv[_F_ALPHA]
+    h.decoupled = fv[_F_DECOUPLED] != 0.0
+    h.amsgrad = fv[_F_AMSGRAD] != 0.0
+    h.maximize = fv[_F_MAXIMIZE] != 0.0
+    h.nesterov = fv[_F_NESTEROV] != 0.0
+    h.centered = fv[_F_CENTERED] != 0.0
+    if adamc_prepare(spec.algo, &h, t, a, &coef, &aux_next) != 0:
+        raise ValueError(f"unknown algorithm {spec.algo}")
+    task.param = cnp.PyArray_DATA(p)
+    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    task.lower = NULL
+    task.upper = NULL
+    task.coef = &coef
+    cdef adamc_chunk_fn fn = _kernels.step[spec.algo][ADAMC_F32 if type_num == cnp.NPY_FLOAT
+                                                      else ADAMC_F64]
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p), nbytes = cnp.PyArray_NBYTES(p)
+    cdef int nthreads = _threads_for(nbytes)
+    if nbytes >= _nogil_min_bytes:
+        with nogil:
+            adamc_run(fn, &task, n, nthreads)
+    else:
+        adamc_run(fn, &task, n, 1)
+    if spec.aux_mode == 1:
+        return aux_next
+    return None
+
+
+cdef int _check_step_disjoint(_StepSpec spec, object param, object grad,
+                              tuple states) except -1:
+    """check_disjoint for a stateless step, without building lists when nothing
+    overlaps."""
+    cdef int i, j, n = spec.nstates
+    cdef object a, b
+    for i in range(-1, n):
+        a = param if i < 0 else states[i]
+        if a is None:
+            continue
+        for j in range(i + 1, n):
+            b = states[j]
+            if b is not None and _overlap(a, b):
+                raise ValueError(f"{'param' if i < 0 else spec.state_names[i]} and "
+                                 f"{spec.state_names[j]} share memory; each must be a "
+                                 f"separate array")
+    for i in range(-1, n):
+        a = param if i < 0 else states[i]
+        if a is not None and _overlap(grad, a):
+            raise ValueError(f"grad shares memory with "
+                             f"{'param' if i < 0 else spec.state_names[i]}, which this step "
+                             f"writes; pass a separate array (e.g. grad.copy())")
+    return 0
 
 
 # ---------------------------------------------------------------------------------
@@ -1137,8 +1408,9 @@ cdef class _Engine:
             fn = self._lr_fns[gi]
             if fn is not None:
                 grp.hyper.lr = _lr_at(fn, grp.step + 1, gi)
-            adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
-                          &grp.aux_next)
+            if adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
+                             &grp.aux_next) != 0:
+                raise ValueError(f"unknown algorithm {self._algo}")
             grp.coef.clip_value = self._clip_value
             if self._bounded:
                 grp.coef.flags |= ADAMC_BOUNDED

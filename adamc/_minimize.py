@@ -16,12 +16,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import _kernels
-from .optim import SGD, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
+from . import _kernels, optim
+from ._algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
+from .optim import Optimizer
 
-__all__ = ["minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad",
-           "minimize_adamax", "minimize_nadam", "minimize_radam", "minimize_sgd",
-           "minimize_rmsprop", "minibatches"]
+# The minimize_<name> functions are built from the table in adamc._methods.
+__all__ = ["minimize", "minibatches"]
 
 _STOP_MESSAGE = "`callback` raised `StopIteration`."
 _MAXITER_MESSAGE = "Maximum number of iterations has been exceeded."
@@ -46,14 +46,8 @@ def _register(name: str, cls: type[Optimizer], **fixed: Any) -> None:
     _METHODS[name] = _Method(name, cls, fixed)
 
 
-_register("adam", Adam)
-_register("adamw", AdamW)
-_register("amsgrad", Adam, amsgrad=True)
-_register("adamax", Adamax)
-_register("nadam", NAdam)
-_register("radam", RAdam)
-_register("sgd", SGD)
-_register("rmsprop", RMSprop)
+for _name, (_, _m) in METHODS.items():
+    _register(_name, getattr(optim, _m.cls), **_m.fixed)
 
 _LOOP_DEFAULTS: dict[str, Any] = dict(
     maxiter=None, maxfev=None, gtol=None, ftol=0.0, xtol=0.0, tol=None, disp=False,
@@ -741,23 +735,7 @@ class _Reporter:
 # ----------------------------------------------------------------------------------
 # Public entry points
 
-_HYPER_DOC = {
-    "lr": "Learning rate, or a schedule ``step -> lr`` (1-based update number).",
-    "betas": "Decay rates of the moment estimates.",
-    "eps": "Term of the denominator.",
-    "weight_decay": "Weight decay coefficient.",
-    "amsgrad": "Use the maximum of past second moments.",
-    "maximize": "Maximize instead (the result's ``fun`` is still the objective).",
-    "decoupled_weight_decay": "Decay x directly instead of adding an L2 gradient term.",
-    "momentum_decay": "Momentum schedule constant psi.",
-    "momentum": "Momentum factor.",
-    "dampening": "Dampening of the momentum.",
-    "nesterov": "Nesterov momentum.",
-    "alpha": "Smoothing constant of the squared-gradient average.",
-    "centered": "Normalize by the estimated variance of the gradient.",
-    "max_grad_norm": "Clip the L2 norm of the gradient to this value.",
-    "clip_value": "Clamp gradient elements to [-clip_value, clip_value].",
-}
+_HYPER_DOC = {**{k: h.doc for k, h in HYPERPARAMETERS.items()}, **SHARED_OPTION_DOCS}
 
 _LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
         Maximum number of iterations (updates).
@@ -823,13 +801,7 @@ def _options_doc(method: _Method) -> str:
     return "\n".join(lines) + "\n" + _LOOP_DOC
 
 
-_TITLES = {
-    "adam": "Adam", "adamw": "AdamW (decoupled weight decay)",
-    "amsgrad": "AMSGrad (Adam with the maximum of past second moments)",
-    "adamax": "Adamax", "nadam": "NAdam (Adam with Nesterov momentum)",
-    "radam": "RAdam (rectified Adam)", "sgd": "SGD (gradient descent with momentum)",
-    "rmsprop": "RMSprop",
-}
+_TITLES = {name: m.title for name, (_, m) in METHODS.items()}
 
 
 def _make_method_function(name: str) -> Callable[..., Any]:
@@ -892,14 +864,6 @@ _METHOD_DOC = """Minimize a scalar function with {title}; a ``scipy.optimize.min
         ``message``.
 """
 
-minimize_adam = _make_method_function("adam")
-minimize_adamw = _make_method_function("adamw")
-minimize_amsgrad = _make_method_function("amsgrad")
-minimize_adamax = _make_method_function("adamax")
-minimize_nadam = _make_method_function("nadam")
-minimize_radam = _make_method_function("radam")
-minimize_sgd = _make_method_function("sgd")
-minimize_rmsprop = _make_method_function("rmsprop")
 
 
 def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac: Any = None,
@@ -913,7 +877,8 @@ def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac
         As in :func:`scipy.optimize.minimize`; see :func:`minimize_adam`.
     method : str, optional
         One of ``"adam"`` (default), ``"adamw"``, ``"amsgrad"``, ``"adamax"``,
-        ``"nadam"``, ``"radam"``, ``"sgd"``, ``"rmsprop"`` (case-insensitive).
+        ``"nadam"``, ``"radam"``, ``"sgd"``, ``"rmsprop"``, ``"lion"``
+        (case-insensitive; ``adamc._algorithms.METHODS``).
     tol : float, optional
         Sets the ``gtol`` option unless ``options`` has it.
     options : dict, optional

@@ -187,6 +187,21 @@ def rmsprop(param: Array, grad: Array, square_avg: Array, *, step: int, lr: floa
     return out
 
 
+def lion(param: Array, grad: Array, exp_avg: Array, *, step: int, lr: float = 1e-4,
+         beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
+         maximize: bool = False, lower=None, upper=None, clip_value=None,
+         clip_scale: float = 1.0) -> dict[str, Array]:
+    """One Lion step (Chen et al., 2023, Program 1; ``optax.lion``): the update is the
+    sign of an interpolation of momentum and gradient, plus decoupled weight decay.
+    ``step`` is accepted for symmetry: Lion has no bias correction."""
+    p, m = _f64(param), _f64(exp_avg)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    update = np.sign(beta1 * m + (1 - beta1) * g)
+    p = p - lr * (update + weight_decay * p)
+    m = beta2 * m + (1 - beta2) * g
+    return {"param": _project(p, lower, upper), "exp_avg": m}
+
+
 def clip_grad_norm_scale(grads: list[Array], max_norm: float,
                          clip_value: Optional[float] = None) -> float:
     """Factor that torch.nn.utils.clip_grad_norm_ applies to all gradients (after an

@@ -13,9 +13,11 @@ from typing import Any, Callable, ClassVar, Iterator, SupportsIndex
 import numpy as np
 
 from . import _kernels
-from ._validation import CHECKS, check_nesterov, is_schedule
+from ._algorithms import (CLASSES, HYPERPARAMETERS, Algorithm, PublicClass, aux_from_state,
+                          aux_to_state, check_aux)
+from ._validation import is_schedule
 
-__all__ = ["Optimizer", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop"]
+__all__ = ["Optimizer"] + list(CLASSES)
 
 
 _MAX_STEP = 2**62
@@ -60,11 +62,12 @@ def _check_no_overlap(params: list[np.ndarray]) -> None:
 class Optimizer(_kernels._Engine):
     """Base class of adamc's optimizers (the torch.optim.Optimizer interface).
 
-    Subclasses set ``_algorithm`` (a kernel name of ``_kernels.ALGORITHMS``),
-    ``_state_keys`` (names of up to three per-parameter state arrays, in kernel
-    order), ``_hyper_keys`` (group keys read at every step, checked by
-    ``adamc._validation.CHECKS``) and ``_state_requires`` (state key -> the group
-    flag that needs it, for state that is only allocated when used).
+    The public subclasses are built from the rows of ``adamc._algorithms`` (see
+    ``_public_class``): ``_spec`` is the row, ``_algorithm`` its kernel name,
+    ``_state_keys`` the names of up to three per-parameter state arrays in kernel
+    order, ``_hyper_keys`` the group keys read at every step (checked by
+    ``adamc._algorithms.HYPERPARAMETERS``) and ``_state_requires`` maps a state key
+    to the group flag that needs it, for state that is only allocated when used.
 
     Options shared by every optimizer (keyword-only):
 
@@ -80,6 +83,7 @@ class Optimizer(_kernels._Engine):
         updated, or skip the step (counted in ``skipped_steps``).
     """
 
+    _spec: ClassVar[Algorithm]
     _algorithm: ClassVar[str]
     _state_keys: ClassVar[tuple[str, ...]]
     _hyper_keys: ClassVar[tuple[str, ...]]
@@ -208,10 +212,8 @@ class Optimizer(_kernels._Engine):
                 _check_count(skipped, "skipped_steps"))
 
     def _check_aux(self, value: Any, name: str) -> float:
-        """The algorithm's per-group scalar state (none by default: its initial value)."""
-        if value != self._aux_initial():
-            raise ValueError(f"{name} must be {self._aux_initial()}, got {value!r}")
-        return float(value)
+        """The algorithm's per-group scalar state (see adamc._algorithms.check_aux)."""
+        return check_aux(self._spec, value, name)
 
     def _set_bounds(self, lower: list[np.ndarray], upper: list[np.ndarray]) -> None:
         """Project every parameter onto [lower[i], upper[i]] after each update (used by
@@ -247,7 +249,7 @@ class Optimizer(_kernels._Engine):
             except KeyError:
                 where = "the defaults" if gi is None else f"param_groups[{gi}]"
                 raise ValueError(f"{where} has no '{key}'") from None
-            hyper[key] = CHECKS[key](value, name)
+            hyper[key] = HYPERPARAMETERS[key].check(value, name)
         if isinstance(group.get("betas"), list):
             group["betas"] = tuple(group["betas"])  # a list could be edited unseen
         self._cross_check(hyper, "" if gi is None else f"param_groups[{gi}]: ")
@@ -258,7 +260,9 @@ class Optimizer(_kernels._Engine):
         return hyper, None
 
     def _cross_check(self, hyper: dict[str, Any], where: str) -> None:
-        """Checks that involve several hyperparameters (none by default)."""
+        """Checks that involve several hyperparameters (the table's cross_check)."""
+        if self._spec.cross_check is not None:
+            self._spec.cross_check(hyper, where)
 
     # -- state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -296,11 +300,11 @@ class Optimizer(_kernels._Engine):
 
     def _aux_to_state(self, aux: float, state: dict[str, Any]) -> dict[str, Any]:
         """Per-parameter entries that carry the group's scalar state (torch layout)."""
-        return {}
+        return aux_to_state(self._spec, aux, state)
 
     def _aux_from_state(self, state: dict[str, Any], sid: Any) -> float:
         """Inverse of _aux_to_state, with checks."""
-        return self._aux_initial()
+        return aux_from_state(self._spec, state, sid)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state produced by :meth:`state_dict` of a matching optimizer.
@@ -504,341 +508,63 @@ _PARAMS_DOC = """params : ndarray, sequence of ndarray, or sequence of dict
         :mod:`adamc.schedules`)."""
 
 
-def _doc(cls):
-    cls.__doc__ = cls.__doc__.replace("{params}", _PARAMS_DOC.format(
-        lr=cls.__init__.__defaults__[0])).replace("{shared}", _SHARED_DOC)
-    return cls
+_SHARED_OPTIONS = ("max_grad_norm", "clip_value", "nonfinite")
 
 
-@_doc
-class Adam(Optimizer):
-    r"""Adam (Kingma & Ba, 2015) with torch.optim.Adam's defaults and semantics.
-
-    Per step ``t`` and element, with ``g`` the gradient (negated when maximizing)::
-
-        g  = g + weight_decay * p            (L2 term; AdamW decays p instead)
-        m  = m + (1 - beta1) * (g - m)
-        v  = beta2 * v + (1 - beta2) * g * g
-        v' = max(v_max, v) if amsgrad else v
-        p  = p - lr / (1 - beta1**t) * m / (sqrt(v') / sqrt(1 - beta2**t) + eps)
-
-    computed as ``p - step_size * m / (sqrt(v') + eps_hat)`` with
-    ``step_size = lr * sqrt(bc2) / bc1`` and ``eps_hat = eps * sqrt(bc2)`` (the same
-    mathematics with one division fewer per element).
-
-    Parameters
-    ----------
-    {params}
-    betas : (float, float), optional
-        Decay rates of the first and second moment estimates (default (0.9, 0.999)).
-    eps : float, optional
-        Term added to the denominator, outside the square root (default 1e-8).
-    weight_decay : float, optional
-        L2 penalty coefficient (default 0).
-    amsgrad : bool, optional
-        Use the maximum of past second moments (Reddi et al., 2018). Default False.
-    maximize : bool, optional
-        Maximize the objective (default False).
-    decoupled_weight_decay : bool, optional
-        Decay the parameters directly, as AdamW does (default False).{shared}
-
-    Examples
-    --------
-    >>> import numpy as np, adamc
-    >>> x = np.array([8.0])
-    >>> opt = adamc.Adam(x, lr=0.1)
-    >>> for _ in range(100):
-    ...     opt.step(2 * (x - 2))          # gradient of (x - 2)**2
-    >>> opt.step_count
-    100
-    """
-
-    _algorithm = "adam"
-    _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
-                   "decoupled_weight_decay")
-    _state_requires = {"max_exp_avg_sq": "amsgrad"}
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False, decoupled_weight_decay: bool = False,
-                 max_grad_norm: float | None = None, clip_value: float | None = None,
-                 nonfinite: str = "propagate") -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize,
-                                      decoupled_weight_decay=decoupled_weight_decay),
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
+def _init_source(name: str, hyper: list[tuple[str, Any]], keyword_only: tuple[str, ...],
+                 fixed: dict[str, Any]) -> str:
+    """Source of a public class's ``__init__``: the table's hyperparameters in
+    signature order (``keyword_only`` ones after the ``*``), then the shared options."""
+    shown = [(k, v) for k, v in hyper if k not in fixed]
+    # (the annotations stay strings: this module's `from __future__ import annotations`
+    # applies to the exec'd source too)
+    pos = [f"{k}: {HYPERPARAMETERS[k].annotation} = _defaults[{k!r}]"
+           for k, _ in shown if k not in keyword_only]
+    kw = [f"{k}: {HYPERPARAMETERS[k].annotation} = _defaults[{k!r}]"
+          for k, _ in shown if k in keyword_only]
+    kw += ["max_grad_norm: float | None = None", "clip_value: float | None = None",
+           "nonfinite: str = 'propagate'"]
+    values = ", ".join(f"{k}={k}" if k not in fixed else f"{k}=_fixed[{k!r}]"
+                       for k, _ in hyper)
+    return (f"def __init__(self, params: Any, {', '.join(pos)}, *, {', '.join(kw)}) "
+            f"-> None:\n"
+            f"    Optimizer.__init__(self, params, dict({values}),\n"
+            f"                       max_grad_norm=max_grad_norm, clip_value=clip_value,\n"
+            f"                       nonfinite=nonfinite)\n")
 
 
-@_doc
-class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as
-    torch.optim.AdamW: ``p *= 1 - lr * weight_decay`` before the Adam update.
-
-    Parameters
-    ----------
-    {params}
-    betas, eps, amsgrad, maximize
-        As for :class:`Adam`.
-    weight_decay : float, optional
-        Decoupled weight decay coefficient (default 1e-2).{shared}
-    """
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, max_grad_norm: float | None = None,
-                 clip_value: float | None = None, nonfinite: str = "propagate") -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
-
-
-@_doc
-class Adamax(Optimizer):
-    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, section 7.1),
-    as torch.optim.Adamax::
-
-        g = g + weight_decay * p
-        m = m + (1 - beta1) * (g - m)
-        u = max(beta2 * u, |g| + eps)
-        p = p - lr / (1 - beta1**t) * m / u
-
-    Parameters
-    ----------
-    {params}
-    betas : (float, float), optional
-        Decay rates of ``m`` and of the infinity norm ``u`` (default (0.9, 0.999)).
-    eps : float, optional
-        Added to ``|g|`` inside the maximum (default 1e-8).
-    weight_decay : float, optional
-        L2 penalty coefficient (default 0).
-    maximize : bool, optional
-        Maximize the objective (default False).{shared}
-    """
-
-    _algorithm = "adamax"
-    _state_keys = ("exp_avg", "exp_inf")
-    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "maximize")
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 2e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, maximize: bool = False,
-                 max_grad_norm: float | None = None, clip_value: float | None = None,
-                 nonfinite: str = "propagate") -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize),
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
+def _public_class(algorithm: Algorithm, spec: PublicClass,
+                  bases: dict[str, type[Optimizer]]) -> type[Optimizer]:
+    """The optimizer class of one table entry: signature, defaults and docstring from
+    the row (like dataclasses, ``__init__`` is compiled from generated source so that
+    it has a real signature)."""
+    defaults = {**dict(algorithm.hyper), **spec.defaults}
+    hyper = [(k, defaults[k]) for k, _ in algorithm.hyper]
+    namespace: dict[str, Any] = {"Optimizer": Optimizer, "_defaults": defaults,
+                                 "_fixed": spec.fixed}
+    exec(_init_source(spec.name, hyper, algorithm.keyword_only, spec.fixed), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{spec.name}.__init__"
+    init.__module__ = __name__
+    base = bases[spec.base] if spec.base else Optimizer
+    doc = spec.doc.replace("{params}", _PARAMS_DOC.format(lr=defaults["lr"])).replace(
+        "{shared}", _SHARED_DOC)
+    attrs = {
+        "__doc__": doc, "__module__": __name__, "__qualname__": spec.name,
+        "__init__": init, "_spec": algorithm, "_algorithm": algorithm.name,
+        "_state_keys": tuple(s.name for s in algorithm.states),
+        "_hyper_keys": tuple(k for k, _ in algorithm.hyper),
+        "_state_requires": {s.name: s.requires for s in algorithm.states if s.requires},
+        "_state_unstarted": frozenset(s.name for s in algorithm.states if s.unstarted),
+    }
+    return type(spec.name, (base,), attrs)
 
 
-@_doc
-class NAdam(Optimizer):
-    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), as torch.optim.NAdam::
-
-        mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)),  P_t = mu_1 ... mu_t
-        m = m + (1 - beta1) * (g - m)
-        v = beta2 * v + (1 - beta2) * g * g
-        d = sqrt(v / (1 - beta2**t)) + eps
-        p = p - lr (1 - mu_t) / (1 - P_t) * g / d - lr mu_{t+1} / (1 - P_{t+1}) * m / d
-
-    The running product ``P_t`` is kept in double precision per param group (torch
-    keeps it in the default float dtype).
-
-    Parameters
-    ----------
-    {params}
-    betas : (float, float), optional
-        Default (0.9, 0.999).
-    eps : float, optional
-        Default 1e-8.
-    weight_decay : float, optional
-        Default 0; coupled (L2) unless ``decoupled_weight_decay``.
-    momentum_decay : float, optional
-        psi of the momentum schedule (default 4e-3).
-    decoupled_weight_decay : bool, optional
-        Decay the parameters directly (NAdamW). Default False.
-    maximize : bool, optional
-        Maximize the objective (default False).{shared}
-    """
-
-    _algorithm = "nadam"
-    _state_keys = ("exp_avg", "exp_avg_sq")
-    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
-                   "decoupled_weight_decay", "maximize")
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 2e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
-                 max_grad_norm: float | None = None, clip_value: float | None = None,
-                 nonfinite: str = "propagate") -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      momentum_decay=momentum_decay,
-                                      decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize),
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
-
-    def _aux_to_state(self, aux, state):
-        return {"mu_product": aux}
-
-    def _aux_from_state(self, state, sid):
-        value = state.get("mu_product")
-        if value is None:
-            raise ValueError(f"state of parameter {sid} has no 'mu_product'")
-        return self._check_aux(value, f"state[{sid}]['mu_product']")
-
-    def _check_aux(self, value, name):
-        return CHECKS["momentum"](value, name)  # a product of factors in [0, 1]
+def _public_classes() -> dict[str, type[Optimizer]]:
+    out: dict[str, type[Optimizer]] = {}
+    for name, (algorithm, spec) in CLASSES.items():
+        out[name] = _public_class(algorithm, spec, out)
+    return out
 
 
-@_doc
-class RAdam(Optimizer):
-    r"""RAdam, Adam with a rectified adaptive learning rate (Liu et al., 2020), as
-    torch.optim.RAdam::
-
-        m, v as in Adam;  rho_inf = 2 / (1 - beta2) - 1
-        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)
-        if rho_t > 5:  r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
-                       p = p - lr * r * m / (1 - beta1**t) * sqrt(1 - beta2**t) / (sqrt(v) + eps)
-        else:          p = p - lr * m / (1 - beta1**t)
-
-    Parameters
-    ----------
-    {params}
-    betas : (float, float), optional
-        Default (0.9, 0.999).
-    eps : float, optional
-        Added to ``sqrt(v)`` (default 1e-8).
-    weight_decay : float, optional
-        Default 0; coupled (L2) unless ``decoupled_weight_decay``.
-    decoupled_weight_decay : bool, optional
-        Decay the parameters directly (RAdamW). Default False.
-    maximize : bool, optional
-        Maximize the objective (default False).{shared}
-    """
-
-    _algorithm = "radam"
-    _state_keys = ("exp_avg", "exp_avg_sq")
-    _hyper_keys = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False, max_grad_norm: float | None = None,
-                 clip_value: float | None = None, nonfinite: str = "propagate") -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize),
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
-
-
-@_doc
-class SGD(Optimizer):
-    r"""Stochastic gradient descent with optional (Nesterov) momentum, as
-    torch.optim.SGD (Sutskever et al., 2013)::
-
-        g = g + weight_decay * p
-        b = g                                    (first step with momentum)
-        b = momentum * b + (1 - dampening) * g   (later steps)
-        g = g + momentum * b if nesterov else b  (with momentum)
-        p = p - lr * g
-
-    Parameters
-    ----------
-    {params}
-    momentum : float, optional
-        Momentum factor in [0, 1] (default 0: plain gradient descent).
-    dampening : float, optional
-        Dampening of the momentum, in [0, 1] (default 0).
-    weight_decay : float, optional
-        L2 penalty coefficient (default 0).
-    nesterov : bool, optional
-        Nesterov momentum; needs momentum > 0 and dampening 0 (default False).
-    maximize : bool, optional
-        Maximize the objective (default False).{shared}
-    """
-
-    _algorithm = "sgd"
-    _state_keys = ("momentum_buffer",)
-    _state_unstarted = frozenset({"momentum_buffer"})
-    _hyper_keys = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
-    _state_requires = {"momentum_buffer": "momentum"}
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-3,
-                 momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False, *, maximize: bool = False,
-                 max_grad_norm: float | None = None, clip_value: float | None = None,
-                 nonfinite: str = "propagate") -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize),
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
-
-    def _cross_check(self, hyper, where):
-        check_nesterov(hyper, where)
-
-    def _aux_to_state(self, aux, state):
-        # torch keeps momentum_buffer None until the first step that uses momentum
-        if "momentum_buffer" in state and aux == 0:
-            return {"momentum_buffer": None}
-        return {}
-
-    def _aux_from_state(self, state, sid):
-        return 1.0 if isinstance(state.get("momentum_buffer"), np.ndarray) else 0.0
-
-    def _check_aux(self, value, name):
-        if value not in (0.0, 1.0):
-            raise ValueError(f"{name} must be 0 or 1 (momentum buffer started), got {value!r}")
-        return float(value)
-
-
-@_doc
-class RMSprop(Optimizer):
-    r"""RMSprop (Hinton, lecture 6e), as torch.optim.RMSprop::
-
-        g = g + weight_decay * p
-        v = alpha * v + (1 - alpha) * g * g
-        a = a + (1 - alpha) * (g - a);  d = sqrt(v - a * a) + eps   (centered)
-        d = sqrt(v) + eps                                           (otherwise)
-        b = momentum * b + g / d;  p = p - lr * b                   (momentum > 0)
-        p = p - lr * g / d                                          (otherwise)
-
-    Parameters
-    ----------
-    {params}
-    alpha : float, optional
-        Smoothing constant in [0, 1] (default 0.99).
-    eps : float, optional
-        Added to the denominator (default 1e-8).
-    weight_decay : float, optional
-        L2 penalty coefficient (default 0).
-    momentum : float, optional
-        Momentum factor in [0, 1] (default 0).
-    centered : bool, optional
-        Normalize by an estimate of the variance of the gradient (default False).
-    maximize : bool, optional
-        Maximize the objective (default False).{shared}
-    """
-
-    _algorithm = "rmsprop"
-    _state_keys = ("square_avg", "momentum_buffer", "grad_avg")
-    _hyper_keys = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
-    _state_requires = {"momentum_buffer": "momentum", "grad_avg": "centered"}
-
-    def __init__(self, params: Any, lr: float | Callable[[int], float] = 1e-2,
-                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum: float = 0.0, centered: bool = False, *, maximize: bool = False,
-                 max_grad_norm: float | None = None, clip_value: float | None = None,
-                 nonfinite: str = "propagate") -> None:
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered,
-                                      maximize=maximize),
-                         max_grad_norm=max_grad_norm, clip_value=clip_value,
-                         nonfinite=nonfinite)
+globals().update(_public_classes())

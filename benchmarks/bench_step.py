@@ -11,6 +11,8 @@ like.
 Contenders (peers that are not installed are skipped with a printed note):
 
 - adamc            ``opt = adamc.Adam(p); opt.step(g)``; threads: ``adamc.set_num_threads``
+- adamc adam_step  the stateless step, ``adamc.adam_step(p, g, m, v, step=t, lr=..., ...)``
+  (every argument checked at every call)
 - numpy textbook   allocating temporaries: ``m = b1*m + (1-b1)*g`` ... ``p -= lr*mhat/(sqrt(vhat)+eps)``
 - numpy prealloc   the same with in-place ops and ``out=`` into one preallocated temporary
   (NumPy is single-threaded: it is measured again, with one thread, in the 2-thread rows)
@@ -155,6 +157,16 @@ def make_adamc(p, g):
     return lambda: opt.step(g)
 
 
+def make_adamc_stateless(p, g):
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    st = {"t": 0}
+
+    def step():
+        st["t"] += 1
+        adamc.adam_step(p, g, m, v, step=st["t"], lr=LR, beta1=B1, beta2=B2, eps=EPS)
+    return step
+
+
 def make_numpy_textbook(p, g):
     st = {"m": np.zeros_like(p), "v": np.zeros_like(p), "t": 0}
 
@@ -262,6 +274,7 @@ class Bandwidth:
 def contenders(skip: set[str]) -> dict[str, dict[str, Any]]:
     """name -> {make, dtypes (default: both)}; adamc cannot be skipped."""
     out = {"adamc": dict(make=make_adamc),
+           "adamc adam_step": dict(make=make_adamc_stateless),
            "numpy textbook": dict(make=make_numpy_textbook),
            "numpy prealloc": dict(make=make_numpy_prealloc)}
     if "torch" in PEERS:
@@ -405,7 +418,7 @@ def fmt_us(sec: float | None) -> str:
 
 def build_markdown(payload: dict[str, Any], names: list[str]) -> str:
     info, args = payload["machine"], payload["settings"]
-    peers = [n for n in names if n != "adamc"]
+    peers = [n for n in names if not n.startswith("adamc")]
     lines = [
         "# One Adam step: adamc and its peers\n",
         f"{info['cpu']} ({info['cores']} cores), {info['date']}; adamc {info['adamc']} "
@@ -611,7 +624,7 @@ def main(argv=None):
                        "add_gbs": ADD_BYTES[dt] * n / add_s / 1e9,
                        "gbs": {k: ADAM_BYTES[dt] * n / s / 1e9 for k, s in seconds.items()}}
                 panels[(dt, th)]["rows"].append(row)
-                best = min((k for k in seconds if k != "adamc"), key=seconds.get, default=None)
+                best = min((k for k in seconds if not k.startswith("adamc")), key=seconds.get, default=None)
                 print(f"N={n:>9} {dt} {th}T  adamc {seconds['adamc'] * 1e6:10.2f} µs"
                       + (f"  fastest peer {best} {seconds[best] * 1e6:10.2f} µs"
                          f"  speed-up {seconds[best] / seconds['adamc']:.2f}x" if best else "")

@@ -12,17 +12,14 @@ from pathlib import Path
 
 import adamc
 from adamc import distributed, schedules
+from adamc._algorithms import ALGORITHMS, CLASSES, METHODS
 
 OUT = Path(__file__).resolve().parent / "api.md"
 
 SECTIONS = [
-    ("Optimizers", ["Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop",
-                    "Optimizer"]),
-    ("Stateless steps", ["adam_step", "adamax_step", "nadam_step", "radam_step", "sgd_step",
-                         "rmsprop_step"]),
-    ("SciPy methods", ["minimize", "minimize_adam", "minimize_adamw", "minimize_amsgrad",
-                       "minimize_adamax", "minimize_nadam", "minimize_radam", "minimize_sgd",
-                       "minimize_rmsprop", "minibatches"]),
+    ("Optimizers", [*CLASSES, "Optimizer"]),
+    ("Stateless steps", [a.step_name for a in ALGORITHMS.values()]),
+    ("SciPy methods", ["minimize", *(f"minimize_{m}" for m in METHODS), "minibatches"]),
     ("Checkpoints", ["save", "load"]),
     ("Configuration", ["show_config", "set_num_threads", "get_num_threads"]),
 ]

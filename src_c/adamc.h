@@ -25,15 +25,28 @@ enum {
 
 enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };
 
+/* The algorithms, one line each: X(ID, name) gives the enum value ADAMC_<ID>, the
+ * name under which adamc/_algorithms.py knows it, and the kernel table entry
+ * <name>_chunk of every SIMD level (see adamc_level.inc). Values follow the order
+ * of the list. */
+#define ADAMC_ALGORITHMS(X) \
+    X(ADAM, adam)       /* Adam, AdamW, AMSGrad */ \
+    X(ADAMAX, adamax)                              \
+    X(NADAM, nadam)                                \
+    X(RADAM, radam)                                \
+    X(SGD, sgd)         /* momentum, dampening, Nesterov */ \
+    X(RMSPROP, rmsprop)                            \
+    X(LION, lion)
+
 enum {
-    ADAMC_ADAM = 0, /* Adam, AdamW, AMSGrad */
-    ADAMC_ADAMAX = 1,
-    ADAMC_NADAM = 2,
-    ADAMC_RADAM = 3,
-    ADAMC_SGD = 4, /* with momentum, dampening, Nesterov */
-    ADAMC_RMSPROP = 5,
-    ADAMC_NUM_ALGOS = 6
+#define ADAMC_ENUM_(id, name) ADAMC_##id,
+    ADAMC_ALGORITHMS(ADAMC_ENUM_)
+#undef ADAMC_ENUM_
+    ADAMC_NUM_ALGOS
 };
+
+/* Name of an algorithm ("adam", ...), or NULL for an unknown value. */
+const char *adamc_algorithm_name(int algo);
 
 /* Option bits of adamc_coef.flags; each combination gets its own specialised loop so
  * that the inner loops carry no data-independent branches. */
@@ -80,13 +93,16 @@ typedef struct adamc_coef {
         struct { /* RMSprop */
             double alpha, one_minus_alpha, eps, lr, momentum;
         } rmsprop;
+        struct { /* Lion: c = beta1 m + (1 - beta1) g; p -= lr sign(c) */
+            double beta1, one_minus_beta1, beta2, one_minus_beta2, lr;
+        } lion;
     } u;
 } adamc_coef;
 
 /* One kernel invocation on one parameter array. State arrays, in order:
  *   Adam: exp_avg, exp_avg_sq, max_exp_avg_sq     Adamax: exp_avg, exp_inf
  *   NAdam, RAdam: exp_avg, exp_avg_sq             SGD: momentum_buffer
- *   RMSprop: square_avg, momentum_buffer, grad_avg */
+ *   RMSprop: square_avg, momentum_buffer, grad_avg      Lion: exp_avg */
 typedef struct adamc_task {
     void *param;
     const void *grad;
@@ -147,9 +163,10 @@ typedef struct adamc_hyper {
  * scalar state before the step (NAdam: the product of the momentum coefficients;
  * SGD: 1 once the momentum buffer holds a value; 0 and 1 initially), `*aux_next`
  * receives its value after the step. Leaves ADAMC_BOUNDED, clipping and the norm
- * factor of grad_scale to the caller. */
-void adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
-                   adamc_coef *coef, double *aux_next);
+ * factor of grad_scale to the caller. Returns 0, or -1 for an unknown algorithm
+ * (coef is then zeroed and must not be used). */
+int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
+                  adamc_coef *coef, double *aux_next);
 
 /* Initial value of an algorithm's per-group scalar state. */
 double adamc_aux_initial(int algo);

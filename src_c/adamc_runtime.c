@@ -179,7 +179,21 @@ weight_decay_terms(const adamc_hyper *h, int allow_decoupled, adamc_coef *c)
     }
 }
 
-void
+const char *
+adamc_algorithm_name(int algo)
+{
+    switch (algo) {
+#define ADAMC_NAME_(id, name) \
+    case ADAMC_##id:          \
+        return #name;
+        ADAMC_ALGORITHMS(ADAMC_NAME_)
+#undef ADAMC_NAME_
+    default:
+        return NULL;
+    }
+}
+
+int
 adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_coef *c,
               double *aux_next)
 {
@@ -278,7 +292,21 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         if (h->centered)
             c->flags |= ADAMC_CENTERED;
         break;
-    default:
+    case ADAMC_LION:
+        /* always decoupled, as optax.lion and lion-pytorch: p *= 1 - lr wd first */
+        c->decay = h->weight_decay == 0.0 ? 1.0 : 1.0 - h->lr * h->weight_decay;
+        c->weight_decay = 0.0;
+        c->u.lion.beta1 = h->beta1;
+        c->u.lion.one_minus_beta1 = 1.0 - h->beta1;
+        c->u.lion.beta2 = h->beta2;
+        c->u.lion.one_minus_beta2 = 1.0 - h->beta2;
+        c->u.lion.lr = h->lr;
         break;
+    default: {
+        const adamc_coef zero = {0};
+        *c = zero;
+        return -1;
     }
+    }
+    return 0;
 }

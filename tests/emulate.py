@@ -130,3 +130,14 @@ def rmsprop(p, g, s, step, aux, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
     else:
         p = p - (_t(p, lr) * g) / den
     return p, out, aux
+
+
+def lion(p, g, s, step, aux, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False):
+    b1, b2 = betas
+    g = _grad(p, g, maximize, 0.0, False)
+    p = _decay(p, lr, weight_decay, True)
+    m = s["exp_avg"]
+    c = _t(p, b1) * m + _t(p, 1.0 - b1) * g
+    sign = np.where(c > 0, _t(p, 1.0), np.where(c < 0, _t(p, -1.0), c)).astype(p.dtype)
+    m = _t(p, b2) * m + _t(p, 1.0 - b2) * g
+    return p - _t(p, lr) * sign, {"exp_avg": m}, aux

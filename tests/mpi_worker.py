@@ -84,6 +84,7 @@ OPTIMIZERS = [
     (adamc.RAdam, dict()),
     (adamc.SGD, dict(momentum=0.9, nesterov=True)),
     (adamc.RMSprop, dict(centered=True, momentum=0.5)),
+    (adamc.Lion, dict(weight_decay=1e-2)),
 ]
 
 

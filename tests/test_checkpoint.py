@@ -18,6 +18,7 @@ FAMILY = [
     (adamc.RAdam, dict(lr=schedules.step_decay(0.01, 3, 0.5))),
     (adamc.SGD, dict(momentum=0.9, nesterov=True, lr=0.01)),
     (adamc.RMSprop, dict(momentum=0.5, centered=True)),
+    (adamc.Lion, dict(weight_decay=0.1, lr=schedules.exponential_decay(1e-3, 0.9))),
 ]
 IDS = [c.__name__ for c, _ in FAMILY]
 

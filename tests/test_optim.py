@@ -389,6 +389,7 @@ FAMILY = [
                                                         nesterov=False)),
     (adamc.RMSprop, dict(momentum=0.5, centered=True), dict(lr=1e-2, alpha=0.99, eps=1e-8,
                                                              momentum=0.0, centered=False)),
+    (adamc.Lion, dict(weight_decay=0.1), dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)),
 ]
 FAMILY_IDS = [f[0].__name__ for f in FAMILY]
 

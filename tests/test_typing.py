@@ -1,5 +1,6 @@
 """The type stubs of the compiled module stay true to it (mypy's stubtest), and mypy
 passes on the package and the examples."""
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,23 @@ def run(*args):
 def test_stubs_match_the_compiled_module():
     proc = run("mypy.stubtest", "adamc._kernels", "--mypy-config-file", "pyproject.toml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_generated_stubs_match_the_modules():
+    """The stubs of the modules built from the algorithm table (tools/gen_stubs.py)
+    agree with what the modules build at import."""
+    proc = run("mypy.stubtest", "adamc.optim", "adamc.functional", "adamc._methods",
+               "--mypy-config-file", "pyproject.toml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_generated_stubs_are_current():
+    spec = importlib.util.spec_from_file_location("gen_stubs", ROOT / "tools" / "gen_stubs.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    for path, make in gen.STUBS.items():
+        assert (ROOT / path).read_text() == make(), \
+            f"{path} is out of date: run python tools/gen_stubs.py"
 
 
 def test_mypy_passes_on_package_and_examples():

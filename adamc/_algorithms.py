@@ -1,0 +1,601 @@
+"""The algorithm table: every algorithm of adamc defined in one place.
+
+One :class:`Algorithm` row per kernel algorithm gives its name (the C kernel's, see
+``ADAMC_ALGORITHMS`` in ``src_c/adamc.h``), its per-parameter state arrays, its
+hyperparameters with their defaults, its per-group scalar state, the public classes,
+the stateless step and the SciPy methods built on it, and their documentation.
+Everything else is derived from the rows:
+
+- the optimizer classes of :mod:`adamc.optim` (signatures, defaults, docstrings);
+- the stateless ``*_step`` functions of :mod:`adamc.functional`;
+- the ``minimize_<name>`` methods and ``adamc.minimize``'s method names;
+- the type stubs ``adamc/optim.pyi``, ``adamc/functional.pyi`` and
+  ``adamc/_methods.pyi`` (``python tools/gen_stubs.py``) and ``docs/api.md``;
+- the parametrised tests (tests/test_algorithms.py).
+
+The hyperparameter kinds (:data:`HYPERPARAMETERS`) hold the one checker and the one
+description of each hyperparameter name, shared by every algorithm.
+
+Adding an algorithm: its kernel (a line in ``ADAMC_ALGORITHMS``, its coefficients in
+``adamc_coef``, its loop in ``adamc_algos.inc`` and its case in ``adamc_prepare``),
+its row here, its twin in ``adamc/_reference.py``, then ``python tools/gen_stubs.py``
+and ``python docs/gen_api.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _kernels
+from ._validation import (check_betas, check_flag, check_lr, check_nesterov,
+                          check_nonnegative, check_unit)
+
+__all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "PublicClass", "Method",
+           "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """What a hyperparameter name means, for every algorithm that has it.
+
+    ``kind`` is the compiled check of the stateless steps ("lr", "beta", "nonneg",
+    "unit", "flag"; ``betas`` is split into two "beta" arguments there)."""
+
+    check: Callable[[Any, str], Any]
+    kind: str
+    annotation: str
+    doc: str
+
+
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "lr": Hyperparameter(check_lr, "lr", "float | Callable[[int], float]",
+                         "Learning rate, or a schedule ``step -> lr`` (1-based update number)."),
+    "betas": Hyperparameter(check_betas, "betas", "tuple[float, float]",
+                            "Decay rates of the moment estimates."),
+    "eps": Hyperparameter(check_nonnegative, "nonneg", "float", "Term of the denominator."),
+    "weight_decay": Hyperparameter(check_nonnegative, "nonneg", "float",
+                                   "Weight decay coefficient."),
+    "momentum_decay": Hyperparameter(check_nonnegative, "nonneg", "float",
+                                     "Momentum schedule constant psi."),
+    "momentum": Hyperparameter(check_unit, "unit", "float", "Momentum factor."),
+    "dampening": Hyperparameter(check_unit, "unit", "float", "Dampening of the momentum."),
+    "alpha": Hyperparameter(check_unit, "unit", "float",
+                            "Smoothing constant of the squared-gradient average."),
+    "amsgrad": Hyperparameter(check_flag, "flag", "bool",
+                              "Use the maximum of past second moments."),
+    "maximize": Hyperparameter(check_flag, "flag", "bool",
+                               "Maximize instead (the result's ``fun`` is still the objective)."),
+    "decoupled_weight_decay": Hyperparameter(
+        check_flag, "flag", "bool", "Decay x directly instead of adding an L2 gradient term."),
+    "nesterov": Hyperparameter(check_flag, "flag", "bool", "Nesterov momentum."),
+    "centered": Hyperparameter(check_flag, "flag", "bool",
+                               "Normalize by the estimated variance of the gradient."),
+}
+
+# Options every optimizer takes (keyword-only), described once for the SciPy methods.
+SHARED_OPTION_DOCS = {
+    "max_grad_norm": "Clip the L2 norm of the gradient to this value.",
+    "clip_value": "Clamp gradient elements to [-clip_value, clip_value].",
+}
+
+
+@dataclass(frozen=True)
+class State:
+    """A per-parameter state array, in kernel order.
+
+    ``requires``: the hyperparameter that needs it (the array is allocated only when
+    it is true; None: always). ``needs``: how the stateless step's messages name that
+    condition. ``positional``: a positional argument of the stateless step (else
+    keyword-only, default None). ``unstarted``: may be None in a state_dict (torch
+    keeps a buffer None until its first use)."""
+
+    name: str
+    requires: str | None = None
+    needs: str = ""
+    positional: bool = True
+    unstarted: bool = False
+
+
+@dataclass(frozen=True)
+class PublicClass:
+    """An optimizer class of :mod:`adamc.optim` built on an algorithm.
+
+    ``base``: the public class it derives from (None: ``Optimizer``); ``defaults``:
+    hyperparameter defaults that differ from the algorithm's; ``fixed``:
+    hyperparameters the class sets (left out of its signature)."""
+
+    name: str
+    doc: str
+    base: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A SciPy method ``minimize_<name>``: a public class and the options it fixes."""
+
+    name: str
+    cls: str
+    title: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One row of the table (see the module docstring).
+
+    ``hyper``: (name, default) pairs in signature order; the names in
+    ``keyword_only`` follow the ``*`` of the class signature. ``aux``: the name of
+    the per-group scalar state when it is visible to users ("mu_product": NAdam's
+    product of momentum coefficients, a stateless-step argument and a state_dict
+    entry; "buffer_started": SGD's flag that the momentum buffer holds a value).
+    ``cross_check``: a check over several hyperparameters, ``(hyper, where) -> None``.
+    ``reference``: the name of the float64 twin in :mod:`adamc._reference`."""
+
+    name: str
+    hyper: tuple[tuple[str, Any], ...]
+    keyword_only: tuple[str, ...]
+    states: tuple[State, ...]
+    classes: tuple[PublicClass, ...]
+    methods: tuple[Method, ...]
+    step_doc: str
+    aux: str | None = None
+    cross_check: Callable[[dict[str, Any], str], None] | None = None
+
+    @property
+    def c_id(self) -> int:
+        """The kernel's enum value (``ADAMC_<NAME>`` in src_c/adamc.h)."""
+        return _kernels.ALGORITHMS[self.name]
+
+    @property
+    def step_name(self) -> str:
+        return f"{self.name}_step"
+
+    @property
+    def reference(self) -> str:
+        return self.name
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(self.hyper)
+
+    @property
+    def aux_initial(self) -> float:
+        return _kernels.aux_initial(self.c_id)
+
+
+# ----------------------------------------------------------------------------------
+# Per-group scalar state that users see (NAdam, SGD)
+
+def check_aux(algorithm: Algorithm, value: Any, name: str) -> float:
+    """Validated per-group scalar state of ``algorithm``."""
+    if algorithm.aux == "mu_product":
+        return check_unit(value, name)  # a product of factors in [0, 1]
+    if algorithm.aux == "buffer_started":
+        if value not in (0.0, 1.0):
+            raise ValueError(f"{name} must be 0 or 1 (momentum buffer started), got {value!r}")
+        return float(value)
+    if value != algorithm.aux_initial:
+        raise ValueError(f"{name} must be {algorithm.aux_initial}, got {value!r}")
+    return float(value)
+
+
+def aux_to_state(algorithm: Algorithm, aux: float, state: dict[str, Any]) -> dict[str, Any]:
+    """Per-parameter state_dict entries that carry the group's scalar state (torch's
+    layout)."""
+    if algorithm.aux == "mu_product":
+        return {"mu_product": aux}
+    if algorithm.aux == "buffer_started" and "momentum_buffer" in state and aux == 0:
+        return {"momentum_buffer": None}  # torch: None until the first momentum step
+    return {}
+
+
+def aux_from_state(algorithm: Algorithm, state: dict[str, Any], sid: Any) -> float:
+    """Inverse of :func:`aux_to_state`, with checks."""
+    if algorithm.aux == "mu_product":
+        value = state.get("mu_product")
+        if value is None:
+            raise ValueError(f"state of parameter {sid} has no 'mu_product'")
+        return check_aux(algorithm, value, f"state[{sid}]['mu_product']")
+    if algorithm.aux == "buffer_started":
+        return 1.0 if isinstance(state.get("momentum_buffer"), np.ndarray) else 0.0
+    return algorithm.aux_initial
+
+
+# ----------------------------------------------------------------------------------
+# The table
+
+_BETAS = (0.9, 0.999)
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
+    Algorithm(
+        "adam",
+        hyper=(("lr", 1e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("amsgrad", False), ("maximize", False), ("decoupled_weight_decay", False)),
+        keyword_only=("maximize", "decoupled_weight_decay"),
+        states=(State("exp_avg"), State("exp_avg_sq"),
+                State("max_exp_avg_sq", requires="amsgrad", needs="amsgrad=True",
+                      positional=False)),
+        classes=(PublicClass("Adam", r"""Adam (Kingma & Ba, 2015) with torch.optim.Adam's defaults and semantics.
+
+    Per step ``t`` and element, with ``g`` the gradient (negated when maximizing)::
+
+        g  = g + weight_decay * p            (L2 term; AdamW decays p instead)
+        m  = m + (1 - beta1) * (g - m)
+        v  = beta2 * v + (1 - beta2) * g * g
+        v' = max(v_max, v) if amsgrad else v
+        p  = p - lr / (1 - beta1**t) * m / (sqrt(v') / sqrt(1 - beta2**t) + eps)
+
+    computed as ``p - step_size * m / (sqrt(v') + eps_hat)`` with
+    ``step_size = lr * sqrt(bc2) / bc1`` and ``eps_hat = eps * sqrt(bc2)`` (the same
+    mathematics with one division fewer per element).
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Decay rates of the first and second moment estimates (default (0.9, 0.999)).
+    eps : float, optional
+        Term added to the denominator, outside the square root (default 1e-8).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    amsgrad : bool, optional
+        Use the maximum of past second moments (Reddi et al., 2018). Default False.
+    maximize : bool, optional
+        Maximize the objective (default False).
+    decoupled_weight_decay : bool, optional
+        Decay the parameters directly, as AdamW does (default False).{shared}
+
+    Examples
+    --------
+    >>> import numpy as np, adamc
+    >>> x = np.array([8.0])
+    >>> opt = adamc.Adam(x, lr=0.1)
+    >>> for _ in range(100):
+    ...     opt.step(2 * (x - 2))          # gradient of (x - 2)**2
+    >>> opt.step_count
+    100
+    """),
+                 PublicClass("AdamW", r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as
+    torch.optim.AdamW: ``p *= 1 - lr * weight_decay`` before the Adam update.
+
+    Parameters
+    ----------
+    {params}
+    betas, eps, amsgrad, maximize
+        As for :class:`Adam`.
+    weight_decay : float, optional
+        Decoupled weight decay coefficient (default 1e-2).{shared}
+    """, base="Adam",
+                             defaults={"weight_decay": 1e-2},
+                             fixed={"decoupled_weight_decay": True})),
+        methods=(Method("adam", "Adam", "Adam"),
+                 Method("adamw", "AdamW", "AdamW (decoupled weight decay)"),
+                 Method("amsgrad", "Adam",
+                        "AMSGrad (Adam with the maximum of past second moments)",
+                        fixed={"amsgrad": True})),
+        step_doc=r"""Apply one Adam (or AdamW) update in place.
+
+    Parameters
+    ----------
+    param : ndarray
+        Parameters, float32 or float64, C-contiguous and writeable; updated in place.
+    grad : ndarray
+        Gradient of the objective at ``param``, same dtype and shape.
+    exp_avg, exp_avg_sq : ndarray
+        First and second moment estimates (start from zeros); updated in place.
+    step : int
+        1-based number of this update (used for the bias corrections).
+    lr : float, optional
+        Learning rate, >= 0. Default 1e-3.
+    beta1, beta2 : float, optional
+        Decay rates of the moment estimates, in [0, 1). Defaults 0.9 and 0.999.
+    eps : float, optional
+        Added to the bias-corrected ``sqrt(v)`` (outside the square root, like
+        torch). Default 1e-8.
+    weight_decay : float, optional
+        Weight decay coefficient, >= 0. Default 0.
+    decoupled_weight_decay : bool, optional
+        False: Adam's L2 term ``g += weight_decay * p``. True: AdamW's
+        ``p *= 1 - lr * weight_decay`` before the update.
+    amsgrad : bool, optional
+        Use the running maximum of ``exp_avg_sq`` (kept in ``max_exp_avg_sq``).
+    max_exp_avg_sq : ndarray, optional
+        Running maximum of ``exp_avg_sq``; required when ``amsgrad`` is True.
+    maximize : bool, optional
+        Maximize the objective instead of minimizing it.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument, before anything is modified.
+    """,
+    ),
+    Algorithm(
+        "adamax",
+        hyper=(("lr", 2e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("exp_avg"), State("exp_inf")),
+        classes=(PublicClass("Adamax", r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, section 7.1),
+    as torch.optim.Adamax::
+
+        g = g + weight_decay * p
+        m = m + (1 - beta1) * (g - m)
+        u = max(beta2 * u, |g| + eps)
+        p = p - lr / (1 - beta1**t) * m / u
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Decay rates of ``m`` and of the infinity norm ``u`` (default (0.9, 0.999)).
+    eps : float, optional
+        Added to ``|g|`` inside the maximum (default 1e-8).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """),),
+        methods=(Method("adamax", "Adamax", "Adamax"),),
+        step_doc=r"""Apply one Adamax update in place (see :class:`adamc.Adamax`).
+
+    ``exp_avg`` and ``exp_inf`` (the exponentially weighted infinity norm) start from
+    zeros; other arguments as in :func:`adam_step`.
+    """,
+    ),
+    Algorithm(
+        "nadam",
+        hyper=(("lr", 2e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("momentum_decay", 4e-3), ("decoupled_weight_decay", False),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        classes=(PublicClass("NAdam", r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), as torch.optim.NAdam::
+
+        mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)),  P_t = mu_1 ... mu_t
+        m = m + (1 - beta1) * (g - m)
+        v = beta2 * v + (1 - beta2) * g * g
+        d = sqrt(v / (1 - beta2**t)) + eps
+        p = p - lr (1 - mu_t) / (1 - P_t) * g / d - lr mu_{t+1} / (1 - P_{t+1}) * m / d
+
+    The running product ``P_t`` is kept in double precision per param group (torch
+    keeps it in the default float dtype).
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Default (0.9, 0.999).
+    eps : float, optional
+        Default 1e-8.
+    weight_decay : float, optional
+        Default 0; coupled (L2) unless ``decoupled_weight_decay``.
+    momentum_decay : float, optional
+        psi of the momentum schedule (default 4e-3).
+    decoupled_weight_decay : bool, optional
+        Decay the parameters directly (NAdamW). Default False.
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """),),
+        methods=(Method("nadam", "NAdam", "NAdam (Adam with Nesterov momentum)"),),
+        step_doc=r"""Apply one NAdam update in place (see :class:`adamc.NAdam`).
+
+    Parameters
+    ----------
+    mu_product : float, optional
+        Product of the momentum coefficients of the previous steps (1.0 before the
+        first step).
+    momentum_decay : float, optional
+        Default 4e-3.
+    param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize
+        As in :func:`adam_step` (``lr`` defaults to 2e-3).
+
+    Returns
+    -------
+    float
+        ``mu_product`` after this step: pass it to the next call.
+    """,
+        aux="mu_product",
+    ),
+    Algorithm(
+        "radam",
+        hyper=(("lr", 1e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("decoupled_weight_decay", False), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        classes=(PublicClass("RAdam", r"""RAdam, Adam with a rectified adaptive learning rate (Liu et al., 2020), as
+    torch.optim.RAdam::
+
+        m, v as in Adam;  rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)
+        if rho_t > 5:  r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                       p = p - lr * r * m / (1 - beta1**t) * sqrt(1 - beta2**t) / (sqrt(v) + eps)
+        else:          p = p - lr * m / (1 - beta1**t)
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Default (0.9, 0.999).
+    eps : float, optional
+        Added to ``sqrt(v)`` (default 1e-8).
+    weight_decay : float, optional
+        Default 0; coupled (L2) unless ``decoupled_weight_decay``.
+    decoupled_weight_decay : bool, optional
+        Decay the parameters directly (RAdamW). Default False.
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """),),
+        methods=(Method("radam", "RAdam", "RAdam (rectified Adam)"),),
+        step_doc=r"""Apply one RAdam update in place (see :class:`adamc.RAdam`); arguments as in
+    :func:`adam_step`.""",
+    ),
+    Algorithm(
+        "sgd",
+        hyper=(("lr", 1e-3), ("momentum", 0.0), ("dampening", 0.0), ("weight_decay", 0.0),
+               ("nesterov", False), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("momentum_buffer", requires="momentum", needs="momentum > 0",
+                      unstarted=True),),
+        classes=(PublicClass("SGD", r"""Stochastic gradient descent with optional (Nesterov) momentum, as
+    torch.optim.SGD (Sutskever et al., 2013)::
+
+        g = g + weight_decay * p
+        b = g                                    (first step with momentum)
+        b = momentum * b + (1 - dampening) * g   (later steps)
+        g = g + momentum * b if nesterov else b  (with momentum)
+        p = p - lr * g
+
+    Parameters
+    ----------
+    {params}
+    momentum : float, optional
+        Momentum factor in [0, 1] (default 0: plain gradient descent).
+    dampening : float, optional
+        Dampening of the momentum, in [0, 1] (default 0).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    nesterov : bool, optional
+        Nesterov momentum; needs momentum > 0 and dampening 0 (default False).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """),),
+        methods=(Method("sgd", "SGD", "SGD (gradient descent with momentum)"),),
+        step_doc=r"""Apply one SGD update in place (see :class:`adamc.SGD`).
+
+    Parameters
+    ----------
+    momentum_buffer : ndarray, optional
+        Required when ``momentum > 0``. At ``step == 1`` it is set to the gradient
+        (torch's first step); later steps update it.
+    step : int
+        1-based number of this update.
+    lr, momentum, dampening, weight_decay, nesterov, maximize
+        As for :class:`adamc.SGD`.
+    param, grad
+        As in :func:`adam_step`.
+    """,
+        aux="buffer_started",
+        cross_check=check_nesterov,
+    ),
+    Algorithm(
+        "rmsprop",
+        hyper=(("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("momentum", 0.0), ("centered", False), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("square_avg"),
+                State("momentum_buffer", requires="momentum", needs="momentum > 0",
+                      positional=False),
+                State("grad_avg", requires="centered", needs="centered=True",
+                      positional=False)),
+        classes=(PublicClass("RMSprop", r"""RMSprop (Hinton, lecture 6e), as torch.optim.RMSprop::
+
+        g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        a = a + (1 - alpha) * (g - a);  d = sqrt(v - a * a) + eps   (centered)
+        d = sqrt(v) + eps                                           (otherwise)
+        b = momentum * b + g / d;  p = p - lr * b                   (momentum > 0)
+        p = p - lr * g / d                                          (otherwise)
+
+    Parameters
+    ----------
+    {params}
+    alpha : float, optional
+        Smoothing constant in [0, 1] (default 0.99).
+    eps : float, optional
+        Added to the denominator (default 1e-8).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    momentum : float, optional
+        Momentum factor in [0, 1] (default 0).
+    centered : bool, optional
+        Normalize by an estimate of the variance of the gradient (default False).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """),),
+        methods=(Method("rmsprop", "RMSprop", "RMSprop"),),
+        step_doc=r"""Apply one RMSprop update in place (see :class:`adamc.RMSprop`).
+
+    Parameters
+    ----------
+    square_avg : ndarray
+        Running average of the squared gradient (start from zeros).
+    momentum_buffer : ndarray, optional
+        Required when ``momentum > 0`` (start from zeros).
+    grad_avg : ndarray, optional
+        Running average of the gradient; required when ``centered``.
+    step : int
+        1-based number of this update (RMSprop has no bias correction; it is
+        checked for consistency with the other steps).
+    lr, alpha, eps, weight_decay, momentum, centered, maximize
+        As for :class:`adamc.RMSprop`.
+    param, grad
+        As in :func:`adam_step`.
+    """,
+    ),
+    Algorithm(
+        "lion",
+        hyper=(("lr", 1e-4), ("betas", (0.9, 0.99)), ("weight_decay", 0.0),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("exp_avg"),),
+        classes=(PublicClass("Lion", r"""Lion, evolved sign momentum (Chen et al., 2023, "Symbolic Discovery of
+    Optimization Algorithms"), as ``optax.lion`` and the ``lion-pytorch`` package::
+
+        p = p * (1 - lr * weight_decay)         (decoupled weight decay)
+        c = beta1 * m + (1 - beta1) * g
+        p = p - lr * sign(c)                     (sign(0) = 0)
+        m = beta2 * m + (1 - beta2) * g
+
+    Every element moves by exactly ``lr`` (or not at all), so Lion wants a learning
+    rate 3-10 times smaller than Adam's and a weight decay 3-10 times larger.
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        ``beta1`` interpolates the update direction, ``beta2`` decays the momentum
+        (default (0.9, 0.99)).
+    weight_decay : float, optional
+        Decoupled weight decay coefficient (default 0).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+    """),),
+        methods=(Method("lion", "Lion", "Lion (evolved sign momentum)"),),
+        step_doc=r"""Apply one Lion update in place (see :class:`adamc.Lion`).
+
+    Parameters
+    ----------
+    param, grad
+        As in :func:`adam_step`.
+    exp_avg : ndarray
+        Momentum (start from zeros); updated in place.
+    step : int
+        1-based number of this update (Lion has no bias correction; it is checked
+        for consistency with the other steps).
+    lr : float, optional
+        Learning rate, >= 0. Default 1e-4.
+    beta1, beta2 : float, optional
+        In [0, 1). Defaults 0.9 and 0.99.
+    weight_decay : float, optional
+        Decoupled weight decay coefficient (``p *= 1 - lr * weight_decay``). Default 0.
+    maximize : bool, optional
+        Maximize the objective instead of minimizing it.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument, before anything is modified.
+    """,
+    ),
+]}
+
+# Public classes and SciPy methods in table order.
+CLASSES: dict[str, tuple[Algorithm, PublicClass]] = {
+    c.name: (a, c) for a in ALGORITHMS.values() for c in a.classes}
+METHODS: dict[str, tuple[Algorithm, Method]] = {
+    m.name: (a, m) for a in ALGORITHMS.values() for m in a.methods}
