@@ -651,7 +651,7 @@ def lr_at(fn, int64_t step, Py_ssize_t gi):
 
 
 # ---------------------------------------------------------------------------------
-# Stateless steps (the checks live in adamc.functional)
+# Algorithms of the kernels and their hyperparameters
 
 def _kernel_algorithms():
     """Name -> enum value of every algorithm of src_c/adamc.h (ADAMC_ALGORITHMS),
@@ -709,43 +709,9 @@ cdef inline void *_data_or_null(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-def _apply(str algorithm, dict hyper, step, double aux, param, grad, states):
-    """One update of ``param`` in place, from checked arrays and hyperparameters;
-    returns the algorithm's scalar state after the step."""
-    cdef adamc_hyper h
-    cdef adamc_coef coef
-    cdef adamc_task task
-    cdef double aux_next
-    cdef int algo = ALGORITHMS[algorithm]
-    cdef int64_t t = _step_number(step, "step")
-    if not cnp.PyArray_Check(param) or not cnp.PyArray_Check(grad) or len(states) != 3:
-        raise TypeError("_apply needs checked arrays")
-    _fill_hyper(&h, hyper)
-    if adamc_prepare(algo, &h, t, aux, &coef, &aux_next) != 0:
-        raise ValueError(f"unknown algorithm {algorithm!r}")
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    task.param = cnp.PyArray_DATA(p)
-    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
-    for k in range(3):
-        task.state[k] = _data_or_null(states[k])
-    task.lower = NULL
-    task.upper = NULL
-    task.coef = &coef
-    cdef adamc_chunk_fn fn = _kernels.step[algo][ADAMC_F32 if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT
-                                                 else ADAMC_F64]
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(p), nbytes = cnp.PyArray_NBYTES(p)
-    cdef int nthreads = _threads_for(nbytes)
-    if nbytes >= _nogil_min_bytes:
-        with nogil:
-            adamc_run(fn, &task, n, nthreads)
-    else:
-        adamc_run(fn, &task, n, 1)
-    return aux_next
-
-
 # ---------------------------------------------------------------------------------
-# Compiled stateless steps (adamc.functional builds one _StepSpec per algorithm from
-# adamc._algorithms and calls _stateless with the arguments in table order). Every
+# Compiled stateless steps (adamc.functional builds one _StepSpec and one _StepFunction
+# per algorithm of adamc._algorithms: the public *_step callables). Every
 # check runs before anything is written, with the messages of the classes' checks.
 
 cdef enum:
@@ -832,22 +798,23 @@ cdef class _StepSpec:
         self.aux_mode = _STEP_AUX.index(aux)
 
 
-def _stateless(_StepSpec spec, param, grad, tuple states, step, aux, tuple hyper):
-    """One stateless update of ``param`` in place (see ``_StepSpec``); returns the
-    scalar state after the step for ``aux="mu_product"``, else None."""
+cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **states,
+                       object step, object aux, PyObject **hyper):
+    """One stateless update of ``param`` in place (see ``_StepSpec``; ``states`` and
+    ``hyper`` hold spec.nstates and spec.nhyper borrowed references, None for an
+    absent state); returns the scalar state after the step for
+    ``aux="mu_product"``, else None."""
     cdef double vals[_MAX_ARGS]
     cdef double fv[_F_COUNT]
     cdef int k, nh = spec.nhyper, kind
     cdef bint lr_schedule = False
     cdef double x, a = 0.0, aux_next
     cdef object v, arr
-    if len(hyper) != nh or len(states) != spec.nstates:
-        raise TypeError("_stateless: wrong number of arguments")
     for k in range(_F_COUNT):
         fv[k] = 0.0
     # hyperparameters, in call order
     for k in range(nh):
-        v = hyper[k]
+        v = <object>hyper[k]
         kind = spec.kinds[k]
         if kind == _KIND_FLAG:
             if v is True:
@@ -884,7 +851,7 @@ def _stateless(_StepSpec spec, param, grad, tuple states, step, aux, tuple hyper
     for k in range(spec.nstates):
         if spec.state_flag[k] < 0:
             continue
-        arr = states[k]
+        arr = <object>states[k]
         if vals[spec.state_flag[k]] != 0.0:
             if arr is None:
                 raise ValueError(f"{spec.state_needs[k]} needs {spec.state_names[k]} "
@@ -905,7 +872,7 @@ def _stateless(_StepSpec spec, param, grad, tuple states, step, aux, tuple hyper
         raise _operand_error(grad, "grad", param, "param", False)
     cdef adamc_task task
     for k in range(spec.nstates):
-        arr = states[k]
+        arr = <object>states[k]
         if arr is None:
             if spec.state_flag[k] < 0:  # a required state passed as None
                 raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
@@ -954,24 +921,130 @@ def _stateless(_StepSpec spec, param, grad, tuple states, step, aux, tuple hyper
     return None
 
 
+cdef object _MISSING = object()
+
+
+@cython.auto_pickle(False)
+cdef class _StepFunction:
+    """A stateless step as a compiled callable: parses its arguments like a Python
+    function with the signature ``(param, grad, <positional states>, *, step,
+    [mu_product,] <hyperparameters>, <keyword states>)`` and runs ``_step_core``.
+    adamc.functional derives a Python class from it, whose instances carry the name,
+    docstring and signature of a function (``__name__``, ``__doc__``,
+    ``__signature__``, ...).
+
+    Parameters
+    ----------
+    spec : _StepSpec
+        The algorithm's argument layout.
+    name : str
+        Function name, for the messages of bad calls.
+    npositional : int
+        Number of state arrays that may be passed positionally (a prefix of the
+        states; the optional ones default to None).
+    defaults : sequence
+        Default values of the hyperparameters, in spec order.
+    aux_default : object
+        Default of ``mu_product`` (used only with ``aux="mu_product"``).
+    """
+    cdef _StepSpec spec
+    cdef dict index              # argument name -> slot
+    cdef list defaults           # slot -> default value or _MISSING
+    cdef list slot_names
+    cdef int npos_max, npos_min, nslots, s_states, s_step, s_aux, s_hyper
+    cdef readonly str name
+
+    def __init__(self, _StepSpec spec, str name, int npositional, defaults, aux_default=1.0):
+        cdef int k, ns = spec.nstates
+        if not 0 <= npositional <= ns or len(defaults) != spec.nhyper:
+            raise ValueError("bad stateless step layout")
+        self.spec = spec
+        self.name = name
+        self.s_states, self.s_step = 2, 2 + ns
+        self.s_aux, self.s_hyper = 3 + ns, 4 + ns
+        self.nslots = 4 + ns + spec.nhyper
+        names = ["param", "grad", *spec.state_names, "step",
+                 "mu_product" if spec.aux_mode == 1 else None, *spec.names]
+        self.slot_names = names
+        self.defaults = [_MISSING, _MISSING]
+        for k in range(ns):
+            self.defaults.append(_MISSING if spec.state_flag[k] < 0 else None)
+        self.defaults += [_MISSING, aux_default if spec.aux_mode == 1 else None, *defaults]
+        self.npos_max = 2 + npositional
+        self.npos_min = 2
+        for k in range(npositional):
+            if spec.state_flag[k] < 0:
+                self.npos_min = 3 + k
+        self.index = {n: k for k, n in enumerate(names)
+                      if n is not None and k >= self.npos_max}
+        self.index.update({n: k for k, n in enumerate(names[:self.npos_max])})
+
+    def __reduce__(self):
+        return self.name  # pickled by reference (a global of its module), like a function
+
+    def __repr__(self):
+        return f"<compiled function {type(self).__module__}.{self.name}>"
+
+    def __call__(self, *args, **kwargs):
+        cdef PyObject *slots[_MAX_ARGS + 8]
+        cdef Py_ssize_t n = len(args), k, j
+        cdef PyObject *obj
+        cdef list defaults = self.defaults
+        if n > self.npos_max:
+            raise TypeError(self._takes(n))
+        for k in range(n):
+            slots[k] = <PyObject *>(<tuple>args)[k]
+        for k in range(n, self.nslots):
+            slots[k] = <PyObject *>defaults[k]
+        if kwargs:
+            for key, value in (<dict>kwargs).items():
+                obj = PyDict_GetItemWithError(self.index, key)
+                if obj == NULL:
+                    raise TypeError(f"{self.name}() got an unexpected keyword argument "
+                                    f"'{key}'")
+                j = <object>obj
+                if j < n:
+                    raise TypeError(f"{self.name}() got multiple values for argument "
+                                    f"'{key}'")
+                slots[j] = <PyObject *>value
+        for k in range(self.nslots):
+            if slots[k] == <PyObject *>_MISSING:
+                raise TypeError(self._missing(k))
+        return _step_core(self.spec, <object>slots[0], <object>slots[1], &slots[self.s_states],
+                          <object>slots[self.s_step], <object>slots[self.s_aux],
+                          &slots[self.s_hyper])
+
+    def _takes(self, Py_ssize_t n):
+        if self.npos_min == self.npos_max:
+            return (f"{self.name}() takes {self.npos_max} positional arguments but {n} "
+                    f"were given")
+        return (f"{self.name}() takes from {self.npos_min} to {self.npos_max} positional "
+                f"arguments but {n} were given")
+
+    def _missing(self, Py_ssize_t k):
+        kind = "positional" if k < self.npos_max else "keyword-only"
+        return (f"{self.name}() missing 1 required {kind} argument: "
+                f"'{self.slot_names[k]}'")
+
+
 cdef int _check_step_disjoint(_StepSpec spec, object param, object grad,
-                              tuple states) except -1:
+                              PyObject **states) except -1:
     """check_disjoint for a stateless step, without building lists when nothing
     overlaps."""
     cdef int i, j, n = spec.nstates
     cdef object a, b
     for i in range(-1, n):
-        a = param if i < 0 else states[i]
+        a = param if i < 0 else <object>states[i]
         if a is None:
             continue
         for j in range(i + 1, n):
-            b = states[j]
+            b = <object>states[j]
             if b is not None and _overlap(a, b):
                 raise ValueError(f"{'param' if i < 0 else spec.state_names[i]} and "
                                  f"{spec.state_names[j]} share memory; each must be a "
                                  f"separate array")
     for i in range(-1, n):
-        a = param if i < 0 else states[i]
+        a = param if i < 0 else <object>states[i]
         if a is not None and _overlap(grad, a):
             raise ValueError(f"grad shares memory with "
                              f"{'param' if i < 0 else spec.state_names[i]}, which this step "

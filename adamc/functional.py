@@ -6,11 +6,12 @@ number of this update. Every argument is checked before anything is modified; th
 formulas are those of the optimizer classes in :mod:`adamc.optim`.
 
 One ``<name>_step`` function per row of :data:`adamc._algorithms.ALGORITHMS`: its
-signature, defaults and docstring come from the row, its checks and the update run in
-compiled code (``adamc._kernels._stateless``).
+signature, defaults and docstring come from the row; the argument parsing, the checks
+and the update run in compiled code (``adamc._kernels._StepFunction``).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from . import _kernels
@@ -46,22 +47,31 @@ def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], list[str
     return positional, keyword, [s.name for s in algorithm.states]
 
 
+class _Step(_kernels._StepFunction):
+    """A stateless step: a compiled callable with a function's name, docstring and
+    signature (set per instance by _make_step)."""
+
+
 def _make_step(algorithm: Algorithm) -> Callable[..., Any]:
+    """The compiled callable of ``algorithm``'s step (``_kernels._StepFunction``: it
+    parses the arguments itself, so a call costs no Python frame), with the name,
+    docstring and signature of the table's row."""
     args = step_arguments(algorithm)
     spec = _kernels._StepSpec(
         algorithm.c_id, [a[0] for a in args], [a[2] for a in args],
         [s.name for s in algorithm.states],
         [s.requires for s in algorithm.states], [s.needs for s in algorithm.states],
         algorithm.aux or "none")
-    positional, keyword, states = step_signature(algorithm)
-    aux = algorithm.aux if algorithm.aux == "mu_product" else "None"
-    source = (
-        f"def {algorithm.step_name}({', '.join(positional)}, *, {', '.join(keyword)}):\n"
-        f"    return _stateless(_spec, param, grad, ({', '.join(states)},), step, {aux}, "
-        f"({', '.join(a[0] for a in args)},))\n")
-    namespace: dict[str, Any] = {"_stateless": _kernels._stateless, "_spec": spec}
-    exec(source, namespace)  # like dataclasses: a real signature, no *args parsing
-    fn = namespace[algorithm.step_name]
+    npositional = sum(s.positional for s in algorithm.states)
+    if any(s.positional for s in algorithm.states[npositional:]):
+        raise ValueError(f"{algorithm.name}: positional states must come first")
+    fn = _Step(spec, algorithm.step_name, npositional, [a[1] for a in args])
+    positional, keyword, _ = step_signature(algorithm)
+    namespace: dict[str, Any] = {}
+    exec(f"def {algorithm.step_name}({', '.join(positional)}, *, {', '.join(keyword)}):"
+         f" pass", namespace)  # only to describe the signature (like dataclasses)
+    fn.__signature__ = inspect.signature(namespace[algorithm.step_name])
+    fn.__name__ = fn.__qualname__ = algorithm.step_name
     fn.__module__ = __name__
     fn.__doc__ = algorithm.step_doc
     return fn

@@ -6,6 +6,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _kernels
 from ._algorithms import Algorithm
 
 __all__ = ['adam_step', 'adamax_step', 'nadam_step', 'radam_step', 'sgd_step', 'rmsprop_step', 'lion_step']
@@ -13,6 +14,11 @@ __all__ = ['adam_step', 'adamax_step', 'nadam_step', 'radam_step', 'sgd_step', '
 def step_arguments(algorithm: Algorithm) -> list[tuple[str, Any, str]]: ...
 def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], list[str]]: ...
 def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...
+
+class _Step(_kernels._StepFunction): ...
+
+# The steps are _Step instances at run time (compiled callables); typed here
+# as the functions they behave like.
 
 def adam_step(param: NDArray[np.floating[Any]], grad: NDArray[np.floating[Any]], exp_avg: NDArray[np.floating[Any]], exp_avg_sq: NDArray[np.floating[Any]], *, step: int, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., amsgrad: bool = ..., maximize: bool = ..., decoupled_weight_decay: bool = ..., max_exp_avg_sq: NDArray[np.floating[Any]] | None = ...) -> None: ...
 def adamax_step(param: NDArray[np.floating[Any]], grad: NDArray[np.floating[Any]], exp_avg: NDArray[np.floating[Any]], exp_inf: NDArray[np.floating[Any]], *, step: int, lr: float = ..., beta1: float = ..., beta2: float = ..., eps: float = ..., weight_decay: float = ..., maximize: bool = ...) -> None: ...

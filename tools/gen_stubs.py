@@ -67,12 +67,16 @@ def optim_stub() -> str:
 
 def functional_stub() -> str:
     lines = [HEADER, "from typing import Any, Callable", "", "import numpy as np",
-             "from numpy.typing import NDArray", "", "from ._algorithms import Algorithm", "",
+             "from numpy.typing import NDArray", "", "from . import _kernels",
+             "from ._algorithms import Algorithm", "",
              f"__all__ = {functional.__all__!r}", "",
              "def step_arguments(algorithm: Algorithm) -> list[tuple[str, Any, str]]: ...",
              "def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], "
              "list[str]]: ...",
-             "def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...", ""]
+             "def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...", "",
+             "class _Step(_kernels._StepFunction): ...", "",
+             "# The steps are _Step instances at run time (compiled callables); typed here",
+             "# as the functions they behave like.", ""]
     for algorithm in ALGORITHMS.values():
         positional, keyword, _ = functional.step_signature(algorithm)
         kinds = {name: kind for name, _, kind in functional.step_arguments(algorithm)}
