@@ -25,21 +25,23 @@ enum {
 
 enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };
 
-/* The algorithms, one line each: X(ID, name) gives the enum value ADAMC_<ID>, the
- * name under which adamc/_algorithms.py knows it, and the kernel table entry
- * <name>_chunk of every SIMD level (see adamc_level.inc). Values follow the order
- * of the list. */
-#define ADAMC_ALGORITHMS(X) \
-    X(ADAM, adam)       /* Adam, AdamW, AMSGrad */ \
-    X(ADAMAX, adamax)                              \
-    X(NADAM, nadam)                                \
-    X(RADAM, radam)                                \
-    X(SGD, sgd)         /* momentum, dampening, Nesterov */ \
-    X(RMSPROP, rmsprop)                            \
-    X(LION, lion)
+/* The algorithms, one line each: X(ID, name, xflag, yflag) gives the enum value
+ * ADAMC_<ID>, the name under which adamc/_algorithms.py knows it, the kernel table
+ * entry <name>_chunk of every SIMD level and its specialised variants (adamc_algos.inc:
+ * the loop <name>_loop, and <name>_REACHABLE for the option combinations that occur),
+ * and the two option bits of adamc_coef.flags (0: none) the variants are specialised
+ * on besides the shared ones. Values follow the order of the list. */
+#define ADAMC_ALGORITHMS(X)                                             \
+    X(ADAM, adam, ADAMC_AMSGRAD, 0)          /* Adam, AdamW, AMSGrad */  \
+    X(ADAMAX, adamax, 0, 0)                                             \
+    X(NADAM, nadam, 0, 0)                                               \
+    X(RADAM, radam, ADAMC_RECTIFIED, 0)                                 \
+    X(SGD, sgd, ADAMC_MOMENTUM, ADAMC_NESTEROV) /* dampening, Nesterov */ \
+    X(RMSPROP, rmsprop, ADAMC_MOMENTUM, ADAMC_CENTERED)                 \
+    X(LION, lion, 0, 0)
 
 enum {
-#define ADAMC_ENUM_(id, name) ADAMC_##id,
+#define ADAMC_ENUM_(id, name, x, y) ADAMC_##id,
     ADAMC_ALGORITHMS(ADAMC_ENUM_)
 #undef ADAMC_ENUM_
     ADAMC_NUM_ALGOS

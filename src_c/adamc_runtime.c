@@ -183,7 +183,7 @@ const char *
 adamc_algorithm_name(int algo)
 {
     switch (algo) {
-#define ADAMC_NAME_(id, name) \
+#define ADAMC_NAME_(id, name, x, y) \
     case ADAMC_##id:          \
         return #name;
         ADAMC_ALGORITHMS(ADAMC_NAME_)
