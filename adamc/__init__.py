@@ -13,7 +13,7 @@ from .checkpoint import load, save
 from .functional import *  # noqa: F403  <name>_step, from the algorithm table
 from .optim import *  # noqa: F403  the optimizer classes, from the algorithm table
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = ["Optimizer"]
 __all__ += [name for name in optim.__all__ if name != "Optimizer"]

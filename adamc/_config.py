@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from . import _kernels
+from ._version import __version__
 
 
 def config() -> dict[str, Any]:
     """Configuration facts as a dict (the data behind :func:`show_config`)."""
-    from . import __version__
 
     return {
         "adamc": __version__,

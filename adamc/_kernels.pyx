@@ -1095,6 +1095,8 @@ cdef class _Engine:
     cdef list _states            # per param: list of 3 state arrays or None
     cdef list _params_lists      # per group: the list object found in group["params"]
     cdef tuple _keys             # hyperparameter keys watched for changes
+    cdef object _validate        # validate(group, gi) -> (hyper dict, lr_fn); see _bind
+    cdef tuple _state_names      # names of the state slots (error messages)
     cdef list _seen              # per group: list of the objects last validated
     cdef list _lr_fns            # per group: schedule or callable lr, or None
     cdef bint _bounded
@@ -1177,11 +1179,16 @@ cdef class _Engine:
         self._nonfinite = NONFINITE_POLICIES.index(value)
 
     def _bind(self, int algo, tuple keys, list params, list states, list group_index,
-              lower=None, upper=None):
+              lower=None, upper=None, validate=None, tuple state_names=()):
         """(Re)build the cached view of param_groups. ``states[i]`` lists the 3 state
         slots of params[i] (None where unused); ``lower``/``upper`` optional per-param
         bound arrays. Arrays must already be checked. Existing groups keep their step
-        counts and scalar state; new ones start fresh."""
+        counts and scalar state; new ones start fresh.
+
+        The engine's interface to the layer above is explicit: ``validate(group, gi)
+        -> (hyperparameters, lr schedule or None)`` checks a group whose watched keys
+        changed (the engine never calls methods of its subclasses), and
+        ``state_names`` names the state slots in error messages."""
         if self._busy == 1:
             raise RuntimeError("the optimizer is stepping in another thread")
         cdef Py_ssize_t i, k, n = len(params), ng = len(self.param_groups)
@@ -1238,6 +1245,8 @@ cdef class _Engine:
         self._held = [None] * n
         self._algo = algo
         self._keys = keys
+        self._validate = validate
+        self._state_names = state_names
         self._nparams, self._ngroups = n, ng
         self._params = list(params)
         self._states = [list(s) for s in states]
@@ -1386,7 +1395,7 @@ cdef class _Engine:
 
     def _written_name(self, g):
         """Name of the parameter or state array whose memory g overlaps (error path)."""
-        keys = getattr(self, "_state_keys", ())
+        keys = self._state_names
         for i, p in enumerate(self._params):
             if _overlap(g, p):
                 return self._param_name(i)
@@ -1490,11 +1499,12 @@ cdef class _Engine:
         return 0
 
     cdef int _refresh(self, Py_ssize_t gi) except -1:
-        """Validate group gi's hyperparameters (via the subclass's _group_hyper) and
-        cache them; only validated values reach the Group struct."""
+        """Validate group gi's hyperparameters (with the validate callable given to
+        _bind) and cache them; only validated values reach the Group struct."""
         group = self.param_groups[gi]
-        hyper, lr_fn = self._group_hyper(group, gi)
-        self._check_group_state(gi, hyper)
+        if self._validate is None:
+            raise RuntimeError("optimizer is not initialised (call super().__init__)")
+        hyper, lr_fn = self._validate(group, gi)
         _fill_hyper(&self._groups[gi].hyper, hyper)
         self._lr_fns[gi] = lr_fn
         self._seen[gi] = [group.get(k) for k in self._keys]

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import _kernels
+from ._format import _encode, _write
 from .optim import Optimizer
 
 __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
@@ -151,8 +152,6 @@ def _agree(comm: Any, error: BaseException | None) -> None:
 
 def _fingerprint(value: Any) -> str:
     """A text that is equal on two ranks exactly when the values are."""
-    from .checkpoint import _encode
-
     if isinstance(value, np.ndarray):
         return (f"array {value.shape} {value.dtype} with checksum "
                 f"{zlib.crc32(np.ascontiguousarray(value).data):08x}")
@@ -898,11 +897,10 @@ class DistributedOptimizer:
         return dict(common, state=full, steps=[merged[gi][0] for gi in groups],
                     aux=[merged[gi][1] for gi in groups])
 
-    def _save(self, path: Any, extra: dict[str, Any] | None,
-              extra_arrays: dict[str, np.ndarray] | None) -> None:
-        """adamc.save of a DistributedOptimizer: gathered on rank 0, written once."""
-        from .checkpoint import _write
-
+    def _save_collectively(self, path: Any, extra: dict[str, Any] | None,
+                           extra_arrays: dict[str, np.ndarray] | None) -> None:
+        """adamc.save of a DistributedOptimizer (the interface adamc.checkpoint.save
+        looks for): gathered on rank 0, written once."""
         payload = self._consolidated(0, build=False)
         error = None
         if payload is not None:

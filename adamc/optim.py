@@ -189,7 +189,16 @@ class Optimizer(_kernels._Engine):
             index.extend([gi] * len(g["params"]))
         lower, upper = self._box if self._box is not None else (None, None)
         self._bind(_kernels.ALGORITHMS[self._algorithm], self._hyper_keys, params,
-                   self._state_arrays, index, lower, upper)
+                   self._state_arrays, index, lower, upper, self._validated_group,
+                   self._state_keys)
+
+    def _validated_group(self, group: dict[str, Any], gi: int) -> tuple[dict, Callable | None]:
+        """The engine's check of a group whose hyperparameters changed (given to
+        _bind): the values and the schedule, after refusing flags that need state
+        the optimizer was created without."""
+        hyper, lr_fn = self._group_hyper(group, gi)
+        self._check_group_state(gi, hyper)
+        return hyper, lr_fn
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

@@ -1,0 +1,98 @@
+"""The package's modules form layers that only point down, with no import cycle.
+
+Every import in adamc/ is read from the source (module level and inside functions
+alike, ``import`` and ``from ... import``), so a lazy import cannot hide a cycle.
+A module may import modules of lower layers only (never one of its own layer), and
+the compiled module imports nothing of the package.
+"""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "adamc"
+
+# Lowest first. Read as: kernels -> validation -> the algorithm table -> optimizers
+# -> state snapshot/format -> {checkpoint, distributed} -> minimize -> CLI.
+LAYERS = [
+    ["_kernels", "_version", "_reference"],      # compiled core; the NumPy oracle
+    ["_validation", "schedules", "_config"],
+    ["_algorithms"],
+    ["optim", "functional"],
+    ["_format"],
+    ["checkpoint", "distributed"],
+    ["_minimize"],
+    ["_methods"],
+    ["__init__"],                                 # the public namespace
+    ["_bench"],                                   # the command line: its benchmark
+    ["__main__"],
+]
+LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+
+
+def modules():
+    names = {p.stem for p in PACKAGE.glob("*.py")} | {p.stem for p in PACKAGE.glob("*.pyx")}
+    return sorted(names)
+
+
+def imports_of(name):
+    """(imported module, line) for every import of a package module in ``name``."""
+    path = PACKAGE / f"{name}.py"
+    if not path.exists():  # the compiled module: every Python-level import statement
+        text = (PACKAGE / f"{name}.pyx").read_text()
+        found = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            m = re.match(r"\s*(?:from\s+(\S+)\s+)?c?import\s+(.+)", line)
+            if m and (m.group(1) or "").startswith((".", "adamc")):
+                found.append((m.group(1), lineno))
+            elif m and not m.group(1) and m.group(2).startswith("adamc"):
+                found.append((m.group(2), lineno))
+        return found
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 or (node.module or "").split(".")[0] == "adamc":
+                base = node.module.split(".")[-1] if node.module and node.module != "adamc" \
+                    else None
+                if base is None:  # from . import x, y  /  from adamc import x
+                    for alias in node.names:
+                        target = alias.name if alias.name in LAYER else "__init__"
+                        found.append((target, node.lineno))
+                else:
+                    found.append((base, node.lineno))
+            elif node.level > 1:
+                found.append(("<outside the package>", node.lineno))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "adamc":
+                    found.append(("__init__", node.lineno))
+                elif alias.name.startswith("adamc."):
+                    found.append((alias.name.split(".")[1], node.lineno))
+    return found
+
+
+def test_every_module_has_a_layer():
+    assert set(modules()) == set(LAYER), "place new modules in LAYERS"
+
+
+@pytest.mark.parametrize("name", modules())
+def test_imports_point_down(name):
+    for target, line in imports_of(name):
+        assert target in LAYER, f"{name}.py:{line} imports {target}"
+        assert LAYER[target] < LAYER[name], (
+            f"{name}.py:{line} imports {target}, which is not in a lower layer "
+            f"({name}: layer {LAYER[name]}, {target}: layer {LAYER[target]})")
+
+
+def test_the_compiled_module_imports_nothing_of_the_package():
+    assert imports_of("_kernels") == []
+
+
+def test_the_checker_sees_function_level_imports(tmp_path, monkeypatch):
+    """The test can fail: a lazy upward import is reported."""
+    (tmp_path / "optim.py").write_text("def f():\n    from .checkpoint import save\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
+    assert imports_of("optim") == [("checkpoint", 2)]
+    with pytest.raises(AssertionError, match="not in a lower layer"):
+        test_imports_point_down("optim")
