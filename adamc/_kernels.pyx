@@ -492,6 +492,19 @@ def block_sum_squares(a, Py_ssize_t first, Py_ssize_t block, double clip, out):
             pos = end
 
 
+def first_nonfinite(a):
+    """Flat index of the first NaN or infinity of a contiguous float array, or -1
+    (the kernels' scan of nonfinite="raise"/"skip")."""
+    cdef cnp.ndarray x = _vector(a, "a")
+    cdef adamc_scan_fn fn = _kernels.first_nonfinite[ADAMC_F32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
+                                                     else ADAMC_F64]
+    cdef const void *data = cnp.PyArray_DATA(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), r
+    with nogil:
+        r = fn(data, n)
+    return r
+
+
 def copy_into(dst, src):
     """Copy src into dst (contiguous arrays of one dtype and size, dst writeable)."""
     cdef cnp.ndarray d = _vector(dst, "dst"), s = _vector(src, "src")
@@ -1102,6 +1115,8 @@ cdef class _Engine:
     cdef bint _bounded
     cdef double _max_grad_norm   # <= 0: off
     cdef double _clip_value      # inf: off
+    cdef bint _use_external      # _step_reduced: the sum of squares comes from outside
+    cdef double _external_sumsq
     cdef int _nonfinite          # index in NONFINITE_POLICIES
     cdef int64_t _step_count
     cdef int64_t _skipped
@@ -1334,6 +1349,21 @@ cdef class _Engine:
             self._busy = 0
             self._release_grads()
 
+    def _step_reduced(self, grads, double sumsq):
+        """step() with the sum of squares of the (clamped) gradients given instead of
+        computed: the interface through which adamc.distributed clips by the norm of
+        the gradient of all ranks (each rank holding a shard of it). With
+        max_grad_norm, the gradients are scaled by ``max_grad_norm / (sqrt(sumsq) +
+        1e-6)`` when that is below 1, inside the kernels, as step() does."""
+        if not (sumsq >= 0.0):
+            raise ValueError(f"sumsq must be a number >= 0, got {sumsq!r}")
+        self._use_external = True
+        self._external_sumsq = sumsq
+        try:
+            self.step(grads)
+        finally:
+            self._use_external = False
+
     cdef int _release_grads(self) except -1:
         cdef Py_ssize_t i
         cdef list held = self._held
@@ -1546,10 +1576,13 @@ cdef class _Engine:
                 if kern.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size) >= 0:
                     return i
         if self._max_grad_norm > 0:
-            for i in range(self._nparams):
-                s = &self._slots[i]
-                sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
-                                           s.size, self._clip_value, _threads_for(total))
+            if self._use_external:
+                sumsq = self._external_sumsq
+            else:
+                for i in range(self._nparams):
+                    s = &self._slots[i]
+                    sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
+                                               s.size, self._clip_value, _threads_for(total))
             # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
             scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
             if not (scale >= 1.0):

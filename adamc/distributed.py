@@ -502,7 +502,10 @@ class DistributedOptimizer:
         """The optimizer this rank steps (options handled by the wrapper), the
         original group of each of its groups, and its gradients (views of the
         buffers): a copy of the whole optimizer, or of this rank's shard."""
-        base = dict(payload, options=dict(_NO_OPTIONS))
+        # clip_value and max_grad_norm are applied by the inner optimizer's kernels, with
+        # the sum of squares of all ranks (_step_reduced); the non-finite decision is
+        # taken by the wrapper for all ranks, so the inner optimizer propagates.
+        base = dict(payload, options=dict(self._options, nonfinite="propagate"))
         self._inner_index: list[tuple[int, int, int, int]] = []  # (param, begin, end, flat)
         if self.mode == "replicated":
             views = []
@@ -635,11 +638,15 @@ class DistributedOptimizer:
             else:
                 self._reducer.reduce_shard(b)
             b.source = b.send  # drop the reference to the caller's gradient
-        if not self._clip_and_check():
+        proceed, sumsq = self._check_and_reduce()
+        if not proceed:
             self._skipped += 1
             return
         if self._inner is not None:
-            self._inner.step(self._grad_views)
+            if sumsq is None:
+                self._inner.step(self._grad_views)
+            else:  # the inner kernels clip by the norm of the gradient of all ranks
+                self._inner._step_reduced(self._grad_views, sumsq)
         if self.mode == "sharded":
             self._gather_params()
         self._completed()
@@ -704,33 +711,35 @@ class DistributedOptimizer:
                              "were changed differently on different ranks; nothing was "
                              "updated")
 
-    def _clip_and_check(self) -> bool:
-        """clip_value, the non-finite policy and max_grad_norm on the averaged
-        gradient (this rank's shard in sharded mode). False: skip the step."""
+    def _check_and_reduce(self) -> tuple[bool, float | None]:
+        """The non-finite policy and the global sum of squares for max_grad_norm, on
+        the averaged gradient (this rank's shard in sharded mode); the clamping and
+        the scaling themselves happen in the inner optimizer's kernels (one gradient
+        pre-processing path). Returns (False, None) to skip the step, else (True,
+        the sum of squares of the clamped gradient of all ranks, or None without
+        max_grad_norm)."""
         clip, mgn = self._options["clip_value"], self._options["max_grad_norm"]
         policy = self._options["nonfinite"]
-        if clip is None and mgn is None and policy == "propagate":
-            return True
+        if mgn is None and policy == "propagate":
+            return True, None
         sharded = self.mode == "sharded"
         parts = [(b, b.shard if sharded else b.send, b.lo if sharded else 0)
                  for b in self._buckets]
         local = [-1.0, -1.0]  # the first non-finite element: (parameter, flat index)
-        if policy != "propagate":  # before clipping, which would turn inf into clip
+        if policy != "propagate":  # the kernels' scan, on the unclamped gradient
             for b, part, lo in parts:
-                if part.size and not np.isfinite(_kernels.max_abs(part)):
-                    flat = lo + int(np.flatnonzero(~np.isfinite(part))[0])
+                at = _kernels.first_nonfinite(part)
+                if at >= 0:
+                    flat = lo + at
                     k = max(j for j, s in enumerate(b.starts) if s <= flat)
                     local = [float(b.members[k]), float(flat - b.starts[k])]
                     break
-        if clip is not None:
-            for b, part, _ in parts:
-                c = b.dtype.type(clip)
-                np.clip(part, -c, c, out=part)
         sums = []
-        if mgn is not None:
+        if mgn is not None:  # the kernels' sum of squares of the clamped gradient
             for b, part, _ in parts:
                 b.norm_sums.fill(0.0)
-                _kernels.block_sum_squares(part, 0, BLOCK, np.inf, b.norm_sums)
+                _kernels.block_sum_squares(part, 0, BLOCK, np.inf if clip is None else clip,
+                                           b.norm_sums)
                 sums.append(b.norm_sums)
         if sharded and self.size > 1:
             # every rank's flags and block sums, gathered in place into _norm_all
@@ -749,23 +758,18 @@ class DistributedOptimizer:
             block_sums = [v for a in sums for v in a.tolist()]
         if bad is not None:
             if policy == "skip":
-                return False
+                return False, None
             i, flat = int(bad[0]), int(bad[1])
             index = np.unravel_index(flat, self._params[i].shape)
             where = int(index[0]) if len(index) == 1 else tuple(int(j) for j in index)
             raise FloatingPointError(
                 f"the averaged gradient of params[{i}] holds a NaN or infinity at index "
                 f"{where}; nothing was updated on any rank (nonfinite='raise')")
-        if mgn is not None:
-            # fsum is correctly rounded: the same total from the same blocks, in any
-            # order and on any rank layout
-            total = math.fsum(block_sums)
-            # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
-            scale = mgn / (total ** 0.5 + 1e-6)
-            if not scale >= 1.0:
-                for b, part, _ in parts:
-                    np.multiply(part, b.dtype.type(scale), out=part)
-        return True
+        if mgn is None:
+            return True, None
+        # fsum is correctly rounded: the same total from the same blocks, in any order
+        # and on any rank layout; the kernels turn it into torch's clip_grad_norm_ factor
+        return True, math.fsum(block_sums)
 
     def _gather_params(self) -> None:
         if self.size == 1:

@@ -312,3 +312,31 @@ def test_lion_matches_optax(wd):
         params = optax.apply_updates(params, updates)
     ours = _trajectory_adamc(p0, grads, 1e-3, (0.9, 0.99), wd)
     np.testing.assert_allclose(ours, np.asarray(params), rtol=1e-12, atol=1e-15)
+
+
+# ---- the engine's interface for externally reduced norms (adamc.distributed) -------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_step_reduced_is_step_with_the_given_norm(dtype):
+    """_step_reduced(grads, sumsq) with the engine's own sum of squares gives step()'s
+    bits; a larger sumsq clips harder; clip_value still clamps in the kernel."""
+    rng = np.random.default_rng(26)
+    p0 = [rng.standard_normal(n).astype(dtype) for n in (5, 300)]
+    g = [(10 * rng.standard_normal(x.size)).astype(dtype) for x in p0]
+    clip = 3.0
+    sumsq = sum(float(np.sum(np.clip(x.astype(np.float64), -clip, clip) ** 2)) for x in g)
+    a, b, c = ([x.copy() for x in p0] for _ in range(3))
+    oa = adamc.Adam(a, lr=0.1, max_grad_norm=1.0, clip_value=clip)
+    ob = adamc.Adam(b, lr=0.1, max_grad_norm=1.0, clip_value=clip)
+    oc = adamc.Adam(c, lr=0.1, max_grad_norm=1.0, clip_value=clip)
+    oa.step(g)
+    own = oa._state_arrays[0][0].copy()
+    ob._step_reduced(g, sumsq)
+    oc._step_reduced(g, 100 * sumsq)
+    m_b, m_c = ob._state_arrays[0][0], oc._state_arrays[0][0]
+    np.testing.assert_allclose(m_b, own, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    ratio = (sumsq ** 0.5 + 1e-6) / ((100 * sumsq) ** 0.5 + 1e-6)  # of the two scales
+    np.testing.assert_allclose(m_c, own * ratio, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    with pytest.raises(ValueError, match="sumsq must be"):
+        ob._step_reduced(g, float("nan"))
+    assert ob.step_count == 1
