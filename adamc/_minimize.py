@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _kernels, optim
 from ._algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
+from ._format import _fingerprint
 from .optim import Optimizer
 
 # The minimize_<name> functions are built from the table in adamc._methods.
@@ -260,12 +261,19 @@ def _callback_style(callback: Callable | None) -> str | None:
 # ----------------------------------------------------------------------------------
 # Objective and gradient
 
+def _is_scipy_jac_wrapper(fun: Any, jac: Any) -> bool:
+    """Whether (fun, jac) is what scipy.optimize.minimize passes a custom method for
+    jac=True: an object holding the user's function as ``fun`` (SciPy's MemoizeJac)
+    and its bound ``derivative`` method. Recognised by that interface, without
+    importing SciPy's private class."""
+    return (getattr(jac, "__self__", None) is fun and getattr(jac, "__name__", "") == "derivative"
+            and callable(getattr(fun, "fun", None)))
+
+
 class _Objective:
     """Evaluates f and g at the optimizer's x, counting evaluations."""
 
     def __init__(self, fun, jac, args, x, bounds, rel_step):
-        from scipy.optimize._optimize import MemoizeJac
-
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {type(fun).__name__}")
         self.args = tuple(args) if isinstance(args, tuple) else (args,)
@@ -274,7 +282,7 @@ class _Objective:
         self.view = x.view()
         self.view.flags.writeable = False  # fun must not change the iterate
         self.dtype, self.n = x.dtype, x.size
-        if isinstance(fun, MemoizeJac) and getattr(jac, "__self__", None) is fun:
+        if _is_scipy_jac_wrapper(fun, jac):
             fun, jac = fun.fun, True  # SciPy's jac=True wrapper: skip its caching
         self.fun = fun
         if jac is True:
@@ -386,8 +394,6 @@ def _run_fields(method: _Method, parsed: dict[str, Any], x: np.ndarray,
                 box: tuple[np.ndarray, np.ndarray] | None,
                 objective: _Objective) -> list[tuple[str, str]]:
     """What every rank of a distributed run must pass identically."""
-    from .distributed import _fingerprint
-
     loop = parsed["loop"]
     # the gradient mode decides how many evaluations an iteration makes (maxfev)
     fields = [("method", method.name), ("jac", objective.mode),
@@ -416,7 +422,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         if value is not None:
             warnings.warn(f"Method {method.name} does not use Hessian information ({name}).",
                           RuntimeWarning, stacklevel=stacklevel)
-    comm = options.get("comm")
+    peers = _collaborator(options.get("comm"))
     error = None
     try:
         parsed = _check_options(method, options, stacklevel)
@@ -431,25 +437,15 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         if box is not None:
             opt._set_bounds([box[0]], [box[1]])
         batches = _Batches(loop["batches"])
-        ckpt = _Checkpointer(loop, method)
+        ckpt = _Checkpointer(loop, method, peers)
     except Exception as exc:
-        if comm is None:
-            raise
         error = exc
-    sync = None
-    if comm is not None:
-        # every rank agrees on its inputs before any collective step (no rank waits)
-        from .distributed import _agree, _communicator, _MinimizeSync
-
-        _agree(_communicator(comm), error)
-        sync = _MinimizeSync(comm, x)
-        sync.check_same(_run_fields(method, parsed, x, box, objective))
-        ckpt.sync = sync
+    # every rank agrees on its inputs before any collective step (no rank waits)
+    peers.agree(error)
+    peers.start(x, lambda: _run_fields(method, parsed, x, box, objective))
 
     def evaluate(first: bool) -> tuple[float, np.ndarray]:
-        if sync is not None:
-            return sync.evaluate(objective, batches, first)
-        return objective(batches.first() if first else batches.next())
+        return peers.evaluate(objective, batches, first)
 
     maxiter, maxfev = loop["maxiter"], loop["maxfev"]
     gtol, ftol, xtol = loop["gtol"], loop["ftol"], loop["xtol"]
@@ -473,8 +469,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         elif gtol > 0 and gnorm <= gtol:
             status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
     allvecs = [x.copy()] if loop["return_all"] else None
-    reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) and (
-        sync is None or sync.rank == 0) else None
+    reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) and \
+        peers.rank == 0 else None
     if reporter:
         reporter.row(nit, f, gnorm)
 
@@ -513,11 +509,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             except StopIteration:
                 stopped = True
             except Exception as exc:
-                if sync is None:
-                    raise
                 failure = exc
-        if sync is not None:
-            stopped = sync.stop(stopped, failure)  # a stop on any rank stops every rank
+        stopped = peers.stop(stopped, failure)  # distributed: a stop on any rank stops all
         if stopped:
             status, message = 99, _STOP_MESSAGE
             break
@@ -550,6 +543,46 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     if reporter:
         reporter.close(result)
     return result
+
+
+def _collaborator(comm: Any) -> Any:
+    """The one place where the distributed parts plug into the driver: with
+    options['comm'], adamc.distributed's collective collaborator; else _Local."""
+    if comm is None:
+        return _Local()
+    from .distributed import _MinimizeSync
+
+    return _MinimizeSync(comm)
+
+
+class _Local:
+    """The collaborator of a single-process run; adamc.distributed._MinimizeSync has
+    the same interface and makes the run collective (agreement on the inputs, means
+    of f and g over the ranks, shared stops and errors, one checkpoint writer)."""
+
+    rank, size = 0, 1
+
+    def agree(self, error: BaseException | None) -> None:
+        """Raise error (distributed: on every rank when any rank has one)."""
+        if error is not None:
+            raise error
+
+    def start(self, x: np.ndarray, fields: Callable[[], list[tuple[str, str]]]) -> None:
+        """Begin the run on x (distributed: check that every rank passed the same
+        ``fields()``)."""
+
+    def evaluate(self, objective: _Objective, batches: _Batches,
+                 first: bool) -> tuple[float, np.ndarray]:
+        return objective(batches.first() if first else batches.next())
+
+    def stop(self, stopped: bool, error: BaseException | None) -> bool:
+        """Whether the callback stopped the run; raises its error."""
+        if error is not None:
+            raise error
+        return stopped
+
+    def gather_int(self, value: int) -> list[int]:
+        return [int(value)]
 
 
 class _Batches:
@@ -609,12 +642,12 @@ class _Batches:
 class _Checkpointer:
     """The ``checkpoint``, ``checkpoint_every`` and ``resume`` options."""
 
-    def __init__(self, loop: dict[str, Any], method: _Method):
+    def __init__(self, loop: dict[str, Any], method: _Method, peers: Any):
         self.path = loop["checkpoint"]
         self.every = loop["checkpoint_every"]
         self.resume = loop["resume"]
         self.method = method
-        self.sync: Any = None  # adamc.distributed._MinimizeSync with options['comm']
+        self.sync = peers  # the run's collaborator (_Local or adamc.distributed's)
         if self.resume and self.path is None:
             raise ValueError("resume=True needs options['checkpoint'], the file to resume from")
 
@@ -629,11 +662,10 @@ class _Checkpointer:
         extra = dict(method=self.method.name, nit=nit, fun=f, nfev=objective.nfev,
                      njev=objective.njev, batches_consumed=batches.consumed, status=status,
                      message=message)
-        if self.sync is None:
-            save(opt, self.path, _extra=extra, _extra_arrays={"jac": g})
-            return
         # every rank holds the same optimizer: rank 0 writes, every rank learns the outcome
-        extra["batches_consumed_by_rank"] = self.sync.gather_int(batches.consumed)
+        by_rank = self.sync.gather_int(batches.consumed)
+        if len(by_rank) > 1:
+            extra["batches_consumed_by_rank"] = by_rank
         error = None
         if self.sync.rank == 0:
             try:
@@ -644,8 +676,6 @@ class _Checkpointer:
 
     def restore(self, x, objective, batches):
         """restore_local, agreed by every rank with options['comm']."""
-        if self.sync is None:
-            return self.restore_local(x, objective, batches)
         result = error = None
         try:
             result = self.restore_local(x, objective, batches)
@@ -679,7 +709,7 @@ class _Checkpointer:
         objective.nfev, objective.njev = int(extra["nfev"]), int(extra["njev"])
         consumed = extra["batches_consumed"]
         by_rank = extra.get("batches_consumed_by_rank")
-        if self.sync is not None and by_rank is not None and len(by_rank) == self.sync.size:
+        if by_rank is not None and len(by_rank) == self.sync.size:
             consumed = by_rank[self.sync.rank]
         batches.skip(int(consumed))
         # a converged run stays converged; any other stop (maxiter, callback) continues

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import _kernels
-from ._format import _encode, _write
+from ._format import _fingerprint, _write
 from .optim import Optimizer
 
 __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
@@ -148,19 +148,6 @@ def _agree(comm: Any, error: BaseException | None) -> None:
     else:
         new = RankError(f"{name} {where} {rank}: {text}", rank)
     raise new from error
-
-
-def _fingerprint(value: Any) -> str:
-    """A text that is equal on two ranks exactly when the values are."""
-    if isinstance(value, np.ndarray):
-        return (f"array {value.shape} {value.dtype} with checksum "
-                f"{zlib.crc32(np.ascontiguousarray(value).data):08x}")
-    try:
-        return repr(_encode(value, "value"))
-    except ValueError:  # not storable: a Python callable or another object
-        kind = "callable" if callable(value) else "object"
-        return f"{kind} {getattr(value, '__module__', '?')}." \
-               f"{getattr(value, '__qualname__', type(value).__qualname__)}"
 
 
 def _check_same(comm: Any, fields: list[tuple[str, str]], what: str) -> None:
@@ -933,19 +920,21 @@ class _MinimizeSync:
     """The collective parts of a distributed minimize: agreement on the inputs,
     weighted means of f and g, and stops and errors shared by every rank."""
 
-    def __init__(self, comm: Any, x: np.ndarray):
+    def __init__(self, comm: Any):
         self.comm = _communicator(comm)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.bucket = _Bucket(x.dtype, [0], [x], self.rank, self.size)
-        self.reducer = _Reducer(self.comm, True)
-        self.scalars = np.zeros(4)
-        self.everyone = np.zeros((self.size, 4))
 
     def agree(self, error: BaseException | None) -> None:
         _agree(self.comm, error)
 
-    def check_same(self, fields: list[tuple[str, str]]) -> None:
-        _check_same(self.comm, fields, "input of minimize")
+    def start(self, x: np.ndarray, fields: Any) -> None:
+        """Buffers for x's gradient, after checking that every rank passed the same
+        inputs (``fields()``: (name, text) pairs)."""
+        self.bucket = _Bucket(x.dtype, [0], [x], self.rank, self.size)
+        self.reducer = _Reducer(self.comm, True)
+        self.scalars = np.zeros(4)
+        self.everyone = np.zeros((self.size, 4))
+        _check_same(self.comm, fields(), "input of minimize")
 
     def evaluate(self, objective: Any, batches: Any, first: bool) -> tuple[float, np.ndarray]:
         """This rank's f and g on its next batch, averaged over the ranks (weighted

@@ -96,3 +96,24 @@ def test_the_checker_sees_function_level_imports(tmp_path, monkeypatch):
     assert imports_of("optim") == [("checkpoint", 2)]
     with pytest.raises(AssertionError, match="not in a lower layer"):
         test_imports_point_down("optim")
+
+
+def test_minimize_driver_has_no_mpi_branches():
+    """The SciPy driver talks to one collaborator (_Local, or adamc.distributed's for
+    options['comm']) and never to MPI itself."""
+    tree = ast.parse((PACKAGE / "_minimize.py").read_text())
+    run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_run")
+    names = {n.id for n in ast.walk(run) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(run) if isinstance(n, ast.Attribute)}
+    assert not names & {"comm", "sync", "MPI", "_MinimizeSync", "_agree", "_communicator"}
+    assert not [n for n in ast.walk(run) if isinstance(n, ast.ImportFrom)
+                and "distributed" in (n.module or "")]
+
+
+@pytest.mark.parametrize("name", [m for m in modules() if (PACKAGE / f"{m}.py").exists()])
+def test_no_private_imports_of_other_packages(name):
+    for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            assert parts[0] == "adamc" or not any(p.startswith("_") for p in parts[1:]), \
+                f"{name}.py:{node.lineno} imports the private {node.module}"
