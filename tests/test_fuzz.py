@@ -47,6 +47,9 @@ ALGORITHMS = {
     "sgd": (adamc.sgd_step, (),
             dict(lr="nonneg", momentum="unit", dampening="unit", weight_decay="nonneg",
                  nesterov="flag", maximize="flag")),
+    "lion": (adamc.lion_step, ("exp_avg",),
+             dict(lr="nonneg", beta1="beta", beta2="beta", weight_decay="nonneg",
+                  maximize="flag")),
     "rmsprop": (adamc.rmsprop_step, ("square_avg",),
                 dict(lr="nonneg", alpha="unit", eps="nonneg", weight_decay="nonneg",
                      momentum="unit", centered="flag", maximize="flag")),
@@ -271,7 +274,7 @@ def test_stateless_steps_are_exact_or_refuse_cleanly(call):
         states.update({k: before[k] for k in kwargs})
         ehyper = {k: (float(v) if kinds[k] != "flag" else bool(v)) for k, v in hyper.items()}
         aux = ehyper.pop("mu_product", 0.0)
-        if name in ("adam", "adamax", "nadam", "radam"):
+        if name in ("adam", "adamax", "nadam", "radam", "lion"):
             ehyper["betas"] = (ehyper.pop("beta1"), ehyper.pop("beta2"))
         if name == "sgd":
             aux = 0.0 if step == 1 else 1.0
