@@ -11,6 +11,7 @@ import inspect
 import math
 import os
 import sys
+import textwrap
 import warnings
 from typing import Any, Callable, Iterable, Iterator
 
@@ -906,9 +907,7 @@ def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac
     fun, x0, args, jac, bounds, callback
         As in :func:`scipy.optimize.minimize`; see :func:`minimize_adam`.
     method : str, optional
-        One of ``"adam"`` (default), ``"adamw"``, ``"amsgrad"``, ``"adamax"``,
-        ``"nadam"``, ``"radam"``, ``"sgd"``, ``"rmsprop"``, ``"lion"``
-        (case-insensitive; ``adamc._algorithms.METHODS``).
+{methods}
     tol : float, optional
         Sets the ``gtol`` option unless ``options`` has it.
     options : dict, optional
@@ -925,3 +924,17 @@ def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "adam", jac
     if tol is not None:
         options.setdefault("tol", tol)
     return _run(_METHODS[method.lower()], fun, x0, args, jac, bounds, None, callback, options)
+
+
+def _method_list() -> str:
+    names = [f"``{name!r}``" for name in _METHODS]
+    names = [n.replace("'", '"') for n in names]
+    names[0] += " (default)"
+    text = (f"One of {', '.join(names[:-1])} or {names[-1]} (case-insensitive; the "
+            f"methods of ``adamc._algorithms.METHODS``).")
+    return textwrap.fill(text, 84, initial_indent=" " * 8, subsequent_indent=" " * 8,
+                         break_on_hyphens=False)
+
+
+assert minimize.__doc__ is not None
+minimize.__doc__ = minimize.__doc__.replace("{methods}", _method_list())
