@@ -71,7 +71,8 @@ extensions = [
         sources=["adamc/_kernels.pyx"] + C_SOURCES,
         include_dirs=[np.get_include(), "src_c"],
         depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_level.inc",
-                 "src_c/adamc_algos.inc"],
+                 "src_c/adamc_algos.inc", "adamc/_checks.pxi", "adamc/_helpers.pxi",
+                 "adamc/_schedules.pxi", "adamc/_stateless.pxi", "adamc/_engine.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
     )
 ]

@@ -39,8 +39,9 @@ def modules():
 def imports_of(name):
     """(imported module, line) for every import of a package module in ``name``."""
     path = PACKAGE / f"{name}.py"
-    if not path.exists():  # the compiled module: every Python-level import statement
-        text = (PACKAGE / f"{name}.pyx").read_text()
+    if not path.exists():  # the compiled module (and its includes): every import statement
+        text = "\n".join(p.read_text() for p in [PACKAGE / f"{name}.pyx",
+                                                  *sorted(PACKAGE.glob("*.pxi"))])
         found = []
         for lineno, line in enumerate(text.splitlines(), 1):
             m = re.match(r"\s*(?:from\s+(\S+)\s+)?c?import\s+(.+)", line)

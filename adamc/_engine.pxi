@@ -1,0 +1,549 @@
+# Included by adamc/_kernels.pyx (one extension module; see its docstring).
+
+# ---------------------------------------------------------------------------------
+# Engine behind the optimizer classes
+
+NONFINITE_POLICIES = ("propagate", "raise", "skip")
+
+cdef struct Slot:
+    PyObject *param          # borrowed: the engine's _params list holds the reference
+    void *data               # param's data pointer (checked at every step)
+    void *state[3]
+    const void *lower
+    const void *upper
+    Py_ssize_t size
+    Py_ssize_t nbytes
+    int type_num
+    int dtype_index
+    Py_ssize_t group
+
+
+cdef struct Group:
+    adamc_hyper hyper
+    adamc_coef coef          # scratch: prepared anew at every step
+    int64_t step             # completed steps of this group
+    double aux               # scalar state of the algorithm (see adamc_prepare)
+    double aux_next          # scratch: aux after this step
+
+
+@cython.auto_pickle(False)
+cdef class _Engine:
+    """Stepping machinery shared by the optimizer classes (see adamc.optim).
+
+    The Python subclass builds param_groups and state arrays, then calls _bind();
+    step() only reads cached pointers and re-checks what a user could have changed.
+    """
+    cdef public list param_groups
+    cdef int _algo
+    cdef Py_ssize_t _nparams, _ngroups
+    cdef Slot *_slots
+    cdef Group *_groups
+    cdef const void **_grad_ptr
+    cdef list _params            # flat list of parameter arrays (keeps them alive)
+    cdef list _states            # per param: list of 3 state arrays or None
+    cdef list _params_lists      # per group: the list object found in group["params"]
+    cdef tuple _keys             # hyperparameter keys watched for changes
+    cdef object _validate        # validate(group, gi) -> (hyper dict, lr_fn); see _bind
+    cdef tuple _state_names      # names of the state slots (error messages)
+    cdef list _seen              # per group: list of the objects last validated
+    cdef list _lr_fns            # per group: schedule or callable lr, or None
+    cdef bint _bounded
+    cdef double _max_grad_norm   # <= 0: off
+    cdef double _clip_value      # inf: off
+    cdef bint _use_external      # _step_reduced: the sum of squares comes from outside
+    cdef double _external_sumsq
+    cdef int _nonfinite          # index in NONFINITE_POLICIES
+    cdef int64_t _step_count
+    cdef int64_t _skipped
+    cdef int _busy               # 0 idle, 1 stepping, 2 modified by a slow path (Python)
+    cdef bint _bound
+    cdef list _held              # per param: the gradient of the step in progress
+    cdef char **_span_lo         # every byte range the kernels write (params and state),
+    cdef char **_span_hi         # sorted by start; pairwise disjoint
+    cdef Py_ssize_t _nspans
+
+    def __cinit__(self):
+        self._clip_value = INFINITY
+        self._max_grad_norm = 0.0
+
+    def __dealloc__(self):
+        PyMem_Free(self._slots)
+        PyMem_Free(self._groups)
+        PyMem_Free(self._grad_ptr)
+        PyMem_Free(self._span_lo)
+        PyMem_Free(self._span_hi)
+
+    # -- configuration --------------------------------------------------------------
+    @property
+    def step_count(self):
+        """Number of completed ``step()`` calls (skipped steps excluded)."""
+        return self._step_count
+
+    @property
+    def skipped_steps(self):
+        """Number of steps skipped by ``nonfinite="skip"``."""
+        return self._skipped
+
+    @property
+    def max_grad_norm(self):
+        """Clip the global L2 norm of the gradients to this value (None: off)."""
+        return None if self._max_grad_norm <= 0 else self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._check_idle()
+        if value is None:
+            self._max_grad_norm = 0.0
+            return
+        cdef double x = _nonneg(value, "max_grad_norm")
+        if x == 0:
+            raise ValueError("max_grad_norm must be > 0 (use None to turn clipping off)")
+        self._max_grad_norm = x
+
+    @property
+    def clip_value(self):
+        """Clamp every gradient element to [-clip_value, clip_value] (None: off)."""
+        return None if self._clip_value == INFINITY else self._clip_value
+
+    @clip_value.setter
+    def clip_value(self, value):
+        self._check_idle()
+        if value is None:
+            self._clip_value = INFINITY
+            return
+        self._clip_value = _nonneg(value, "clip_value")
+
+    @property
+    def nonfinite(self):
+        """What a NaN or infinity in the gradients does: "propagate" (into the
+        parameters, like torch), "raise" (FloatingPointError, nothing updated) or
+        "skip" (the step is skipped and counted in ``skipped_steps``)."""
+        return NONFINITE_POLICIES[self._nonfinite]
+
+    @nonfinite.setter
+    def nonfinite(self, value):
+        self._check_idle()
+        if value not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE_POLICIES))}, "
+                             f"got {value!r}")
+        self._nonfinite = NONFINITE_POLICIES.index(value)
+
+    def _bind(self, int algo, tuple keys, list params, list states, list group_index,
+              lower=None, upper=None, validate=None, tuple state_names=()):
+        """(Re)build the cached view of param_groups. ``states[i]`` lists the 3 state
+        slots of params[i] (None where unused); ``lower``/``upper`` optional per-param
+        bound arrays. Arrays must already be checked. Existing groups keep their step
+        counts and scalar state; new ones start fresh.
+
+        The engine's interface to the layer above is explicit: ``validate(group, gi)
+        -> (hyperparameters, lr schedule or None)`` checks a group whose watched keys
+        changed (the engine never calls methods of its subclasses), and
+        ``state_names`` names the state slots in error messages."""
+        if self._busy == 1:
+            raise RuntimeError("the optimizer is stepping in another thread")
+        cdef Py_ssize_t i, k, n = len(params), ng = len(self.param_groups)
+        cdef Slot *slots = <Slot *>PyMem_Calloc(max(n, 1), sizeof(Slot))
+        cdef Group *groups = <Group *>PyMem_Calloc(max(ng, 1), sizeof(Group))
+        cdef const void **gp = <const void **>PyMem_Calloc(max(n, 1), sizeof(void *))
+        if slots == NULL or groups == NULL or gp == NULL:
+            PyMem_Free(slots)
+            PyMem_Free(groups)
+            PyMem_Free(gp)
+            raise MemoryError("cannot allocate the optimizer's bookkeeping")
+        cdef cnp.ndarray a
+        for i in range(n):
+            a = <cnp.ndarray>params[i]
+            slots[i].param = <PyObject *>a
+            slots[i].data = cnp.PyArray_DATA(a)
+            slots[i].size = cnp.PyArray_SIZE(a)
+            slots[i].nbytes = cnp.PyArray_NBYTES(a)
+            slots[i].type_num = cnp.PyArray_TYPE(a)
+            slots[i].dtype_index = ADAMC_F32 if slots[i].type_num == cnp.NPY_FLOAT else ADAMC_F64
+            slots[i].group = group_index[i]
+            for k in range(3):
+                slots[i].state[k] = _data_or_null(states[i][k])
+            slots[i].lower = NULL if lower is None else _data_or_null(lower[i])
+            slots[i].upper = NULL if upper is None else _data_or_null(upper[i])
+        for i in range(ng):
+            if i < self._ngroups:
+                groups[i].step = self._groups[i].step
+                groups[i].aux = self._groups[i].aux
+            else:
+                groups[i].aux = adamc_aux_initial(algo)
+        written = list(params) + [x for st in states for x in st if x is not None]
+        spans = sorted((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a), cnp.PyArray_NBYTES(<cnp.ndarray>a))
+                       for a in written if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0)
+        cdef char **lo_ = <char **>PyMem_Calloc(max(len(spans), 1), sizeof(char *))
+        cdef char **hi_ = <char **>PyMem_Calloc(max(len(spans), 1), sizeof(char *))
+        if lo_ == NULL or hi_ == NULL:
+            PyMem_Free(slots)
+            PyMem_Free(groups)
+            PyMem_Free(gp)
+            PyMem_Free(lo_)
+            PyMem_Free(hi_)
+            raise MemoryError("cannot allocate the optimizer's bookkeeping")
+        for k, (start, nbytes) in enumerate(spans):
+            lo_[k] = <char *><Py_ssize_t>start
+            hi_[k] = <char *><Py_ssize_t>start + <Py_ssize_t>nbytes
+        PyMem_Free(self._slots)
+        PyMem_Free(self._groups)
+        PyMem_Free(self._grad_ptr)
+        PyMem_Free(self._span_lo)
+        PyMem_Free(self._span_hi)
+        self._slots, self._groups, self._grad_ptr = slots, groups, gp
+        self._span_lo, self._span_hi, self._nspans = lo_, hi_, len(spans)
+        self._held = [None] * n
+        self._algo = algo
+        self._keys = keys
+        self._validate = validate
+        self._state_names = state_names
+        self._nparams, self._ngroups = n, ng
+        self._params = list(params)
+        self._states = [list(s) for s in states]
+        self._bounded = lower is not None
+        self._params_lists = [g["params"] for g in self.param_groups]
+        self._seen = [[None] * len(keys) for _ in range(ng)]
+        self._lr_fns = [None] * ng
+        self._bound = True
+
+    # -- state access for the Python layer ------------------------------------------
+    def _group_steps(self):
+        return [self._groups[i].step for i in range(self._ngroups)]
+
+    def _group_aux(self):
+        return [self._groups[i].aux for i in range(self._ngroups)]
+
+    def _set_counters(self, steps, aux, step_count, skipped=None):
+        """Set every group's step count and scalar state, and the step counters (the
+        values must already be checked; the lengths are checked here)."""
+        cdef Py_ssize_t i
+        if len(steps) != self._ngroups or len(aux) != self._ngroups:
+            raise ValueError(f"expected {self._ngroups} step counts and scalar states, got "
+                             f"{len(steps)} and {len(aux)}")
+        for i in range(self._ngroups):
+            self._groups[i].step = steps[i]
+            self._groups[i].aux = aux[i]
+        self._step_count = step_count
+        if skipped is not None:
+            self._skipped = skipped
+
+    def _aux_initial(self):
+        return adamc_aux_initial(self._algo)
+
+    def _check_idle(self):
+        if self._busy == 1:
+            raise RuntimeError("the optimizer is stepping in another thread")
+
+    def _acquire(self):
+        """Keep step() out while a slow path (load_state_dict, reset, ...) changes the
+        optimizer; raises if a step or another slow path is running."""
+        if self._busy:
+            raise RuntimeError("the optimizer is " + ("stepping" if self._busy == 1 else
+                               "being modified") + " in another thread")
+        self._busy = 2
+
+    def _release(self):
+        self._busy = 0
+
+    # -- the step -------------------------------------------------------------------
+    def step(self, grads):
+        """Update every parameter in place from its gradient.
+
+        Parameters
+        ----------
+        grads : ndarray or sequence of ndarray
+            One gradient per parameter, in the order of ``param_groups`` (a single
+            array when the optimizer has one parameter). Each must have its
+            parameter's dtype and shape and be C-contiguous.
+
+        Raises
+        ------
+        TypeError, ValueError
+            On a bad gradient or hyperparameter, before anything is modified.
+        FloatingPointError
+            With ``nonfinite="raise"``, when a gradient holds a NaN or infinity
+            (nothing is modified).
+        RuntimeError
+            When the optimizer is already stepping in another thread.
+        """
+        if self._busy:
+            if self._busy == 2:
+                raise RuntimeError("the optimizer is being modified in another thread")
+            raise RuntimeError("step() is already running on this optimizer in another "
+                               "thread; an optimizer must not be stepped concurrently")
+        if not self._bound:
+            raise RuntimeError("optimizer is not initialised (call super().__init__)")
+        self._busy = 1
+        try:
+            # User code (schedules, hyperparameter validation) runs first; the arrays
+            # are read and checked after it, and held until the kernels are done.
+            self._prepare()
+            self._collect(grads)
+            self._update()
+        finally:
+            self._busy = 0
+            self._release_grads()
+
+    def _step_reduced(self, grads, double sumsq):
+        """step() with the sum of squares of the (clamped) gradients given instead of
+        computed: the interface through which adamc.distributed clips by the norm of
+        the gradient of all ranks (each rank holding a shard of it). With
+        max_grad_norm, the gradients are scaled by ``max_grad_norm / (sqrt(sumsq) +
+        1e-6)`` when that is below 1, inside the kernels, as step() does."""
+        if not (sumsq >= 0.0):
+            raise ValueError(f"sumsq must be a number >= 0, got {sumsq!r}")
+        self._use_external = True
+        self._external_sumsq = sumsq
+        try:
+            self.step(grads)
+        finally:
+            self._use_external = False
+
+    cdef int _release_grads(self) except -1:
+        cdef Py_ssize_t i
+        cdef list held = self._held
+        if held is not None:
+            for i in range(len(held)):
+                held[i] = None
+        return 0
+
+    cdef int _collect(self, object grads) except -1:
+        """Check the structure of param_groups, every parameter and every gradient;
+        store gradient pointers and hold the gradients until the step ends."""
+        cdef Py_ssize_t i, n = self._nparams
+        cdef object g, p
+        cdef cnp.ndarray pa
+        cdef bint is_list
+        cdef list held = self._held
+        if cnp.PyArray_Check(grads):
+            if n != 1:
+                raise ValueError(f"grads is a single array but the optimizer has {n} "
+                                 f"parameters; pass a list of {n} arrays")
+            seq = None
+        elif isinstance(grads, (list, tuple)):
+            if n == 1 and len(grads) and isinstance(grads[0], (int, float, np.number)):
+                raise TypeError("grads is a sequence of numbers; pass the gradient as an "
+                                "array: np.asarray(grad, dtype=param.dtype)")
+            if len(grads) != n:
+                raise ValueError(f"grads has {len(grads)} arrays but the optimizer has {n} "
+                                 f"parameters")
+            seq = grads
+        else:
+            raise TypeError(f"grads must be an ndarray or a list of ndarrays, got "
+                            f"{type(grads).__name__}")
+        self._check_structure()
+        is_list = type(seq) is list
+        for i in range(n):
+            p = <object>self._slots[i].param
+            pa = <cnp.ndarray>p
+            if (cnp.PyArray_TYPE(pa) != self._slots[i].type_num
+                    or cnp.PyArray_SIZE(pa) != self._slots[i].size
+                    or cnp.PyArray_DATA(pa) != self._slots[i].data
+                    or (cnp.PyArray_FLAGS(pa) & _REQ_WRITE) != _REQ_WRITE):
+                raise self._changed_param_error(i)
+            if seq is None:
+                g = grads
+            elif is_list:
+                g = (<list>seq)[i]
+            else:
+                g = seq[i]
+            held[i] = g
+            if not _operand_ok(g, self._slots[i].type_num, cnp.PyArray_NDIM(pa),
+                               cnp.PyArray_DIMS(pa), _REQ_READ):
+                raise _operand_error(g, self._grad_name(i), p, self._param_name(i), False)
+            if self._writes_into(g):
+                raise ValueError(f"{self._grad_name(i)} shares memory with "
+                                 f"{self._written_name(g)}, which this step writes; pass a "
+                                 f"separate array (e.g. {self._grad_name(i)}.copy())")
+            self._grad_ptr[i] = cnp.PyArray_DATA(<cnp.ndarray>g)
+        return 0
+
+    def _written_name(self, g):
+        """Name of the parameter or state array whose memory g overlaps (error path)."""
+        keys = self._state_names
+        for i, p in enumerate(self._params):
+            if _overlap(g, p):
+                return self._param_name(i)
+            for k, st in enumerate(<list>self._states[i]):
+                if st is not None and _overlap(g, st):
+                    key = keys[k] if k < len(keys) else f"state {k}"
+                    return f"the {key} state of {self._param_name(i)}"
+        return "an array this step writes"
+
+    cdef bint _writes_into(self, object g) noexcept:
+        """Whether g's memory overlaps anything the kernels write: binary search of the
+        sorted, disjoint spans of all parameters and state arrays."""
+        cdef char *q = cnp.PyArray_BYTES(<cnp.ndarray>g)
+        cdef char *q_end = q + cnp.PyArray_NBYTES(<cnp.ndarray>g)
+        cdef Py_ssize_t lo = 0, hi = self._nspans, mid
+        if q == q_end:
+            return False
+        while lo < hi:  # first span that ends after q
+            mid = (lo + hi) // 2
+            if self._span_hi[mid] <= q:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo < self._nspans and self._span_lo[lo] < q_end
+
+    cdef int _check_structure(self) except -1:
+        """Detect edits of param_groups that the cached pointers cannot follow."""
+        cdef Py_ssize_t gi, j, k = 0
+        cdef PyObject *obj
+        groups = self.param_groups
+        if type(groups) is not list or len(<list>groups) != self._ngroups:
+            raise ValueError("param_groups was resized or replaced; use add_param_group() "
+                             "to add parameters")
+        for gi in range(self._ngroups):
+            group = (<list>groups)[gi]
+            if type(group) is not dict:
+                raise TypeError(f"param_groups[{gi}] must be a dict")
+            obj = PyDict_GetItemWithError(group, "params")
+            if obj == NULL or <object>obj is not self._params_lists[gi]:
+                raise ValueError(f"param_groups[{gi}]['params'] was replaced; create a new "
+                                 f"optimizer (or use add_param_group) for new parameters")
+            plist = <object>obj
+            for j in range(len(plist)):
+                if k >= self._nparams or plist[j] is not <object>self._slots[k].param:
+                    raise ValueError(f"param_groups[{gi}]['params'] was modified; create a "
+                                     f"new optimizer for new parameters")
+                k += 1
+        if k != self._nparams:
+            raise ValueError("param_groups[...]['params'] was modified; create a new "
+                             "optimizer for new parameters")
+        return 0
+
+    cdef object _changed_param_error(self, Py_ssize_t i):
+        p = <object>self._slots[i].param
+        name = self._param_name(i)
+        if cnp.PyArray_SIZE(<cnp.ndarray>p) != self._slots[i].size or \
+                cnp.PyArray_TYPE(<cnp.ndarray>p) != self._slots[i].type_num or \
+                cnp.PyArray_DATA(<cnp.ndarray>p) != self._slots[i].data:
+            return ValueError(f"{name} changed its dtype, size or memory since the "
+                              f"optimizer was created")
+        return _operand_error(p, name, None, "", True)
+
+    def _param_name(self, Py_ssize_t i):
+        return "param" if self._nparams == 1 else f"params[{i}]"
+
+    def _grad_name(self, Py_ssize_t i):
+        return "grad" if self._nparams == 1 else f"grads[{i}]"
+
+    cdef int _prepare(self) except -1:
+        """Read each group's hyperparameters (re-validating the ones that changed) and
+        prepare its coefficients for this step. Writes only per-step scratch."""
+        cdef Py_ssize_t gi, k, nk = len(self._keys)
+        cdef PyObject *obj
+        cdef list seen
+        cdef Group *grp
+        groups = self.param_groups
+        for gi in range(self._ngroups):
+            # checked at every group: a schedule or a validator may have edited the list
+            if type(groups) is not list or len(<list>groups) != self._ngroups:
+                raise ValueError("param_groups was resized or replaced; use "
+                                 "add_param_group() to add parameters")
+            group = (<list>groups)[gi]
+            if type(group) is not dict:
+                raise TypeError(f"param_groups[{gi}] must be a dict")
+            seen = <list>self._seen[gi]
+            for k in range(nk):
+                obj = PyDict_GetItemWithError(group, (<tuple>self._keys)[k])
+                if obj == NULL or <object>obj is not seen[k]:
+                    self._refresh(gi)
+                    break
+            grp = &self._groups[gi]
+            fn = self._lr_fns[gi]
+            if fn is not None:
+                grp.hyper.lr = _lr_at(fn, grp.step + 1, gi)
+            if adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
+                             &grp.aux_next) != 0:
+                raise ValueError(f"unknown algorithm {self._algo}")
+            grp.coef.clip_value = self._clip_value
+            if self._bounded:
+                grp.coef.flags |= ADAMC_BOUNDED
+        return 0
+
+    cdef int _refresh(self, Py_ssize_t gi) except -1:
+        """Validate group gi's hyperparameters (with the validate callable given to
+        _bind) and cache them; only validated values reach the Group struct."""
+        group = self.param_groups[gi]
+        if self._validate is None:
+            raise RuntimeError("optimizer is not initialised (call super().__init__)")
+        hyper, lr_fn = self._validate(group, gi)
+        _fill_hyper(&self._groups[gi].hyper, hyper)
+        self._lr_fns[gi] = lr_fn
+        self._seen[gi] = [group.get(k) for k in self._keys]
+        return 0
+
+    cdef int _update(self) except -1:
+        cdef Py_ssize_t i, total = 0
+        cdef Py_ssize_t bad = -1
+        for i in range(self._nparams):
+            total += self._slots[i].nbytes
+        if total >= _nogil_min_bytes:
+            with nogil:
+                bad = self._run(total)
+        else:
+            bad = self._run(total)
+        if bad >= 0:
+            if self._nonfinite == 2:
+                self._skipped += 1
+                return 0
+            self._raise_nonfinite(bad)
+        for i in range(self._ngroups):
+            self._groups[i].step += 1
+            self._groups[i].aux = self._groups[i].aux_next
+        self._step_count += 1
+        return 0
+
+    cdef Py_ssize_t _run(self, Py_ssize_t total) noexcept nogil:
+        """The whole update: optional scan for non-finite gradients (returns the
+        index of the first offending parameter, nothing updated), optional global
+        norm, then one kernel call per parameter."""
+        cdef Py_ssize_t i, gi
+        cdef adamc_task task
+        cdef Slot *s
+        cdef const adamc_kernels *kern = _kernels
+        cdef double sumsq = 0.0, scale
+        if self._nonfinite != 0:
+            for i in range(self._nparams):
+                s = &self._slots[i]
+                if kern.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size) >= 0:
+                    return i
+        if self._max_grad_norm > 0:
+            if self._use_external:
+                sumsq = self._external_sumsq
+            else:
+                for i in range(self._nparams):
+                    s = &self._slots[i]
+                    sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
+                                               s.size, self._clip_value, _threads_for(total))
+            # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
+            scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
+            if not (scale >= 1.0):
+                for gi in range(self._ngroups):
+                    self._groups[gi].coef.grad_scale *= scale
+        for i in range(self._nparams):
+            s = &self._slots[i]
+            task.param = s.data
+            task.grad = self._grad_ptr[i]
+            task.state[0] = s.state[0]
+            task.state[1] = s.state[1]
+            task.state[2] = s.state[2]
+            task.lower = s.lower
+            task.upper = s.upper
+            task.coef = &self._groups[s.group].coef
+            adamc_run(kern.step[self._algo][s.dtype_index], &task, s.size,
+                      _threads_for(s.nbytes))
+        return -1
+
+    cdef int _raise_nonfinite(self, Py_ssize_t i) except -1:
+        cdef Slot *s = &self._slots[i]
+        cdef Py_ssize_t flat = _kernels.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size)
+        cdef double value = (<const float *>self._grad_ptr[i])[flat] if s.dtype_index == ADAMC_F32 \
+            else (<const double *>self._grad_ptr[i])[flat]
+        shape = (<object>s.param).shape
+        index = tuple(int(j) for j in np.unravel_index(flat, shape)) if len(shape) > 1 else flat
+        raise FloatingPointError(
+            f"{self._grad_name(i)} holds {value} at index {index}; nothing was updated "
+            f"(nonfinite='raise')")

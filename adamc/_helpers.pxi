@@ -1,0 +1,115 @@
+# Included by adamc/_kernels.pyx (one extension module; see its docstring).
+
+# ---------------------------------------------------------------------------------
+# Small helpers of the minimize loop (cheap at n = 10, where NumPy calls cost ~1 us)
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef double _max_abs(const real *a, Py_ssize_t n) noexcept nogil:
+    cdef double m = 0.0, x
+    cdef Py_ssize_t i
+    for i in range(n):
+        x = fabs(a[i])
+        if not (x <= m):
+            if isnan(x):
+                return NAN
+            m = x
+    return m
+
+
+cdef double _max_abs_diff(const real *a, const real *b, Py_ssize_t n) noexcept nogil:
+    cdef double m = 0.0, x
+    cdef Py_ssize_t i
+    for i in range(n):
+        x = fabs(<double>a[i] - <double>b[i])
+        if not (x <= m):
+            if isnan(x):
+                return NAN
+            m = x
+    return m
+
+
+cdef inline cnp.ndarray _vector(object a, str name):
+    if not cnp.PyArray_Check(a) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>a)) \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise TypeError(f"{name} must be a C-contiguous float32 or float64 ndarray")
+    return <cnp.ndarray>a
+
+
+def max_abs(a):
+    """Infinity norm of a contiguous float array (NaN if it holds a NaN, 0 if empty)."""
+    cdef cnp.ndarray x = _vector(a, "a")
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        return _max_abs(<const float *>cnp.PyArray_DATA(x), cnp.PyArray_SIZE(x))
+    return _max_abs(<const double *>cnp.PyArray_DATA(x), cnp.PyArray_SIZE(x))
+
+
+def max_abs_diff(a, b):
+    """max |a - b| of two contiguous arrays of one dtype and size (NaN-propagating)."""
+    cdef cnp.ndarray x = _vector(a, "a"), y = _vector(b, "b")
+    if cnp.PyArray_TYPE(x) != cnp.PyArray_TYPE(y) or cnp.PyArray_SIZE(x) != cnp.PyArray_SIZE(y):
+        raise ValueError("a and b must have the same dtype and size")
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+        return _max_abs_diff(<const float *>cnp.PyArray_DATA(x),
+                             <const float *>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(x))
+    return _max_abs_diff(<const double *>cnp.PyArray_DATA(x),
+                         <const double *>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(x))
+
+
+def block_sum_squares(a, Py_ssize_t first, Py_ssize_t block, double clip, out):
+    """Add the sums of squares of ``a``'s elements (clamped to [-clip, clip]), in
+    double, to ``out[k]`` for the blocks ``k`` of a grid of ``block`` elements in
+    which ``a[0]`` has index ``first`` (``out[0]`` is the block holding ``a[0]``).
+
+    Each block's sum depends only on its elements and on where the pieces that
+    fill it begin (a fixed 16-lane order), never on addresses, SIMD level or
+    threads: adamc.distributed sums the same blocks on any rank layout."""
+    cdef cnp.ndarray x = _vector(a, "a")
+    if not cnp.PyArray_Check(out) or cnp.PyArray_TYPE(<cnp.ndarray>out) != cnp.NPY_DOUBLE \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out) \
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        raise TypeError("out must be a writeable C-contiguous float64 ndarray")
+    if block < 1 or first < 0:
+        raise ValueError("block must be >= 1 and first >= 0")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), pos = 0, end, k
+    cdef Py_ssize_t k0 = first // block
+    if n and (first + n - 1) // block - k0 >= cnp.PyArray_SIZE(<cnp.ndarray>out):
+        raise ValueError("out is too short for the blocks of a")
+    cdef double *acc = <double *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef adamc_sumsq_fn fn = _kernels.sumsq[ADAMC_F32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
+                                            else ADAMC_F64]
+    cdef const void *data = cnp.PyArray_DATA(x)
+    with nogil:
+        while pos < n:
+            k = (first + pos) // block
+            end = (k + 1) * block - first
+            if end > n:
+                end = n
+            acc[k - k0] += fn(data, pos, end, clip)
+            pos = end
+
+
+def first_nonfinite(a):
+    """Flat index of the first NaN or infinity of a contiguous float array, or -1
+    (the kernels' scan of nonfinite="raise"/"skip")."""
+    cdef cnp.ndarray x = _vector(a, "a")
+    cdef adamc_scan_fn fn = _kernels.first_nonfinite[ADAMC_F32 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
+                                                     else ADAMC_F64]
+    cdef const void *data = cnp.PyArray_DATA(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x), r
+    with nogil:
+        r = fn(data, n)
+    return r
+
+
+def copy_into(dst, src):
+    """Copy src into dst (contiguous arrays of one dtype and size, dst writeable)."""
+    cdef cnp.ndarray d = _vector(dst, "dst"), s = _vector(src, "src")
+    if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(s) or cnp.PyArray_SIZE(d) != cnp.PyArray_SIZE(s):
+        raise ValueError("dst and src must have the same dtype and size")
+    if not cnp.PyArray_ISWRITEABLE(d):
+        raise ValueError("dst is read-only")
+    memcpy(cnp.PyArray_DATA(d), cnp.PyArray_DATA(s), cnp.PyArray_NBYTES(s))

@@ -1,0 +1,402 @@
+# Included by adamc/_kernels.pyx (one extension module; see its docstring).
+
+# ---------------------------------------------------------------------------------
+# Algorithms of the kernels and their hyperparameters
+
+def _kernel_algorithms():
+    """Name -> enum value of every algorithm of src_c/adamc.h (ADAMC_ALGORITHMS),
+    after checking that every SIMD level compiled in has a kernel for each."""
+    cdef int a, d, level
+    cdef const adamc_kernels *k
+    names = {}
+    for a in range(ADAMC_NUM_ALGOS):
+        if adamc_algorithm_name(a) == NULL:
+            raise ImportError(f"adamc: algorithm {a} has no name")
+        names[adamc_algorithm_name(a).decode()] = a
+    for level in range(len(LEVEL_NAMES)):
+        k = adamc_kernels_at(level)
+        if k == NULL:
+            continue
+        for d in range(2):
+            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL:
+                raise ImportError(f"adamc: {LEVEL_NAMES[level]} lacks a reduction kernel")
+            for a in range(ADAMC_NUM_ALGOS):
+                if k.step[a][d] == NULL:
+                    raise ImportError(f"adamc: {LEVEL_NAMES[level]} has no kernel for "
+                                      f"{adamc_algorithm_name(a).decode()}")
+    return names
+
+
+ALGORITHMS = _kernel_algorithms()
+
+
+def aux_initial(int algo):
+    """Initial value of an algorithm's per-group scalar state."""
+    if not 0 <= algo < ADAMC_NUM_ALGOS:
+        raise ValueError(f"unknown algorithm {algo}")
+    return adamc_aux_initial(algo)
+
+
+cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
+    """Copy validated hyperparameters (see Optimizer._group_hyper) into a C struct."""
+    h.lr = v.get("lr", 0.0)
+    h.beta1, h.beta2 = v.get("betas", (0.0, 0.0))
+    h.eps = v.get("eps", 0.0)
+    h.weight_decay = v.get("weight_decay", 0.0)
+    h.momentum_decay = v.get("momentum_decay", 0.0)
+    h.momentum = v.get("momentum", 0.0)
+    h.dampening = v.get("dampening", 0.0)
+    h.alpha = v.get("alpha", 0.0)
+    h.decoupled = v.get("decoupled_weight_decay", False)
+    h.amsgrad = v.get("amsgrad", False)
+    h.maximize = v.get("maximize", False)
+    h.nesterov = v.get("nesterov", False)
+    h.centered = v.get("centered", False)
+    return 0
+
+
+cdef inline void *_data_or_null(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---------------------------------------------------------------------------------
+# Compiled stateless steps (adamc.functional builds one _StepSpec and one _StepFunction
+# per algorithm of adamc._algorithms: the public *_step callables). Every
+# check runs before anything is written, with the messages of the classes' checks.
+
+cdef enum:
+    _KIND_LR = 0
+    _KIND_BETA = 1
+    _KIND_NONNEG = 2
+    _KIND_UNIT = 3
+    _KIND_FLAG = 4
+
+_STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag")
+# Fields of adamc_hyper a stateless step can set, by argument name.
+_STEP_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "momentum",
+                "dampening", "alpha", "decoupled_weight_decay", "amsgrad", "maximize",
+                "nesterov", "centered")
+cdef enum:
+    _F_LR, _F_BETA1, _F_BETA2, _F_EPS, _F_WD, _F_MDECAY, _F_MOMENTUM, _F_DAMPENING
+    _F_ALPHA, _F_DECOUPLED, _F_AMSGRAD, _F_MAXIMIZE, _F_NESTEROV, _F_CENTERED, _F_COUNT
+    _MAX_ARGS = 16
+
+_STEP_AUX = ("none", "mu_product", "buffer_started")
+
+
+cdef double _unit(object value, str name) except? -1.0:
+    cdef double x = _nonneg(value, name)
+    if x > 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return x
+
+
+cdef inline bint _is_schedule(object value):
+    return isinstance(value, Schedule) or (
+        callable(value) and not isinstance(value, (np.ndarray, np.generic)))
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _StepSpec:
+    """How the stateless step of one algorithm reads its arguments.
+
+    Parameters
+    ----------
+    algo : int
+        Kernel algorithm (a value of ``ALGORITHMS``).
+    names, kinds : sequence of str
+        Hyperparameter arguments in call order, and their checks (``_STEP_KINDS``);
+        every name must be one of ``_STEP_FIELDS``.
+    state_names : sequence of str
+        State arrays in kernel order (at most 3).
+    state_flags : sequence of str or None
+        Per state, the argument whose truth requires it (None: always required).
+    state_needs : sequence of str
+        Per state, how messages name that condition (e.g. ``"amsgrad=True"``).
+    aux : str
+        The per-group scalar state: ``"none"``, ``"mu_product"`` (an argument,
+        returned after the step) or ``"buffer_started"`` (from the step number).
+    """
+    cdef int algo, nhyper, nstates, aux_mode
+    cdef int kinds[_MAX_ARGS]
+    cdef int fields[_MAX_ARGS]
+    cdef int state_flag[3]
+    cdef readonly tuple names, state_names, state_needs
+
+    def __init__(self, int algo, names, kinds, state_names, state_flags, state_needs,
+                 str aux="none"):
+        cdef int k
+        if not 0 <= algo < ADAMC_NUM_ALGOS:
+            raise ValueError(f"unknown algorithm {algo}")
+        names, kinds = tuple(names), tuple(kinds)
+        if len(names) != len(kinds) or len(names) > _MAX_ARGS:
+            raise ValueError("names and kinds must have the same length (at most 16)")
+        state_names, state_flags = tuple(state_names), tuple(state_flags)
+        if not 1 <= len(state_names) <= 3 or len(state_flags) != len(state_names) \
+                or len(state_needs) != len(state_names):
+            raise ValueError("one to three states, each with a flag and a condition")
+        self.algo = algo
+        self.names, self.state_names = names, state_names
+        self.state_needs = tuple(state_needs)
+        self.nhyper, self.nstates = len(names), len(state_names)
+        for k in range(self.nhyper):
+            self.kinds[k] = _STEP_KINDS.index(kinds[k])
+            self.fields[k] = _STEP_FIELDS.index(names[k])
+        for k in range(self.nstates):
+            self.state_flag[k] = -1 if state_flags[k] is None else names.index(state_flags[k])
+        self.aux_mode = _STEP_AUX.index(aux)
+
+
+cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **states,
+                       object step, object aux, PyObject **hyper):
+    """One stateless update of ``param`` in place (see ``_StepSpec``; ``states`` and
+    ``hyper`` hold spec.nstates and spec.nhyper borrowed references, None for an
+    absent state); returns the scalar state after the step for
+    ``aux="mu_product"``, else None."""
+    cdef double vals[_MAX_ARGS]
+    cdef double fv[_F_COUNT]
+    cdef int k, nh = spec.nhyper, kind
+    cdef bint lr_schedule = False
+    cdef double x, a = 0.0, aux_next
+    cdef object v, arr
+    for k in range(_F_COUNT):
+        fv[k] = 0.0
+    # hyperparameters, in call order
+    for k in range(nh):
+        v = <object>hyper[k]
+        kind = spec.kinds[k]
+        if kind == _KIND_FLAG:
+            if v is True:
+                x = 1.0
+            elif v is False:
+                x = 0.0
+            else:
+                x = 1.0 if _flag(v, <str>spec.names[k]) else 0.0
+        elif PyFloat_Check(v) and kind != _KIND_BETA and kind != _KIND_UNIT:
+            x = PyFloat_AS_DOUBLE(v)
+            if not (x >= 0.0) or not isfinite(x):
+                _nonneg(v, <str>spec.names[k])  # raises with the usual message
+        elif kind == _KIND_LR:
+            if _is_schedule(v):
+                lr_schedule = True
+                x = 0.0
+            else:
+                x = _nonneg(v, <str>spec.names[k])
+        elif kind == _KIND_BETA:
+            x = _beta(v, <str>spec.names[k])
+        elif kind == _KIND_UNIT:
+            x = _unit(v, <str>spec.names[k])
+        else:
+            x = _nonneg(v, <str>spec.names[k])
+        vals[k] = x
+        fv[spec.fields[k]] = x
+    if lr_schedule:
+        raise TypeError("lr of a stateless step must be a number; pass schedule(step) "
+                        "(schedules belong to the optimizer classes)")
+    if fv[_F_NESTEROV] != 0.0 and (fv[_F_MOMENTUM] <= 0 or fv[_F_DAMPENING] != 0):
+        raise ValueError(f"Nesterov momentum requires momentum > 0 and dampening = 0 "
+                         f"(got momentum={fv[_F_MOMENTUM]}, dampening={fv[_F_DAMPENING]})")
+    # optional state: present exactly when its flag asks for it
+    for k in range(spec.nstates):
+        if spec.state_flag[k] < 0:
+            continue
+        arr = <object>states[k]
+        if vals[spec.state_flag[k]] != 0.0:
+            if arr is None:
+                raise ValueError(f"{spec.state_needs[k]} needs {spec.state_names[k]} "
+                                 f"(start it from zeros)")
+        elif arr is not None:
+            raise ValueError(f"{spec.state_names[k]} is only used with {spec.state_needs[k]}")
+    if spec.aux_mode == 1:
+        a = _unit(aux, "mu_product")
+    # arrays
+    if not cnp.PyArray_Check(param) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>param)):
+        raise _operand_error(param, "param", None, "", True, True)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef int type_num = cnp.PyArray_TYPE(p), ndim = cnp.PyArray_NDIM(p)
+    cdef const cnp.npy_intp *dims = cnp.PyArray_DIMS(p)
+    if not _operand_ok(param, type_num, ndim, dims, _REQ_WRITE):
+        raise _operand_error(param, "param", None, "", True, True)
+    if not _operand_ok(grad, type_num, ndim, dims, _REQ_READ):
+        raise _operand_error(grad, "grad", param, "param", False)
+    cdef adamc_task task
+    for k in range(spec.nstates):
+        arr = <object>states[k]
+        if arr is None:
+            if spec.state_flag[k] < 0:  # a required state passed as None
+                raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
+            task.state[k] = NULL
+            continue
+        if not _operand_ok(arr, type_num, ndim, dims, _REQ_WRITE):
+            raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
+        task.state[k] = cnp.PyArray_DATA(<cnp.ndarray>arr)
+    for k in range(spec.nstates, 3):
+        task.state[k] = NULL
+    _check_step_disjoint(spec, param, grad, states)
+    cdef int64_t t = _step_number(step, "step")
+    if spec.aux_mode == 2:
+        a = 0.0 if t == 1 else 1.0
+    elif spec.aux_mode == 0:
+        a = adamc_aux_initial(spec.algo)
+    # prepare and run
+    cdef adamc_hyper h
+    cdef adamc_coef coef
+    h.lr, h.beta1, h.beta2 = fv[_F_LR], fv[_F_BETA1], fv[_F_BETA2]
+    h.eps, h.weight_decay, h.momentum_decay = fv[_F_EPS], fv[_F_WD], fv[_F_MDECAY]
+    h.momentum, h.dampening, h.alpha = fv[_F_MOMENTUM], fv[_F_DAMPENING], fv[_F_ALPHA]
+    h.decoupled = fv[_F_DECOUPLED] != 0.0
+    h.amsgrad = fv[_F_AMSGRAD] != 0.0
+    h.maximize = fv[_F_MAXIMIZE] != 0.0
+    h.nesterov = fv[_F_NESTEROV] != 0.0
+    h.centered = fv[_F_CENTERED] != 0.0
+    if adamc_prepare(spec.algo, &h, t, a, &coef, &aux_next) != 0:
+        raise ValueError(f"unknown algorithm {spec.algo}")
+    task.param = cnp.PyArray_DATA(p)
+    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    task.lower = NULL
+    task.upper = NULL
+    task.coef = &coef
+    cdef adamc_chunk_fn fn = _kernels.step[spec.algo][ADAMC_F32 if type_num == cnp.NPY_FLOAT
+                                                      else ADAMC_F64]
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p), nbytes = cnp.PyArray_NBYTES(p)
+    cdef int nthreads = _threads_for(nbytes)
+    if nbytes >= _nogil_min_bytes:
+        with nogil:
+            adamc_run(fn, &task, n, nthreads)
+    else:
+        adamc_run(fn, &task, n, 1)
+    if spec.aux_mode == 1:
+        return aux_next
+    return None
+
+
+cdef object _MISSING = object()
+
+
+@cython.auto_pickle(False)
+cdef class _StepFunction:
+    """A stateless step as a compiled callable: parses its arguments like a Python
+    function with the signature ``(param, grad, <positional states>, *, step,
+    [mu_product,] <hyperparameters>, <keyword states>)`` and runs ``_step_core``.
+    adamc.functional derives a Python class from it, whose instances carry the name,
+    docstring and signature of a function (``__name__``, ``__doc__``,
+    ``__signature__``, ...).
+
+    Parameters
+    ----------
+    spec : _StepSpec
+        The algorithm's argument layout.
+    name : str
+        Function name, for the messages of bad calls.
+    npositional : int
+        Number of state arrays that may be passed positionally (a prefix of the
+        states; the optional ones default to None).
+    defaults : sequence
+        Default values of the hyperparameters, in spec order.
+    aux_default : object
+        Default of ``mu_product`` (used only with ``aux="mu_product"``).
+    """
+    cdef _StepSpec spec
+    cdef dict index              # argument name -> slot
+    cdef list defaults           # slot -> default value or _MISSING
+    cdef list slot_names
+    cdef int npos_max, npos_min, nslots, s_states, s_step, s_aux, s_hyper
+    cdef readonly str name
+
+    def __init__(self, _StepSpec spec, str name, int npositional, defaults, aux_default=1.0):
+        cdef int k, ns = spec.nstates
+        if not 0 <= npositional <= ns or len(defaults) != spec.nhyper:
+            raise ValueError("bad stateless step layout")
+        self.spec = spec
+        self.name = name
+        self.s_states, self.s_step = 2, 2 + ns
+        self.s_aux, self.s_hyper = 3 + ns, 4 + ns
+        self.nslots = 4 + ns + spec.nhyper
+        names = ["param", "grad", *spec.state_names, "step",
+                 "mu_product" if spec.aux_mode == 1 else None, *spec.names]
+        self.slot_names = names
+        self.defaults = [_MISSING, _MISSING]
+        for k in range(ns):
+            self.defaults.append(_MISSING if spec.state_flag[k] < 0 else None)
+        self.defaults += [_MISSING, aux_default if spec.aux_mode == 1 else None, *defaults]
+        self.npos_max = 2 + npositional
+        self.npos_min = 2
+        for k in range(npositional):
+            if spec.state_flag[k] < 0:
+                self.npos_min = 3 + k
+        self.index = {n: k for k, n in enumerate(names)
+                      if n is not None and k >= self.npos_max}
+        self.index.update({n: k for k, n in enumerate(names[:self.npos_max])})
+
+    def __reduce__(self):
+        return self.name  # pickled by reference (a global of its module), like a function
+
+    def __repr__(self):
+        return f"<compiled function {type(self).__module__}.{self.name}>"
+
+    def __call__(self, *args, **kwargs):
+        cdef PyObject *slots[_MAX_ARGS + 8]
+        cdef Py_ssize_t n = len(args), k, j
+        cdef PyObject *obj
+        cdef list defaults = self.defaults
+        if n > self.npos_max:
+            raise TypeError(self._takes(n))
+        for k in range(n):
+            slots[k] = <PyObject *>(<tuple>args)[k]
+        for k in range(n, self.nslots):
+            slots[k] = <PyObject *>defaults[k]
+        if kwargs:
+            for key, value in (<dict>kwargs).items():
+                obj = PyDict_GetItemWithError(self.index, key)
+                if obj == NULL:
+                    raise TypeError(f"{self.name}() got an unexpected keyword argument "
+                                    f"'{key}'")
+                j = <object>obj
+                if j < n:
+                    raise TypeError(f"{self.name}() got multiple values for argument "
+                                    f"'{key}'")
+                slots[j] = <PyObject *>value
+        for k in range(self.nslots):
+            if slots[k] == <PyObject *>_MISSING:
+                raise TypeError(self._missing(k))
+        return _step_core(self.spec, <object>slots[0], <object>slots[1], &slots[self.s_states],
+                          <object>slots[self.s_step], <object>slots[self.s_aux],
+                          &slots[self.s_hyper])
+
+    def _takes(self, Py_ssize_t n):
+        if self.npos_min == self.npos_max:
+            return (f"{self.name}() takes {self.npos_max} positional arguments but {n} "
+                    f"were given")
+        return (f"{self.name}() takes from {self.npos_min} to {self.npos_max} positional "
+                f"arguments but {n} were given")
+
+    def _missing(self, Py_ssize_t k):
+        kind = "positional" if k < self.npos_max else "keyword-only"
+        return (f"{self.name}() missing 1 required {kind} argument: "
+                f"'{self.slot_names[k]}'")
+
+
+cdef int _check_step_disjoint(_StepSpec spec, object param, object grad,
+                              PyObject **states) except -1:
+    """check_disjoint for a stateless step, without building lists when nothing
+    overlaps."""
+    cdef int i, j, n = spec.nstates
+    cdef object a, b
+    for i in range(-1, n):
+        a = param if i < 0 else <object>states[i]
+        if a is None:
+            continue
+        for j in range(i + 1, n):
+            b = <object>states[j]
+            if b is not None and _overlap(a, b):
+                raise ValueError(f"{'param' if i < 0 else spec.state_names[i]} and "
+                                 f"{spec.state_names[j]} share memory; each must be a "
+                                 f"separate array")
+    for i in range(-1, n):
+        a = param if i < 0 else <object>states[i]
+        if a is not None and _overlap(grad, a):
+            raise ValueError(f"grad shares memory with "
+                             f"{'param' if i < 0 else spec.state_names[i]}, which this step "
+                             f"writes; pass a separate array (e.g. grad.copy())")
+    return 0
