@@ -4,7 +4,7 @@ Parameters are NumPy arrays updated in place by compiled SIMD kernels (float32 a
 float64, chosen at import for the best instruction set of the CPU); results are the
 same bits for every SIMD level and thread count.
 """
-from . import distributed, schedules
+from . import _threads, distributed, schedules
 from ._config import show_config
 from .checkpoint import load, save
 from ._kernels import get_num_threads, set_num_threads
@@ -16,6 +16,9 @@ from .functional import (adam_step, adamax_step, nadam_step, radam_step, rmsprop
 from .optim import SGD, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop
 
 __version__ = "0.1.0"
+
+_threads.configure()
+_threads._register_with_threadpoolctl()
 
 __all__ = [
     "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Optimizer",

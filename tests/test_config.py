@@ -14,7 +14,7 @@ from conftest import LEVELS
 def test_show_config_prints_and_returns(capsys):
     assert adamc.show_config() is None
     out = capsys.readouterr().out
-    assert "simd_level" in out and _kernels.simd_level() in out and "openmp" in out
+    assert "simd_level" in out and _kernels.simd_level() in out and "thread_policy" in out
     info = adamc.show_config(mode="dicts")
     assert info["simd_level"] == _kernels.simd_level()
     assert info["simd_levels_available"] == LEVELS

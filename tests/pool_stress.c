@@ -1,0 +1,88 @@
+/* Stress test of src_c/adamc_pool.c, built by tests/test_threads.py (also with
+ * ThreadSanitizer): several callers run many jobs of random sizes at once; every
+ * element of every job must be visited exactly once, and never more than `limit`
+ * threads may be inside job bodies at the same time.
+ *
+ *   pool_stress CALLERS LIMIT JOBS     exit status 0 when every check held */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adamc.h"
+
+static int inside, most;
+
+typedef struct {
+    unsigned char *hits;
+} job_ctx;
+
+static void
+body(void *ctx, ptrdiff_t begin, ptrdiff_t end)
+{
+    job_ctx *c = (job_ctx *)ctx;
+    int now = __atomic_add_fetch(&inside, 1, __ATOMIC_SEQ_CST);
+    int seen = __atomic_load_n(&most, __ATOMIC_SEQ_CST);
+    while (now > seen && !__atomic_compare_exchange_n(&most, &seen, now, 0, __ATOMIC_SEQ_CST,
+                                                      __ATOMIC_SEQ_CST)) {
+    }
+    for (ptrdiff_t i = begin; i < end; i++)
+        __atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&inside, 1, __ATOMIC_SEQ_CST);
+}
+
+static int jobs, failures;
+
+static void *
+caller(void *arg)
+{
+    unsigned seed = (unsigned)(size_t)arg * 2654435761u + 1;
+    unsigned char *hits = malloc(1 << 20);
+    for (int j = 0; j < jobs; j++) {
+        seed = seed * 1103515245u + 12345u;
+        const ptrdiff_t n = (ptrdiff_t)(seed >> 12) % (1 << 20);
+        const ptrdiff_t chunk = 1 + (ptrdiff_t)(seed >> 8) % 3000;
+        memset(hits, 0, (size_t)n);
+        job_ctx c = {hits};
+        adamc_enter();
+        adamc_parallel(j % 30, n * 4, body, &c, n, chunk);
+        adamc_leave();
+        for (ptrdiff_t i = 0; i < n; i++)
+            if (hits[i] != 1) {
+                fprintf(stderr, "job %d: element %td of %td visited %d times\n", j, i, n,
+                        hits[i]);
+                __atomic_add_fetch(&failures, 1, __ATOMIC_SEQ_CST);
+                break;
+            }
+    }
+    free(hits);
+    return NULL;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc != 4)
+        return 2;
+    const int callers = atoi(argv[1]), limit = atoi(argv[2]);
+    jobs = atoi(argv[3]);
+    adamc_set_num_threads(limit);
+    adamc_set_threshold(0);
+    adamc_set_adaptive(0);
+    adamc_set_spin_ns(2000);
+    pthread_t t[64];
+    for (int i = 0; i < callers; i++)
+        pthread_create(&t[i], NULL, caller, (void *)(size_t)i);
+    for (int i = 0; i < callers; i++)
+        pthread_join(t[i], NULL);
+    adamc_stats s;
+    adamc_pool_stats(&s);
+    printf("most %d peak %d joins %llu parallel %llu single %llu\n", most, s.peak,
+           (unsigned long long)s.joins, (unsigned long long)s.jobs_parallel,
+           (unsigned long long)s.jobs_single);
+    if (most > limit || s.peak > limit) {
+        fprintf(stderr, "%d threads inside at once, limit %d\n", most, limit);
+        return 1;
+    }
+    return failures ? 1 : 0;
+}
