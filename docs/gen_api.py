@@ -29,7 +29,8 @@ SECTIONS = [
 DISTRIBUTED_MEMBERS = ["step", "step_count", "skipped_steps", "state_nbytes", "buffer_nbytes",
                        "consolidate"]
 OPTIMIZER_MEMBERS = ["step", "step_count", "skipped_steps", "state_dict", "load_state_dict",
-                     "reset", "add_param_group", "max_grad_norm", "clip_value", "nonfinite"]
+                     "reset", "add_param_group", "get_last_lr", "max_grad_norm", "clip_value",
+                     "nonfinite"]
 
 
 def signature(obj, name: str) -> str:
