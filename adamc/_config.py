@@ -12,6 +12,8 @@ from . import _kernels, _threads
 
 def config() -> dict[str, Any]:
     """Configuration facts as a dict (the data behind :func:`show_config`)."""
+    import scipy
+
     from . import __version__
 
     return {
@@ -26,6 +28,7 @@ def config() -> dict[str, Any]:
         "build_flags": _kernels.build_flags(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
+        "scipy": scipy.__version__,
         "machine": platform.machine(),
     }
 

@@ -885,6 +885,7 @@ cdef struct Group:
     int64_t step             # completed steps of this group
     double aux               # scalar state of the algorithm (see adamc_prepare)
     double aux_next          # scratch: aux after this step
+    double last_lr           # lr of the last completed step (NaN: none recorded)
 
 
 @cython.auto_pickle(False)
@@ -1020,8 +1021,10 @@ cdef class _Engine:
             if i < self._ngroups:
                 groups[i].step = self._groups[i].step
                 groups[i].aux = self._groups[i].aux
+                groups[i].last_lr = self._groups[i].last_lr
             else:
                 groups[i].aux = adamc_aux_initial(algo)
+                groups[i].last_lr = NAN
         written = list(params) + [x for st in states for x in st if x is not None]
         spans = sorted((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a), cnp.PyArray_NBYTES(<cnp.ndarray>a))
                        for a in written if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0)
@@ -1063,6 +1066,11 @@ cdef class _Engine:
     def _group_aux(self):
         return [self._groups[i].aux for i in range(self._ngroups)]
 
+    def _group_last_lr(self):
+        """Per group: the lr of its last completed step, NaN where none was recorded
+        (no step yet, or the counters were set by _set_counters since)."""
+        return [self._groups[i].last_lr for i in range(self._ngroups)]
+
     def _set_counters(self, steps, aux, step_count, skipped=None):
         """Set every group's step count and scalar state, and the step counters (the
         values must already be checked; the lengths are checked here)."""
@@ -1073,6 +1081,7 @@ cdef class _Engine:
         for i in range(self._ngroups):
             self._groups[i].step = steps[i]
             self._groups[i].aux = aux[i]
+            self._groups[i].last_lr = NAN  # recorded by a step no longer counted
         self._step_count = step_count
         if skipped is not None:
             self._skipped = skipped
@@ -1163,6 +1172,11 @@ cdef class _Engine:
                 raise ValueError(f"grads has {len(grads)} arrays but the optimizer has {n} "
                                  f"parameters")
             seq = grads
+        elif callable(grads):
+            raise TypeError("step() takes the gradients, not a closure: adamc does not "
+                            "differentiate, so compute the loss and gradient yourself "
+                            "and pass the gradient, e.g. loss, grad = f_and_grad(x); "
+                            "opt.step(grad) (a list of arrays for several parameters)")
         else:
             raise TypeError(f"grads must be an ndarray or a list of ndarrays, got "
                             f"{type(grads).__name__}")
@@ -1330,6 +1344,7 @@ cdef class _Engine:
         for i in range(self._ngroups):
             self._groups[i].step += 1
             self._groups[i].aux = self._groups[i].aux_next
+            self._groups[i].last_lr = self._groups[i].hyper.lr
         self._step_count += 1
         return 0
 

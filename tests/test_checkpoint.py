@@ -304,3 +304,12 @@ def test_corrupt_counters_raise_and_change_nothing(tmp_path, field, value):
     with pytest.raises(checkpoint.CheckpointError):
         adamc.load(bad, target)
     assert np.all(target == 7.0)
+
+
+def test_save_has_no_private_parameters_in_its_signature():
+    import inspect
+    from pathlib import Path
+
+    assert list(inspect.signature(adamc.save).parameters) == ["optimizer", "path"]
+    api = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    assert "_extra" not in api

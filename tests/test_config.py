@@ -20,6 +20,9 @@ def test_show_config_prints_and_returns(capsys):
     assert info["simd_levels_available"] == LEVELS
     assert info["num_threads"] == adamc.get_num_threads()
     assert info["adamc"] == adamc.__version__
+    import scipy
+    assert info["scipy"] == scipy.__version__ and info["numpy"] == np.__version__
+    assert "scipy" in out and scipy.__version__ in out.split("scipy")[1].splitlines()[0]
     assert "native" not in info["build_flags"] and "fast-math" not in info["build_flags"]
     with pytest.raises(ValueError, match="mode must be"):
         adamc.show_config(mode="json")
