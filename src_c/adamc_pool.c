@@ -517,16 +517,21 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
 
     work(0, nranges, 0);
 
-    /* Everything is claimed; wait for the chunks workers are running. */
-    for (int i = 0; LOAD(&P.pending) != 0; i++) {
-        if (i < 4096) {
-            CPU_RELAX();
-            continue;
+    /* Everything is claimed; wait for the chunks workers are running: spin for up to
+     * 50 us (a chunk takes a few), then sleep, so that a worker the host preempted
+     * gets this core if it needs it. */
+    if (LOAD(&P.pending) != 0) {
+        const int64_t until = now_ns() + 50000;
+        for (int i = 1; LOAD(&P.pending) != 0; i++) {
+            if ((i & 63) != 0 || now_ns() < until) {
+                CPU_RELAX();
+                continue;
+            }
+            STORE(&P.caller_waiting, 1);
+            const uint32_t left = LOAD(&P.pending);
+            if (left != 0)
+                wait_on(&P.pending, left);
         }
-        STORE(&P.caller_waiting, 1);
-        const uint32_t left = LOAD(&P.pending);
-        if (left != 0)
-            wait_on(&P.pending, left);
     }
     STORE(&P.nranges, 0);
     STORE(&P.busy, 0);
