@@ -124,7 +124,12 @@ def work_mlp(contender: str, seconds: float) -> dict[str, Any]:
     return {"iteration": percentiles(iters), "step": percentiles(steps), "n": len(iters)}
 
 
-def work_steps(contender: str, n: int, dtype: str, seconds: float) -> dict[str, Any]:
+def work_steps(contender: str, n: int, dtype: str, seconds: float,
+               threshold: int | None = None) -> dict[str, Any]:
+    if threshold is not None:
+        from adamc import _kernels
+
+        _kernels._set_parallel_threshold_bytes(threshold)
     rng = np.random.default_rng(n)
     p = rng.standard_normal(n).astype(dtype)
     g = rng.standard_normal(n).astype(dtype)
@@ -201,7 +206,7 @@ def worker_main(spec: dict[str, Any]) -> None:
         out = work_mlp(spec["contender"], spec["seconds"])
     elif kind == "steps":
         out = work_steps(spec["contender"], spec["n"], spec.get("dtype", "float32"),
-                         spec["seconds"])
+                         spec["seconds"], spec.get("threshold"))
     elif kind == "callers":
         out = work_callers(spec["n"], spec["seconds"])
     else:
@@ -279,8 +284,10 @@ def scenario_mlp(args, contenders) -> dict[str, Any]:
                 "step_p99_ms": median_of(v, "step", "p99") * 1e3} for c, v in res.items()}
 
 
-def scenario_steps(args, contenders, n, spinners=0, dtype="float32") -> dict[str, Any]:
-    spec = {"work": "steps", "n": n, "dtype": dtype, "seconds": args.seconds}
+def scenario_steps(args, contenders, n, spinners=0, dtype="float32",
+                   threshold=None) -> dict[str, Any]:
+    spec = {"work": "steps", "n": n, "dtype": dtype, "seconds": args.seconds,
+            "threshold": threshold}
     with Spinners(spinners):
         res = rounds_of(contenders, args.rounds, lambda c: collect(spawn(spec, c)))
     out = {c: {"step_us": median_of(v, "step", "median") * 1e6,
@@ -408,7 +415,7 @@ def main() -> None:
         for n in (4096, 8192, 16384, 32768, 65536, 131072):
             print(f"threshold sweep, N={n}", file=sys.stderr)
             sweep[str(n)] = scenario_steps(args, ["adamc 1 thread", "adamc 2 threads"],
-                                           n, 0)
+                                           n, 0, threshold=0)
         results["threshold"] = sweep
     path = args.outdir / "bench_threads.json"
     if path.exists() and args.only:
@@ -476,8 +483,8 @@ def render(r: dict[str, Any]) -> str:
             one, two = v["adamc 1 thread"]["step_us"], v["adamc 2 threads"]["step_us"]
             rows.append([n, f"{int(n) * 4 // 1024} KiB", fmt(one, 2), fmt(two, 2),
                          f"{one / two:.2f}x"])
-        out.append("## Parallel threshold (float32, quiet; 2 threads forced from 0 bytes "
-                   "would be the same pool)\n")
+        out.append("## Parallel threshold (float32, quiet; 2 threads forced with the "
+                   "threshold at 0 bytes)\n")
         out.append(markdown_table(["N", "bytes per array", "1 thread µs", "2 threads µs",
                                    "gain"], rows))
     return "\n".join(out) + "\n"

@@ -109,6 +109,7 @@ static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .threshold = 1 <
  * and on several ([1]), exponentially weighted. */
 typedef struct {
     int lock;
+    int warm; /* the first call of a size is not measured: page faults, cold caches */
     int have[2];
     double ns_per_byte[2];
     uint32_t calls, interval;
@@ -394,6 +395,11 @@ choose(int kind, ptrdiff_t nbytes, policy_t **slot)
     int unlocked = 0;
     if (!CAS(&e->lock, &unlocked, 1))
         return RLOAD(&e->choice);
+    if (!e->warm) {
+        e->warm = 1;
+        __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
+        return 0;
+    }
     *slot = e;
     if (!e->have[0])
         return 0;
@@ -410,6 +416,12 @@ choose(int kind, ptrdiff_t nbytes, policy_t **slot)
         return !best;
     }
     return best;
+}
+
+static void
+unlock(policy_t *e)
+{
+    __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
 }
 
 static void
@@ -443,7 +455,7 @@ record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
             e->interval = e->interval < PROBE_MAX / 2 ? e->interval * 2 : PROBE_MAX;
         }
     }
-    __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
+    unlock(e);
 }
 #endif /* ADAMC_POOL */
 
@@ -476,8 +488,13 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
     }
     pthread_once(&fork_once, register_fork_handler);
     int nthreads = limit < MAX_THREADS ? limit : MAX_THREADS;
-    if (P.nworkers < nthreads - 1)
+    if (P.nworkers < nthreads - 1) {
         start_workers(nthreads - 1);
+        if (slot) { /* creating threads is not what a step costs: not measured */
+            unlock(slot);
+            slot = NULL;
+        }
+    }
     if (nthreads > P.nworkers + 1)
         nthreads = P.nworkers + 1;
 
@@ -493,6 +510,8 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
     const ptrdiff_t nchunks = (n + chunk - 1) / chunk;
     if (nchunks > UINT32_MAX || nthreads < 2 || nchunks < 2) {
         STORE(&P.busy, 0);
+        if (slot)
+            unlock(slot);
         body(ctx, 0, n);
         return;
     }
@@ -653,7 +672,7 @@ adamc_reset_stats(int forget_policy)
                 int unlocked = 0;
                 while (!CAS(&e->lock, &unlocked, 1))
                     unlocked = 0;
-                e->have[0] = e->have[1] = 0;
+                e->have[0] = e->have[1] = e->warm = 0;
                 e->calls = e->interval = 0;
                 e->choice = 0;
                 __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
@@ -688,9 +707,8 @@ adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_man
     for (int i = 0; i < calls; i++) {
         policy_t *slot;
         const int multi = choose(kind, nbytes, &slot);
-        if (slot == NULL)
-            return -1;
-        record(slot, multi, multi ? ns_many : ns_one, nbytes);
+        if (slot != NULL) /* NULL: the unmeasured first call */
+            record(slot, multi, multi ? ns_many : ns_one, nbytes);
         modes[i] = (unsigned char)multi;
     }
     return 0;
