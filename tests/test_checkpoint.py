@@ -307,9 +307,8 @@ def test_corrupt_counters_raise_and_change_nothing(tmp_path, field, value):
 
 
 def test_save_has_no_private_parameters_in_its_signature():
+    # docs/api.md is generated from these signatures (tests/test_docs.py keeps it
+    # current), so a private parameter cannot reappear there either.
     import inspect
-    from pathlib import Path
 
     assert list(inspect.signature(adamc.save).parameters) == ["optimizer", "path"]
-    api = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
-    assert "_extra" not in api
