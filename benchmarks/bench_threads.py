@@ -398,9 +398,10 @@ def main() -> None:
         print("(c) two processes stepping at once", file=sys.stderr)
         results["pair"] = scenario_pair(args, ADAMC + peers[:1], 100_000)
     if "callers" in only:
-        for spin in (0, 1):
-            print(f"(d) two Python threads, {spin} core(s) busy", file=sys.stderr)
-            results[f"callers_busy{spin}"] = scenario_callers(args, 1_000_000, spin)
+        for n in (10_000, 1_000_000):
+            for spin in (0, 1):
+                print(f"(d) two Python threads, N={n}, {spin} core(s) busy", file=sys.stderr)
+                results[f"callers_{n}_busy{spin}"] = scenario_callers(args, n, spin)
     if "quiet" in only:
         quiet: dict[str, Any] = {}
         for n, dtype in [(10, "float32"), (10_000, "float32"), (100_000, "float32"),
@@ -460,12 +461,13 @@ def render(r: dict[str, Any]) -> str:
                                                      r["pair"].values()]]))
     cal = [k for k in r if k.startswith("callers")]
     if cal:
-        out.append("## (d) Two Python threads, each its own optimizer (N=1e6, µs for one "
-                   "step of each)\n")
-        rows = [[("quiet" if k.endswith("0") else "1 core busy"), fmt(r[k]["serial_us"]),
+        out.append("## (d) Two Python threads, each its own optimizer (µs for one step "
+                   "of each; serial: one thread steps both in turn)\n")
+        rows = [[f"{int(k.split('_')[1]):.0e}",
+                 ("quiet" if k.endswith("busy0") else "1 core busy"), fmt(r[k]["serial_us"]),
                  fmt(r[k]["threads_us"]), f"{r[k]['speedup']:.2f}x", str(r[k]["peak"])]
                 for k in cal]
-        out.append(markdown_table(["machine", "serial", "two threads", "speed-up",
+        out.append(markdown_table(["N", "machine", "serial", "two threads", "speed-up",
                                    "threads in kernels at most"], rows))
     if "quiet" in r:
         q = r["quiet"]

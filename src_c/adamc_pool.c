@@ -102,7 +102,7 @@ typedef struct {
 } pool_t;
 
 /* At least 4096 elements per chunk of a step: about a microsecond of work. */
-static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .threshold = 1 << 17,
+static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .threshold = 1 << 16,
                    .step_chunk = 4096};
 
 /* Adaptive choice per (kind, size class): nanoseconds per byte on one thread ([0])
@@ -277,15 +277,17 @@ work(int home, int nranges, int is_worker)
     return done;
 }
 
-static void
+/* Returns whether this worker did any of the job's chunks. */
+static int
 participate(int id)
 {
     const int nranges = RLOAD(&P.nranges);
     if (nranges < 2 || !claimable(nranges) || !worker_try_enter())
-        return;
+        return 0;
     const int64_t t0 = RLOAD(&P.t_publish);
     const int64_t late = now_ns() - t0;
-    if (work(id % nranges, nranges, 1) > 0) {
+    const int did = work(id % nranges, nranges, 1) > 0;
+    if (did) {
         __atomic_add_fetch(&P.joins, 1, __ATOMIC_RELAXED);
         if (late > 0 && late < 1000000000) {
             __atomic_add_fetch(&P.wake_ns_total, (uint64_t)late, __ATOMIC_RELAXED);
@@ -295,6 +297,7 @@ participate(int id)
         }
     }
     adamc_leave();
+    return did;
 }
 
 static void *
@@ -302,9 +305,12 @@ worker_main(void *arg)
 {
     const int id = (int)(intptr_t)arg;
     uint32_t seen = LOAD(&P.seq);
+    int worked = 0;
     for (;;) {
         uint32_t s = LOAD(&P.seq);
-        if (s == seen) {
+        /* Spin only after real work: a worker that found no chunk or no token (the
+         * cores are taken by other callers) goes back to sleep at once. */
+        if (s == seen && worked) {
             const int64_t until = now_ns() + RLOAD(&P.spin_ns);
             for (int i = 0; (s = LOAD(&P.seq)) == seen; i++) {
                 CPU_RELAX();
@@ -319,7 +325,7 @@ worker_main(void *arg)
             ADD(&P.sleepers, -1);
         }
         seen = s;
-        participate(id);
+        worked = participate(id);
     }
     return NULL;
 }
@@ -531,7 +537,8 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
         __atomic_store_n(&P.ranges[r].word, (begin << 32) | stop, __ATOMIC_RELEASE);
     }
     ADD(&P.seq, 1);
-    if (LOAD(&P.sleepers) > 0)
+    /* Sleeping workers could not join while other callers hold every token. */
+    if (LOAD(&P.sleepers) > 0 && LOAD(&P.active) < limit)
         wake(&P.seq, nthreads - 1);
 
     work(0, nranges, 0);
