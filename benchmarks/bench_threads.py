@@ -21,7 +21,7 @@ would), interleaved over ``--rounds`` rounds in rotating order; the tables give 
 median over rounds. ``adamc default`` has no thread variables set (2 threads allowed on
 this 2-CPU machine, adaptive policy); ``adamc 1 thread`` sets ``ADAMC_NUM_THREADS=1``;
 ``adamc 2 threads`` sets ``ADAMC_NUM_THREADS=2 ADAMC_THREAD_POLICY=fixed`` (always two
-threads from the 128 KiB threshold on, like the OpenMP runtime it replaced); ``torch
+threads from the 64 KiB threshold on, like the OpenMP runtime it replaced); ``torch
 fused`` is ``torch.optim.Adam(fused=True)`` with ``torch.set_num_threads(2)`` (and 1).
 
 Run:  python benchmarks/bench_threads.py [--quick] [--rounds 5] [--only mlp quiet ...]

@@ -116,7 +116,9 @@ typedef struct {
     int choice; /* 0 one thread, 1 several */
 } policy_t;
 
+#if ADAMC_POOL
 static policy_t POLICY[KINDS][BUCKETS];
+#endif
 
 enum { PROBE_FIRST = 16, PROBE_MAX = 1024 };
 
