@@ -74,6 +74,7 @@ cdef extern from "adamc.h" nogil:
     int ADAMC_KIND_SUMSQ(int dtype)
     ctypedef void (*adamc_body_fn)(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept nogil
     void adamc_enter()
+    bint adamc_try_enter()
     void adamc_leave()
     void adamc_parallel(int kind, Py_ssize_t nbytes, adamc_body_fn body, void *ctx,
                         Py_ssize_t n, Py_ssize_t chunk_min)
@@ -819,6 +820,14 @@ cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
     return 0
 
 
+cdef inline void _enter_holding_gil():
+    """A token for a small update that keeps the GIL, without holding the GIL while
+    waiting (every Python thread would stop until another thread's kernel ends)."""
+    if not adamc_try_enter():
+        with nogil:
+            adamc_enter()
+
+
 cdef inline void *_data_or_null(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -855,7 +864,7 @@ def _apply(str algorithm, dict hyper, step, double aux, param, grad, states):
             adamc_run(fn, &task, n, kind, nbytes)
             adamc_leave()
     else:
-        adamc_enter()
+        _enter_holding_gil()
         adamc_run(fn, &task, n, kind, nbytes)
         adamc_leave()
     return aux_next
@@ -1333,7 +1342,7 @@ cdef class _Engine:
                 bad = self._run(total)
                 adamc_leave()
         else:
-            adamc_enter()
+            _enter_holding_gil()
             bad = self._run(total)
             adamc_leave()
         if bad >= 0:

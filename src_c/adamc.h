@@ -136,6 +136,7 @@ int adamc_cpu_level(void);
 typedef void (*adamc_body_fn)(void *ctx, ptrdiff_t begin, ptrdiff_t end);
 
 void adamc_enter(void);
+int adamc_try_enter(void); /* 1 with a token, 0 (at once) when none is free */
 void adamc_leave(void);
 
 /* Run body over [0, n) in chunks of at least chunk_min (one thread when nbytes is

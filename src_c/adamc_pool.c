@@ -87,8 +87,12 @@ typedef struct {
     uint32_t seq; /* futex word of sleeping workers: +1 per published job */
     int sleepers;
 
-    /* tokens: threads inside kernels */
+    /* tokens: threads inside kernels. A caller that has to wait registers in
+     * `waiters` and sleeps on `token_gen`, which every leave and limit change bumps;
+     * while callers wait, a leaving thread hands its token over (`handoff`) instead
+     * of freeing it, so that new callers cannot overtake the waiting ones. */
     int active, limit, waiters, peak;
+    uint32_t handoff, token_gen;
 
     int nworkers;
     int spin_ns;
@@ -114,6 +118,7 @@ typedef struct {
     double ns_per_byte[2];
     uint32_t calls, interval;
     int choice; /* 0 one thread, 1 several */
+    int probe_next; /* the next call is a probe of several threads (after a warm-up) */
 } policy_t;
 
 #if ADAMC_POOL
@@ -182,34 +187,75 @@ note_peak(int a)
     }
 }
 
+/* One attempt at a token; queued: the caller is registered in `waiters`. */
+static int
+take_token(int queued)
+{
+    uint32_t h = LOAD(&P.handoff);
+    while (h > 0)
+        if (CAS(&P.handoff, &h, h - 1))
+            return 1; /* `active` already counts it */
+    if (queued || LOAD(&P.waiters) == 0) {
+        int a = LOAD(&P.active);
+        while (a < LOAD(&P.limit))
+            if (CAS(&P.active, &a, a + 1))
+                return 1;
+    }
+    return 0;
+}
+
+int
+adamc_try_enter(void)
+{
+    if (!take_token(0))
+        return 0;
+    note_peak(LOAD(&P.active));
+    return 1;
+}
+
 void
 adamc_enter(void)
 {
-    int a = LOAD(&P.active);
-    for (;;) {
-        if (a < LOAD(&P.limit)) {
-            if (CAS(&P.active, &a, a + 1))
-                break;
-            continue;
-        }
+    if (adamc_try_enter())
+        return;
 #if ADAMC_POOL
-        ADD(&P.waiters, 1);
-        if (LOAD(&P.active) == a && a >= LOAD(&P.limit))
-            wait_on((uint32_t *)&P.active, (uint32_t)a);
-        ADD(&P.waiters, -1);
-#endif
-        a = LOAD(&P.active);
+    ADD(&P.waiters, 1);
+    for (;;) {
+        const uint32_t g = LOAD(&P.token_gen);
+        if (take_token(1))
+            break;
+        if (LOAD(&P.handoff) == 0 && LOAD(&P.active) >= LOAD(&P.limit))
+            wait_on(&P.token_gen, g);
     }
-    note_peak(a + 1);
+    ADD(&P.waiters, -1);
+#else
+    ADD(&P.waiters, 1);
+    while (!take_token(1)) {
+    }
+    ADD(&P.waiters, -1);
+#endif
+    note_peak(LOAD(&P.active));
 }
 
 void
 adamc_leave(void)
 {
-    ADD(&P.active, -1);
 #if ADAMC_POOL
-    if (LOAD(&P.waiters) > 0)
-        wake((uint32_t *)&P.active, 1);
+    if (LOAD(&P.waiters) > 0 && LOAD(&P.active) <= LOAD(&P.limit)) {
+        /* A token handed to nobody (the waiter got one otherwise) is taken by the
+         * next caller, so none is lost. */
+        ADD(&P.handoff, 1);
+        ADD(&P.token_gen, 1);
+        wake(&P.token_gen, 1);
+        return;
+    }
+    ADD(&P.active, -1);
+    if (LOAD(&P.waiters) > 0) {
+        ADD(&P.token_gen, 1);
+        wake(&P.token_gen, 1);
+    }
+#else
+    ADD(&P.active, -1);
 #endif
 }
 
@@ -352,7 +398,7 @@ start_workers(int wanted)
         pthread_attr_destroy(&attr);
         if (err != 0)
             break; /* run with the workers we have */
-        P.nworkers++;
+        __atomic_store_n(&P.nworkers, P.nworkers + 1, __ATOMIC_RELAXED);
     }
 }
 
@@ -369,11 +415,15 @@ after_fork_child(void)
     P.adaptive = adaptive;
     P.threshold = threshold;
     P.step_chunk = step_chunk;
+#if !defined(__linux__)
+    pthread_mutex_init(&wait_mutex, NULL);
+    pthread_cond_init(&wait_cond, NULL);
+#endif
 }
 
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-
-static void
+/* Registered when the library is loaded: a fork before the first parallel job, while
+ * another thread holds a token, must not leave the child with that token counted. */
+__attribute__((constructor)) static void
 register_fork_handler(void)
 {
     pthread_atfork(NULL, NULL, after_fork_child);
@@ -391,6 +441,12 @@ bucket_of(ptrdiff_t nbytes)
     return b;
 }
 
+static void
+unlock(policy_t *e)
+{
+    __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
+}
+
 /* Returns 1 to use several threads; *slot is the entry to update afterwards (or
  * NULL when another caller holds it: then nothing is recorded). */
 static int
@@ -405,7 +461,7 @@ choose(int kind, ptrdiff_t nbytes, policy_t **slot)
         return RLOAD(&e->choice);
     if (!e->warm) {
         e->warm = 1;
-        __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
+        unlock(e);
         return 0;
     }
     *slot = e;
@@ -416,25 +472,34 @@ choose(int kind, ptrdiff_t nbytes, policy_t **slot)
     /* Prefer one thread unless several were clearly faster: it leaves the other
      * cores to the rest of the process and the host. */
     const int best = e->ns_per_byte[1] < 0.97 * e->ns_per_byte[0];
-    e->choice = best;
+    __atomic_store_n(&e->choice, best, __ATOMIC_RELAXED);
     if (e->interval == 0)
         e->interval = PROBE_FIRST;
+    if (e->probe_next) {
+        e->probe_next = 0;
+        return 1;
+    }
     if (++e->calls >= e->interval) {
         e->calls = 0;
-        return !best;
+        if (best)
+            return 0; /* a probe of one thread */
+        /* A probe of several threads after many calls on one finds the workers
+         * asleep: a first call on several wakes them and is not measured. */
+        e->probe_next = 1;
+        unlock(e);
+        *slot = NULL;
+        return 1;
     }
     return best;
 }
 
 static void
-unlock(policy_t *e)
-{
-    __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
-}
-
-static void
 record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
 {
+    if (nbytes <= 0) {
+        unlock(e);
+        return;
+    }
     double sample = (double)elapsed_ns / (double)nbytes;
     const int probe = e->have[0] && e->have[1] && mode != e->choice;
     if (!e->have[mode]) {
@@ -455,7 +520,7 @@ record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
         const int won = mode ? sample < 0.97 * e->ns_per_byte[0]
                              : !(e->ns_per_byte[1] < 0.97 * sample);
         if (best != e->choice) {
-            e->choice = best;
+            __atomic_store_n(&e->choice, best, __ATOMIC_RELAXED);
             e->interval = PROBE_FIRST;
         } else if (won) {
             e->interval = PROBE_FIRST;
@@ -478,6 +543,8 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
     const int limit = LOAD(&P.limit);
     int unlocked = 0;
     policy_t *slot = NULL;
+    if (chunk_min < 1)
+        chunk_min = 1;
     if (limit < 2 || nbytes < LOAD(&P.threshold) || n <= chunk_min) {
         body(ctx, 0, n);
         return;
@@ -486,15 +553,15 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
     if (!multi || LOAD(&P.waiters) > 0 || !CAS(&P.busy, &unlocked, 1)) {
         /* One thread, callers waiting for tokens, or another caller has the pool: run
          * alone. (A worker still finishing the previous job holds its token for a
-         * moment: it takes chunks of this one before it lets go.) */
+         * moment: it takes chunks of this one before it lets go.) What was measured
+         * is a run on one thread, whatever had been chosen. */
         const int64_t t0 = slot ? now_ns() : 0;
         body(ctx, 0, n);
         __atomic_add_fetch(&P.jobs_single, 1, __ATOMIC_RELAXED);
         if (slot)
-            record(slot, multi, now_ns() - t0, nbytes);
+            record(slot, 0, now_ns() - t0, nbytes);
         return;
     }
-    pthread_once(&fork_once, register_fork_handler);
     int nthreads = limit < MAX_THREADS ? limit : MAX_THREADS;
     if (P.nworkers < nthreads - 1) {
         start_workers(nthreads - 1);
@@ -521,6 +588,7 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
         if (slot)
             unlock(slot);
         body(ctx, 0, n);
+        __atomic_add_fetch(&P.jobs_single, 1, __ATOMIC_RELAXED);
         return;
     }
     const int nranges = nthreads < nchunks ? nthreads : (int)nchunks;
@@ -529,7 +597,7 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
     P.ctx = ctx;
     P.n = n;
     P.chunk = chunk;
-    P.t_publish = t0;
+    __atomic_store_n(&P.t_publish, t0, __ATOMIC_RELAXED);
     STORE(&P.caller_waiting, 0);
     STORE(&P.pending, (uint32_t)nchunks);
     STORE(&P.nranges, nranges);
@@ -597,8 +665,10 @@ adamc_set_num_threads(int n)
         n = 1;
     STORE(&P.limit, n);
 #if ADAMC_POOL
-    if (LOAD(&P.waiters) > 0)
-        wake((uint32_t *)&P.active, MAX_THREADS);
+    if (LOAD(&P.waiters) > 0) {
+        ADD(&P.token_gen, 1);
+        wake(&P.token_gen, MAX_THREADS);
+    }
 #endif
 }
 
@@ -683,7 +753,8 @@ adamc_reset_stats(int forget_policy)
                     unlocked = 0;
                 e->have[0] = e->have[1] = e->warm = 0;
                 e->calls = e->interval = 0;
-                e->choice = 0;
+                e->probe_next = 0;
+                __atomic_store_n(&e->choice, 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
             }
     }

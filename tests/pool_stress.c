@@ -3,11 +3,15 @@
  * element of every job must be visited exactly once, and never more than `limit`
  * threads may be inside job bodies at the same time.
  *
- *   pool_stress CALLERS LIMIT JOBS     exit status 0 when every check held */
+ *   pool_stress CALLERS LIMIT JOBS [churn]     exit status 0 when every check held
+ *
+ * With "churn", the adaptive policy is on and another thread changes the limit
+ * between 1 and LIMIT every 200 us (the bound checked is then LIMIT). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "adamc.h"
 
@@ -31,7 +35,20 @@ body(void *ctx, ptrdiff_t begin, ptrdiff_t end)
     __atomic_sub_fetch(&inside, 1, __ATOMIC_SEQ_CST);
 }
 
-static int jobs, failures;
+static int jobs, failures, churning, stop_churn;
+
+static void *
+churn(void *arg)
+{
+    const int limit = *(int *)arg;
+    struct timespec pause = {0, 200000};
+    for (int k = 0; !__atomic_load_n(&stop_churn, __ATOMIC_SEQ_CST); k++) {
+        adamc_set_num_threads(1 + k % limit);
+        nanosleep(&pause, NULL);
+    }
+    adamc_set_num_threads(limit);
+    return NULL;
+}
 
 static void *
 caller(void *arg)
@@ -62,19 +79,28 @@ caller(void *arg)
 int
 main(int argc, char **argv)
 {
-    if (argc != 4)
+    if (argc != 4 && argc != 5)
         return 2;
-    const int callers = atoi(argv[1]), limit = atoi(argv[2]);
+    int callers = atoi(argv[1]), limit = atoi(argv[2]);
     jobs = atoi(argv[3]);
+    churning = argc == 5 && strcmp(argv[4], "churn") == 0;
+    if (callers > 64)
+        callers = 64;
     adamc_set_num_threads(limit);
     adamc_set_threshold(0);
-    adamc_set_adaptive(0);
+    adamc_set_adaptive(churning);
     adamc_set_spin_ns(2000);
-    pthread_t t[64];
+    pthread_t t[64], churner;
+    if (churning)
+        pthread_create(&churner, NULL, churn, &limit);
     for (int i = 0; i < callers; i++)
         pthread_create(&t[i], NULL, caller, (void *)(size_t)i);
     for (int i = 0; i < callers; i++)
         pthread_join(t[i], NULL);
+    if (churning) {
+        __atomic_store_n(&stop_churn, 1, __ATOMIC_SEQ_CST);
+        pthread_join(churner, NULL);
+    }
     adamc_stats s;
     adamc_pool_stats(&s);
     printf("most %d peak %d joins %llu parallel %llu single %llu\n", most, s.peak,

@@ -323,6 +323,91 @@ def test_pool_works_in_a_forked_child():
     assert got == reference.tobytes()
 
 
+FORK_WHILE_HELD = """
+import multiprocessing, threading, time
+import numpy as np
+import adamc
+from adamc import _kernels
+adamc.set_num_threads(1)
+holder = threading.Thread(target=_kernels._occupancy_probe, args=(1, 0, 3 * 10**9))
+holder.start()                      # holds the only token for a while
+time.sleep(0.3)
+
+def child(q):
+    x = np.zeros(10)
+    adamc.Adam(x).step(np.ones(10))  # needs a token: the parent's holder is gone
+    q.put(float(x[0]))
+
+ctx = multiprocessing.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+print(round(q.get(timeout=20), 6))
+p.join(20)
+holder.join()
+"""
+
+
+def test_fork_while_another_thread_holds_a_token():
+    # No parallel job has run in this process yet, and the limit is 1: the child must
+    # not inherit the holder's token (it would wait for ever).
+    out, _ = run_python(FORK_WHILE_HELD)
+    assert out == "-0.001"
+
+
+def hold_token(seconds_spin):
+    t = threading.Thread(target=_kernels._occupancy_probe, args=(1, 0, seconds_spin))
+    t.start()
+    return t
+
+
+def test_raising_the_limit_lets_a_waiting_caller_in():
+    order = []
+    with pool_config(1):
+        holder = threading.Thread(
+            target=lambda: (_kernels._occupancy_probe(1, 0, 4 * 10**9), order.append("holder")))
+        holder.start()
+        while _kernels.thread_stats()["active"] < 1:
+            pass
+        waiter = threading.Thread(
+            target=lambda: (_kernels._occupancy_probe(1, 0, 0), order.append("waiter")))
+        waiter.start()
+        waiter.join(0.2)                   # it waits for the only token
+        assert order == []
+        adamc.set_num_threads(2)            # now there is one more
+        waiter.join(60)
+        holder.join(60)
+    assert order == ["waiter", "holder"]
+
+
+def test_a_small_step_waiting_for_a_token_lets_other_python_threads_run():
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            stop.wait(0.005)
+
+    x = np.zeros(10)
+    opt = adamc.Adam(x)
+    with pool_config(1):
+        holder = threading.Thread(target=_kernels._occupancy_probe, args=(1, 0, 2 * 10**9))
+        holder.start()
+        while _kernels.thread_stats()["active"] < 1:
+            pass
+        t = threading.Thread(target=ticker)
+        t.start()
+        before = len(ticks)
+        opt.step(np.ones(10))   # waits for the holder (~1 s) without holding the GIL
+        during = len(ticks) - before
+        stop.set()
+        t.join()
+        holder.join()
+    assert opt.step_count == 1
+    assert during >= 5
+
+
 def test_show_config_reports_policy_and_reason():
     info = adamc.show_config("dicts")
     assert info["thread_policy"] in ("adaptive", "fixed")
@@ -354,10 +439,13 @@ def test_pool_stress_every_element_once_within_the_limit(tmp_path, sanitizer):
         if sanitizer == "none":
             pytest.fail("pool_stress.c does not build")
         pytest.skip("this gcc cannot build with ThreadSanitizer")
-    for callers, limit, jobs in ([(3, 2, 30), (1, 2, 30)] if sanitizer == "thread"
-                                 else [(3, 2, 120), (1, 2, 120), (4, 3, 80), (2, 1, 60)]):
+    runs = ([(3, 2, 30, ""), (1, 2, 30, ""), (3, 4, 30, "churn")] if sanitizer == "thread"
+            else [(3, 2, 120, ""), (1, 2, 120, ""), (4, 3, 80, ""), (2, 1, 60, ""),
+                  (3, 4, 80, "churn")])
+    for callers, limit, jobs, mode in runs:
         env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
-        proc = subprocess.run([str(exe), str(callers), str(limit), str(jobs)], env=env,
+        proc = subprocess.run([str(exe), str(callers), str(limit), str(jobs)] +
+                              ([mode] if mode else []), env=env,
                               capture_output=True, text=True, timeout=600)
         if sanitizer == "thread" and "FATAL: ThreadSanitizer" in proc.stderr:
             pytest.skip("ThreadSanitizer does not run here: " + proc.stderr[:200])
