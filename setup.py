@@ -6,11 +6,12 @@ the build machine's CPU, and no "fast math" (it would break NaN handling and the
 reproducibility of results). -ffp-contract=off keeps the compiler from fusing a
 multiply and an add on some code paths only, which would break bit-reproducibility
 across SIMD levels.
-OpenMP is used when the compiler supports it (set ADAMC_NO_OPENMP=1 to build without).
+Threads come from adamc's own pool (src_c/adamc_pool.c, POSIX threads); set
+ADAMC_NO_THREADS=1 to build a single-threaded extension. OpenMP is not used: its
+spinning teams slow a step down next to BLAS and on a busy host.
 """
 import os
 import sys
-import tempfile
 
 import numpy as np
 from Cython.Build import cythonize
@@ -19,48 +20,34 @@ from setuptools.command.build_ext import build_ext
 
 C_SOURCES = [
     "src_c/adamc_runtime.c",
+    "src_c/adamc_pool.c",
     "src_c/adamc_baseline.c",
     "src_c/adamc_avx2.c",
     "src_c/adamc_avx512.c",
 ]
 BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing"]
-OPENMP_FLAG = "-fopenmp"
-
-
-def compiler_accepts_openmp(compiler):
-    """Compile and link a tiny OpenMP program with the build's own compiler."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "omp_probe.c")
-        with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
-        try:
-            objs = compiler.compile([src], output_dir=tmp, extra_postargs=[OPENMP_FLAG])
-            compiler.link_executable(objs, os.path.join(tmp, "omp_probe"),
-                                     extra_postargs=[OPENMP_FLAG])
-        except Exception:
-            return False
-    return True
 
 
 class BuildExt(build_ext):
     def build_extensions(self):
         if self.compiler.compiler_type == "msvc":
             flags, link = ["/O2", "/fp:precise"], []
-            use_omp = False
+            use_threads = False
         else:
             flags, link = list(BASE_FLAGS), []
-            use_omp = os.environ.get("ADAMC_NO_OPENMP", "") in ("", "0") and \
-                compiler_accepts_openmp(self.compiler)
-            if use_omp:
-                flags.append(OPENMP_FLAG)
-                link.append(OPENMP_FLAG)
-        build_info = " ".join(flags) + (" (OpenMP)" if use_omp else " (no OpenMP)")
+            use_threads = os.environ.get("ADAMC_NO_THREADS", "") in ("", "0")
+            if use_threads:
+                flags.append("-pthread")
+                link.append("-pthread")
+            else:
+                flags.append("-DADAMC_NO_THREADS")
+        build_info = " ".join(flags) + (" (threads)" if use_threads else " (no threads)")
         for ext in self.extensions:
             ext.extra_compile_args = flags + ext.extra_compile_args
             ext.extra_link_args = link + ext.extra_link_args
             ext.define_macros.append(("ADAMC_BUILD_FLAGS", '"%s"' % build_info))
-        if not use_omp:
-            print("adamc: building without OpenMP (updates will run on one thread)",
+        if not use_threads:
+            print("adamc: building without threads (updates will run on one thread)",
                   file=sys.stderr)
         super().build_extensions()
 

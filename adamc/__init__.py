@@ -4,7 +4,7 @@ Parameters are NumPy arrays updated in place by compiled SIMD kernels (float32 a
 float64, chosen at import for the best instruction set of the CPU); results are the
 same bits for every SIMD level and thread count.
 """
-from . import _methods, distributed, functional, optim, schedules
+from . import _methods, _threads, distributed, functional, optim, schedules
 from ._config import show_config
 from ._kernels import get_num_threads, set_num_threads
 from ._methods import *  # noqa: F403  minimize_<name>, from the algorithm table
@@ -14,6 +14,9 @@ from .functional import *  # noqa: F403  <name>_step, from the algorithm table
 from .optim import *  # noqa: F403  the optimizer classes, from the algorithm table
 
 from ._version import __version__  # noqa: E402
+
+_threads.configure()
+_threads._register_with_threadpoolctl()
 
 __all__ = ["Optimizer"]
 __all__ += [name for name in optim.__all__ if name != "Optimizer"]

@@ -24,6 +24,7 @@ cdef struct Group:
     int64_t step             # completed steps of this group
     double aux               # scalar state of the algorithm (see adamc_prepare)
     double aux_next          # scratch: aux after this step
+    double last_lr           # lr of the last completed step (NaN: none recorded)
 
 
 @cython.auto_pickle(False)
@@ -168,8 +169,10 @@ cdef class _Engine:
             if i < self._ngroups:
                 groups[i].step = self._groups[i].step
                 groups[i].aux = self._groups[i].aux
+                groups[i].last_lr = self._groups[i].last_lr
             else:
                 groups[i].aux = adamc_aux_initial(algo)
+                groups[i].last_lr = NAN
         written = list(params) + [x for st in states for x in st if x is not None]
         spans = sorted((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a), cnp.PyArray_NBYTES(<cnp.ndarray>a))
                        for a in written if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0)
@@ -210,6 +213,11 @@ cdef class _Engine:
     def _group_steps(self):
         return [self._groups[i].step for i in range(self._ngroups)]
 
+    def _group_last_lr(self):
+        """Per group: the lr of its last completed step, NaN where none was recorded
+        (no step yet, or the counters were set by _set_counters since)."""
+        return [self._groups[i].last_lr for i in range(self._ngroups)]
+
     def _group_aux(self):
         return [self._groups[i].aux for i in range(self._ngroups)]
 
@@ -223,6 +231,7 @@ cdef class _Engine:
         for i in range(self._ngroups):
             self._groups[i].step = steps[i]
             self._groups[i].aux = aux[i]
+            self._groups[i].last_lr = NAN  # recorded by a step no longer counted
         self._step_count = step_count
         if skipped is not None:
             self._skipped = skipped
@@ -328,6 +337,11 @@ cdef class _Engine:
                 raise ValueError(f"grads has {len(grads)} arrays but the optimizer has {n} "
                                  f"parameters")
             seq = grads
+        elif callable(grads):
+            raise TypeError("step() takes the gradients, not a closure: adamc does not "
+                            "differentiate, so compute the loss and gradient yourself "
+                            "and pass the gradient, e.g. loss, grad = f_and_grad(x); "
+                            "opt.step(grad) (a list of arrays for several parameters)")
         else:
             raise TypeError(f"grads must be an ndarray or a list of ndarrays, got "
                             f"{type(grads).__name__}")
@@ -482,9 +496,13 @@ cdef class _Engine:
             total += self._slots[i].nbytes
         if total >= _nogil_min_bytes:
             with nogil:
+                adamc_enter()
                 bad = self._run(total)
+                adamc_leave()
         else:
+            _enter_holding_gil()
             bad = self._run(total)
+            adamc_leave()
         if bad >= 0:
             if self._nonfinite == 2:
                 self._skipped += 1
@@ -493,6 +511,7 @@ cdef class _Engine:
         for i in range(self._ngroups):
             self._groups[i].step += 1
             self._groups[i].aux = self._groups[i].aux_next
+            self._groups[i].last_lr = self._groups[i].hyper.lr
         self._step_count += 1
         return 0
 
@@ -517,7 +536,8 @@ cdef class _Engine:
                 for i in range(self._nparams):
                     s = &self._slots[i]
                     sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
-                                               s.size, self._clip_value, _threads_for(total))
+                                               s.size, self._clip_value,
+                                               ADAMC_KIND_SUMSQ(s.dtype_index), total)
             # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
             scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
             if not (scale >= 1.0):
@@ -534,7 +554,7 @@ cdef class _Engine:
             task.upper = s.upper
             task.coef = &self._groups[s.group].coef
             adamc_run(kern.step[self._algo][s.dtype_index], &task, s.size,
-                      _threads_for(s.nbytes))
+                      ADAMC_KIND_STEP(self._algo, s.dtype_index), s.nbytes)
         return -1
 
     cdef int _raise_nonfinite(self, Py_ssize_t i) except -1:

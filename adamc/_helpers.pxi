@@ -83,6 +83,7 @@ def block_sum_squares(a, Py_ssize_t first, Py_ssize_t block, double clip, out):
                                             else ADAMC_F64]
     cdef const void *data = cnp.PyArray_DATA(x)
     with nogil:
+        adamc_enter()
         while pos < n:
             k = (first + pos) // block
             end = (k + 1) * block - first
@@ -90,6 +91,7 @@ def block_sum_squares(a, Py_ssize_t first, Py_ssize_t block, double clip, out):
                 end = n
             acc[k - k0] += fn(data, pos, end, clip)
             pos = end
+        adamc_leave()
 
 
 def first_nonfinite(a):
@@ -101,7 +103,9 @@ def first_nonfinite(a):
     cdef const void *data = cnp.PyArray_DATA(x)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x), r
     with nogil:
+        adamc_enter()
         r = fn(data, n)
+        adamc_leave()
     return r
 
 

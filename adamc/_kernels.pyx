@@ -78,11 +78,38 @@ cdef extern from "adamc.h" nogil:
 
     const adamc_kernels *adamc_kernels_at(int level)
     int adamc_cpu_level()
-    void adamc_run(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int nthreads)
+    int ADAMC_KIND_STEP(int algo, int dtype)
+    int ADAMC_KIND_SUMSQ(int dtype)
+    ctypedef void (*adamc_body_fn)(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept nogil
+    void adamc_enter()
+    bint adamc_try_enter()
+    void adamc_leave()
+    void adamc_parallel(int kind, Py_ssize_t nbytes, adamc_body_fn body, void *ctx,
+                        Py_ssize_t n, Py_ssize_t chunk_min)
+    void adamc_run(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int kind,
+                   Py_ssize_t nbytes)
     double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, Py_ssize_t n, double clip,
-                             int nthreads)
-    int adamc_have_openmp()
-    int adamc_default_threads()
+                             int kind, Py_ssize_t nbytes)
+    int adamc_have_threads()
+    int adamc_get_num_threads()
+    void adamc_set_num_threads(int n)
+    int adamc_get_adaptive()
+    void adamc_set_adaptive(int on)
+    Py_ssize_t adamc_get_threshold()
+    void adamc_set_threshold(Py_ssize_t nbytes)
+    Py_ssize_t adamc_get_step_chunk()
+    void adamc_set_step_chunk(Py_ssize_t elements)
+    int adamc_get_spin_ns()
+    void adamc_set_spin_ns(int ns)
+    ctypedef struct adamc_stats:
+        int workers, active, peak
+        unsigned long long jobs_single, jobs_parallel, joins, wake_ns_total
+        long long wake_ns_max
+    void adamc_pool_stats(adamc_stats *s)
+    void adamc_reset_stats(int forget_policy)
+    int adamc_policy_choice(int kind, Py_ssize_t nbytes, double *ns_one, double *ns_many)
+    int adamc_policy_simulate(int kind, Py_ssize_t nbytes, int64_t ns_one, int64_t ns_many,
+                              int calls, unsigned char *modes)
 
     ctypedef struct adamc_hyper:
         double lr, beta1, beta2, eps, weight_decay
@@ -106,13 +133,8 @@ LEVEL_NAMES = ("baseline", "avx2", "avx512")
 
 cdef const adamc_kernels *_kernels = NULL
 cdef int _level = 0
-cdef int _num_threads = 1
-# Below these sizes the work is too small to pay for waking the thread team or for
-# releasing the GIL (about 0.1 us). Waking the team cost 0.6 us on a quiet 2-core
-# AVX-512 VM (two threads then break even at 32 KiB per array) but up to 2 us when the
-# host was busier (break-even near 128 KiB for float64, 256 KiB for float32); 128 KiB
-# gives up about a microsecond in the first case and avoids losing 2x in the second.
-cdef Py_ssize_t _parallel_min_bytes = 1 << 17
+# Below this size a step keeps the GIL: releasing it costs about 0.1 us. (The size
+# from which threads may be used is the pool's threshold, adamc_get_threshold.)
 cdef Py_ssize_t _nogil_min_bytes = 1 << 14
 
 
@@ -170,54 +192,187 @@ def build_flags():
     return ADAMC_BUILD_FLAGS.decode()
 
 
-def have_openmp():
-    """True when the extension was built with OpenMP."""
-    return bool(adamc_have_openmp())
+def have_threads():
+    """True when the extension was built with its thread pool."""
+    return bool(adamc_have_threads())
 
 
 def set_num_threads(n):
-    """Set the number of threads used for large arrays.
+    """Set the largest number of threads adamc runs its kernels on.
+
+    The limit is for the whole process: steps from several Python threads at once
+    share it (each caller counts as one thread; pool workers join only while the
+    total stays within the limit). Results are bit-identical for every thread count.
+    ``threadpoolctl.threadpool_limits`` changes the same limit.
 
     Parameters
     ----------
     n : int
-        Number of threads, >= 1. Results are bit-identical for every thread count.
+        Number of threads, >= 1 (at most 256).
     """
-    global _num_threads
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if n > 1 and not adamc_have_openmp():
-        warnings.warn("adamc was built without OpenMP; updates run on 1 thread",
+    if n > 1 and not adamc_have_threads():
+        warnings.warn("adamc was built without threads; updates run on 1 thread",
                       RuntimeWarning, stacklevel=2)
         n = 1
-    _num_threads = int(n)
+    adamc_set_num_threads(min(int(n), 256))
 
 
 def get_num_threads():
-    """Number of threads used for arrays above the parallel threshold."""
-    return _num_threads
+    """Largest number of threads adamc runs its kernels on (see set_num_threads)."""
+    return adamc_get_num_threads()
 
 
-def _parallel_threshold_bytes():
-    return _parallel_min_bytes
+THREAD_POLICIES = ("adaptive", "fixed")
 
 
-def _set_parallel_threshold_bytes(nbytes):
-    """Set the size from which updates are split over threads (tests, benchmarks)."""
-    global _parallel_min_bytes
-    previous = _parallel_min_bytes
-    _parallel_min_bytes = max(0, int(nbytes))
+def _set_thread_policy(name):
+    """``"adaptive"`` (use several threads where they were measured to be faster) or
+    ``"fixed"`` (always, from the threshold on); returns the previous name."""
+    if name not in THREAD_POLICIES:
+        raise ValueError(f"thread policy must be one of {THREAD_POLICIES}, got {name!r}")
+    previous = _get_thread_policy()
+    adamc_set_adaptive(name == "adaptive")
     return previous
 
 
+def _get_thread_policy():
+    return THREAD_POLICIES[0] if adamc_get_adaptive() else THREAD_POLICIES[1]
+
+
+def _parallel_threshold_bytes():
+    return adamc_get_threshold()
+
+
+def _set_parallel_threshold_bytes(nbytes):
+    """Set the size from which updates may be split over threads (tests, benchmarks)."""
+    previous = adamc_get_threshold()
+    adamc_set_threshold(max(0, int(nbytes)))
+    return previous
+
+
+def _set_step_chunk(elements):
+    """Set the smallest chunk of a step handed to a thread, in elements (rounded up to
+    a multiple of 64; tests use small chunks to split small arrays); returns the
+    previous value."""
+    previous = adamc_get_step_chunk()
+    adamc_set_step_chunk(max(64, int(elements)))
+    return previous
+
+
+def _worker_spin_ns():
+    return adamc_get_spin_ns()
+
+
+def _set_worker_spin_ns(ns):
+    """How long an idle pool worker spins before it sleeps (benchmarks)."""
+    previous = adamc_get_spin_ns()
+    adamc_set_spin_ns(max(0, min(int(ns), 10**9)))
+    return previous
+
+
+def thread_stats():
+    """Counters of the thread pool: workers started, threads in kernels now and at
+    most since the last reset, jobs run on one thread and on several, worker joins
+    and their wake-up latency."""
+    cdef adamc_stats st
+    adamc_pool_stats(&st)
+    return {"workers": st.workers, "active": st.active, "peak": st.peak,
+            "jobs_single": st.jobs_single, "jobs_parallel": st.jobs_parallel,
+            "joins": st.joins,
+            "wake_us_mean": st.wake_ns_total / st.joins / 1e3 if st.joins else None,
+            "wake_us_max": st.wake_ns_max / 1e3 if st.joins else None}
+
+
+def _reset_thread_stats(forget_policy=False):
+    """Reset the counters (and, with forget_policy, every measured choice)."""
+    adamc_reset_stats(1 if forget_policy else 0)
+
+
+def _policy_choice(str algorithm, dtype, Py_ssize_t nbytes):
+    """(threads chosen, ns/byte on one thread, ns/byte on several) as measured so far
+    for a step of ``algorithm`` on arrays of ``nbytes`` bytes."""
+    cdef double one, many
+    cdef int dt = ADAMC_F32 if np.dtype(dtype) == np.float32 else ADAMC_F64
+    choice = adamc_policy_choice(ADAMC_KIND_STEP(ALGORITHMS[algorithm], dt), nbytes,
+                                 &one, &many)
+    return (2 if choice else 1), (one if one >= 0 else None), (many if many >= 0 else None)
+
+
+def _policy_simulate(int kind, Py_ssize_t nbytes, costs):
+    """Feed the adaptive policy of (kind, nbytes) with made-up timings: ``costs`` is a
+    sequence of (ns on one thread, ns on several) per call; returns the modes it chose
+    (0: one thread, 1: several). Tests check the policy's logic so, without clocks."""
+    cdef unsigned char mode
+    out = []
+    for one, many in costs:
+        if adamc_policy_simulate(kind, nbytes, one, many, 1, &mode) != 0:
+            raise RuntimeError("the policy is not available (no threads, or busy)")
+        out.append(mode)
+    return out
+
+
+cdef extern from *:
+    """
+    static int _occupied = 0, _occupied_most = 0;
+    """
+    int _occupied, _occupied_most
+    int __atomic_add_fetch(int *p, int v, int order) nogil
+    int __atomic_sub_fetch(int *p, int v, int order) nogil
+    int __atomic_load_n(int *p, int order) nogil
+    void __atomic_store_n(int *p, int v, int order) nogil
+    bint __atomic_compare_exchange_n(int *p, int *expected, int desired, bint weak,
+                                     int success, int failure) nogil
+    int __ATOMIC_SEQ_CST
+
+
+cdef struct _Occupancy:
+    long long spin
+
+
+cdef void _occupancy_body(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+    cdef _Occupancy *o = <_Occupancy *>ctx
+    cdef int now = __atomic_add_fetch(&_occupied, 1, __ATOMIC_SEQ_CST)
+    cdef int seen = __atomic_load_n(&_occupied_most, __ATOMIC_SEQ_CST)
+    while now > seen:
+        if __atomic_compare_exchange_n(&_occupied_most, &seen, now, False,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST):
+            break
+    cdef volatile long long i = 0
+    while i < o.spin * (end - begin):
+        i += 1
+    __atomic_sub_fetch(&_occupied, 1, __ATOMIC_SEQ_CST)
+
+
+def _occupancy_probe(Py_ssize_t n, Py_ssize_t nbytes, long long spin):
+    """Run a dummy loop of n chunks on the pool, like a kernel of nbytes bytes (the
+    GIL released): returns how many chunk bodies, of any caller, ran at once at most
+    since the last _reset_occupancy(). Tests count the threads inside kernels so."""
+    cdef _Occupancy o
+    o.spin = spin
+    with nogil:
+        adamc_enter()
+        adamc_parallel(ADAMC_KIND_SUMSQ(ADAMC_F64) - 2, nbytes, _occupancy_body, &o, n, 1)
+        adamc_leave()
+    return __atomic_load_n(&_occupied_most, __ATOMIC_SEQ_CST)
+
+
+def _reset_occupancy():
+    __atomic_store_n(&_occupied_most, 0, __ATOMIC_SEQ_CST)
+
+
 _select_level_from_environment()
-_num_threads = max(1, adamc_default_threads())
 
 
-cdef inline int _threads_for(Py_ssize_t nbytes) noexcept nogil:
-    return _num_threads if nbytes >= _parallel_min_bytes else 1
+cdef inline void _enter_holding_gil():
+    """A token for a small update that keeps the GIL, without holding the GIL while
+    waiting (every Python thread would stop until another thread's kernel ends)."""
+    if not adamc_try_enter():
+        with nogil:
+            adamc_enter()
 
 
 include "_checks.pxi"

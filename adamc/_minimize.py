@@ -658,7 +658,7 @@ class _Checkpointer:
     def write(self, opt, nit, f, g, objective, batches, status, message) -> None:
         if self.path is None:
             return
-        from .checkpoint import save
+        from .checkpoint import _save_with_extra
 
         extra = dict(method=self.method.name, nit=nit, fun=f, nfev=objective.nfev,
                      njev=objective.njev, batches_consumed=batches.consumed, status=status,
@@ -670,7 +670,7 @@ class _Checkpointer:
         error = None
         if self.sync.rank == 0:
             try:
-                save(opt, self.path, _extra=extra, _extra_arrays={"jac": g})
+                _save_with_extra(opt, self.path, extra, {"jac": g})
             except Exception as exc:
                 error = exc
         self.sync.agree(error)
@@ -742,18 +742,18 @@ class _Reporter:
         if self.disp:
             print(f"{'iter':>8} {'f':>14} {'|g|_inf':>11} {'lr':>10}", file=sys.stdout)
 
-    def _lr(self) -> float:
-        lr = self.opt.param_groups[0]["lr"]
-        return float(lr(max(self.opt.step_count, 1))) if callable(lr) else float(lr)
-
     def row(self, nit: int, f: float, gnorm: float) -> None:
-        if self.bar is not None and nit:
-            self.bar.update(1)
+        if self.bar is not None and nit > self.bar.n:
+            self.bar.update(nit - self.bar.n)  # a resumed run starts at its iteration
         if self.disp and nit % self.every == 0:
-            print(f"{nit:>8} {f:>14.6e} {gnorm:>11.3e} {self._lr():>10.3e}", file=sys.stdout)
+            # the lr of the step that led to this row (iteration 0: of the first step)
+            lr = self.opt.get_last_lr()[0]
+            print(f"{nit:>8} {f:>14.6e} {gnorm:>11.3e} {lr:>10.3e}", file=sys.stdout)
 
     def close(self, result) -> None:
         if self.bar is not None:
+            if self.bar.total is not None and self.bar.n < self.bar.total:
+                self.bar.total = self.bar.n  # stopped early: the bar ends full, at nit
             self.bar.close()
         if self.disp:
             print(result.message)
@@ -787,12 +787,14 @@ _LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
         ends when the iterable is exhausted (status 0) or at ``maxiter``. See
         :func:`adamc.minibatches`.
     disp : bool, default False
-        Print iteration, f, |g|_inf and lr every ``disp_every`` iterations and a
-        summary at the end.
+        Print iteration, f, |g|_inf and the lr used by that iteration's step
+        (``get_last_lr()``) every ``disp_every`` iterations and a summary at the
+        end.
     disp_every : int, default maxiter // 20
         Rows of the ``disp`` table.
     progress : bool, default False
-        Show a tqdm progress bar (when tqdm is installed).
+        Show a tqdm progress bar (when tqdm is installed); a run that stops
+        before ``maxiter`` closes it full, at its iteration count.
     return_all : bool, default False
         Store every iterate in ``result.allvecs``.
     finite_diff_rel_step : float, default None

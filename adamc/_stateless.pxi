@@ -260,12 +260,17 @@ cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **sta
     cdef adamc_chunk_fn fn = _kernels.step[spec.algo][ADAMC_F32 if type_num == cnp.NPY_FLOAT
                                                       else ADAMC_F64]
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p), nbytes = cnp.PyArray_NBYTES(p)
-    cdef int nthreads = _threads_for(nbytes)
+    cdef int loop_kind = ADAMC_KIND_STEP(spec.algo, ADAMC_F32 if type_num == cnp.NPY_FLOAT
+                                         else ADAMC_F64)
     if nbytes >= _nogil_min_bytes:
         with nogil:
-            adamc_run(fn, &task, n, nthreads)
+            adamc_enter()
+            adamc_run(fn, &task, n, loop_kind, nbytes)
+            adamc_leave()
     else:
-        adamc_run(fn, &task, n, 1)
+        _enter_holding_gil()
+        adamc_run(fn, &task, n, loop_kind, nbytes)
+        adamc_leave()
     if spec.aux_mode == 1:
         return aux_next
     return None

@@ -20,9 +20,7 @@ from ._format import CheckpointError, _payload, _read, _write
 __all__ = ["save", "load"]
 
 
-def save(optimizer: optim.Optimizer, path: str | os.PathLike, *,
-         _extra: dict[str, Any] | None = None,
-         _extra_arrays: dict[str, np.ndarray] | None = None) -> None:
+def save(optimizer: optim.Optimizer, path: str | os.PathLike) -> None:
     """Write the optimizer (hyperparameters, state and parameter values) to ``path``.
 
     Parameters
@@ -41,6 +39,14 @@ def save(optimizer: optim.Optimizer, path: str | os.PathLike, *,
         When a hyperparameter cannot be stored without pickle (a Python callable as
         ``lr``, or an arbitrary object in a param group).
     """
+    _save_with_extra(optimizer, path)
+
+
+def _save_with_extra(optimizer: optim.Optimizer, path: str | os.PathLike,
+                     _extra: dict[str, Any] | None = None,
+                     _extra_arrays: dict[str, np.ndarray] | None = None) -> None:
+    """save() plus the extra meta data and arrays of minimize's checkpoints (read back
+    by _load_with_extra)."""
     collective = getattr(type(optimizer), "_save_collectively", None)
     if collective is not None:  # adamc.distributed.DistributedOptimizer: every rank calls
         collective(optimizer, path, _extra, _extra_arrays)

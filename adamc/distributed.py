@@ -452,6 +452,8 @@ class DistributedOptimizer:
         self._hyper_seen: list[list[Any]] = []
         self._hyper_code = 0
         self._python_lr: list[int] = []
+        self._python_lr_values: dict[int, float] = {}  # sharded: this step's values
+        self._last_lr: list[float] | None = None  # per group: the rates of the last step
         error = self._sync_hyper()
         if error is not None:
             raise error  # validated by the optimizer already: the same on every rank
@@ -599,6 +601,7 @@ class DistributedOptimizer:
             On every rank, with ``nonfinite="raise"``, when the averaged gradient
             holds a NaN or infinity; nothing is updated then.
         """
+        self._python_lr_values = {}
         error = self._sync_hyper()
         if error is None:
             error = self._pack(grads)
@@ -642,6 +645,33 @@ class DistributedOptimizer:
         self._step_count += 1
         for gi in range(len(self._group_steps)):
             self._group_steps[gi] += 1
+        # the inner optimizer recorded the rates of the groups it holds; the other
+        # groups' (sharded mode) are this step's Python values or compiled schedules
+        held = {} if self._inner is None else dict(zip(self._inner_groups,
+                                                       self._inner.get_last_lr()))
+        self._last_lr = [held[gi] if gi in held else self._python_lr_values[gi]
+                         if gi in self._python_lr_values else self._lr_at(gi)
+                         for gi in range(len(self._group_steps))]
+
+    def _lr_at(self, gi: int) -> float:
+        """Group gi's rate at its current step count (at least 1)."""
+        hyper, fn = self._checker._group_hyper(self.param_groups[gi], gi)
+        return float(hyper["lr"] if fn is None
+                     else _kernels.lr_at(fn, max(self._group_steps[gi], 1), gi))
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rate of each param group's last step, the same on every rank
+        (local, not collective); see :meth:`adamc.Optimizer.get_last_lr`.
+
+        Returns
+        -------
+        list of float
+            One learning rate per param group; before the first step, the rates the
+            first step will use.
+        """
+        if self._last_lr is not None:
+            return list(self._last_lr)
+        return [self._lr_at(gi) for gi in range(len(self._group_steps))]
 
     def _evaluate_lr(self) -> BaseException | None:
         """Sharded mode: every rank computes the Python lr callables' values (the
@@ -652,6 +682,7 @@ class DistributedOptimizer:
                       for gi in self._python_lr}
         except Exception as exc:
             return exc
+        self._python_lr_values = values
         if self._inner is not None:
             for inner_gi, gi in enumerate(self._inner_groups):
                 if gi in values:

@@ -246,6 +246,43 @@ class Optimizer(_kernels._Engine):
             self._append_group(param_group)
             self._rebind()  # existing groups keep their step counts, the new one starts at 0
 
+    def get_last_lr(self) -> list[float]:
+        """The learning rate of each param group's last step, as
+        ``torch.optim.lr_scheduler.LRScheduler.get_last_lr()`` gives it.
+
+        With a schedule, ``param_groups[i]["lr"]`` is the schedule itself; this is
+        the number it gave. A group that has not stepped yet reports the rate its
+        first step will use (the schedule at step 1, or the number), as a torch
+        scheduler does right after it is created.
+
+        Returns
+        -------
+        list of float
+            One learning rate per param group, in group order.
+
+        Notes
+        -----
+        torch changes the rate in ``scheduler.step()``, after ``optimizer.step()``,
+        so its ``get_last_lr()`` then already gives the rate of the next step; adamc
+        evaluates the schedule inside ``step()`` and reports the rate that step
+        used. The value is recorded by ``step()``; when none is (before the first
+        step, after ``load_state_dict``, ``reset``, ``adamc.load`` or a copy), the
+        schedule is evaluated at the group's step count (at least 1), so a Python
+        callable ``lr`` is called then.
+        """
+        recorded = self._group_last_lr()
+        steps = self._group_steps()
+        if type(self.param_groups) is not list or len(self.param_groups) != len(recorded):
+            raise ValueError("param_groups was resized or replaced; use add_param_group() "
+                             "to add parameters")
+        out = []
+        for gi, lr in enumerate(recorded):
+            if lr != lr:  # NaN: nothing recorded for this group
+                hyper, fn = self._group_hyper(self.param_groups[gi], gi)
+                lr = hyper["lr"] if fn is None else _kernels.lr_at(fn, max(steps[gi], 1), gi)
+            out.append(float(lr))
+        return out
+
     # -- hyperparameters ------------------------------------------------------------
     def _group_hyper(self, group: dict[str, Any], gi: int | None) -> tuple[dict, Callable | None]:
         """Validate a group's hyperparameters; return them as plain Python values and

@@ -23,10 +23,11 @@ SECTIONS = [
     ("Checkpoints", ["save", "load"]),
     ("Configuration", ["show_config", "set_num_threads", "get_num_threads"]),
 ]
-DISTRIBUTED_MEMBERS = ["step", "step_count", "skipped_steps", "state_nbytes", "buffer_nbytes",
-                       "consolidate"]
+DISTRIBUTED_MEMBERS = ["step", "step_count", "skipped_steps", "get_last_lr", "state_nbytes",
+                       "buffer_nbytes", "consolidate"]
 OPTIMIZER_MEMBERS = ["step", "step_count", "skipped_steps", "state_dict", "load_state_dict",
-                     "reset", "add_param_group", "max_grad_norm", "clip_value", "nonfinite"]
+                     "reset", "add_param_group", "get_last_lr", "max_grad_norm", "clip_value",
+                     "nonfinite"]
 
 
 def signature(obj, name: str) -> str:

@@ -29,6 +29,28 @@ ROSEN_LR = {"GD": 1e-3, "momentum": 1e-4, "RMSprop": 1e-3, "Adam": 2e-2, "AMSGra
 DIGITS_LR = {"GD": 0.1, "momentum": 0.05, "RMSprop": 1e-3, "Adam": 1e-2, "AMSGrad": 1e-2}
 
 
+# one look per optimizer in every panel. Adam is drawn first, wide and pale, so that
+# the lines on top of it (AMSGrad dashed, the others thin) stay visible where they
+# run together
+STYLES = {
+    "GD": dict(color="C0", lw=1.3, zorder=4),
+    "momentum": dict(color="C1", lw=1.3, ls=(0, (4, 2)), zorder=5),
+    "RMSprop": dict(color="C2", lw=1.3, zorder=4),
+    "Adam": dict(color="C3", lw=4.0, alpha=0.45, zorder=2),
+    "AMSGrad": dict(color="C4", lw=1.5, ls="--", zorder=3),
+}
+MARKERS = {"GD": "o", "momentum": "s", "RMSprop": "^", "Adam": "D", "AMSGrad": "X"}
+MARKER_SIZES = {"GD": 13, "momentum": 7, "RMSprop": 9, "Adam": 14, "AMSGrad": 9}
+
+
+def line_style(name):
+    return STYLES[name]
+
+
+def marker_style(name):
+    return {"marker": MARKERS[name], "color": STYLES[name]["color"]}
+
+
 def paths(fun, x0, lrs, steps):
     out = {}
     for name, (method, opts) in OPTIMIZERS.items():
@@ -111,32 +133,59 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     args.outdir.mkdir(parents=True, exist_ok=True)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (name, path), style in zip(quad.items(), ("-", "-", "-", "-", "--")):
-        ax1.plot(path[:, 0], style, label=f"{name} (lr {QUADRATIC_LR[name]})")
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.6),
+                                        gridspec_kw={"width_ratios": [1, 1.15, 1]})
+    for name, path in quad.items():
+        ax1.plot(path[:, 0], label=f"{name} (lr {QUADRATIC_LR[name]})", **line_style(name))
     ax1.axhline(2.0, color="k", lw=0.6, ls=":")
     ax1.set_xlabel("step")
     ax1.set_ylabel("x")
     ax1.set_title("f(x) = (x - 2)$^2$ from x = 8")
     ax1.legend(fontsize=8)
-    xs, ys = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
+
+    xs, ys = np.meshgrid(np.linspace(-2, 1.6, 300), np.linspace(-0.6, 2.6, 300))
     zs = rosen(np.array([xs, ys]))
-    ax2.contour(xs, ys, np.log10(zs + 1e-3), levels=20, cmap="Greys", linewidths=0.6)
-    for (name, path), style in zip(rosen_paths.items(), ("-", "--", "-.", "-", ":")):
-        ax2.plot(path[:, 0], path[:, 1], style, lw=1.4,
-                 label=f"{name} (lr {ROSEN_LR[name]}, f={rosen(path[-1]):.1e})")
-    ax2.plot([1], [1], "k*", ms=10)
-    ax2.set_title("Rosenbrock from (-1.5, 2), 3000 steps")
-    ax2.legend(fontsize=8)
+    ax2.contour(xs, ys, np.log10(zs + 1e-3), levels=20, cmap="Greys", linewidths=0.5)
+    for name, path in rosen_paths.items():  # every path follows the valley
+        ax2.plot(path[:, 0], path[:, 1], **line_style(name))
+    for name, path in rosen_paths.items():  # the end points on top of every line;
+        # sizes decrease so that end points that (nearly) coincide all show
+        ax2.plot(*path[-1], ls="none", ms=MARKER_SIZES[name], mec="k", zorder=10,
+                 label=f"{name} stops at ({path[-1, 0]:.2f}, {path[-1, 1]:.2f})",
+                 **marker_style(name))
+    for text, names, offset in (("GD, momentum", ("GD", "momentum"), (0.12, -0.12)),
+                                ("RMSprop", ("RMSprop",), (0.12, -0.15)),
+                                ("Adam, AMSGrad", ("Adam", "AMSGrad"), (-0.25, 0.35))):
+        end = rosen_paths[names[0]][-1]
+        ax2.annotate(text, end, xytext=(end[0] + offset[0], end[1] + offset[1]), fontsize=8,
+                     arrowprops={"arrowstyle": "-", "lw": 0.6}, zorder=12)
+    ax2.plot([-1.5], [2.0], "ko", ms=5, zorder=10)
+    ax2.annotate("start", (-1.5, 2.0), xytext=(-1.85, 2.3), fontsize=8,
+                 arrowprops={"arrowstyle": "-", "lw": 0.6})
+    ax2.plot([1], [1], "k*", ms=8, mfc="gold", mew=0.6, zorder=11, label="minimum (1, 1)")
+    ax2.set_xlabel("$x_1$")
+    ax2.set_ylabel("$x_2$")
+    ax2.set_title("Rosenbrock from (-1.5, 2): paths, 3000 steps")
+    ax2.legend(fontsize=7.5, loc="lower left")
+
+    for name, path in rosen_paths.items():
+        f = np.array([rosen(p) for p in path])
+        ax3.plot(f, label=f"{name} (lr {ROSEN_LR[name]}): f = {f[-1]:.1e}", **line_style(name))
+    ax3.set_yscale("log")
+    ax3.set_xlabel("step")
+    ax3.set_ylabel("f(x) (Rosenbrock)")
+    ax3.set_title("Rosenbrock: f along each path")
+    ax3.legend(fontsize=7.5, loc="lower left")
     fig.tight_layout()
     out1 = args.outdir / "compare_optimizers_trajectories.png"
     fig.savefig(out1, dpi=120)
     print(f"\nsaved {out1}")
 
     if digits:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = plt.subplots(figsize=(6, 4.2))
         for name, (curve, acc) in digits.items():
-            ax.plot(curve, label=f"{name} (lr {DIGITS_LR[name]}, acc {acc:.3f})")
+            ax.plot(curve, label=f"{name} (lr {DIGITS_LR[name]}, acc {acc:.3f})",
+                    marker=MARKERS[name], ms=5, **line_style(name))
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss (cross-entropy)")

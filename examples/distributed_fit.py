@@ -7,6 +7,8 @@ loss and gradient over the ranks at every iteration (weighted by batch sizes, in
 rank order, so the run gives the same bits on any cluster with this number of
 ranks), and every rank ends with the same result. The parameters also go through a
 ``DistributedOptimizer`` in sharded mode for a few full-batch refinement steps.
+Rank 0 prints every rank's result (gathered, one line per rank in rank order) and
+plots the loss of every iteration with its running mean.
 
 Run:  mpiexec -n 2 python examples/distributed_fit.py [--outdir DIR]
       (needs pip install 'adamc[mpi]'; also runs as a single process)
@@ -15,7 +17,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from mpi4py import MPI
+
+try:
+    from mpi4py import MPI
+except ImportError:
+    raise SystemExit("examples/distributed_fit.py needs mpi4py and an MPI library: install "
+                     "them with pip install 'adamc[mpi]' (from a clone: pip install -e "
+                     "\".[mpi]\"), then run mpiexec -n 2 python examples/distributed_fit.py") \
+        from None
 
 import adamc
 from adamc.distributed import DistributedOptimizer, abort_on_error
@@ -71,9 +80,14 @@ def main(argv=None):
 
     loss = comm.allreduce(loss_and_grad(params, X_local, y_local)[0] * len(y_local)) / N_SAMPLES
     correct = comm.allreduce(int(np.sum((X_local @ params[:-1] + params[-1] > 0) == y_local)))
-    print(f"rank {rank} of {size}: {result.nit} iterations, status {result.status}, "
-          f"loss {loss:.6f}, accuracy {correct / N_SAMPLES:.4f}, "
-          f"w[:3] = {np.array2string(params[:3], precision=6)}", flush=True)
+    line = (f"rank {rank} of {size}: {result.nit} iterations, status {result.status}, "
+            f"loss {loss:.6f}, accuracy {correct / N_SAMPLES:.4f}, "
+            f"w[:3] = {np.array2string(params[:3], precision=6)}")
+    # one rank prints every rank's line, in rank order: ranks printing themselves
+    # share one terminal and their lines can come out interleaved or joined
+    lines = comm.gather(line, root=0)
+    if rank == 0:
+        print("\n".join(lines), flush=True)
 
     if rank == 0:
         import matplotlib
@@ -81,11 +95,31 @@ def main(argv=None):
         import matplotlib.pyplot as plt
 
         args.outdir.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(np.arange(1, len(history) + 1), history, lw=0.8)
-        ax.set_xlabel("iteration")
+        history = np.array(history)
+        per_epoch = len(history) // 3  # 3 epochs of the same number of batches
+        window = 25
+        running = np.convolve(history, np.ones(window) / window, mode="valid")
+        fig, ax = plt.subplots(figsize=(7, 4))
+        steps = np.arange(1, len(history) + 1)
+        ax.plot(steps, history, lw=0.6, color="C0", alpha=0.35,
+                label="loss of each iteration's mini-batches (64 rows per rank)")
+        ax.plot(steps[window - 1:], running, lw=2, color="C0",
+                label=f"running mean over the last {window} iterations")
+        ax.axhline(loss, color="C3", lw=1, ls="--",
+                   label=f"loss on all {N_SAMPLES:,} samples after 20 more sharded "
+                         f"full-batch steps: {loss:.3f}")
+        for epoch in range(1, 3):
+            ax.axvline(epoch * per_epoch + 0.5, color="0.6", lw=0.7, ls=":")
+        for epoch in range(3):
+            ax.text((epoch + 0.5) * per_epoch, 0.99, f"epoch {epoch + 1}", ha="center",
+                    va="top", fontsize=8, color="0.4", transform=ax.get_xaxis_transform())
+        ax.set_xlabel("iteration (one Adam update)")
         ax.set_ylabel("mean logistic loss (averaged over ranks)")
-        ax.set_title(f"distributed Adam on {size} rank{'s' if size > 1 else ''}")
+        ax.set_title(f"distributed Adam on {size} rank{'s' if size > 1 else ''}: "
+                     f"{result.nit} iterations")
+        low, high = history.min(), history.max()
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.45 * (high - low))  # legend room
+        ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1, 0.94))
         fig.tight_layout()
         fig.savefig(args.outdir / "distributed_fit.png", dpi=120)
         print(f"saved {args.outdir / 'distributed_fit.png'}")

@@ -58,7 +58,8 @@ def train(params, opt, X, y, batches, curve=None, stop_after=None):
         loss, grads = loss_and_grads(params, Xb, yb)
         opt.step(grads)
         if curve is not None and opt.step_count % 50 == 0:
-            curve.append((opt.step_count, loss_and_grads(params, X, y)[0]))
+            curve.append((opt.step_count, loss_and_grads(params, X, y)[0],
+                          opt.get_last_lr()[0]))  # the rate this step used
     return True
 
 
@@ -80,7 +81,7 @@ def main(argv=None):
     # 1. straight through
     params = init(np.random.default_rng(2))
     opt = make_optimizer(params, total)
-    curve = [(0, loss_and_grads(params, X, y)[0])]
+    curve = [(0, loss_and_grads(params, X, y)[0], opt.get_last_lr()[0])]
     train(params, opt, X, y, batches(), curve)
     final = loss_and_grads(params, X, y)[0]
     print(f"trained {opt.step_count} steps: training MSE {final:.4f} "
@@ -107,19 +108,36 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     args.outdir.mkdir(parents=True, exist_ok=True)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    steps, losses = zip(*curve)
-    ax1.semilogy(steps, losses)
-    ax1.set_xlabel("step")
+    fig = plt.figure(figsize=(11, 4.6))
+    layout = fig.add_gridspec(2, 2, height_ratios=[2.2, 1], hspace=0.08)
+    ax1 = fig.add_subplot(layout[0, 0])
+    lr_axis = fig.add_subplot(layout[1, 0], sharex=ax1)
+    ax2 = fig.add_subplot(layout[:, 1])
+    steps, losses, lrs = zip(*curve)
+    ax1.semilogy(steps, losses, color="C0", label="training MSE (all 512 samples)")
+    ax1.axhline(0.01, color="k", lw=0.7, ls=":", label="noise variance 0.01")
+    for ax in (ax1, lr_axis):
+        ax.axvline(total // 2, color="0.5", lw=0.7, ls="--")
+    ax1.plot([], [], color="0.5", lw=0.7, ls="--",
+             label="checkpoint; the resumed run is bit-identical")
     ax1.set_ylabel("training MSE")
     ax1.set_title("AdamW, cosine schedule with warm-up")
+    ax1.legend(fontsize=8, loc="upper right")
+    ax1.tick_params(labelbottom=False)
+    lr_axis.plot(steps, lrs, color="C1")
+    lr_axis.set_ylim(0, 1.2 * max(lrs))
+    lr_axis.set_xlabel("step")
+    lr_axis.set_ylabel("lr (get_last_lr)", fontsize=9)
     grid = np.linspace(-1.5, 1.5, 300, dtype=np.float32)[:, None]
-    ax2.plot(X[:, 0], y[:, 0], ".", color="0.6", ms=3, label="data")
+    ax2.plot(X[:, 0], y[:, 0], ".", color="0.6", ms=3, label="data (noise sd 0.1)")
     ax2.plot(grid[:, 0], np.sin(3 * grid[:, 0]), "k:", label="sin(3x)")
-    ax2.plot(grid[:, 0], forward(params, grid)[1][:, 0], label="network")
-    ax2.legend()
-    ax2.set_title("fit")
-    fig.tight_layout()
+    ax2.plot(grid[:, 0], forward(params, grid)[1][:, 0], color="C0", label="network")
+    ax2.set_ylim(-1.45, 1.75)  # room above the data for the legend
+    ax2.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
+    ax2.set_xlabel("x")
+    ax2.set_ylabel("y")
+    ax2.set_title(f"fit after {opt.step_count} steps: training MSE {final:.4f}")
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.11, top=0.93, wspace=0.22)
     out = args.outdir / "numpy_pipeline.png"
     fig.savefig(out, dpi=120)
     print(f"saved {out}")

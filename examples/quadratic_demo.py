@@ -55,9 +55,17 @@ def main(argv=None):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     xs = np.linspace(-1, 9, 400)
     ax1.plot(xs, f(xs), color="0.6", lw=1, label="f(x) = (x - 2)$^2$")
-    for (name, path), marker in zip(paths.items(), ("o", "s")):
-        ax1.plot(path, f(path), marker, ms=3, label=name)
-        ax2.plot(path, label=name)
+    for (name, path), marker, color, offset in zip(paths.items(), ("o", "s"), ("C0", "C1"),
+                                                   ((-8, -16), (-6, 8))):
+        ax1.plot(path, f(path), marker, ms=3, color=color, label=f"{name}, every step")
+        ax1.plot(path[-1], f(path[-1]), marker, ms=10, mfc="none", mec=color, mew=1.5)
+        ax2.plot(path, color=color, label=name)
+        ax2.plot(len(path) - 1, path[-1], marker, color=color, ms=6)
+        ax2.annotate(f"x = {path[-1]:.2f}", (len(path) - 1, path[-1]),
+                     xytext=offset, textcoords="offset points", ha="right", fontsize=8)
+    ax1.annotate(f"Adam after {args.steps} steps", (paths["Adam"][-1], f(paths["Adam"][-1])),
+                 xytext=(paths["Adam"][-1] - 4.3, f(paths["Adam"][-1]) + 9), fontsize=8,
+                 arrowprops={"arrowstyle": "->", "lw": 0.7})
     ax1.set_xlabel("x")
     ax1.set_ylabel("f(x)")
     ax1.set_title(f"loss surface and paths from x = 8 (lr {args.lr})")

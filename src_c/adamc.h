@@ -139,18 +139,66 @@ const adamc_kernels *adamc_kernels_at(int level);
 /* Highest level that is both compiled in and supported by this CPU. */
 int adamc_cpu_level(void);
 
-/* Run fn over [0, n) on up to nthreads OpenMP threads: one range per thread, split at
- * a multiple of 64 elements, and chunks of the ranges of late threads taken over by
- * the others (one thread when OpenMP is absent). */
-void adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int nthreads);
+/* Threads (adamc_pool.c). A thread runs kernels only between adamc_enter() and
+ * adamc_leave(): at most adamc_get_num_threads() threads of the process are inside
+ * them at once, callers and pool workers together (adamc_enter waits for a token).
+ * Inside, adamc_run and adamc_sum_squares may hand chunks to pool workers; the caller
+ * starts at once and never waits for a worker that has not started. `kind` names the
+ * loop for the adaptive policy (ADAMC_KIND_STEP / ADAMC_KIND_SUMSQ), `nbytes` is the
+ * size that decides whether threads may pay off. */
+#define ADAMC_MAX_THREADS 256
+#define ADAMC_POLICY_KINDS 32
+#define ADAMC_KIND_STEP(algo, dtype) ((algo) * 2 + (dtype))
+#define ADAMC_KIND_SUMSQ(dtype) (ADAMC_POLICY_KINDS - 2 + (dtype))
+
+typedef void (*adamc_body_fn)(void *ctx, ptrdiff_t begin, ptrdiff_t end);
+
+void adamc_enter(void);
+int adamc_try_enter(void); /* 1 with a token, 0 (at once) when none is free */
+void adamc_leave(void);
+
+/* Run body over [0, n) in chunks of at least chunk_min (one thread when nbytes is
+ * under the threshold, the limit is 1, or the policy measured one to be faster). */
+void adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdiff_t n,
+                    ptrdiff_t chunk_min);
+
+/* fn over [0, n) of a task, on the pool. */
+void adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int kind,
+               ptrdiff_t nbytes);
 
 /* Sum of squares of a whole array: split into partitions that depend on n only, each
  * summed by fn, partial sums added in order; the same bits for any thread count. */
 double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip,
-                         int nthreads);
+                         int kind, ptrdiff_t nbytes);
 
-int adamc_have_openmp(void);
-int adamc_default_threads(void);
+/* Configuration (also called through ctypes by adamc's threadpoolctl controller). */
+int adamc_have_threads(void);
+int adamc_get_num_threads(void);
+void adamc_set_num_threads(int n);
+int adamc_get_adaptive(void);
+void adamc_set_adaptive(int on);
+ptrdiff_t adamc_get_threshold(void);
+void adamc_set_threshold(ptrdiff_t nbytes);
+ptrdiff_t adamc_get_step_chunk(void);
+void adamc_set_step_chunk(ptrdiff_t elements); /* rounded up to a multiple of 64 */
+int adamc_get_spin_ns(void);
+void adamc_set_spin_ns(int ns);
+
+typedef struct adamc_stats {
+    int workers, active, peak; /* pool threads; threads in kernels now / at most */
+    uint64_t jobs_single, jobs_parallel, joins, wake_ns_total;
+    int64_t wake_ns_max;
+} adamc_stats;
+
+void adamc_pool_stats(adamc_stats *s);
+void adamc_reset_stats(int forget_policy);
+/* The policy's state for a kind and size: returns the choice (0 one thread, 1
+ * several) and the measured ns per byte (-1 when not measured yet). */
+int adamc_policy_choice(int kind, ptrdiff_t nbytes, double *ns_one, double *ns_many);
+/* Tests: `calls` decisions of the adaptive policy as if one thread took ns_one and
+ * several took ns_many; the modes chosen go to modes[] (0 or 1). */
+int adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_many,
+                          int calls, unsigned char *modes);
 
 /* Hyperparameters of one param group (each algorithm reads its own fields). */
 typedef struct adamc_hyper {

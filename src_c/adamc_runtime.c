@@ -1,12 +1,8 @@
-/* CPU detection, the threading driver and the per-step scalar preparation. */
+/* CPU detection and the per-step scalar preparation (threads: adamc_pool.c). */
 #include <math.h>
 
 #include "adamc.h"
 #include "adamc_config.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 extern const adamc_kernels adamc_kernels_baseline;
 #if ADAMC_X86_DISPATCH
@@ -46,109 +42,6 @@ adamc_cpu_level(void)
         return ADAMC_LEVEL_AVX2;
 #endif
     return ADAMC_LEVEL_BASELINE;
-}
-
-int
-adamc_have_openmp(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-int
-adamc_default_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-/* Start of thread id's range when [0, n) is split into nthreads ranges whose
- * boundaries are multiples of 64 elements (whole cache lines for either dtype). */
-static ptrdiff_t
-split_point(ptrdiff_t n, int nthreads, int id)
-{
-    const ptrdiff_t blocks = (n + 63) / 64;
-    const ptrdiff_t b = (blocks * id / nthreads) * 64;
-    return b < n ? b : n;
-}
-
-/* A thread takes its own range, and the others', in chunks of an eighth of a range (at
- * least 4096 elements, about 1 us of work): few enough calls that their cost does not
- * show, small enough that a late thread delays the step by an eighth of its share at
- * most. A multiple of 64, like the range boundaries. */
-#define ADAMC_CHUNK_MIN 4096
-#define ADAMC_CHUNKS_PER_RANGE 8
-#define ADAMC_MAX_THREADS 256
-
-void
-adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int nthreads)
-{
-#ifdef _OPENMP
-    if (nthreads > 1 && n > 64) {
-        /* Each thread first works through its own static range (which stays in its
-         * cache from step to step), then takes chunks from the ranges of the others.
-         * On a quiet machine nobody steals; when the host runs one of our threads late,
-         * the others finish its range instead of waiting for it. */
-        ptrdiff_t next[ADAMC_MAX_THREADS], stop[ADAMC_MAX_THREADS];
-        if (nthreads > ADAMC_MAX_THREADS)
-            nthreads = ADAMC_MAX_THREADS;
-        ptrdiff_t chunk = (n / nthreads / ADAMC_CHUNKS_PER_RANGE + 63) / 64 * 64;
-        if (chunk < ADAMC_CHUNK_MIN)
-            chunk = ADAMC_CHUNK_MIN;
-        for (int r = 0; r < nthreads; r++) {
-            next[r] = split_point(n, nthreads, r);
-            stop[r] = split_point(n, nthreads, r + 1);
-        }
-#pragma omp parallel num_threads(nthreads)
-        {
-            const int id = omp_get_thread_num();
-            for (int k = 0; k < nthreads; k++) {
-                const int r = (id + k) % nthreads;
-                for (;;) {
-                    const ptrdiff_t b = __atomic_fetch_add(&next[r], chunk, __ATOMIC_RELAXED);
-                    if (b >= stop[r])
-                        break;
-                    fn(task, b, b + chunk < stop[r] ? b + chunk : stop[r]);
-                }
-            }
-        }
-        return;
-    }
-#else
-    (void)nthreads;
-#endif
-    fn(task, 0, n);
-}
-
-double
-adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip, int nthreads)
-{
-    /* Partitions of about 32K elements, at most 64: their boundaries depend on n only,
-     * so the partial sums and their (ordered) total are the same for any thread count. */
-    enum { MAX_PARTS = 64, PART = 1 << 15 };
-    double partial[MAX_PARTS];
-    ptrdiff_t parts = n / PART;
-    if (parts < 1)
-        parts = 1;
-    if (parts > MAX_PARTS)
-        parts = MAX_PARTS;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1) if (nthreads > 1 && parts > 1)
-#else
-    (void)nthreads;
-#endif
-    for (ptrdiff_t k = 0; k < parts; k++)
-        partial[k] = fn(grad, n * k / parts, n * (k + 1) / parts, clip);
-    double total = 0.0;
-    for (ptrdiff_t k = 0; k < parts; k++)
-        total += partial[k];
-    return total;
 }
 
 double

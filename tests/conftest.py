@@ -11,7 +11,7 @@ import adamc
 from adamc import _kernels
 
 LEVELS = list(_kernels.available_simd_levels())
-THREADS = [1, 2] if _kernels.have_openmp() else [1]
+THREADS = [1, 2] if _kernels.have_threads() else [1]
 # Sizes that exercise every vector width's body and remainder (16 float32 lanes per
 # AVX-512 register, 8 per AVX2 register, 64-element thread split points).
 SIZES = [0, 1, 7, 15, 16, 17, 63, 64, 1023, 2**20 + 3]
@@ -22,16 +22,21 @@ DTYPES = [np.float32, np.float64]
 @contextlib.contextmanager
 def kernel_config(level, threads):
     """Run the kernels at a SIMD level on a number of threads; with threads > 1,
-    every array above 64 elements is split (the size threshold is lifted)."""
+    every array above 64 elements is split into 64-element chunks shared by the
+    threads (the size threshold is lifted and the policy is fixed)."""
     previous_level = _kernels._use_simd_level(level)
     previous_threads = adamc.get_num_threads()
     previous_min = _kernels._set_parallel_threshold_bytes(0 if threads > 1 else 1 << 62)
+    previous_chunk = _kernels._set_step_chunk(64 if threads > 1 else 4096)
+    previous_policy = _kernels._set_thread_policy("fixed")
     adamc.set_num_threads(threads)
     try:
         yield
     finally:
         _kernels._use_simd_level(previous_level)
         _kernels._set_parallel_threshold_bytes(previous_min)
+        _kernels._set_step_chunk(previous_chunk)
+        _kernels._set_thread_policy(previous_policy)
         adamc.set_num_threads(previous_threads)
 
 

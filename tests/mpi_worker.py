@@ -597,6 +597,35 @@ def minimize_checkpoint_resume():
     assert resumed.fun == straight.fun
 
 
+@scenario
+def get_last_lr_in_both_modes():
+    """The rates of the last step, the same on every rank, whether or not the rank
+    holds a piece of the group (in sharded mode the small float64 group sits on the
+    last rank only)."""
+    sched = adamc.schedules.step_decay(1e-2, step_size=2, gamma=0.5)
+
+    def python_lr(t):
+        return 3e-3 / t
+
+    for mode in ("replicated", "sharded"):
+        params = [problem()[0], np.linspace(-1, 1, 10)]
+        opt = DistributedOptimizer(adamc.Adam([{"params": params[:1], "lr": sched},
+                                               {"params": params[1:], "lr": python_lr}]),
+                                   comm, mode)
+        if mode == "sharded" and size > 1:
+            held = comm.allgather(opt._inner_groups)
+            assert held[:-1] == [[0]] * (size - 1) and held[-1] == [0, 1], held
+        assert opt.get_last_lr() == [1e-2, 3e-3]  # before any step: the first step's
+        for t in range(1, 5):
+            opt.step(local_grads(params, t))
+            assert opt.get_last_lr() == [sched(t), 3e-3 / t], (mode, t, opt.get_last_lr())
+        opt.param_groups[1]["lr"] = 1e-3
+        opt.step(local_grads(params, 5))
+        assert opt.get_last_lr() == [sched(5), 1e-3], (mode, opt.get_last_lr())
+        everyone = comm.allgather(opt.get_last_lr())
+        assert all(e == everyone[0] for e in everyone), everyone
+
+
 def main():
     global comm
     names = sys.argv[2:] or list(SCENARIOS)

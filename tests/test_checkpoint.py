@@ -305,3 +305,11 @@ def test_corrupt_counters_raise_and_change_nothing(tmp_path, field, value):
     with pytest.raises(checkpoint.CheckpointError):
         adamc.load(bad, target)
     assert np.all(target == 7.0)
+
+
+def test_save_has_no_private_parameters_in_its_signature():
+    # docs/api.md is generated from these signatures (tests/test_docs.py keeps it
+    # current), so a private parameter cannot reappear there either.
+    import inspect
+
+    assert list(inspect.signature(adamc.save).parameters) == ["optimizer", "path"]

@@ -14,12 +14,15 @@ from conftest import LEVELS
 def test_show_config_prints_and_returns(capsys):
     assert adamc.show_config() is None
     out = capsys.readouterr().out
-    assert "simd_level" in out and _kernels.simd_level() in out and "openmp" in out
+    assert "simd_level" in out and _kernels.simd_level() in out and "thread_policy" in out
     info = adamc.show_config(mode="dicts")
     assert info["simd_level"] == _kernels.simd_level()
     assert info["simd_levels_available"] == LEVELS
     assert info["num_threads"] == adamc.get_num_threads()
     assert info["adamc"] == adamc.__version__
+    import scipy
+    assert info["scipy"] == scipy.__version__ and info["numpy"] == np.__version__
+    assert "scipy" in out and scipy.__version__ in out.split("scipy")[1].splitlines()[0]
     assert "native" not in info["build_flags"] and "fast-math" not in info["build_flags"]
     with pytest.raises(ValueError, match="mode must be"):
         adamc.show_config(mode="json")

@@ -117,7 +117,7 @@ SCENARIOS = ["sharded_equals_single_process", "clipping_replicated_equals_sharde
              "more_collective_failures", "empty_parameter_group",
              "checkpoint_any_number_of_ranks", "minimize_weighted_batches",
              "minimize_matches_single_process", "minimize_collective_stops",
-             "minimize_checkpoint_resume"]
+             "minimize_checkpoint_resume", "get_last_lr_in_both_modes"]
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ ONE_RANK = ["sharded_equals_single_process", "clipping_replicated_equals_sharded
             "empty_parameter_group",
             "fast_reduction_within_rounding", "sharded_state_memory", "nonfinite_on_one_rank",
             "checkpoint_any_number_of_ranks", "minimize_matches_single_process",
-            "minimize_checkpoint_resume"]
+            "minimize_checkpoint_resume", "get_last_lr_in_both_modes"]
 
 
 @needs_mpi

@@ -43,3 +43,7 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_api_reference_shows_no_private_parameters():
+    assert "_extra" not in (DOCS / "api.md").read_text()

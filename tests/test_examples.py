@@ -91,12 +91,33 @@ def test_distributed_fit(tmp_path):
                           capture_output=True, text=True, timeout=600,
                           env={"MPLBACKEND": "Agg", **os.environ})
     assert proc.returncode == 0, proc.stderr
-    lines = re.findall(r"rank (\d) of 2: ([^\n]*?w\[:3\] = \[[^\]]*\])", proc.stdout)
-    assert sorted(r for r, _ in lines) == ["0", "1"], proc.stdout
-    assert lines[0][1] == lines[1][1]  # the same result on every rank
-    accuracy = float(re.search(r"accuracy ([0-9.]+)", lines[0][1]).group(1))
+    # rank 0 prints every rank's line, in rank order, each on a line of its own: a line
+    # that holds two results (joined output) or comes out of order fails here
+    out = proc.stdout.splitlines()
+    mentions = [line for line in out if "of 2:" in line]
+    assert len(mentions) == 2 and proc.stdout.count("of 2:") == 2, proc.stdout
+    rows = [re.fullmatch(r"rank (\d) of 2: (\d+ iterations, status \d, loss [0-9.]+, "
+                         r"accuracy [0-9.]+, w\[:3\] = \[[^\]]*\])", line) for line in mentions]
+    assert all(rows), mentions
+    assert [m.group(1) for m in rows] == ["0", "1"], mentions
+    assert rows[0].group(2) == rows[1].group(2)  # the same result on every rank
+    assert out.index(mentions[1]) == out.index(mentions[0]) + 1
+    accuracy = float(re.search(r"accuracy ([0-9.]+)", rows[0].group(2)).group(1))
     assert 0.87 < accuracy < 0.91  # 10% of the labels are flipped
+    assert proc.stdout.count("saved ") == 1  # the plot is written by rank 0 only
     png(tmp_path / "distributed_fit.png")
+
+
+def test_distributed_fit_without_mpi4py_says_how_to_install_it(tmp_path):
+    """Run the example in an interpreter where mpi4py cannot be imported."""
+    code = ("import runpy, sys; sys.modules['mpi4py'] = None; "
+            f"sys.argv = ['distributed_fit.py', '--outdir', {str(tmp_path)!r}]; "
+            f"runpy.run_path({str(EXAMPLES / 'distributed_fit.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={"MPLBACKEND": "Agg", **os.environ})
+    assert proc.returncode == 1
+    assert "pip install 'adamc[mpi]'" in proc.stderr and "mpiexec -n 2" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
 
 
 def test_every_example_is_tested():

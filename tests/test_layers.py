@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "adamc"
 # -> state snapshot/format -> {checkpoint, distributed} -> minimize -> CLI.
 LAYERS = [
     ["_kernels", "_version", "_reference"],      # compiled core; the NumPy oracle
-    ["_validation", "schedules", "_config"],
-    ["_algorithms"],
+    ["_validation", "schedules", "_threads"],
+    ["_config", "_algorithms"],
     ["optim", "functional"],
     ["_format"],
     ["checkpoint", "distributed"],

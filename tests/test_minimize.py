@@ -413,6 +413,29 @@ def test_progress_bar_counts_iterations(capsys):
     assert "7/7" in capsys.readouterr().err
 
 
+def test_progress_bar_ends_full_when_the_fit_converges_early(capsys):
+    pytest.importorskip("tqdm")
+    # x <- x - 0.25 * 2 (x - 2) halves the error: |g| <= 1e-6 after about 22 steps
+    res = adamc.minimize(quad, np.zeros(2), method="sgd", jac=True,
+                         options=dict(lr=0.25, gtol=1e-6, maxiter=1000, progress=True))
+    assert res.status == 0 and 10 < res.nit < 100
+    err = capsys.readouterr().err
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{res.nit}/{res.nit}" in final and "100%" in final, final
+    assert "/1000" not in final
+
+
+def test_progress_bar_of_a_resumed_run_starts_at_its_iteration(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    opts = dict(lr=0.1, gtol=0, checkpoint=tmp_path / "run.npz", checkpoint_every=5)
+    adamc.minimize(quad, np.zeros(2), jac=True, options=dict(opts, maxiter=5))
+    capsys.readouterr()
+    adamc.minimize(quad, np.zeros(2), jac=True,
+                   options=dict(opts, maxiter=8, resume=True, progress=True))
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "8/8" in final, final
+
+
 def test_progress_without_tqdm_warns(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)

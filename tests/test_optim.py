@@ -339,10 +339,11 @@ def bad_steps(ps, opt):
         ("list", [g[0].tolist(), g[1]], TypeError, "must be a numpy.ndarray"),
         ("alias param", [ps[0], g[1]], ValueError, r"grads\[0\] shares memory with params\[0\]"),
         ("int", [g[0].astype(int), g[1]], TypeError, "dtype int64"),
+        ("closure", lambda: 1.0, TypeError, r"step\(\) takes the gradients, not a closure"),
     ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(10))
 def test_bad_grads_rejected_without_mutation(case):
     ps = params()
     opt = adamc.Adam(ps, lr=0.1)
@@ -595,6 +596,9 @@ def test_nonfinite_skip_counts_and_mutates_nothing():
      r"np.ascontiguousarray\(grad\)"),
     (lambda: adamc.minimize(lambda x: (float(x @ x), 2 * x), np.ones(2)), ValueError,
      "pass jac=True"),
+    # torch's opt.step(closure): adamc takes the gradient, and the message shows how
+    (lambda: adamc.Adam(np.zeros(3)).step(lambda: 0.0), TypeError,
+     r"compute the loss and gradient yourself .*opt.step\(grad\)"),
 ])
 def test_newcomer_errors_say_how_to_fix_them(make, exc, fix):
     with pytest.raises(exc, match=fix):

@@ -139,3 +139,92 @@ def test_compiled_schedule_that_overflows_is_refused_at_the_step():
         opt.step(np.ones(2))
     np.testing.assert_array_equal(x, before)
     assert opt.step_count == 2
+
+
+# ----------------------------------------------------------------------------------
+# get_last_lr(): the rate in use, per group (torch's LRScheduler.get_last_lr())
+
+def test_get_last_lr_is_the_rate_each_step_used():
+    """SGD without momentum moves by exactly lr * g: the reported rate must be the one
+    that moved the parameters, per group, before and after every step."""
+    a, b = np.zeros(1), np.zeros(1)
+    sched = schedules.step_decay(0.1, step_size=2, gamma=0.5)
+    opt = adamc.SGD([{"params": [a], "lr": sched}, {"params": [b]}], lr=0.01)
+    assert opt.get_last_lr() == [0.1, 0.01]  # before any step: what step 1 will use
+    for t in range(1, 8):
+        a0, b0 = a[0], b[0]
+        opt.step([np.ones(1), np.ones(1)])
+        last = opt.get_last_lr()
+        assert isinstance(last, list) and all(type(v) is float for v in last)
+        assert last == [sched(t), 0.01]
+        assert a0 - a[0] == pytest.approx(last[0], rel=1e-12)
+        assert b0 - b[0] == pytest.approx(last[1], rel=1e-12)
+    opt.param_groups[1]["lr"] = 0.02  # a changed number shows once a step has used it
+    assert opt.get_last_lr()[1] == 0.01
+    opt.step([np.ones(1), np.ones(1)])
+    assert opt.get_last_lr() == [sched(8), 0.02]
+
+
+def test_get_last_lr_records_python_callables_without_calling_them_again():
+    calls = []
+
+    def lr(t):
+        calls.append(t)
+        return 0.1 / t
+
+    x = np.zeros(2)
+    opt = adamc.Adam(x, lr=lr)
+    assert opt.get_last_lr() == [0.1] and calls == [1]  # nothing recorded yet: lr(1)
+    for _ in range(3):
+        opt.step(np.ones(2))
+    calls.clear()
+    assert opt.get_last_lr() == [0.1 / 3] and calls == []
+
+
+def test_get_last_lr_after_skip_reset_load_and_new_groups():
+    sched = schedules.exponential_decay(1.0, 0.5)
+    a, b = np.zeros(1), np.zeros(1)
+    opt = adamc.Adam(a, lr=sched, nonfinite="skip")
+    opt.step(np.ones(1))
+    opt.step(np.ones(1))
+    opt.step(np.full(1, np.nan))  # skipped: the last completed step is still step 2
+    assert opt.skipped_steps == 1 and opt.get_last_lr() == [0.5]
+    other = adamc.Adam(np.zeros(1), lr=sched)
+    other.load_state_dict(opt.state_dict())  # nothing recorded: the schedule at step 2
+    assert other.get_last_lr() == [0.5]
+    opt.add_param_group({"params": [b], "lr": 0.3})
+    assert opt.get_last_lr() == [0.5, 0.3]
+    opt.step([np.ones(1), np.ones(1)])
+    assert opt.get_last_lr() == [0.25, 0.3]
+    opt.reset()
+    assert opt.get_last_lr() == [1.0, 0.3]
+
+
+def test_get_last_lr_reports_a_bad_group_like_step():
+    opt = adamc.Adam(np.zeros(1), lr=lambda t: -1.0)
+    with pytest.raises(ValueError, match="bad learning rate at step 1"):
+        opt.get_last_lr()
+    opt = adamc.Adam(np.zeros(1))
+    opt.param_groups.append({"params": []})
+    with pytest.raises(ValueError, match="param_groups was resized"):
+        opt.get_last_lr()
+
+
+def test_disp_table_prints_the_rate_each_step_used(capsys):
+    calls = []
+
+    def lr(t):  # a different value at every call: only the recorded one is right
+        calls.append((t, 0.1 / t + 1e-3 * len(calls)))
+        return calls[-1][1]
+
+    adamc.minimize(lambda x: (float(x @ x), 2 * x), np.ones(2), jac=True,
+                   options=dict(lr=lr, disp=True, disp_every=5, maxiter=20, gtol=0))
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 5, 10, 15, 20]
+    # row 0 comes before any step: lr(1) is asked once for it; then one call per step
+    assert [t for t, _ in calls] == [1] + list(range(1, 21))
+    assert float(rows[0][3]) == pytest.approx(calls[0][1], rel=1e-3)
+    used = dict(calls[1:])
+    for r in rows[1:]:  # row k: the rate step k used
+        assert float(r[3]) == pytest.approx(used[int(r[0])], rel=1e-3)
