@@ -118,33 +118,3 @@ def copy_into(dst, src):
         raise ValueError("dst is read-only")
     memcpy(cnp.PyArray_DATA(d), cnp.PyArray_DATA(s), cnp.PyArray_NBYTES(s))
 
-
-def _unchecked_adam(param, grad, exp_avg, exp_avg_sq):
-    """One Adam step (lr 0.1, step 1) over param's size with NO check of the other
-    arrays' sizes: .ci/sanitize's canary passes a short exp_avg, and the sanitizer build
-    must catch the out-of-bounds access (a clean sanitizer run proves nothing
-    otherwise). Never use it elsewhere."""
-    cdef adamc_hyper h
-    cdef adamc_coef coef
-    cdef adamc_task task
-    cdef double aux_next
-    for a in (param, grad, exp_avg, exp_avg_sq):
-        if not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray>a) != cnp.NPY_DOUBLE:
-            raise TypeError("float64 arrays only")
-    h.lr, h.beta1, h.beta2, h.eps, h.weight_decay = 0.1, 0.9, 0.999, 1e-8, 0.0
-    h.momentum_decay = h.momentum = h.dampening = h.alpha = 0.0
-    h.decoupled = h.amsgrad = h.maximize = h.nesterov = h.centered = 0
-    cdef int algo = ALGORITHMS["adam"]
-    if adamc_prepare(algo, &h, 1, adamc_aux_initial(algo), &coef, &aux_next) != 0:
-        raise ValueError("adam is not an algorithm of the kernels")
-    task.param = cnp.PyArray_DATA(<cnp.ndarray>param)
-    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
-    task.state[0] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg)
-    task.state[1] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg_sq)
-    task.state[2] = NULL
-    task.lower = task.upper = NULL
-    task.coef = &coef
-    _enter_holding_gil()
-    adamc_run(_kernels.step[algo][ADAMC_F64], &task, cnp.PyArray_SIZE(<cnp.ndarray>param),
-              ADAMC_KIND_STEP(algo, ADAMC_F64), cnp.PyArray_NBYTES(<cnp.ndarray>param))
-    adamc_leave()

@@ -355,6 +355,7 @@ def _occupancy_probe(Py_ssize_t n, Py_ssize_t nbytes, long long spin):
     o.spin = spin
     with nogil:
         adamc_enter()
+        # a policy kind no kernel uses (steps: 0 .. 2*algorithms-1, sums: the last two)
         adamc_parallel(ADAMC_KIND_SUMSQ(ADAMC_F64) - 2, nbytes, _occupancy_body, &o, n, 1)
         adamc_leave()
     return __atomic_load_n(&_occupied_most, __ATOMIC_SEQ_CST)
@@ -367,7 +368,7 @@ def _reset_occupancy():
 _select_level_from_environment()
 
 
-cdef inline void _enter_holding_gil():
+cdef inline void _enter_holding_gil() noexcept:
     """A token for a small update that keeps the GIL, without holding the GIL while
     waiting (every Python thread would stop until another thread's kernel ends)."""
     if not adamc_try_enter():

@@ -144,7 +144,7 @@ def configure(environ=None) -> None:
     policy, policy_why = _policy_from(environ)
     if not _kernels.have_threads():
         n, why = 1, "built without threads"
-    _kernels.set_num_threads(min(n, 256))
+    _kernels.set_num_threads(n)
     _kernels._set_thread_policy(policy)
     _configured = _kernels.get_num_threads()
     _reason = f"{why}; policy {policy} ({policy_why})"
