@@ -22,6 +22,7 @@ LAYERS = [
     ["optim", "functional"],
     ["_format"],
     ["checkpoint", "distributed"],
+    ["_problem", "_batches"],                    # what a minimize run is given
     ["_minimize"],
     ["_methods"],
     ["__init__"],                                 # the public namespace
