@@ -18,6 +18,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import _kernels, optim
+from ._port import Port
 
 FORMAT = "adamc-checkpoint"
 VERSION = 1
@@ -75,6 +76,7 @@ def _write(cls: type[optim.Optimizer], payload: dict[str, Any], path: str | os.P
            _extra: dict[str, Any] | None, _extra_arrays: dict[str, np.ndarray] | None) -> None:
     """Write an optimizer's _export() payload as a checkpoint file."""
     arrays: dict[str, np.ndarray] = {}
+    keys = Port(cls).state_keys
     groups, i = [], 0
     for gi, group in enumerate(payload["groups"]):
         meta = {k: _encode(v, f"param_groups[{gi}]['{k}']") for k, v in group.items()
@@ -83,7 +85,7 @@ def _write(cls: type[optim.Optimizer], payload: dict[str, Any], path: str | os.P
         groups.append(meta)
         for p in group["params"]:
             arrays[f"param_{i}"] = p
-            for key, arr in zip(cls._state_keys, payload["state"][i]):
+            for key, arr in zip(keys, payload["state"][i]):
                 if arr is not None:
                     arrays[f"state_{i}_{key}"] = arr
             if payload["box"] is not None:
@@ -160,10 +162,10 @@ def _payload(meta: dict[str, Any], arrays: dict[str, np.ndarray], params: list[n
             i += g["params"]
         if i != len(params):
             raise CheckpointError(f"{path}: param groups do not add up to the parameters")
-        state = []
+        state, keys = [], Port(cls).state_keys
         for i in range(len(params)):
             state.append([np.ascontiguousarray(arrays[f"state_{i}_{key}"])
-                          if f"state_{i}_{key}" in arrays else None for key in cls._state_keys])
+                          if f"state_{i}_{key}" in arrays else None for key in keys])
         box = None
         if meta["bounded"]:
             box = ([np.ascontiguousarray(arrays[f"lower_{i}"]) for i in range(len(params))],

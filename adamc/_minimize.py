@@ -22,6 +22,7 @@ from ._algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
 from ._batches import _Batches, minibatches
 from ._format import _fingerprint
 from ._problem import _callback_style, _Objective, _prepare_bounds, _prepare_x0
+from ._port import Port
 from .optim import Optimizer
 
 # The minimize_<name> functions are built from the table in adamc._methods.
@@ -163,7 +164,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
         opt = method.cls(x, **parsed["hyper"])
         if box is not None:
-            opt._set_bounds([box[0]], [box[1]])
+            Port.set_bounds(opt, [box[0]], [box[1]])
         batches = _Batches(loop["batches"])
         ckpt = _Checkpointer(loop, method, peers)
     except Exception as exc:
@@ -275,16 +276,16 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
 
 def _collaborator(comm: Any) -> Any:
     """The one place where the distributed parts plug into the driver: with
-    options['comm'], adamc.distributed's collective collaborator; else _Local."""
+    options['comm'], the collective collaborator of adamc._minimize_sync; else _Local."""
     if comm is None:
         return _Local()
-    from .distributed import _MinimizeSync
+    from ._minimize_sync import _MinimizeSync
 
     return _MinimizeSync(comm)
 
 
 class _Local:
-    """The collaborator of a single-process run; adamc.distributed._MinimizeSync has
+    """The collaborator of a single-process run; adamc._minimize_sync._MinimizeSync has
     the same interface and makes the run collective (agreement on the inputs, means
     of f and g over the ranks, shared stops and errors, one checkpoint writer)."""
 
@@ -321,7 +322,7 @@ class _Checkpointer:
         self.every = loop["checkpoint_every"]
         self.resume = loop["resume"]
         self.method = method
-        self.sync = peers  # the run's collaborator (_Local or adamc.distributed's)
+        self.sync = peers  # the run's collaborator (_Local or _MinimizeSync)
         if self.resume and self.path is None:
             raise ValueError("resume=True needs options['checkpoint'], the file to resume from")
 

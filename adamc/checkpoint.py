@@ -16,6 +16,7 @@ import numpy as np
 
 from . import optim
 from ._format import CheckpointError, _payload, _read, _write
+from ._port import Port
 
 __all__ = ["save", "load"]
 
@@ -53,7 +54,7 @@ def _save_with_extra(optimizer: optim.Optimizer, path: str | os.PathLike,
         return
     if not isinstance(optimizer, optim.Optimizer):
         raise TypeError(f"optimizer must be an adamc optimizer, got {type(optimizer).__name__}")
-    _write(type(optimizer), optimizer._export(), path, _extra, _extra_arrays)
+    _write(type(optimizer), Port.export(optimizer), path, _extra, _extra_arrays)
 
 
 def load(path: str | os.PathLike, params: Any) -> optim.Optimizer:
@@ -88,7 +89,7 @@ def load(path: str | os.PathLike, params: Any) -> optim.Optimizer:
     meta, arrays = _read(path)
     cls, payload, saved_values = _payload(meta, arrays, params, path)
     try:
-        opt = cls._from_export(payload)
+        opt = Port(cls).build(payload)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} does not describe a valid optimizer: {exc}") from None
     for p, value in zip(params, saved_values):  # last: nothing above could fail after it

@@ -30,298 +30,22 @@ imports without them and says how to install them when used.
 from __future__ import annotations
 
 import math
-import sys
-import traceback
 import zlib
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _kernels
+from ._collective import RankError, _agree, _check_same, _communicator, _mpi, abort_on_error
 from ._format import _fingerprint, _write
+from ._reducer import BLOCK, RECV_ELEMENTS, _blocks, _Bucket, _Reducer
+from ._port import Port
 from .optim import Optimizer
 
 __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
 
-# Shards begin at multiples of this many elements of the flat buffer, and the global
-# gradient norm is summed in blocks of this size: the blocks lie wholly on one rank,
-# so their sums, and the norm, are the same bits for every mode.
-BLOCK = 1024
-# The reproducible reduce-scatter receives at most about this many elements per
-# round (4 Mi: 16 MiB of float32) whatever the size, up to 4096 ranks (beyond,
-# size * BLOCK). Every rank must use the same value (checked).
-RECV_ELEMENTS = 1 << 22
-
-_INSTALL_HINT = ("adamc.distributed needs mpi4py and an MPI library: install them with "
-                 "pip install 'adamc[mpi]' (mpi4py and MPICH, both from PyPI)")
-
-# Exceptions re-raised on every rank with their type (the nearest of these in the
-# failing exception's MRO); any other exception becomes RankError.
-_SAME_TYPE = (FloatingPointError, ValueError, TypeError, KeyError, IndexError, MemoryError,
-              OSError)
-
-
-class RankError(RuntimeError):
-    """An exception raised on one rank, re-raised on every rank.
-
-    Attributes
-    ----------
-    rank : int
-        The (lowest) rank where the original exception was raised.
-    """
-
-    def __init__(self, message: str, rank: int):
-        super().__init__(message)
-        self.rank = rank
-
-
-def _mpi() -> Any:
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:
-        raise ImportError(_INSTALL_HINT) from exc
-    return MPI
-
-
-def _communicator(comm: Any) -> Any:
-    MPI = _mpi()
-    if comm is None:
-        return MPI.COMM_WORLD
-    if not isinstance(comm, MPI.Intracomm):
-        raise TypeError(f"comm must be an mpi4py intracommunicator such as MPI.COMM_WORLD, "
-                        f"got {type(comm).__name__}")
-    return comm
-
-
-@contextmanager
-def abort_on_error(comm: Any = None) -> Iterator[None]:
-    """End the whole MPI job when the block raises on any rank.
-
-    An exception on one rank would leave the other ranks waiting forever in their next
-    collective call. Inside this context an exception prints
-    ``adamc.distributed: rank R of N failed`` and its traceback to stderr, then calls
-    ``comm.Abort(1)``, which ends every process of the job (``mpiexec`` exits with a
-    non-zero status). ``python -m mpi4py script.py`` does the same for a whole script.
-
-    Examples
-    --------
-    >>> from adamc.distributed import abort_on_error
-    >>> with abort_on_error():           # doctest: +SKIP
-    ...     run_my_fit()
-    """
-    comm = _communicator(comm)
-    try:
-        yield
-    except BaseException as exc:
-        if isinstance(exc, SystemExit) and exc.code in (None, 0):
-            raise  # a normal exit
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write(f"adamc.distributed: rank {comm.Get_rank()} of {comm.Get_size()} "
-                         f"failed; aborting the MPI job\n{text}")
-        sys.stderr.flush()
-        comm.Abort(1)
-        raise  # not reached: Abort does not return
-
-
-# ----------------------------------------------------------------------------------
-# Collective agreement
-
-def _agree(comm: Any, error: BaseException | None) -> None:
-    """Collective: when any rank passes an error, raise on every rank. The lowest
-    failing rank's exception is re-raised as the nearest of ``_SAME_TYPE`` in its
-    class hierarchy (a FileNotFoundError as OSError, a CheckpointError as
-    ValueError), with a message naming the rank; any other exception becomes
-    RankError. On the failing rank the new exception is chained to the original."""
-    report = None
-    if error is not None:
-        report = ([c.__name__ for c in type(error).__mro__], type(error).__name__, str(error))
-    failed = [(r, rep) for r, rep in enumerate(comm.allgather(report)) if rep is not None]
-    if not failed:
-        return
-    rank, (mro, name, text) = failed[0]
-    where = "on rank" if len(failed) == 1 else f"on {len(failed)} ranks, first on rank"
-    cls = next((c for n in mro for c in _SAME_TYPE if c.__name__ == n), None)
-    if cls is not None:
-        new: BaseException = cls(f"{where} {rank}: {text}" if text else f"{where} {rank}")
-        new.rank = rank  # type: ignore[attr-defined]
-    else:
-        new = RankError(f"{name} {where} {rank}: {text}", rank)
-    raise new from error
-
-
-def _check_same(comm: Any, fields: list[tuple[str, str]], what: str) -> None:
-    """Collective: raise the same ValueError on every rank when ``fields`` (name,
-    fingerprint pairs) differ between ranks."""
-    everyone = comm.allgather(fields)
-    mine = everyone[0]
-    for rank, theirs in enumerate(everyone[1:], 1):
-        for (name, v0), (other, vr) in zip(mine, theirs):
-            if name != other or v0 != vr:
-                theirs_text = vr if name == other else f"{other}: {vr}"
-                raise ValueError(f"inconsistent {what} across ranks: {name}: {v0} on rank "
-                                 f"0, {theirs_text} on rank {rank}; every rank must pass "
-                                 f"the same")
-        if len(theirs) != len(mine):
-            raise ValueError(f"inconsistent {what} across ranks: rank 0 describes "
-                             f"{len(mine)} items, rank {rank} {len(theirs)}")
-
-
-# ----------------------------------------------------------------------------------
-# Flat buffers and the reproducible reduction
-
-def _shard_bounds(total: int, size: int) -> list[int]:
-    """Shard r is [b[r], b[r+1]): whole blocks, spread as evenly as possible."""
-    blocks = -(-total // BLOCK)
-    return [min(total, (blocks * r // size) * BLOCK) for r in range(size + 1)]
-
-
-def _blocks(n: int) -> int:
-    return -(-n // BLOCK)
-
-
-class _Bucket:
-    """The parameters of one dtype as one flat index space, split into shards.
-
-    ``source`` is this rank's contribution to a reduction: the gradient array itself
-    when the bucket has one parameter (no copy), else ``send``, into which the
-    gradients are packed. ``send`` receives the averaged result (its own shard in
-    sharded mode). ``recv`` receives pieces of this rank's shard from every rank."""
-
-    def __init__(self, dtype: np.dtype, members: list[int], params: list[np.ndarray],
-                 rank: int, size: int, sharded: bool = False, reproducible: bool = True):
-        MPI = _mpi()
-        self.dtype = np.dtype(dtype)
-        self.mpitype = MPI.FLOAT if self.dtype == np.float32 else MPI.DOUBLE
-        self.members = members
-        self.sizes = [params[i].size for i in members]
-        self.starts = [int(s) for s in np.cumsum([0] + self.sizes[:-1])]
-        self.total = sum(self.sizes)
-        self.bounds = _shard_bounds(self.total, size)
-        self.counts = [self.bounds[r + 1] - self.bounds[r] for r in range(size)]
-        self.displs = self.bounds[:-1]
-        self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
-        self.count = self.hi - self.lo
-        # A sharded single-array bucket only ever holds its own shard: the gradient is
-        # sent from the caller's array and the parameter is all-gathered in place.
-        own_shard_only = sharded and len(members) == 1
-        self.base = self.lo if own_shard_only else 0
-        self.send = np.zeros(self.count if own_shard_only else self.total, self.dtype)
-        self.source = self.send  # what this rank contributes to the next reduction
-        self.shard = self.send[self.lo - self.base:self.hi - self.base]
-        self.norm_sums = np.zeros(_blocks(self.count if sharded else self.total))
-        self.rounds: list[tuple] = []
-        if size == 1:
-            self.recv = np.zeros(0, self.dtype)
-        elif reproducible:
-            self._plan_rounds(rank, size)
-        else:  # Reduce_scatter receives into the shard, or here when send is the source
-            self.recv = np.zeros(0 if own_shard_only or not sharded else self.count,
-                                 self.dtype)
-
-    def _plan_rounds(self, rank: int, size: int) -> None:
-        """The reproducible reduce-scatter in rounds: in round k every rank sends to
-        rank j the k-th piece (of at most ``chunk`` elements) of j's shard, so that
-        the receive buffer holds size * chunk elements, not a whole gradient."""
-        chunk = max(BLOCK, RECV_ELEMENTS // size)
-        self.recv = np.zeros(size * min(chunk, self.count), self.dtype)
-        for k in range(max(-(-c // chunk) for c in self.counts)):
-            begin = [min(k * chunk, c) for c in self.counts]
-            scounts = [min(chunk, c - b) for c, b in zip(self.counts, begin)]
-            sdispls = [d + b for d, b in zip(self.displs, begin)]
-            mine = scounts[rank]
-            rows = self.recv[:size * mine].reshape(size, mine)
-            self.rounds.append(([scounts, sdispls], [self.recv, [mine] * size,
-                                                     [r * mine for r in range(size)],
-                                                     self.mpitype],
-                                rows, self.shard[begin[rank]:begin[rank] + mine]))
-
-    def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
-        """(param index, begin, end, flat offset) of the parts of the parameters in
-        [lo, hi) of the flat space, in parameter order."""
-        out = []
-        for i, s, n in zip(self.members, self.starts, self.sizes):
-            a, b = max(lo, s), min(hi, s + n)
-            if a < b:
-                out.append((i, a - s, b - s, a))
-        return out
-
-    def nbytes(self) -> int:
-        return self.send.nbytes + self.recv.nbytes
-
-
-def _uniform(weights: Sequence[float] | None) -> bool:
-    return weights is None or all(w == weights[0] for w in weights)
-
-
-class _Reducer:
-    """(Weighted) means of flat buffers over the ranks: reproducibly (each shard from
-    every rank by Alltoallv, added in rank order) or with MPI's own reductions."""
-
-    def __init__(self, comm: Any, reproducible: bool):
-        self.MPI = _mpi()
-        self.comm = comm
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.reproducible = reproducible
-
-    def reduce_shard(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
-        """b.shard = the mean over the ranks of their b.source[b.lo:b.hi]."""
-        if self.size == 1:
-            if b.source is not b.send:
-                _kernels.copy_into(b.send, b.source)
-            return
-        if self.reproducible:
-            scale = None if weights is None or _uniform(weights) else \
-                [b.dtype.type(w) for w in weights]
-            for (scounts, sdispls), recv_spec, rows, out in b.rounds:
-                self.comm.Alltoallv([b.source, scounts, sdispls, b.mpitype], recv_spec)
-                if scale is not None:
-                    for r in range(self.size):
-                        np.multiply(rows[r], scale[r], out=rows[r])
-                # rank order, whatever the layout: the bits depend on the number of
-                # ranks only
-                np.add(rows[0], rows[1], out=out)
-                for r in range(2, self.size):
-                    np.add(out, rows[r], out=out)
-        else:
-            assert _uniform(weights), "weighted means use the reproducible reduction"
-            if b.source is b.send:  # the shard lies inside the source: receive apart
-                self.comm.Reduce_scatter([b.source, b.mpitype], [b.recv, b.count, b.mpitype],
-                                         recvcounts=b.counts, op=self.MPI.SUM)
-                np.copyto(b.shard, b.recv)
-            else:
-                self.comm.Reduce_scatter([b.source, b.mpitype],
-                                         [b.shard, b.count, b.mpitype],
-                                         recvcounts=b.counts, op=self.MPI.SUM)
-        self._divide(b.shard, weights)
-
-    def gather_shards(self, b: _Bucket) -> None:
-        """Every rank's b.shard into everyone's b.send."""
-        if self.size > 1:
-            self.comm.Allgatherv(self.MPI.IN_PLACE, [b.send, b.counts, b.displs, b.mpitype])
-
-    def allreduce_mean(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
-        """b.send = the mean of b.source over the ranks, on every rank."""
-        if self.size == 1:
-            if b.source is not b.send:
-                _kernels.copy_into(b.send, b.source)
-            return
-        if self.reproducible:
-            self.reduce_shard(b, weights)
-            self.gather_shards(b)
-        else:
-            assert _uniform(weights), "weighted means use the reproducible reduction"
-            send = self.MPI.IN_PLACE if b.source is b.send else [b.source, b.mpitype]
-            self.comm.Allreduce(send, [b.send, b.mpitype], op=self.MPI.SUM)
-            self._divide(b.send, weights)
-
-    def _divide(self, out: np.ndarray, weights: Sequence[float] | None) -> None:
-        total = self.size if weights is None or _uniform(weights) else sum(weights)
-        np.divide(out, out.dtype.type(total), out=out)
-
-
-# ----------------------------------------------------------------------------------
-# The optimizer wrapper
+# documented here, where users import them
+RankError.__module__ = abort_on_error.__module__ = __name__
 
 _NO_OPTIONS = {"max_grad_norm": None, "clip_value": None, "nonfinite": "propagate"}
 
@@ -388,13 +112,14 @@ class DistributedOptimizer:
                 raise ValueError(f"mode must be 'replicated' or 'sharded', got {mode!r}")
             if not isinstance(reproducible, (bool, np.bool_)):
                 raise TypeError(f"reproducible must be a bool, got {reproducible!r}")
-            payload = optimizer._export()
+            payload = Port.export(optimizer)
         except Exception as exc:
             error = exc
         _agree(comm, error)
         assert payload is not None
         self.mode, self.reproducible = mode, bool(reproducible)
         self._cls = type(optimizer)
+        self._port = Port(self._cls)
         _check_same(comm, self._describe(payload), "input")
 
         try:
@@ -406,7 +131,6 @@ class DistributedOptimizer:
     def _setup(self, payload: dict[str, Any]) -> None:
         """Everything local of the construction (buffers, the inner optimizer)."""
         mode = self.mode
-        self._checker = self._cls.__new__(self._cls)  # validates hyperparameters
         self._defaults = payload["defaults"]
         self._options = dict(payload["options"])
         self._box = payload["box"]
@@ -425,7 +149,7 @@ class DistributedOptimizer:
         for i, p in enumerate(self._params):
             dtypes.setdefault(p.dtype, []).append(i)
         self._buckets = [_Bucket(dt, members, self._params, self.rank, self.size,
-                                 mode == "sharded", self.reproducible)
+                                 mode == "sharded", self.reproducible, RECV_ELEMENTS)
                          for dt, members in dtypes.items()]
         self._bucket_of = {i: b for b in self._buckets for i in b.members}
         # the parts of the parameters each rank updates in sharded mode
@@ -479,7 +203,7 @@ class DistributedOptimizer:
                    ("bounds", repr(payload["box"] is not None))]
         for i, p in enumerate(params):
             fields.append((f"the values of params[{i}]", _fingerprint(p)))
-            for key, arr in zip(self._cls._state_keys, payload["state"][i]):
+            for key, arr in zip(self._port.state_keys, payload["state"][i]):
                 fields.append((f"state '{key}' of params[{i}]",
                                "absent" if arr is None else _fingerprint(arr)))
             if payload["box"] is not None:
@@ -492,7 +216,7 @@ class DistributedOptimizer:
         original group of each of its groups, and its gradients (views of the
         buffers): a copy of the whole optimizer, or of this rank's shard."""
         # clip_value and max_grad_norm are applied by the inner optimizer's kernels, with
-        # the sum of squares of all ranks (_step_reduced); the non-finite decision is
+        # the sum of squares of all ranks (Port.step_reduced); the non-finite decision is
         # taken by the wrapper for all ranks, so the inner optimizer propagates.
         base = dict(payload, options=dict(self._options, nonfinite="propagate"))
         self._inner_index: list[tuple[int, int, int, int]] = []  # (param, begin, end, flat)
@@ -502,7 +226,7 @@ class DistributedOptimizer:
                 b = self._bucket_of[i]
                 s = b.starts[b.members.index(i)]
                 views.append(b.send[s:s + p.size].reshape(p.shape))
-            return (self._cls._from_export(base), list(range(len(self.param_groups))),
+            return (self._port.build(base), list(range(len(self.param_groups))),
                     views)
         groups, state, steps, aux, lower, upper, kept, views = [], [], [], [], [], [], [], []
         for gi, g in enumerate(payload["groups"]):
@@ -533,7 +257,7 @@ class DistributedOptimizer:
             kept.append(gi)
         if not groups:  # more ranks than blocks: nothing to update here
             return None, [], []
-        inner = self._cls._from_export(dict(
+        inner = self._port.build(dict(
             base, groups=groups, state=state, steps=steps, aux=aux,
             box=(lower, upper) if self._box is not None else None))
         return inner, kept, views
@@ -557,11 +281,9 @@ class DistributedOptimizer:
                 if not isinstance(g, dict) or g.get("params") is not self._group_params[gi]:
                     raise ValueError(f"param_groups[{gi}]['params'] must not be replaced "
                                      f"(create a new DistributedOptimizer instead)")
-                hyper, _ = self._checker._group_hyper(g, gi)
-                for k, key in enumerate(self._cls._state_keys):
-                    if self._checker._state_used(key, hyper) and not all(
-                            self._has_state[i][k] for i in self._group_members[gi]):
-                        raise self._cls._missing_state(gi, key)
+                members = self._group_members[gi]
+                self._port.check_group(g, gi, lambda k: all(self._has_state[i][k]
+                                                            for i in members))
         except (TypeError, ValueError) as exc:
             return exc
         # In sharded mode a Python callable lr would run inside the inner step, on
@@ -636,7 +358,7 @@ class DistributedOptimizer:
             if sumsq is None:
                 self._inner.step(self._grad_views)
             else:  # the inner kernels clip by the norm of the gradient of all ranks
-                self._inner._step_reduced(self._grad_views, sumsq)
+                Port.step_reduced(self._inner, self._grad_views, sumsq)
         if self.mode == "sharded":
             self._gather_params()
         self._completed()
@@ -655,7 +377,7 @@ class DistributedOptimizer:
 
     def _lr_at(self, gi: int) -> float:
         """Group gi's rate at its current step count (at least 1)."""
-        hyper, fn = self._checker._group_hyper(self.param_groups[gi], gi)
+        hyper, fn = self._port.check_group(self.param_groups[gi], gi, lambda k: True)
         return float(hyper["lr"] if fn is None
                      else _kernels.lr_at(fn, max(self._group_steps[gi], 1), gi))
 
@@ -822,7 +544,8 @@ class DistributedOptimizer:
         whole state in sharded mode)."""
         if self._inner is None:
             return 0
-        return sum(a.nbytes for st in self._inner._state_arrays for a in st if a is not None)
+        return sum(a.nbytes for st in Port.state_arrays(self._inner) for a in st
+                   if a is not None)
 
     @property
     def buffer_nbytes(self) -> int:
@@ -864,7 +587,7 @@ class DistributedOptimizer:
         payload = self._gathered_payload(int(root))
         if payload is None or not build:
             return payload
-        return self._cls._from_export(payload)
+        return self._port.build(payload)
 
     def _gathered_payload(self, root: int) -> dict[str, Any] | None:
         common = {"class": self._cls.__name__, "defaults": self._defaults,
@@ -875,9 +598,9 @@ class DistributedOptimizer:
             if self.rank != root:
                 return None
             assert self._inner is not None
-            inner = self._inner._export()
+            inner = Port.export(self._inner)
             return dict(common, state=inner["state"], steps=inner["steps"], aux=inner["aux"])
-        keys = range(len(self._cls._state_keys))
+        keys = range(len(self._port.state_keys))
         wanted = [(bi, k) for bi, b in enumerate(self._buckets) for k in keys
                   if any(self._has_state[i][k] for i in b.members)]  # the same on every rank
         flats: dict[tuple[int, int], np.ndarray] = {}
@@ -892,9 +615,9 @@ class DistributedOptimizer:
         counters = {}
         if self._inner is not None:
             counters = {gi: (t, a) for gi, t, a in zip(
-                self._inner_groups, self._inner._group_steps(), self._inner._group_aux())}
+                self._inner_groups, *Port.counters(self._inner))}
         everyone = self.comm.gather(counters, root=root)
-        inner_state = self._inner._state_arrays if self._inner is not None else []
+        inner_state = Port.state_arrays(self._inner) if self._inner is not None else []
         for bi, k in wanted:
             b = self._buckets[bi]
             for (i, a, e, flat), st in zip(self._inner_index, inner_state):
@@ -933,74 +656,3 @@ class DistributedOptimizer:
         _agree(self.comm, error)
 
 
-# ----------------------------------------------------------------------------------
-# adamc.minimize(..., options={"comm": comm})
-
-def _batch_weight(batch: tuple) -> float:
-    """The number of samples of a batch: the length of its first array."""
-    if not batch:
-        return 1.0
-    shape = np.shape(batch[0])
-    if not shape:
-        raise ValueError("with options['comm'] and 'batches', the first array of every "
-                         "batch must have a length (its number of samples)")
-    return float(shape[0])
-
-
-class _MinimizeSync:
-    """The collective parts of a distributed minimize: agreement on the inputs,
-    weighted means of f and g, and stops and errors shared by every rank."""
-
-    def __init__(self, comm: Any):
-        self.comm = _communicator(comm)
-        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-
-    def agree(self, error: BaseException | None) -> None:
-        _agree(self.comm, error)
-
-    def start(self, x: np.ndarray, fields: Any) -> None:
-        """Buffers for x's gradient, after checking that every rank passed the same
-        inputs (``fields()``: (name, text) pairs)."""
-        self.bucket = _Bucket(x.dtype, [0], [x], self.rank, self.size)
-        self.reducer = _Reducer(self.comm, True)
-        self.scalars = np.zeros(4)
-        self.everyone = np.zeros((self.size, 4))
-        _check_same(self.comm, fields(), "input of minimize")
-
-    def evaluate(self, objective: Any, batches: Any, first: bool) -> tuple[float, np.ndarray]:
-        """This rank's f and g on its next batch, averaged over the ranks (weighted
-        by the batch sizes); ``batches.exhausted`` becomes true on every rank when
-        it is on any."""
-        error, f, w = None, float("nan"), 0.0
-        try:
-            batch = batches.first() if first else batches.next()
-            f, g = objective(batch)
-            w = _batch_weight(batch) if batches.iterator is not None else 1.0
-            _kernels.copy_into(self.bucket.send, g)
-        except Exception as exc:
-            error = exc
-        self.scalars[:] = (w, f, error is not None, batches.exhausted)
-        self.comm.Allgather(self.scalars, self.everyone)
-        if self.everyone[:, 2].any():
-            _agree(self.comm, error)
-        weights = self.everyone[:, 0].tolist()
-        batches.exhausted = bool(self.everyone[:, 3].any())
-        uniform = _uniform(weights)
-        fsum = 0.0
-        for w_r, f_r in zip(weights, self.everyone[:, 1].tolist()):  # rank order
-            fsum += f_r if uniform else w_r * f_r
-        f_mean = fsum / (self.size if uniform else sum(weights))
-        self.reducer.allreduce_mean(self.bucket, None if uniform else weights)
-        return f_mean, self.bucket.send
-
-    def stop(self, stopped: bool, error: BaseException | None) -> bool:
-        """Whether any rank's callback stopped the run (collective)."""
-        MPI = _mpi()
-        code = np.array([2 if error is not None else int(stopped)], np.int64)
-        self.comm.Allreduce(MPI.IN_PLACE, code, op=MPI.MAX)
-        if code[0] == 2:
-            _agree(self.comm, error)
-        return bool(code[0])
-
-    def gather_int(self, value: int) -> list[int]:
-        return [int(v) for v in self.comm.allgather(int(value))]

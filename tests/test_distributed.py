@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from adamc import _kernels
-from adamc.distributed import BLOCK, _batch_weight, _shard_bounds
+from adamc._minimize_sync import _batch_weight
+from adamc._reducer import BLOCK, _shard_bounds
 from conftest import mpiexec
 
 HERE = Path(__file__).parent

@@ -20,8 +20,10 @@ LAYERS = [
     ["_validation", "schedules", "_threads"],
     ["_config", "_algorithms"],
     ["optim", "functional"],
-    ["_format"],
-    ["checkpoint", "distributed"],
+    ["_port"],                                    # what adapters use of an optimizer
+    ["_format", "_collective"],                  # the state format; MPI agreement
+    ["checkpoint", "_reducer"],
+    ["distributed", "_minimize_sync"],
     ["_problem", "_batches"],                    # what a minimize run is given
     ["_minimize"],
     ["_methods"],
@@ -119,3 +121,47 @@ def test_no_private_imports_of_other_packages(name):
             parts = node.module.split(".")
             assert parts[0] == "adamc" or not any(p.startswith("_") for p in parts[1:]), \
                 f"{name}.py:{node.lineno} imports the private {node.module}"
+
+
+# ----------------------------------------------------------------------------------
+# Adapters use an optimizer through adamc._port.Port only
+
+def optimizer_internals():
+    """Private names of adamc.Optimizer: its methods and class attributes, and the
+    instance attributes its module assigns."""
+    import adamc
+
+    names = {n for n in dir(adamc.Optimizer) if n.startswith("_") and not n.startswith("__")}
+    for node in ast.walk(ast.parse((PACKAGE / "optim.py").read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in ("self", "opt") and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            names.add(node.attr)
+    return names
+
+
+def internals_used(name):
+    """(attribute, line) for every use of an optimizer internal on an object other
+    than the module's own ``self``."""
+    internals = optimizer_internals()
+    found = []
+    for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in internals and not (
+                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            found.append((node.attr, node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("name", [m for m in modules() if m not in ("optim", "_port")
+                                  and (PACKAGE / f"{m}.py").exists()])
+def test_adapters_use_the_port(name):
+    used = internals_used(name)
+    assert not used, (f"{name}.py uses internals of adamc.Optimizer {used}; go through "
+                      f"adamc._port.Port (add what is missing there)")
+
+
+def test_the_port_check_can_fail(tmp_path, monkeypatch):
+    (tmp_path / "optim.py").write_text((PACKAGE / "optim.py").read_text())
+    (tmp_path / "distributed.py").write_text("def f(opt):\n    return opt._export()\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
+    assert internals_used("distributed") == [("_export", 2)]

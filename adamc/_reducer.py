@@ -1,0 +1,180 @@
+"""Flat gradient buffers per dtype, split into shards, and their reduction over MPI
+ranks: reproducible (every rank adds its shard's pieces in rank order) or through
+MPI's Allreduce / Reduce_scatter."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _kernels
+from ._collective import _mpi
+
+__all__: list[str] = []
+
+# Shards begin at multiples of this many elements of the flat buffer, and the global
+# gradient norm is summed in blocks of this size: the blocks lie wholly on one rank,
+# so their sums, and the norm, are the same bits for every mode.
+BLOCK = 1024
+# The reproducible reduce-scatter receives at most about this many elements per
+# round (4 Mi: 16 MiB of float32) whatever the size, up to 4096 ranks (beyond,
+# size * BLOCK). Every rank must use the same value (checked by adamc.distributed,
+# which passes its own module attribute: tests lower it there).
+RECV_ELEMENTS = 1 << 22
+
+
+
+def _shard_bounds(total: int, size: int) -> list[int]:
+    """Shard r is [b[r], b[r+1]): whole blocks, spread as evenly as possible."""
+    blocks = -(-total // BLOCK)
+    return [min(total, (blocks * r // size) * BLOCK) for r in range(size + 1)]
+
+
+def _blocks(n: int) -> int:
+    return -(-n // BLOCK)
+
+
+class _Bucket:
+    """The parameters of one dtype as one flat index space, split into shards.
+
+    ``source`` is this rank's contribution to a reduction: the gradient array itself
+    when the bucket has one parameter (no copy), else ``send``, into which the
+    gradients are packed. ``send`` receives the averaged result (its own shard in
+    sharded mode). ``recv`` receives pieces of this rank's shard from every rank."""
+
+    def __init__(self, dtype: np.dtype, members: list[int], params: list[np.ndarray],
+                 rank: int, size: int, sharded: bool = False, reproducible: bool = True,
+                 recv_elements: int = RECV_ELEMENTS):
+        MPI = _mpi()
+        self.dtype = np.dtype(dtype)
+        self.mpitype = MPI.FLOAT if self.dtype == np.float32 else MPI.DOUBLE
+        self.members = members
+        self.sizes = [params[i].size for i in members]
+        self.starts = [int(s) for s in np.cumsum([0] + self.sizes[:-1])]
+        self.total = sum(self.sizes)
+        self.bounds = _shard_bounds(self.total, size)
+        self.counts = [self.bounds[r + 1] - self.bounds[r] for r in range(size)]
+        self.displs = self.bounds[:-1]
+        self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
+        self.count = self.hi - self.lo
+        # A sharded single-array bucket only ever holds its own shard: the gradient is
+        # sent from the caller's array and the parameter is all-gathered in place.
+        own_shard_only = sharded and len(members) == 1
+        self.base = self.lo if own_shard_only else 0
+        self.send = np.zeros(self.count if own_shard_only else self.total, self.dtype)
+        self.source = self.send  # what this rank contributes to the next reduction
+        self.shard = self.send[self.lo - self.base:self.hi - self.base]
+        self.norm_sums = np.zeros(_blocks(self.count if sharded else self.total))
+        self.rounds: list[tuple] = []
+        if size == 1:
+            self.recv = np.zeros(0, self.dtype)
+        elif reproducible:
+            self._plan_rounds(rank, size, recv_elements)
+        else:  # Reduce_scatter receives into the shard, or here when send is the source
+            self.recv = np.zeros(0 if own_shard_only or not sharded else self.count,
+                                 self.dtype)
+
+    def _plan_rounds(self, rank: int, size: int, recv_elements: int) -> None:
+        """The reproducible reduce-scatter in rounds: in round k every rank sends to
+        rank j the k-th piece (of at most ``chunk`` elements) of j's shard, so that
+        the receive buffer holds size * chunk elements (about ``recv_elements``), not
+        a whole gradient."""
+        chunk = max(BLOCK, recv_elements // size)
+        self.recv = np.zeros(size * min(chunk, self.count), self.dtype)
+        for k in range(max(-(-c // chunk) for c in self.counts)):
+            begin = [min(k * chunk, c) for c in self.counts]
+            scounts = [min(chunk, c - b) for c, b in zip(self.counts, begin)]
+            sdispls = [d + b for d, b in zip(self.displs, begin)]
+            mine = scounts[rank]
+            rows = self.recv[:size * mine].reshape(size, mine)
+            self.rounds.append(([scounts, sdispls], [self.recv, [mine] * size,
+                                                     [r * mine for r in range(size)],
+                                                     self.mpitype],
+                                rows, self.shard[begin[rank]:begin[rank] + mine]))
+
+    def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        """(param index, begin, end, flat offset) of the parts of the parameters in
+        [lo, hi) of the flat space, in parameter order."""
+        out = []
+        for i, s, n in zip(self.members, self.starts, self.sizes):
+            a, b = max(lo, s), min(hi, s + n)
+            if a < b:
+                out.append((i, a - s, b - s, a))
+        return out
+
+    def nbytes(self) -> int:
+        return self.send.nbytes + self.recv.nbytes
+
+
+def _uniform(weights: Sequence[float] | None) -> bool:
+    return weights is None or all(w == weights[0] for w in weights)
+
+
+class _Reducer:
+    """(Weighted) means of flat buffers over the ranks: reproducibly (each shard from
+    every rank by Alltoallv, added in rank order) or with MPI's own reductions."""
+
+    def __init__(self, comm: Any, reproducible: bool):
+        self.MPI = _mpi()
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.reproducible = reproducible
+
+    def reduce_shard(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
+        """b.shard = the mean over the ranks of their b.source[b.lo:b.hi]."""
+        if self.size == 1:
+            if b.source is not b.send:
+                _kernels.copy_into(b.send, b.source)
+            return
+        if self.reproducible:
+            scale = None if weights is None or _uniform(weights) else \
+                [b.dtype.type(w) for w in weights]
+            for (scounts, sdispls), recv_spec, rows, out in b.rounds:
+                self.comm.Alltoallv([b.source, scounts, sdispls, b.mpitype], recv_spec)
+                if scale is not None:
+                    for r in range(self.size):
+                        np.multiply(rows[r], scale[r], out=rows[r])
+                # rank order, whatever the layout: the bits depend on the number of
+                # ranks only
+                np.add(rows[0], rows[1], out=out)
+                for r in range(2, self.size):
+                    np.add(out, rows[r], out=out)
+        else:
+            assert _uniform(weights), "weighted means use the reproducible reduction"
+            if b.source is b.send:  # the shard lies inside the source: receive apart
+                self.comm.Reduce_scatter([b.source, b.mpitype], [b.recv, b.count, b.mpitype],
+                                         recvcounts=b.counts, op=self.MPI.SUM)
+                np.copyto(b.shard, b.recv)
+            else:
+                self.comm.Reduce_scatter([b.source, b.mpitype],
+                                         [b.shard, b.count, b.mpitype],
+                                         recvcounts=b.counts, op=self.MPI.SUM)
+        self._divide(b.shard, weights)
+
+    def gather_shards(self, b: _Bucket) -> None:
+        """Every rank's b.shard into everyone's b.send."""
+        if self.size > 1:
+            self.comm.Allgatherv(self.MPI.IN_PLACE, [b.send, b.counts, b.displs, b.mpitype])
+
+    def allreduce_mean(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
+        """b.send = the mean of b.source over the ranks, on every rank."""
+        if self.size == 1:
+            if b.source is not b.send:
+                _kernels.copy_into(b.send, b.source)
+            return
+        if self.reproducible:
+            self.reduce_shard(b, weights)
+            self.gather_shards(b)
+        else:
+            assert _uniform(weights), "weighted means use the reproducible reduction"
+            send = self.MPI.IN_PLACE if b.source is b.send else [b.source, b.mpitype]
+            self.comm.Allreduce(send, [b.send, b.mpitype], op=self.MPI.SUM)
+            self._divide(b.send, weights)
+
+    def _divide(self, out: np.ndarray, weights: Sequence[float] | None) -> None:
+        total = self.size if weights is None or _uniform(weights) else sum(weights)
+        np.divide(out, out.dtype.type(total), out=out)
+
+
+# ----------------------------------------------------------------------------------
+# The optimizer wrapper
