@@ -1,8 +1,9 @@
-"""Flat gradient buffers per dtype, split into shards, and their reduction over MPI
+"""Flat gradient buffers per dtype, split into shards, their reduction over MPI
 ranks: reproducible (every rank adds its shard's pieces in rank order) or through
-MPI's Allreduce / Reduce_scatter."""
+MPI's Allreduce / Reduce_scatter, and the global checks of the reduced gradient."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -178,3 +179,85 @@ class _Reducer:
 
 # ----------------------------------------------------------------------------------
 # The optimizer wrapper
+
+
+class _GradientCheck:
+    """The non-finite policy and the global sum of squares for max_grad_norm, on the
+    averaged gradient of a DistributedOptimizer (this rank's shards in sharded mode,
+    where every rank's findings are all-gathered).
+
+    Sharded, per rank: the first non-finite element (2 values) and the sums of squares
+    of its blocks, at fixed offsets of one buffer."""
+
+    def __init__(self, comm: Any, buckets: list[_Bucket], params: list[np.ndarray],
+                 options: dict[str, Any], sharded: bool):
+        self.comm, self.buckets, self.params, self.options = comm, buckets, params, options
+        self.sharded = sharded
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.counts = [2 + sum(_blocks(b.counts[r]) for b in buckets) for r in range(self.size)]
+        self.displs = [int(d) for d in np.cumsum([0] + self.counts[:-1])]
+        self.all = np.zeros(sum(self.counts))
+        here = self.displs[self.rank]
+        self.mine = self.all[here:here + self.counts[self.rank]]
+        self.is_sum = np.ones(len(self.all), bool)
+        for d in self.displs:
+            self.is_sum[d:d + 2] = False
+
+    def __call__(self) -> tuple[bool, float | None]:
+        """Apply the check to the averaged gradient in the buckets; the clamping and
+        the scaling themselves happen in the inner optimizer's kernels (one gradient
+        pre-processing path). Returns (False, None) to skip the step, else (True,
+        the sum of squares of the clamped gradient of all ranks, or None without
+        max_grad_norm)."""
+        clip, mgn = self.options["clip_value"], self.options["max_grad_norm"]
+        policy = self.options["nonfinite"]
+        if mgn is None and policy == "propagate":
+            return True, None
+        sharded = self.sharded
+        parts = [(b, b.shard if sharded else b.send, b.lo if sharded else 0)
+                 for b in self.buckets]
+        local = [-1.0, -1.0]  # the first non-finite element: (parameter, flat index)
+        if policy != "propagate":  # the kernels' scan, on the unclamped gradient
+            for b, part, lo in parts:
+                at = _kernels.first_nonfinite(part)
+                if at >= 0:
+                    flat = lo + at
+                    k = max(j for j, s in enumerate(b.starts) if s <= flat)
+                    local = [float(b.members[k]), float(flat - b.starts[k])]
+                    break
+        sums = []
+        if mgn is not None:  # the kernels' sum of squares of the clamped gradient
+            for b, part, _ in parts:
+                b.norm_sums.fill(0.0)
+                _kernels.block_sum_squares(part, 0, BLOCK, np.inf if clip is None else clip,
+                                           b.norm_sums)
+                sums.append(b.norm_sums)
+        if sharded and self.size > 1:
+            # every rank's flags and block sums, gathered in place into self.all
+            mine = self.mine
+            mine.fill(0.0)
+            mine[:2] = local
+            if sums:
+                mine[2:] = np.concatenate(sums) if len(sums) > 1 else sums[0]
+            self.comm.Allgatherv(_mpi().IN_PLACE, [self.all, self.counts,
+                                                   self.displs, _mpi().DOUBLE])
+            bad: Any = next((self.all[d:d + 2] for d in self.displs
+                             if self.all[d] >= 0), None)
+            block_sums = self.all[self.is_sum].tolist() if sums else []
+        else:
+            bad = local if local[0] >= 0 else None
+            block_sums = [v for a in sums for v in a.tolist()]
+        if bad is not None:
+            if policy == "skip":
+                return False, None
+            i, flat = int(bad[0]), int(bad[1])
+            index = np.unravel_index(flat, self.params[i].shape)
+            where = int(index[0]) if len(index) == 1 else tuple(int(j) for j in index)
+            raise FloatingPointError(
+                f"the averaged gradient of params[{i}] holds a NaN or infinity at index "
+                f"{where}; nothing was updated on any rank (nonfinite='raise')")
+        if mgn is None:
+            return True, None
+        # fsum is correctly rounded: the same total from the same blocks, in any order
+        # and on any rank layout; the kernels turn it into torch's clip_grad_norm_ factor
+        return True, math.fsum(block_sums)

@@ -29,7 +29,6 @@ imports without them and says how to install them when used.
 """
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any, Sequence
 
@@ -38,7 +37,7 @@ import numpy as np
 from . import _kernels
 from ._collective import RankError, _agree, _check_same, _communicator, _mpi, abort_on_error
 from ._format import _fingerprint, _write
-from ._reducer import BLOCK, RECV_ELEMENTS, _blocks, _Bucket, _Reducer
+from ._reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Reducer
 from ._port import Port
 from .optim import Optimizer
 
@@ -158,17 +157,8 @@ class DistributedOptimizer:
         self._theirs = [(b, [p for r in range(self.size) if r != self.rank
                              for p in b.pieces(b.bounds[r], b.bounds[r + 1])])
                         for b in self._buckets]
-        # sharded mode, with clipping options: per rank, the first non-finite element
-        # (2 values) and the sums of squares of its blocks
-        self._norm_counts = [2 + sum(_blocks(b.counts[r]) for b in self._buckets)
-                             for r in range(self.size)]
-        self._norm_displs = [int(d) for d in np.cumsum([0] + self._norm_counts[:-1])]
-        self._norm_all = np.zeros(sum(self._norm_counts))
-        here = self._norm_displs[self.rank]
-        self._norm_mine = self._norm_all[here:here + self._norm_counts[self.rank]]
-        self._norm_is_sum = np.ones(len(self._norm_all), bool)
-        for d in self._norm_displs:
-            self._norm_is_sum[d:d + 2] = False
+        self._check = _GradientCheck(self.comm, self._buckets, self._params, self._options,
+                                     mode == "sharded")
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
         # one rank and nothing for the wrapper to apply: step the gradients themselves
         self._direct = self.size == 1 and self._options == _NO_OPTIONS
@@ -350,7 +340,7 @@ class DistributedOptimizer:
             else:
                 self._reducer.reduce_shard(b)
             b.source = b.send  # drop the reference to the caller's gradient
-        proceed, sumsq = self._check_and_reduce()
+        proceed, sumsq = self._check()
         if not proceed:
             self._skipped += 1
             return
@@ -450,66 +440,6 @@ class DistributedOptimizer:
             raise ValueError("inconsistent hyperparameters across ranks: param_groups "
                              "were changed differently on different ranks; nothing was "
                              "updated")
-
-    def _check_and_reduce(self) -> tuple[bool, float | None]:
-        """The non-finite policy and the global sum of squares for max_grad_norm, on
-        the averaged gradient (this rank's shard in sharded mode); the clamping and
-        the scaling themselves happen in the inner optimizer's kernels (one gradient
-        pre-processing path). Returns (False, None) to skip the step, else (True,
-        the sum of squares of the clamped gradient of all ranks, or None without
-        max_grad_norm)."""
-        clip, mgn = self._options["clip_value"], self._options["max_grad_norm"]
-        policy = self._options["nonfinite"]
-        if mgn is None and policy == "propagate":
-            return True, None
-        sharded = self.mode == "sharded"
-        parts = [(b, b.shard if sharded else b.send, b.lo if sharded else 0)
-                 for b in self._buckets]
-        local = [-1.0, -1.0]  # the first non-finite element: (parameter, flat index)
-        if policy != "propagate":  # the kernels' scan, on the unclamped gradient
-            for b, part, lo in parts:
-                at = _kernels.first_nonfinite(part)
-                if at >= 0:
-                    flat = lo + at
-                    k = max(j for j, s in enumerate(b.starts) if s <= flat)
-                    local = [float(b.members[k]), float(flat - b.starts[k])]
-                    break
-        sums = []
-        if mgn is not None:  # the kernels' sum of squares of the clamped gradient
-            for b, part, _ in parts:
-                b.norm_sums.fill(0.0)
-                _kernels.block_sum_squares(part, 0, BLOCK, np.inf if clip is None else clip,
-                                           b.norm_sums)
-                sums.append(b.norm_sums)
-        if sharded and self.size > 1:
-            # every rank's flags and block sums, gathered in place into _norm_all
-            mine = self._norm_mine
-            mine.fill(0.0)
-            mine[:2] = local
-            if sums:
-                mine[2:] = np.concatenate(sums) if len(sums) > 1 else sums[0]
-            self.comm.Allgatherv(_mpi().IN_PLACE, [self._norm_all, self._norm_counts,
-                                                   self._norm_displs, _mpi().DOUBLE])
-            bad: Any = next((self._norm_all[d:d + 2] for d in self._norm_displs
-                             if self._norm_all[d] >= 0), None)
-            block_sums = self._norm_all[self._norm_is_sum].tolist() if sums else []
-        else:
-            bad = local if local[0] >= 0 else None
-            block_sums = [v for a in sums for v in a.tolist()]
-        if bad is not None:
-            if policy == "skip":
-                return False, None
-            i, flat = int(bad[0]), int(bad[1])
-            index = np.unravel_index(flat, self._params[i].shape)
-            where = int(index[0]) if len(index) == 1 else tuple(int(j) for j in index)
-            raise FloatingPointError(
-                f"the averaged gradient of params[{i}] holds a NaN or infinity at index "
-                f"{where}; nothing was updated on any rank (nonfinite='raise')")
-        if mgn is None:
-            return True, None
-        # fsum is correctly rounded: the same total from the same blocks, in any order
-        # and on any rank layout; the kernels turn it into torch's clip_grad_norm_ factor
-        return True, math.fsum(block_sums)
 
     def _gather_params(self) -> None:
         if self.size == 1:
