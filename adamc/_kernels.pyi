@@ -72,8 +72,10 @@ class _StepSpec:
                  state_names: Sequence[str], state_flags: Sequence[str | None],
                  state_needs: Sequence[str], aux: str = ...) -> None: ...
 
-@disjoint_base
+@final
 class _StepFunction:
+    # the function's __name__, __qualname__, __module__, __doc__ and __signature__
+    # live in the instance's __dict__ (set by adamc.functional)
     @property
     def name(self) -> str: ...
     def __init__(self, spec: _StepSpec, name: str, npositional: int, defaults: Sequence[Any],

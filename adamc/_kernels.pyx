@@ -23,6 +23,7 @@ path.
 """
 
 import os
+import sys
 import warnings
 
 cimport cython

@@ -163,47 +163,74 @@ cdef void _run_task(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int
         adamc_leave()
 
 
-cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **states,
+cdef extern from "Python.h":
+    # The calling convention of CPython's own functions (PEP 590): positional and
+    # keyword arguments arrive as one C array plus a tuple of keyword names, so a call
+    # builds neither an argument tuple nor a keyword dict.
+    ctypedef void *vectorcallfunc
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    object PyVectorcall_Call(object callable, object args, object kwargs)
+    unsigned long Py_TPFLAGS_HAVE_VECTORCALL
+    ctypedef struct _VectorcallType "PyTypeObject":
+        Py_ssize_t tp_vectorcall_offset
+        unsigned long tp_flags
+    Py_ssize_t PyTuple_GET_SIZE(object p)
+    PyObject *PyTuple_GET_ITEM(object p, Py_ssize_t pos)
+    long long PyLong_AsLongLongAndOverflow(object pylong, int *overflow) except? -1
+
+
+cdef double _hyper_value(int kind, object v, str name) except -1.0:
+    """The checked value of one hyperparameter argument (see _STEP_KINDS); -2.0 for
+    a schedule or callable lr (refused by the caller once every value is checked)."""
+    if kind == _KIND_FLAG:
+        if v is True:
+            return 1.0
+        if v is False:
+            return 0.0
+        return 1.0 if _flag(v, name) else 0.0
+    cdef double x
+    if PyFloat_Check(v) and kind != _KIND_BETA and kind != _KIND_UNIT:
+        x = PyFloat_AS_DOUBLE(v)
+        if not (x >= 0.0) or not isfinite(x):
+            _nonneg(v, name)  # raises with the usual message
+        return x
+    if kind == _KIND_LR:
+        if _is_schedule(v):
+            return -2.0
+        return _nonneg(v, name)
+    if kind == _KIND_BETA:
+        return _beta(v, name)
+    if kind == _KIND_UNIT:
+        return _unit(v, name)
+    return _nonneg(v, name)
+
+
+cdef object _step_core(_StepFunction fn, object param, object grad, PyObject **states,
                        object step, object aux, PyObject **hyper):
     """One stateless update of ``param`` in place (see ``_StepSpec``; ``states`` and
     ``hyper`` hold spec.nstates and spec.nhyper borrowed references, None for an
     absent state); returns the scalar state after the step for
     ``aux="mu_product"``, else None."""
+    cdef _StepSpec spec = fn.spec
     cdef double vals[_MAX_ARGS]
     cdef double fv[_F_COUNT]
-    cdef int k, nh = spec.nhyper, kind
+    cdef int k, nh = spec.nhyper, nstates = spec.nstates
     cdef bint lr_schedule = False
     cdef double x, a = 0.0, aux_next
-    cdef object v, arr
+    cdef PyObject *obj
     for k in range(_F_COUNT):
         fv[k] = 0.0
-    # hyperparameters, in call order
+    # hyperparameters, in call order; a default (the very object) was checked once,
+    # when the function was made
     for k in range(nh):
-        v = <object>hyper[k]
-        kind = spec.kinds[k]
-        if kind == _KIND_FLAG:
-            if v is True:
-                x = 1.0
-            elif v is False:
-                x = 0.0
-            else:
-                x = 1.0 if _flag(v, <str>spec.names[k]) else 0.0
-        elif PyFloat_Check(v) and kind != _KIND_BETA and kind != _KIND_UNIT:
-            x = PyFloat_AS_DOUBLE(v)
-            if not (x >= 0.0) or not isfinite(x):
-                _nonneg(v, <str>spec.names[k])  # raises with the usual message
-        elif kind == _KIND_LR:
-            if _is_schedule(v):
+        obj = hyper[k]
+        if obj == fn.hyper_default[k]:
+            x = fn.hyper_default_value[k]
+        else:
+            x = _hyper_value(spec.kinds[k], <object>obj, <str>spec.names[k])
+            if x == -2.0:
                 lr_schedule = True
                 x = 0.0
-            else:
-                x = _nonneg(v, <str>spec.names[k])
-        elif kind == _KIND_BETA:
-            x = _beta(v, <str>spec.names[k])
-        elif kind == _KIND_UNIT:
-            x = _unit(v, <str>spec.names[k])
-        else:
-            x = _nonneg(v, <str>spec.names[k])
         vals[k] = x
         fv[spec.fields[k]] = x
     if lr_schedule:
@@ -213,43 +240,59 @@ cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **sta
         raise ValueError(f"Nesterov momentum requires momentum > 0 and dampening = 0 "
                          f"(got momentum={fv[_F_MOMENTUM]}, dampening={fv[_F_DAMPENING]})")
     # optional state: present exactly when its flag asks for it
-    for k in range(spec.nstates):
+    for k in range(nstates):
         if spec.state_flag[k] < 0:
             continue
-        arr = <object>states[k]
         if vals[spec.state_flag[k]] != 0.0:
-            if arr is None:
+            if states[k] == <PyObject *>None:
                 raise ValueError(f"{spec.state_needs[k]} needs {spec.state_names[k]} "
                                  f"(start it from zeros)")
-        elif arr is not None:
+        elif states[k] != <PyObject *>None:
             raise ValueError(f"{spec.state_names[k]} is only used with {spec.state_needs[k]}")
     if spec.aux_mode == 1:
-        a = _unit(aux, "mu_product")
+        if PyFloat_Check(aux) and 0.0 <= PyFloat_AS_DOUBLE(aux) <= 1.0:
+            a = PyFloat_AS_DOUBLE(aux)
+        else:
+            a = _unit(aux, "mu_product")
     # arrays
     if not cnp.PyArray_Check(param) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>param)):
         raise _operand_error(param, "param", None, "", True, True)
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef int type_num = cnp.PyArray_TYPE(p), ndim = cnp.PyArray_NDIM(p)
-    cdef const cnp.npy_intp *dims = cnp.PyArray_DIMS(p)
+    cdef int type_num = cnp.PyArray_TYPE(<cnp.ndarray>param)
+    cdef int ndim = cnp.PyArray_NDIM(<cnp.ndarray>param)
+    cdef const cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>param)
     if not _operand_ok(param, type_num, ndim, dims, _REQ_WRITE):
         raise _operand_error(param, "param", None, "", True, True)
     if not _operand_ok(grad, type_num, ndim, dims, _REQ_READ):
         raise _operand_error(grad, "grad", param, "param", False)
     cdef adamc_task task
-    for k in range(spec.nstates):
-        arr = <object>states[k]
-        if arr is None:
+    for k in range(nstates):
+        obj = states[k]
+        if obj == <PyObject *>None:
             if spec.state_flag[k] < 0:  # a required state passed as None
-                raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
+                raise _operand_error(None, spec.state_names[k], param, "param", True, True)
             task.state[k] = NULL
             continue
-        if not _operand_ok(arr, type_num, ndim, dims, _REQ_WRITE):
-            raise _operand_error(arr, spec.state_names[k], param, "param", True, True)
-        task.state[k] = cnp.PyArray_DATA(<cnp.ndarray>arr)
-    for k in range(spec.nstates, 3):
+        if not _operand_ok(<object>obj, type_num, ndim, dims, _REQ_WRITE):
+            raise _operand_error(<object>obj, spec.state_names[k], param, "param", True, True)
+        task.state[k] = cnp.PyArray_DATA(<cnp.ndarray>obj)
+    for k in range(nstates, 3):
         task.state[k] = NULL
-    _check_step_disjoint(spec, param, grad, states)
-    cdef int64_t t = _step_number(step, "step")
+    # every operand now has param's dtype and shape, hence its size in bytes
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef Py_ssize_t nbytes = n * (4 if type_num == cnp.NPY_FLOAT else 8)
+    task.param = cnp.PyArray_DATA(<cnp.ndarray>param)
+    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    if nbytes > 0:
+        _check_step_disjoint(spec, <const char *>task.param, <const char *>task.grad,
+                             task.state, nbytes)
+    cdef int64_t t
+    cdef int overflow = 0
+    if PyLong_CheckExact(step):
+        t = PyLong_AsLongLongAndOverflow(step, &overflow)
+        if overflow or not 1 <= t <= (<int64_t>1) << 62:
+            t = _step_number(step, "step")
+    else:
+        t = _step_number(step, "step")
     if spec.aux_mode == 2:
         a = 0.0 if t == 1 else 1.0
     elif spec.aux_mode == 0:
@@ -267,16 +310,11 @@ cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **sta
     h.centered = fv[_F_CENTERED] != 0.0
     if adamc_prepare(spec.algo, &h, t, a, &coef, &aux_next) != 0:
         raise ValueError(f"unknown algorithm {spec.algo}")
-    task.param = cnp.PyArray_DATA(p)
-    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
     task.lower = NULL
     task.upper = NULL
     task.coef = &coef
-    cdef adamc_chunk_fn fn = _kernels.step[spec.algo][ADAMC_F32 if type_num == cnp.NPY_FLOAT
-                                                      else ADAMC_F64]
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(p), nbytes = cnp.PyArray_NBYTES(p)
-    _run_task(fn, &task, n, ADAMC_KIND_STEP(spec.algo, ADAMC_F32 if type_num == cnp.NPY_FLOAT
-                                                 else ADAMC_F64), nbytes)
+    cdef int dt = ADAMC_F32 if type_num == cnp.NPY_FLOAT else ADAMC_F64
+    _run_task(_kernels.step[spec.algo][dt], &task, n, ADAMC_KIND_STEP(spec.algo, dt), nbytes)
     if spec.aux_mode == 1:
         return aux_next
     return None
@@ -285,14 +323,15 @@ cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **sta
 cdef object _MISSING = object()
 
 
+@cython.final
 @cython.auto_pickle(False)
 cdef class _StepFunction:
     """A stateless step as a compiled callable: parses its arguments like a Python
     function with the signature ``(param, grad, <positional states>, *, step,
     [mu_product,] <hyperparameters>, <keyword states>)`` and runs ``_step_core``.
-    adamc.functional derives a Python class from it, whose instances carry the name,
-    docstring and signature of a function (``__name__``, ``__doc__``,
-    ``__signature__``, ...).
+    Called through CPython's vectorcall protocol (no argument tuple or keyword dict
+    is built). adamc.functional gives each instance the name, docstring and
+    signature of a function (``__name__``, ``__doc__``, ``__signature__``, ...).
 
     Parameters
     ----------
@@ -304,19 +343,27 @@ cdef class _StepFunction:
         Number of state arrays that may be passed positionally (a prefix of the
         states; the optional ones default to None).
     defaults : sequence
-        Default values of the hyperparameters, in spec order.
+        Default values of the hyperparameters, in spec order (checked here).
     aux_default : object
         Default of ``mu_product`` (used only with ``aux="mu_product"``).
     """
+    cdef vectorcallfunc vectorcall     # read by CPython at tp_vectorcall_offset
     cdef _StepSpec spec
     cdef dict index              # argument name -> slot
-    cdef list defaults           # slot -> default value or _MISSING
-    cdef list slot_names
+    cdef list defaults           # slot -> default value or _MISSING (owns the references)
+    cdef list slot_names         # slot -> interned name (owns the references) or None
     cdef int npos_max, npos_min, nslots, s_states, s_step, s_aux, s_hyper
+    cdef PyObject *slot_default[_MAX_ARGS + 8]
+    cdef PyObject *slot_name[_MAX_ARGS + 8]
+    cdef PyObject *hyper_default[_MAX_ARGS]
+    cdef double hyper_default_value[_MAX_ARGS]
     cdef readonly str name
+    cdef dict __dict__
+    cdef object __weakref__
 
     def __init__(self, _StepSpec spec, str name, int npositional, defaults, aux_default=1.0):
         cdef int k, ns = spec.nstates
+        cdef double x
         if not 0 <= npositional <= ns or len(defaults) != spec.nhyper:
             raise ValueError("bad stateless step layout")
         self.spec = spec
@@ -326,6 +373,8 @@ cdef class _StepFunction:
         self.nslots = 4 + ns + spec.nhyper
         names = ["param", "grad", *spec.state_names, "step",
                  "mu_product" if spec.aux_mode == 1 else None, *spec.names]
+        # interned: the keyword names of a call are found by identity first
+        names = [None if n is None else sys.intern(n) for n in names]
         self.slot_names = names
         self.defaults = [_MISSING, _MISSING]
         for k in range(ns):
@@ -336,44 +385,37 @@ cdef class _StepFunction:
         for k in range(npositional):
             if spec.state_flag[k] < 0:
                 self.npos_min = 3 + k
-        self.index = {n: k for k, n in enumerate(names)
-                      if n is not None and k >= self.npos_max}
-        self.index.update({n: k for k, n in enumerate(names[:self.npos_max])})
+        self.index = {n: k for k, n in enumerate(names) if n is not None}
+        for k in range(self.nslots):
+            self.slot_default[k] = <PyObject *>self.defaults[k]
+            self.slot_name[k] = NULL if names[k] is None else <PyObject *>names[k]
+        for k in range(spec.nhyper):
+            self.hyper_default[k] = self.slot_default[self.s_hyper + k]
+            x = _hyper_value(spec.kinds[k], self.defaults[self.s_hyper + k], spec.names[k])
+            if x == -2.0:
+                raise ValueError(f"the default of {spec.names[k]} must be a number")
+            self.hyper_default_value[k] = x
+        self.vectorcall = <vectorcallfunc>_step_vectorcall
 
     def __reduce__(self):
         return self.name  # pickled by reference (a global of its module), like a function
 
     def __repr__(self):
-        return f"<compiled function {type(self).__module__}.{self.name}>"
+        return f"<compiled function {getattr(self, '__module__', __name__)}.{self.name}>"
 
     def __call__(self, *args, **kwargs):
-        cdef PyObject *slots[_MAX_ARGS + 8]
-        cdef Py_ssize_t n = len(args), k, j
+        # only for callers that bypass vectorcall (e.g. type(f).__call__(f, ...))
+        return PyVectorcall_Call(self, args, kwargs)
+
+    cdef Py_ssize_t _slot(self, PyObject *key) except -2:
+        """The slot of keyword ``key`` (-1: not an argument of this function)."""
+        cdef Py_ssize_t k
         cdef PyObject *obj
-        cdef list defaults = self.defaults
-        if n > self.npos_max:
-            raise TypeError(self._takes(n))
-        for k in range(n):
-            slots[k] = <PyObject *>(<tuple>args)[k]
-        for k in range(n, self.nslots):
-            slots[k] = <PyObject *>defaults[k]
-        if kwargs:
-            for key, value in (<dict>kwargs).items():
-                obj = PyDict_GetItemWithError(self.index, key)
-                if obj == NULL:
-                    raise TypeError(f"{self.name}() got an unexpected keyword argument "
-                                    f"'{key}'")
-                j = <object>obj
-                if j < n:
-                    raise TypeError(f"{self.name}() got multiple values for argument "
-                                    f"'{key}'")
-                slots[j] = <PyObject *>value
         for k in range(self.nslots):
-            if slots[k] == <PyObject *>_MISSING:
-                raise TypeError(self._missing(k))
-        return _step_core(self.spec, <object>slots[0], <object>slots[1], &slots[self.s_states],
-                          <object>slots[self.s_step], <object>slots[self.s_aux],
-                          &slots[self.s_hyper])
+            if self.slot_name[k] == key:
+                return k
+        obj = PyDict_GetItemWithError(self.index, <object>key)  # an equal, other string
+        return -1 if obj == NULL else <Py_ssize_t><object>obj
 
     def _takes(self, Py_ssize_t n):
         if self.npos_min == self.npos_max:
@@ -388,25 +430,73 @@ cdef class _StepFunction:
                 f"'{self.slot_names[k]}'")
 
 
-cdef int _check_step_disjoint(_StepSpec spec, object param, object grad,
-                              PyObject **states) except -1:
-    """check_disjoint for a stateless step, without building lists when nothing
-    overlaps."""
+cdef object _step_vectorcall(object callable, PyObject **args, size_t nargsf,
+                             PyObject *kwnames):
+    """The vectorcall entry of a _StepFunction: binds the arguments to slots (the
+    errors of a Python function with the same signature), then runs _step_core."""
+    cdef _StepFunction self = <_StepFunction>callable
+    cdef PyObject *slots[_MAX_ARGS + 8]
+    cdef Py_ssize_t n = PyVectorcall_NARGS(nargsf), k, j, nkw
+    cdef PyObject *key
+    if n > self.npos_max:
+        raise TypeError(self._takes(n))
+    for k in range(n):
+        slots[k] = args[k]
+    for k in range(n, self.nslots):
+        slots[k] = self.slot_default[k]
+    if kwnames != NULL:
+        nkw = PyTuple_GET_SIZE(<object>kwnames)
+        for k in range(nkw):
+            key = PyTuple_GET_ITEM(<object>kwnames, k)
+            j = self._slot(key)
+            if j < 0:
+                raise TypeError(f"{self.name}() got an unexpected keyword argument "
+                                f"'{<object>key}'")
+            if j < n:
+                raise TypeError(f"{self.name}() got multiple values for argument "
+                                f"'{<object>key}'")
+            slots[j] = args[n + k]
+    for k in range(self.nslots):
+        if slots[k] == <PyObject *>_MISSING:
+            raise TypeError(self._missing(k))
+    return _step_core(self, <object>slots[0], <object>slots[1], &slots[self.s_states],
+                      <object>slots[self.s_step], <object>slots[self.s_aux],
+                      &slots[self.s_hyper])
+
+
+cdef _enable_vectorcall():
+    """Make CPython call _StepFunction instances through their ``vectorcall`` field
+    (Cython has no declaration for it; the class is final, so no subclass inherits
+    the flag)."""
+    cdef _StepFunction probe = _StepFunction.__new__(_StepFunction)
+    cdef _VectorcallType *tp = <_VectorcallType *><void *>_StepFunction
+    tp.tp_vectorcall_offset = <char *>&probe.vectorcall - <char *><PyObject *>probe
+    tp.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL
+
+
+_enable_vectorcall()
+
+
+cdef int _check_step_disjoint(_StepSpec spec, const char *param, const char *grad,
+                              void **states, Py_ssize_t nbytes) except -1:
+    """check_disjoint for a stateless step, whose operands (param, then the states,
+    NULL where absent) all span ``nbytes`` > 0 bytes."""
     cdef int i, j, n = spec.nstates
-    cdef object a, b
+    cdef const char *a
+    cdef const char *b
     for i in range(-1, n):
-        a = param if i < 0 else <object>states[i]
-        if a is None:
+        a = param if i < 0 else <const char *>states[i]
+        if a == NULL:
             continue
         for j in range(i + 1, n):
-            b = <object>states[j]
-            if b is not None and _overlap(a, b):
+            b = <const char *>states[j]
+            if b != NULL and a < b + nbytes and b < a + nbytes:
                 raise ValueError(f"{'param' if i < 0 else spec.state_names[i]} and "
                                  f"{spec.state_names[j]} share memory; each must be a "
                                  f"separate array")
     for i in range(-1, n):
-        a = param if i < 0 else <object>states[i]
-        if a is not None and _overlap(grad, a):
+        a = param if i < 0 else <const char *>states[i]
+        if a != NULL and grad < a + nbytes and a < grad + nbytes:
             raise ValueError(f"grad shares memory with "
                              f"{'param' if i < 0 else spec.state_names[i]}, which this step "
                              f"writes; pass a separate array (e.g. grad.copy())")

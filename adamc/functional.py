@@ -47,15 +47,12 @@ def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], list[str
     return positional, keyword, [s.name for s in algorithm.states]
 
 
-class _Step(_kernels._StepFunction):
-    """A stateless step: a compiled callable with a function's name, docstring and
-    signature (set per instance by _make_step)."""
-
-
 def _make_step(algorithm: Algorithm) -> Callable[..., Any]:
-    """The compiled callable of ``algorithm``'s step (``_kernels._StepFunction``: it
-    parses the arguments itself, so a call costs no Python frame), with the name,
-    docstring and signature of the table's row."""
+    """The compiled callable of ``algorithm``'s step (a ``_kernels._StepFunction``:
+    CPython calls it through the vectorcall protocol and it binds the arguments
+    itself, so a call builds no argument tuple, keyword dict or Python frame), with
+    the name, docstring and signature of the table's row (in the instance's
+    ``__dict__``)."""
     args = step_arguments(algorithm)
     spec = _kernels._StepSpec(
         algorithm.c_id, [a[0] for a in args], [a[2] for a in args],
@@ -65,7 +62,7 @@ def _make_step(algorithm: Algorithm) -> Callable[..., Any]:
     npositional = sum(s.positional for s in algorithm.states)
     if any(s.positional for s in algorithm.states[npositional:]):
         raise ValueError(f"{algorithm.name}: positional states must come first")
-    fn = _Step(spec, algorithm.step_name, npositional, [a[1] for a in args])
+    fn = _kernels._StepFunction(spec, algorithm.step_name, npositional, [a[1] for a in args])
     positional, keyword, _ = step_signature(algorithm)
     namespace: dict[str, Any] = {}
     exec(f"def {algorithm.step_name}({', '.join(positional)}, *, {', '.join(keyword)}):"

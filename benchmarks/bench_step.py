@@ -49,6 +49,15 @@ Optional peers (this machine: Python 3.11, CPU only):
                                 # at first use, about 40 s, cached in ~/.cache/torch_extensions
     pip install optax           # pulls jax and jaxlib (about 600 MB); runs on the CPU
 
+The stateless steps at small N (written to bench_step_stateless.{json,md}; alone with
+``--stateless-only``): every ``*_step`` function of ``adamc.functional`` (one per row of the
+algorithm table) and the bound ``Adam.step``, float64 and float32, N = 10, 1 thread. Each
+timing is a loop of ``--stateless-calls`` direct calls as user code writes them
+(``adam_step(p, g, m, v, step=t)``, ``t`` counting up; the loop costs about 0.02 µs per
+call), every contender visited in a rotating order for ``--stateless-rounds`` rounds; the
+tables give the median and the 90th percentile over the rounds, and the median's ratio to
+the bound step's (a ratio measured in the same rounds).
+
 Other load: on a 2-core machine a second process holding one core wrecks 2-thread timings
 (an OpenMP team waits for a descheduled thread: milliseconds per step). For every timing
 the script records the cores used by other processes (/proc/stat minus this process's CPU
@@ -56,7 +65,7 @@ time), warns, and marks such values with a dagger in the table: rerun those on a
 machine.
 
 Run:  python benchmarks/bench_step.py [--quick] [--sizes 10 1e3 1e5] [--threads 1 2]
-      [--dtypes float32 float64] [--skip optax ...] [--outdir DIR]
+      [--dtypes float32 float64] [--skip optax ...] [--outdir DIR] [--stateless-only]
 Writes bench_step.json (raw medians in seconds, machine info), bench_step.md and
 bench_step.png into benchmarks/results/ (or --outdir). A full run (N up to 1e8, which
 needs several GB of memory for float64) takes tens of minutes: run it on a quiet machine.
@@ -408,6 +417,105 @@ def subnormal_case(repeats: int, steps: int = 20, n: int = 10**6) -> dict[str, A
     return out
 
 
+# -- the stateless steps at small N -------------------------------------------------------
+def stateless_contenders(n: int) -> dict[str, Callable[[int], None]]:
+    """name -> loop(calls): ``calls`` direct calls of one contender. Every ``*_step``
+    function of the algorithm table, called with its required arguments only (states
+    from zeros), plus ``adam_step`` with four hyperparameters by keyword and the bound
+    ``Adam.step``; float64, and float32 for Adam."""
+    from adamc import functional
+    from adamc._algorithms import ALGORITHMS
+
+    rng = np.random.default_rng(5)
+    out: dict[str, Callable[[int], None]] = {}
+
+    def loop(name, fn, arrays, extra=""):
+        env = {"f": fn, **{f"a{i}": a for i, a in enumerate(arrays)}}
+        args = ", ".join(f"a{i}" for i in range(len(arrays)))
+        # generated so that the call is written out, as in user code (no *args/**kwargs)
+        exec(f"def run(calls):\n    for t in range(1, calls + 1):\n"
+             f"        f({args}, step=t{extra})\n", env)
+        out[name] = env["run"]
+
+    for dt in ("float64", "float32"):
+        p = rng.standard_normal(n).astype(dt)
+        g = (0.1 * rng.standard_normal(n)).astype(dt)
+        opt = adamc.Adam(p.copy(), lr=LR, betas=(B1, B2), eps=EPS)
+        env = {"s": opt.step, "g": g.copy()}
+        exec("def run(calls):\n    for _ in range(calls):\n        s(g)\n", env)
+        out[f"Adam.step {dt}"] = env["run"]
+        for algorithm in ALGORITHMS.values():
+            if dt == "float32" and algorithm.name != "adam":
+                continue
+            positional, _, _ = functional.step_signature(algorithm)
+            required = [a for a in positional if "=" not in a]
+            arrays = [p.copy(), g.copy()] + [np.zeros_like(p) for _ in required[2:]]
+            fn = getattr(adamc, algorithm.step_name)
+            loop(f"{algorithm.step_name} {dt}", fn, arrays)
+            if algorithm.name == "adam" and dt == "float64":
+                loop(f"adam_step {dt}, 4 keywords", fn, [a.copy() for a in arrays],
+                     f", lr={LR!r}, beta1={B1!r}, beta2={B2!r}, eps={EPS!r}")
+    return out
+
+
+def stateless_case(rounds: int, calls: int, n: int = 10) -> dict[str, Any]:
+    set_threads(1)
+    table = stateless_contenders(n)
+    names = list(table)
+    for run in table.values():
+        run(calls)                                  # warm up
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    b0, c0, w0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            table[name](calls)
+            samples[name].append((time.perf_counter() - t0) / calls)
+    out: dict[str, Any] = {"n": n, "threads": 1, "rounds": rounds, "calls_per_round": calls,
+                           "seconds": {}}
+    for name in names:
+        x = np.array(samples[name])
+        out["seconds"][name] = {"median": float(np.median(x)),
+                                "p90": float(np.percentile(x, 90))}
+    for name in names:
+        bound = out["seconds"][f"Adam.step {name.split()[1].rstrip(',')}"]["median"]
+        out["seconds"][name]["ratio_to_bound"] = out["seconds"][name]["median"] / bound
+    if b0 is not None:
+        own, wall = time.process_time() - c0, time.perf_counter() - w0
+        out["other_processes_cores"] = max(0.0, (machine_busy_seconds() - b0 - own) / wall)
+    return out
+
+
+def stateless_markdown(info: dict[str, Any], st: dict[str, Any]) -> str:
+    rows = [[name, f"{v['median'] * 1e6:.3f}", f"{v['p90'] * 1e6:.3f}",
+             f"{v['ratio_to_bound']:.2f}x"] for name, v in st["seconds"].items()]
+    busy = st.get("other_processes_cores")
+    return "\n".join([
+        f"# Stateless steps at N = {st['n']}: every *_step function beside the bound "
+        "Adam.step\n",
+        f"{info['cpu']} ({info['cores']} cores), {info['date']}; adamc {info['adamc']} "
+        f"({info['git']}), SIMD {info['simd_level']}, Python {info['python']}, NumPy "
+        f"{info['numpy']}; 1 thread.",
+        f"{st['rounds']} rounds visiting every contender in a rotating order, each a loop of "
+        f"{st['calls_per_round']} direct calls (step=t counting up; defaults for every other "
+        "argument unless stated); median and 90th percentile over the rounds, µs per call "
+        "(loop included, about 0.02 µs)."
+        + (f" Other processes used {busy:.2f} cores meanwhile." if busy is not None else "")
+        + "\n",
+        markdown_table(["contender", "median µs", "p90 µs", "median / bound Adam.step"], rows),
+    ])
+
+
+def publish_stateless(st: dict[str, Any], outdir: Path) -> None:
+    info = machine()
+    md = stateless_markdown(info, st)
+    print()
+    print(md)
+    paths = write_outputs("bench_step_stateless", {"machine": info, "stateless": st}, md,
+                          outdir=outdir)
+    print("wrote", ", ".join(str(p) for p in paths))
+
+
 # -- outputs -----------------------------------------------------------------------------
 def fmt_us(sec: float | None) -> str:
     if sec is None:
@@ -546,6 +654,14 @@ def main(argv=None):
     parser.add_argument("--skip", nargs="+", default=[],
                         help="peers to leave out: torch, deepspeed, optax, numpy, ...")
     parser.add_argument("--no-subnormal", action="store_true", help="skip the subnormal case")
+    parser.add_argument("--stateless-only", action="store_true",
+                        help="time only the stateless steps at N = 10 (bench_step_stateless.*)")
+    parser.add_argument("--no-stateless", action="store_true",
+                        help="skip the stateless steps at N = 10")
+    parser.add_argument("--stateless-rounds", type=int, default=None,
+                        help="rounds of the stateless section, default 300 (quick: 30)")
+    parser.add_argument("--stateless-calls", type=int, default=2000,
+                        help="calls per timing of the stateless section (default 2000)")
     parser.add_argument("--outdir", type=Path, default=RESULTS)
     parser.add_argument("--replot", metavar="JSON", type=Path, default=None,
                         help="rebuild the markdown and the plot from a saved run, no timing")
@@ -560,6 +676,10 @@ def main(argv=None):
     args.rounds = args.rounds or (1 if args.quick else 3)
     min_time = args.min_time if args.min_time is not None else (0.01 if args.quick else 0.05)
     skip = {s.lower() for s in args.skip}
+    stateless_rounds = args.stateless_rounds or (30 if args.quick else 300)
+    if args.stateless_only:
+        publish_stateless(stateless_case(stateless_rounds, args.stateless_calls), args.outdir)
+        return
 
     load_peers(skip)
     flushed = denormals_flushed()
@@ -643,6 +763,8 @@ def main(argv=None):
         print(f"subnormal (float32, 1e6, 1 thread): adamc {subnormal['adamc_slowdown']:.2f}x, "
               f"numpy prealloc {subnormal['numpy prealloc_slowdown']:.2f}x slower than normal")
     bandwidth.pool.shutdown()
+    if not args.no_stateless:
+        publish_stateless(stateless_case(stateless_rounds, args.stateless_calls), args.outdir)
 
     payload = {
         "machine": machine(),

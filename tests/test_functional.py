@@ -14,6 +14,8 @@ For every algorithm and option set:
    float32, a missing dampening) misses by orders of magnitude;
 3. trajectories must be bit-identical across SIMD levels and thread counts.
 """
+import inspect
+
 import numpy as np
 import pytest
 
@@ -340,3 +342,97 @@ def test_bad_input_rejected_without_mutation(fn, kw, exc, msg):
             getattr(adamc, fn)(p, g, s0, s1, step=step, **kw)
     for a, b in zip((p, g, s0, s1, s2), snapshot):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- binding the arguments (the compiled vectorcall entry) ----------------------------
+
+def _arrays(k, n=5):
+    return [np.full(n, 0.5 + i) for i in range(k)]
+
+
+def _bind_calls(f):
+    """(call, expected message) pairs of mistakes a caller can make; the messages are
+    those of a Python function with the step's signature."""
+    a = _arrays(6)
+    return [
+        (lambda: f(), "adam_step() missing 1 required positional argument: 'param'"),
+        (lambda: f(a[0], a[1], a[2], step=1),
+         "adam_step() missing 1 required positional argument: 'exp_avg_sq'"),
+        (lambda: f(*a[:4]), "adam_step() missing 1 required keyword-only argument: 'step'"),
+        (lambda: f(*a[:5], step=1), "adam_step() takes 4 positional arguments but 5 were given"),
+        (lambda: f(*a[:4], step=1, bogus=1),
+         "adam_step() got an unexpected keyword argument 'bogus'"),
+        (lambda: f(*a[:4], step=1, grad=a[5]),
+         "adam_step() got multiple values for argument 'grad'"),
+        (lambda: f(*a[:4], step=1, mu_product=0.5),
+         "adam_step() got an unexpected keyword argument 'mu_product'"),
+    ]
+
+
+@pytest.mark.parametrize("k", range(7))
+def test_bad_calls_get_the_messages_of_a_function(k):
+    call, msg = _bind_calls(adamc.adam_step)[k]
+    with pytest.raises(TypeError) as info:
+        call()
+    assert str(info.value) == msg
+
+
+def test_optional_positional_state_message():
+    a = _arrays(4)
+    with pytest.raises(TypeError, match=r"^sgd_step\(\) takes from 2 to 3 positional "
+                                        r"arguments but 4 were given$"):
+        adamc.sgd_step(*a, step=1)
+
+
+def _steps_of_every_call_form():
+    """The same update through every way of calling: keyword names built at run time
+    (equal to the parameter names but not the same objects), ``**kwargs``, every
+    argument by keyword, and the type's ``__call__`` (no vectorcall)."""
+    f = adamc.adam_step
+    lr, st = "".join(["l", "r"]), "".join(["st", "ep"])
+    forms = [
+        lambda a, t: f(*a, step=t, lr=0.01),
+        lambda a, t: f(*a, **{st: t, lr: 0.01}),
+        lambda a, t: f(param=a[0], grad=a[1], exp_avg=a[2], exp_avg_sq=a[3], lr=0.01, step=t),
+        lambda a, t: type(f).__call__(f, *a, step=t, lr=0.01),
+    ]
+    out = []
+    for form in forms:
+        a = _arrays(4)
+        for t in range(1, 4):
+            assert form(a, t) is None
+        out.append(np.concatenate([a[0], a[2], a[3]]))
+    return out
+
+
+def test_every_call_form_gives_the_same_bits():
+    first, *others = _steps_of_every_call_form()
+    assert not np.array_equal(first, np.concatenate([_arrays(4)[0], _arrays(4)[2],
+                                                     _arrays(4)[3]]))  # it stepped
+    for other in others:
+        np.testing.assert_array_equal(other, first)
+
+
+def test_a_default_passed_explicitly_is_still_checked_like_any_value():
+    a = _arrays(4)
+    b = _arrays(4)
+    adamc.adam_step(*a, step=2)
+    adamc.adam_step(*b, step=2, lr=float("1e-3"), beta1=0.9, beta2=0.999, eps=1e-8,
+                    weight_decay=0.0, amsgrad=False, maximize=False)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.001"):
+        adamc.adam_step(*a, step=2, lr=-1e-3)
+
+
+def test_steps_look_like_functions():
+    import pickle
+    for name in adamc.functional.__all__:
+        f = getattr(adamc, name)
+        assert f.__name__ == f.__qualname__ == name and f.__module__ == "adamc.functional"
+        assert repr(f) == f"<compiled function adamc.functional.{name}>"
+        assert pickle.loads(pickle.dumps(f)) is f
+        assert list(inspect.signature(f).parameters)[:2] == ["param", "grad"]
+    with pytest.raises(TypeError):
+        class Sub(type(adamc.adam_step)):  # final: no subclass inherits its call slot
+            pass

@@ -74,9 +74,8 @@ def functional_stub() -> str:
              "def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], "
              "list[str]]: ...",
              "def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...", "",
-             "class _Step(_kernels._StepFunction): ...", "",
-             "# The steps are _Step instances at run time (compiled callables); typed here",
-             "# as the functions they behave like.", ""]
+             "# The steps are _kernels._StepFunction instances at run time (compiled",
+             "# callables); typed here as the functions they behave like.", ""]
     for algorithm in ALGORITHMS.values():
         positional, keyword, _ = functional.step_signature(algorithm)
         kinds = {name: kind for name, _, kind in functional.step_arguments(algorithm)}
