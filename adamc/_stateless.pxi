@@ -18,7 +18,7 @@ def _kernel_algorithms():
         if k == NULL:
             continue
         for d in range(2):
-            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL:
+            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL or k.prodigy_stats[d] == NULL:
                 raise ImportError(f"adamc: {LEVEL_NAMES[level]} lacks a reduction kernel")
             for a in range(ADAMC_NUM_ALGOS):
                 if k.step[a][d] == NULL:
@@ -52,6 +52,15 @@ cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
     h.maximize = v.get("maximize", False)
     h.nesterov = v.get("nesterov", False)
     h.centered = v.get("centered", False)
+    beta3 = v.get("beta3")
+    h.beta3 = -1.0 if beta3 is None else beta3  # < 0: sqrt(beta2), Prodigy's default
+    h.d0 = v.get("d0", 0.0)
+    h.d_coef = v.get("d_coef", 0.0)
+    h.growth_rate = v.get("growth_rate", 0.0)
+    h.bias_correction = v.get("use_bias_correction", False)
+    h.safeguard_warmup = v.get("safeguard_warmup", False)
+    if "decouple" in v:
+        h.decoupled = v["decouple"]
     return 0
 
 

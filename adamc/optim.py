@@ -104,6 +104,7 @@ class Optimizer(_kernels._Engine):
         for group in self._split_groups(params):
             self._append_group(group)
         self._rebind()
+        self._init_scalars()
 
     # -- construction -----------------------------------------------------------
     @staticmethod
@@ -283,6 +284,17 @@ class Optimizer(_kernels._Engine):
             out.append(float(lr))
         return out
 
+    # -- optimizer-wide scalar state (the table's ``scalars``; none by default) ------
+    def _init_scalars(self) -> None:
+        """Set the optimizer-wide scalar state to its initial value."""
+
+    def _check_scalars(self, groups: list[dict[str, Any]]) -> Any:
+        """The optimizer-wide scalar state found in (saved) param groups, checked."""
+        return None
+
+    def _commit_scalars(self, value: Any) -> None:
+        """Set the optimizer-wide scalar state to a value of _check_scalars."""
+
     # -- hyperparameters ------------------------------------------------------------
     def _group_hyper(self, group: dict[str, Any], gi: int | None) -> tuple[dict, Callable | None]:
         """Validate a group's hyperparameters; return them as plain Python values and
@@ -422,6 +434,7 @@ class Optimizer(_kernels._Engine):
             steps, aux, step_count, skipped = self._check_counters(
                 steps, aux, state_dict.get("step_count", max(steps)),
                 state_dict.get("skipped_steps", 0))
+            scalars = self._check_scalars(new_groups)
             options = {**self._options(), **state_dict.get("options", {})}
             probe = _kernels._Engine()  # validates the options without touching self
             for key, value in options.items():
@@ -447,6 +460,7 @@ class Optimizer(_kernels._Engine):
                 setattr(self, key, value)
             self._rebind()
             self._set_counters(steps, aux, step_count, skipped)
+            self._commit_scalars(scalars)
 
     def reset(self) -> None:
         """Zero every state array, the step counts and ``skipped_steps``
@@ -458,6 +472,7 @@ class Optimizer(_kernels._Engine):
                         arr.fill(0)
             n = len(self.param_groups)
             self._set_counters([0] * n, [self._aux_initial()] * n, 0, 0)
+            self._init_scalars()
 
     # -- copies, pickling and checkpoints ---------------------------------------------
     def _export(self) -> dict[str, Any]:
@@ -507,11 +522,13 @@ class Optimizer(_kernels._Engine):
                 np.copyto(target, arr)
         counters = opt._check_counters(list(payload["steps"]), list(payload["aux"]),
                                        payload["step_count"], payload["skipped_steps"])
+        scalars = opt._check_scalars(list(payload["groups"]))
         if payload["box"] is not None:
             opt._set_bounds(*payload["box"])
         else:
             opt._rebind()
         opt._set_counters(*counters)
+        opt._commit_scalars(scalars)
         return opt
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple:
@@ -537,6 +554,33 @@ class Optimizer(_kernels._Engine):
 
 def _restore(cls: type[Optimizer], payload: dict[str, Any]) -> Optimizer:
     return cls._from_export(payload)
+
+
+class _ProdigyOptimizer(Optimizer, _kernels._ProdigyEngine):
+    """Base of :class:`Prodigy`: its optimizer-wide estimate of the distance ``d``
+    (kept by the compiled ``_ProdigyEngine``), mirrored into the param groups under
+    prodigyopt's keys, which state dicts and checkpoints carry."""
+
+    def _init_scalars(self) -> None:
+        d0 = self.param_groups[0]["d0"]
+        self._set_prodigy_state(d0, d0, 0.0, 0)
+
+    def _check_scalars(self, groups: list[dict[str, Any]]) -> Any:
+        g = groups[0]
+        for key in ("d", "d_max", "d_numerator", "k"):
+            if key not in g:
+                raise ValueError(f"param group 0 has no '{key}' (Prodigy's scalar state)")
+        values = _kernels._check_prodigy_scalars(g["d"], g["d_max"], g["d_numerator"],
+                                                 g["k"], g["d0"], "param_groups[0]: ")
+        last = [_kernels.check_nonnegative(g.get(k, 0.0), f"param_groups[0]['{k}']")
+                if k == "d_denom" else float(g.get(k, 0.0)) for k in ("d_hat", "d_denom")]
+        return (*values, *last)
+
+    def _commit_scalars(self, value: Any) -> None:
+        self._set_prodigy_state(*value)
+
+
+_ENGINE_BASES: dict[str, type[Optimizer]] = {"_ProdigyEngine": _ProdigyOptimizer}
 
 
 _SHARED_DOC = """
@@ -592,7 +636,8 @@ def _public_class(algorithm: Algorithm, spec: PublicClass,
     init = namespace["__init__"]
     init.__qualname__ = f"{spec.name}.__init__"
     init.__module__ = __name__
-    base = bases[spec.base] if spec.base else Optimizer
+    base = bases[spec.base] if spec.base else (
+        _ENGINE_BASES[algorithm.engine] if algorithm.engine else Optimizer)
     doc = spec.doc.replace("{params}", _PARAMS_DOC.format(lr=defaults["lr"])).replace(
         "{shared}", _SHARED_DOC)
     attrs = {

@@ -195,6 +195,19 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         c->u.lion.one_minus_beta2 = 1.0 - h->beta2;
         c->u.lion.lr = h->lr;
         break;
+    case ADAMC_PRODIGY:
+        /* The option bits only: the coefficients depend on the distance estimate d,
+         * which the engine holds for the whole optimizer and fills in per pass (the
+         * decoupled decay 1 - weight_decay * d lr of the update pass included). */
+        c->weight_decay = 0.0;
+        c->decay = 1.0;
+        if (h->weight_decay != 0.0 && !h->decoupled) {
+            c->flags |= ADAMC_COUPLED_WD;
+            c->weight_decay = h->weight_decay;
+        }
+        if (h->beta1 > 0.0)
+            c->flags |= ADAMC_MOMENTUM;
+        break;
     default: {
         const adamc_coef zero = {0};
         *c = zero;
