@@ -30,8 +30,9 @@ import numpy as np
 
 from . import _kernels
 from ._validation import (check_betas, check_flag, check_growth_rate, check_lr,
-                          check_nesterov, check_nonnegative, check_optional_beta,
-                          check_positive, check_positive_eps, check_unit)
+                          check_count_value, check_nesterov, check_nonnegative,
+                          check_optional_beta, check_positive, check_positive_eps,
+                          check_schedulefree_momentum, check_unit)
 
 __all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "PublicClass", "Method",
            "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
@@ -87,6 +88,12 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                                           "Adam's bias correction of the step size."),
     "safeguard_warmup": Hyperparameter(check_flag, "flag", "bool",
                                        "Leave lr out of the denominator's sum."),
+    "warmup_steps": Hyperparameter(check_count_value, "nonneg", "int",
+                                   "Steps of linear learning-rate warm-up."),
+    "r": Hyperparameter(check_nonnegative, "nonneg", "float",
+                        "Power of the polynomial weighting of the average."),
+    "weight_lr_power": Hyperparameter(check_nonnegative, "nonneg", "float",
+                                      "Power of the largest lr in the averaging weights."),
 }
 
 # Options every optimizer takes (keyword-only), described once for the SciPy methods.
@@ -152,7 +159,9 @@ class Algorithm:
     ``scalars``: optimizer-wide scalar state (Prodigy: its distance estimate), kept by
     the compiled engine named by ``engine`` (a class of :mod:`adamc._kernels`), an
     argument of the stateless step and, as in the reference implementation, mirrored
-    into every param group; the stateless step returns its new values."""
+    into every param group; the stateless step returns its new values. ``stateless``:
+    whether the row has a stateless step (schedule-free methods do not: their averaging
+    weights are per-group state of the class)."""
 
     name: str
     hyper: tuple[tuple[str, Any], ...]
@@ -165,6 +174,7 @@ class Algorithm:
     cross_check: Callable[[dict[str, Any], str], None] | None = None
     scalars: tuple[tuple[str, Any], ...] = ()
     engine: str | None = None
+    stateless: bool = True
 
     @property
     def c_id(self) -> int:
@@ -736,6 +746,87 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         cross_check=check_positive_eps,
         scalars=(("d", None), ("d_max", None), ("d_numerator", 0.0)),
         engine="_ProdigyEngine",
+    ),
+    Algorithm(
+        "adamw_schedulefree",
+        hyper=(("lr", 0.0025), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("warmup_steps", 0), ("r", 0.0), ("weight_lr_power", 2.0),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("z"), State("exp_avg_sq"), State("y")),
+        classes=(PublicClass("AdamWScheduleFree", r"""Schedule-free AdamW (Defazio et al., 2024, "The Road Less Scheduled"), with
+    the semantics and defaults of the ``schedulefree`` package 1.4.1: no learning-rate
+    schedule is needed (a linear warm-up is ``warmup_steps``).
+
+    While training, the parameters hold ``y``, where gradients are taken; ``z`` is
+    the base sequence and ``x`` the weighted average of the ``z``, which is the point
+    to evaluate and to keep. Per step ``k`` (0-based) and group::
+
+        lr_k  = lr * min(1, (k + 1) / warmup_steps);   lr_max = max(lr_max, lr_k)
+        w     = (k + 1)**r * lr_max**weight_lr_power;  W = W + w;  c = w / W
+        v     = beta2 v + (1 - beta2) g g
+        u     = g / (sqrt(v / (1 - beta2**(k+1))) + eps) + weight_decay * y
+        y     = lerp(y, z, c) + lr_k (beta1 (1 - c) - 1) u
+        z     = z - lr_k u
+
+    Call :meth:`eval` before evaluating or saving the model (the parameters then
+    hold ``x = lerp(y, z, 1 - 1/beta1)``) and :meth:`train` before the next step,
+    which is refused in eval mode. Unlike the reference, ``train()`` restores ``y``
+    exactly (``eval()`` keeps it in the state array ``y``, which costs one array per
+    parameter), and your gradient arrays are never modified (the reference divides
+    them in place). ``k``, ``weight_sum``, ``lr_max``, ``scheduled_lr`` and
+    ``train_mode`` are mirrored into every param group, as the reference keeps them.
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        ``beta1`` in (0, 1) interpolates between y and z, ``beta2`` decays the second
+        moment (default (0.9, 0.999)).
+    eps : float, optional
+        Added to the bias-corrected ``sqrt(v)`` (default 1e-8).
+    weight_decay : float, optional
+        Added to the normalised gradient as ``weight_decay * y`` (default 0).
+    warmup_steps : int, optional
+        Steps of linear warm-up of the learning rate (default 0).
+    r : float, optional
+        Polynomial weighting of the average (default 0: uniform in the steps).
+    weight_lr_power : float, optional
+        Weights proportional to ``lr_max**weight_lr_power`` (default 2).
+    maximize : bool, optional
+        Maximize the objective (default False; not in the reference).{shared}
+    """),),
+        methods=(Method("adamw_schedulefree", "AdamWScheduleFree",
+                        "schedule-free AdamW (returns the averaged point x)"),),
+        step_doc="",
+        stateless=False,
+        cross_check=check_schedulefree_momentum,
+        engine="_ScheduleFreeEngine",
+    ),
+    Algorithm(
+        "sgd_schedulefree",
+        hyper=(("lr", 1.0), ("momentum", 0.9), ("weight_decay", 0.0), ("warmup_steps", 0),
+               ("r", 0.0), ("weight_lr_power", 2.0), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("z"), State("y")),
+        classes=(PublicClass("SGDScheduleFree", r"""Schedule-free SGD (Defazio et al., 2024), with the semantics and defaults of
+    the ``schedulefree`` package 1.4.1: :class:`AdamWScheduleFree` without the second
+    moment (``u = g + weight_decay * y``) and ``momentum`` in place of ``beta1``.
+
+    Parameters
+    ----------
+    {params}
+    momentum : float, optional
+        In (0, 1): interpolation between y and z (default 0.9).
+    weight_decay, warmup_steps, r, weight_lr_power, maximize
+        As for :class:`AdamWScheduleFree`.{shared}
+    """),),
+        methods=(Method("sgd_schedulefree", "SGDScheduleFree",
+                        "schedule-free SGD (returns the averaged point x)"),),
+        step_doc="",
+        stateless=False,
+        cross_check=check_schedulefree_momentum,
+        engine="_ScheduleFreeEngine",
     ),
 ]}
 

@@ -16,6 +16,7 @@ and thread configuration; the rest is included from
 - ``_stateless.pxi``  the algorithms of the kernels and the compiled stateless steps
 - ``_engine.pxi``     the engine behind the optimizer classes
 - ``_prodigy.pxi``    Prodigy's engine and stateless step (sums over every parameter)
+- ``_schedulefree.pxi`` the schedule-free engine (per-group averaging weights, train/eval)
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules
@@ -52,13 +53,19 @@ cdef extern from "adamc.h" nogil:
         ADAMC_NUM_ALGOS
         ADAMC_BOUNDED
         ADAMC_PRODIGY
+        ADAMC_SF_ADAMW
+        ADAMC_LERP_END
 
     # (only the members Cython code reads or writes; the names of the nested types
     # are never emitted)
     ctypedef struct _prodigy_coef:
         double beta1, m_gain, beta2, v_gain, beta3, s_gain, step_size, grad_step, eps_hat
+        double wd_step
+    ctypedef struct _schedulefree_coef:
+        double beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, c_y, lr
     ctypedef union _coef_union:
         _prodigy_coef prodigy
+        _schedulefree_coef schedulefree
 
     ctypedef struct adamc_coef:
         unsigned flags
@@ -134,6 +141,7 @@ cdef extern from "adamc.h" nogil:
         double lr, beta1, beta2, eps, weight_decay
         double momentum_decay, momentum, dampening, alpha
         double beta3, d0, d_coef, growth_rate
+        double warmup_steps, r, weight_lr_power
         int decoupled, amsgrad, maximize, nesterov, centered
         int bias_correction, safeguard_warmup
 
@@ -403,3 +411,4 @@ include "_schedules.pxi"
 include "_stateless.pxi"
 include "_engine.pxi"
 include "_prodigy.pxi"
+include "_schedulefree.pxi"

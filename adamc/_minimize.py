@@ -536,6 +536,10 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     batches.close(status)
     if status != 3:  # after a non-finite stop the optimizer's state is one step ahead
         ckpt.write(opt, nit, f, g, objective, batches, status, message)
+    if status != 3 and hasattr(opt, "eval") and loop["batches"] is None:
+        # schedule-free methods: the result is the averaged point x, evaluated there
+        opt.eval()
+        f, g = evaluate(False)
     result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
                             nfev=objective.nfev, njev=objective.njev, status=status,
                             success=status == 0, message=message)

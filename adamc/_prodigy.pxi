@@ -81,13 +81,15 @@ cdef void _prodigy_update_coef(const adamc_hyper *h, double dlr, double d_new, b
                                adamc_coef *c) noexcept nogil:
     """The update pass's step: p -= dlr m / (sqrt(v) + d eps) (beta1 > 0) or
     p -= dlr d g / (sqrt(v) + d eps) (beta1 = 0), after the decoupled decay
-    p *= 1 - weight_decay dlr; no move when the estimate was skipped."""
+    p -= weight_decay dlr p; no move when the estimate was skipped."""
     c.u.prodigy.eps_hat = d_new * h.eps
     c.u.prodigy.step_size = dlr if moved else 0.0
     c.u.prodigy.grad_step = dlr * d_new if moved else 0.0
     c.decay = 1.0
+    c.u.prodigy.wd_step = 0.0
     if moved and h.decoupled and h.weight_decay != 0.0:
-        c.decay = 1.0 - h.weight_decay * dlr
+        c.u.prodigy.wd_step = h.weight_decay * dlr
+        c.decay = 1.0 - c.u.prodigy.wd_step  # (selects the variant with the decay)
 
 
 cdef str _prodigy_mismatch(const adamc_hyper *a, const adamc_hyper *b):

@@ -59,6 +59,9 @@ cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
     h.growth_rate = v.get("growth_rate", 0.0)
     h.bias_correction = v.get("use_bias_correction", False)
     h.safeguard_warmup = v.get("safeguard_warmup", False)
+    h.warmup_steps = v.get("warmup_steps", 0)
+    h.r = v.get("r", 0.0)
+    h.weight_lr_power = v.get("weight_lr_power", 0.0)
     if "decouple" in v:
         h.decoupled = v["decouple"]
     return 0

@@ -52,6 +52,26 @@ def check_growth_rate(value: Any, name: str) -> float:
     return x
 
 
+def check_count_value(value: Any, name: str) -> int:
+    """An int >= 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def check_schedulefree_momentum(hyper: dict[str, Any], where: str = "") -> None:
+    """eval() moves the parameters by 1 - 1/momentum towards z: the momentum (beta1)
+    must be in (0, 1) (the schedulefree package refuses 0 for SGD)."""
+    key = "betas" if "betas" in hyper else "momentum"
+    mom = hyper["betas"][0] if key == "betas" else hyper["momentum"]
+    if not 0 < mom < 1:
+        name = "betas[0]" if key == "betas" else "momentum"
+        raise ValueError(f"{where}{name} must be in (0, 1) for a schedule-free optimizer "
+                         f"(eval() divides by it), got {mom!r}")
+
+
 def check_positive_eps(hyper: dict[str, Any], where: str = "") -> None:
     """Prodigy divides by d * eps where the second moment is 0 (prodigyopt refuses eps
     <= 0 too)."""
@@ -81,6 +101,9 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "decouple": check_flag,
     "use_bias_correction": check_flag,
     "safeguard_warmup": check_flag,
+    "warmup_steps": check_count_value,
+    "r": check_nonnegative,
+    "weight_lr_power": check_nonnegative,
 }
 
 

@@ -18,7 +18,7 @@ from . import _kernels
 from ._algorithms import ALGORITHMS, HYPERPARAMETERS, Algorithm
 from ._validation import is_schedule
 
-__all__ = [a.step_name for a in ALGORITHMS.values()]
+__all__ = [a.step_name for a in ALGORITHMS.values() if a.stateless]
 
 
 def step_arguments(algorithm: Algorithm) -> list[tuple[str, Any, str]]:
@@ -123,6 +123,8 @@ def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]:
 
 
 for _algorithm in ALGORITHMS.values():
+    if not _algorithm.stateless:
+        continue
     globals()[_algorithm.step_name] = (_make_scalar_step(_algorithm) if _algorithm.scalars
                                        else _make_step(_algorithm))
 del _algorithm

@@ -580,7 +580,76 @@ class _ProdigyOptimizer(Optimizer, _kernels._ProdigyEngine):
         self._set_prodigy_state(*value)
 
 
-_ENGINE_BASES: dict[str, type[Optimizer]] = {"_ProdigyEngine": _ProdigyOptimizer}
+class _ScheduleFreeOptimizer(Optimizer, _kernels._ScheduleFreeEngine):
+    """Base of the schedule-free optimizers: train/eval and the per-group averaging
+    state (kept by the compiled ``_ScheduleFreeEngine``, mirrored into the param
+    groups under the schedulefree package's keys)."""
+
+    def _momentum(self, group: dict[str, Any]) -> float:
+        return group["betas"][0] if "betas" in group else group["momentum"]
+
+    def eval(self) -> None:
+        """Put the averaged point ``x = lerp(y, z, 1 - 1/beta1)`` into the parameters
+        (no-op in eval mode); ``y`` is kept for :meth:`train`. Call it before
+        evaluating or saving the model."""
+        with self._exclusive():
+            if not self.train_mode:
+                return
+            steps = self._group_steps()
+            i = 0
+            for gi, g in enumerate(self.param_groups):
+                w = 1.0 - 1.0 / self._momentum(g)
+                for p in g["params"]:
+                    z, y = self._state_arrays[i][0], self._state_arrays[i][len(self._state_keys) - 1]
+                    np.copyto(y, p)
+                    if steps[gi] > 0:  # z exists once the group has stepped
+                        p += w * (z - p)  # torch.lerp(p, z, w) for w < 0.5
+                    i += 1
+            self._set_train_mode(False)
+
+    def train(self) -> None:
+        """Put ``y`` back into the parameters, exactly as :meth:`eval` found it
+        (no-op in train mode)."""
+        with self._exclusive():
+            if self.train_mode:
+                return
+            i = 0
+            for g in self.param_groups:
+                for p in g["params"]:
+                    np.copyto(p, self._state_arrays[i][len(self._state_keys) - 1])
+                    i += 1
+            self._set_train_mode(True)
+
+    def _init_scalars(self) -> None:
+        self._set_schedulefree_state([(0.0, -1.0, 0.0)] * len(self.param_groups), True)
+
+    def _check_scalars(self, groups: list[dict[str, Any]]) -> Any:
+        out = []
+        for gi, g in enumerate(groups):
+            for key in ("weight_sum", "lr_max", "train_mode"):
+                if key not in g:
+                    raise ValueError(f"param group {gi} has no '{key}' (the schedule-free "
+                                     f"state)")
+            wsum = _kernels.check_nonnegative(g["weight_sum"], f"param_groups[{gi}]['weight_sum']")
+            lr_max = float(g["lr_max"])
+            if not (lr_max == -1.0 or lr_max >= 0) or lr_max != lr_max:
+                raise ValueError(f"param_groups[{gi}]['lr_max'] must be -1 (no step yet) or "
+                                 f">= 0, got {g['lr_max']!r}")
+            last = _kernels.check_nonnegative(g.get("scheduled_lr", 0.0),
+                                              f"param_groups[{gi}]['scheduled_lr']")
+            out.append((wsum, lr_max, last))
+        modes = {_kernels.check_flag(g["train_mode"], f"param_groups[{gi}]['train_mode']")
+                 for gi, g in enumerate(groups)}
+        if len(modes) != 1:
+            raise ValueError("the param groups disagree on train_mode")
+        return out, modes.pop()
+
+    def _commit_scalars(self, value: Any) -> None:
+        self._set_schedulefree_state(*value)
+
+
+_ENGINE_BASES: dict[str, type[Optimizer]] = {"_ProdigyEngine": _ProdigyOptimizer,
+                                             "_ScheduleFreeEngine": _ScheduleFreeOptimizer}
 
 
 _SHARED_DOC = """

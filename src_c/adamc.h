@@ -39,7 +39,9 @@ enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };
     X(SGD, sgd, ADAMC_MOMENTUM, ADAMC_NESTEROV) /* dampening, Nesterov */ \
     X(RMSPROP, rmsprop, ADAMC_MOMENTUM, ADAMC_CENTERED)                 \
     X(LION, lion, 0, 0)                                                 \
-    X(PRODIGY, prodigy, ADAMC_MOMENTUM, 0) /* the update after the estimate of d */
+    X(PRODIGY, prodigy, ADAMC_MOMENTUM, 0) /* the update after the estimate of d */ \
+    X(SF_ADAMW, adamw_schedulefree, 0, ADAMC_LERP_END)                  \
+    X(SF_SGD, sgd_schedulefree, 0, ADAMC_LERP_END)
 
 enum {
 #define ADAMC_ENUM_(id, name, x, y) ADAMC_##id,
@@ -60,7 +62,8 @@ enum {
     ADAMC_RECTIFIED = 1u << 3,  /* RAdam: variance rectification active this step */
     ADAMC_MOMENTUM = 1u << 4,   /* SGD, RMSprop: keep a momentum buffer */
     ADAMC_NESTEROV = 1u << 5,   /* SGD */
-    ADAMC_CENTERED = 1u << 6    /* RMSprop */
+    ADAMC_CENTERED = 1u << 6,   /* RMSprop */
+    ADAMC_LERP_END = 1u << 7    /* schedule-free: lerp's second form (weight >= 0.5) */
 };
 
 /* Per-step scalars, prepared once per step in double precision. Kernels for float32
@@ -102,11 +105,17 @@ typedef struct adamc_coef {
         struct { /* Prodigy (Mishchenko & Defazio, 2024), with d the distance estimate.
                   * The statistics pass (prodigy_stats) only reads; the update pass:
                   *   m = beta1 m + m_gain g,  v = beta2 v + v_gain g g,  s = beta3 s + s_gain g
+                  *   p -= wd_step p                 (decoupled decay; decay != 1 marks it)
                   *   p -= step_size m / (sqrt(v) + eps_hat)     (beta1 > 0)
                   *   p -= grad_step g / (sqrt(v) + eps_hat)     (beta1 = 0) */
             double beta1, m_gain, beta2, v_gain, beta3, s_gain;
-            double step_size, grad_step, eps_hat;
+            double step_size, grad_step, eps_hat, wd_step;
         } prodigy;
+        struct { /* Schedule-free AdamW / SGD (Defazio et al., 2024); y = p, s0 = z, s1 = v:
+                  *   v = beta2 v + ((1 - beta2) g) g;  g = g / (sqrt(v / bc2) + eps) (AdamW)
+                  *   g = g + wd y;  y = lerp(y, z, ckp1);  y = y + c_y g;  z = z - lr g */
+            double beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, c_y, lr;
+        } schedulefree;
     } u;
 } adamc_coef;
 
@@ -114,7 +123,8 @@ typedef struct adamc_coef {
  *   Adam: exp_avg, exp_avg_sq, max_exp_avg_sq     Adamax: exp_avg, exp_inf
  *   NAdam, RAdam: exp_avg, exp_avg_sq             SGD: momentum_buffer
  *   RMSprop: square_avg, momentum_buffer, grad_avg      Lion: exp_avg
- *   Prodigy: exp_avg, exp_avg_sq, s (and the anchor p0) */
+ *   Prodigy: exp_avg, exp_avg_sq, s (and the anchor p0)
+ *   schedule-free AdamW: z, exp_avg_sq      schedule-free SGD: z */
 typedef struct adamc_task {
     void *param;
     const void *grad;
@@ -232,6 +242,7 @@ typedef struct adamc_hyper {
     double momentum, dampening; /* SGD, RMSprop (momentum) */
     double alpha;               /* RMSprop */
     double beta3, d0, d_coef, growth_rate; /* Prodigy (beta3 < 0: sqrt(beta2)) */
+    double warmup_steps, r, weight_lr_power; /* schedule-free */
     int decoupled, amsgrad, maximize, nesterov, centered;
     int bias_correction, safeguard_warmup; /* Prodigy */
 } adamc_hyper;

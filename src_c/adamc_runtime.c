@@ -208,6 +208,19 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         if (h->beta1 > 0.0)
             c->flags |= ADAMC_MOMENTUM;
         break;
+    case ADAMC_SF_ADAMW:
+    case ADAMC_SF_SGD:
+        /* The per-step constants; the averaging weight ckp1, the warm-up and the y
+         * coefficient depend on the group's weight sum and largest lr, which the engine
+         * holds and fills in (_schedulefree.pxi). */
+        c->weight_decay = 0.0;
+        c->decay = 1.0;
+        c->u.schedulefree.beta2 = h->beta2;
+        c->u.schedulefree.one_minus_beta2 = 1.0 - h->beta2;
+        c->u.schedulefree.bc2 = 1.0 - pow(h->beta2, t);
+        c->u.schedulefree.eps = h->eps;
+        c->u.schedulefree.wd = h->weight_decay;
+        break;
     default: {
         const adamc_coef zero = {0};
         *c = zero;
