@@ -190,19 +190,23 @@ cdef class _ProdigyEngine(_Engine):
                 (<dict>group).update(st)
         return 0
 
-    def _step_with_reducer(self, grads, reducer):
+    def _step_with_reducer(self, grads, reducer, sumsq=None):
         """step() with the two sums of the statistics pass (sum of (d/d0) dlr g (p0 -
         p) and of |s|, over this process's parameters) passed through
         ``reducer(delta, denom) -> (delta, denom)`` before the estimate of d: the hook
         through which adamc.distributed makes them global (each rank holding a shard
         of the parameters). It is called once per step, with the GIL, after every
         check and before anything is written; if it raises, nothing has changed
-        (except p0 at the first step, which is then set again)."""
+        (except p0 at the first step, which is then set again). ``sumsq``: the global
+        sum of squares for max_grad_norm, as for ``_step_reduced``."""
         if not callable(reducer):
             raise TypeError("reducer must be callable")
         self._reducer = reducer
         try:
-            self.step(grads)
+            if sumsq is None:
+                self.step(grads)
+            else:
+                self._step_reduced(grads, sumsq)
         finally:
             self._reducer = None
 

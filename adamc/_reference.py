@@ -265,6 +265,39 @@ def prodigy(params: Any, grads: Any, states: Any, *, k: int = 0, d: Optional[flo
     return out
 
 
+def schedulefree(param: Array, grad: Array, z: Optional[Array], *, k: int,
+                 weight_sum: float = 0.0, lr_max: float = -1.0, lr: float = 0.0025,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, exp_avg_sq: Optional[Array] = None,
+                 adaptive: bool = True, maximize: bool = False) -> dict[str, Any]:
+    """One schedule-free step (Defazio et al., 2024; the schedulefree package's
+    AdamWScheduleFree, or SGDScheduleFree with ``adaptive=False`` and ``beta1`` the
+    momentum). ``param`` holds y; ``z`` is None before the first step (y is taken);
+    ``k`` counts the steps so far. Returns the new ``param``, ``z``, ``exp_avg_sq``,
+    ``weight_sum``, ``lr_max`` and ``x`` (what eval() shows)."""
+    y = _f64(param)
+    g = preprocess_grad(grad, maximize=maximize)
+    z = y.copy() if z is None else _f64(z)
+    sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+    lr_k = lr * sched
+    lr_max = max(lr_k, lr_max)
+    weight = (k + 1) ** r * lr_max ** weight_lr_power
+    weight_sum = weight_sum + weight
+    ckp1 = weight / weight_sum if weight_sum else 0.0
+    out: dict[str, Any] = {}
+    if adaptive:
+        v = beta2 * _f64(exp_avg_sq) + (1 - beta2) * g * g
+        out["exp_avg_sq"] = v
+        g = g / (np.sqrt(v / (1 - beta2 ** (k + 1))) + eps)
+    g = g + weight_decay * y
+    y = (1 - ckp1) * y + ckp1 * z + lr_k * (beta1 * (1 - ckp1) - 1) * g
+    z = z - lr_k * g
+    out.update(param=y, z=z, weight_sum=weight_sum, lr_max=lr_max,
+               x=y + (1 - 1 / beta1) * (z - y))
+    return out
+
+
 def clip_grad_norm_scale(grads: list[Array], max_norm: float,
                          clip_value: Optional[float] = None) -> float:
     """Factor that torch.nn.utils.clip_grad_norm_ applies to all gradients (after an

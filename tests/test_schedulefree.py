@@ -276,3 +276,30 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, mode):
     o3 = adamc.load(tmp_path / "ck.npz", [z])
     for got in (resume(o2, y), resume(o3, z), resume(*twin), resume(*twin2)):
         assert np.array_equal(bits(got), bits(want))
+
+
+@pytest.mark.parametrize("case", CASES[:4] + CASES[-2:], ids=case_id)
+def test_matches_reference_twin(case):
+    from adamc import _reference
+    name, opt = case
+    p0, grad = problem(30, seed=2)
+    x = p0.copy()
+    o = getattr(adamc, name)(x, **opt)
+    kw = dict(opt)
+    adaptive = name.startswith("AdamW")
+    if "betas" in kw:
+        kw["beta1"], kw["beta2"] = kw.pop("betas")
+    if "momentum" in kw:
+        kw["beta1"] = kw.pop("momentum")
+    y, z, v, scal = p0.copy(), None, np.zeros(30), {"weight_sum": 0.0, "lr_max": -1.0}
+    defaults = {} if adaptive else {"lr": 1.0, "beta1": 0.9}
+    for k in range(100):
+        o.step(grad(x, k))
+        out = _reference.schedulefree(y, grad(y, k), z, k=k, exp_avg_sq=v if adaptive else None,
+                                      adaptive=adaptive, **scal, **{**defaults, **kw})
+        y, z, v = out["param"], out["z"], out.get("exp_avg_sq")
+        scal = {"weight_sum": out["weight_sum"], "lr_max": out["lr_max"]}
+    np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-13)
+    o.eval()
+    np.testing.assert_allclose(x, out["x"], rtol=1e-12, atol=1e-13)
+    assert o.param_groups[0]["weight_sum"] == pytest.approx(scal["weight_sum"], rel=1e-14)
