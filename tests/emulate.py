@@ -146,11 +146,11 @@ def lion(p, g, s, step, aux, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maxim
 def _lane_sum(x):
     """Sum of a float64 array in the kernels' order: 16 lanes counted from the start,
     combined pairwise (8, 4, 2, 1)."""
-    acc = np.zeros(16)
     n = x.size
     full = n - n % 16
-    for i in range(0, full, 16):  # row by row, as the loop adds them
-        acc += x[i:i + 16]
+    # a reduction over the rows of a C-contiguous (rows, 16) array adds the rows in
+    # order, as the loop does (NumPy sums pairwise only along the contiguous axis)
+    acc = np.zeros(16) + x[:full].reshape(-1, 16).sum(axis=0)
     acc[: n - full] += x[full:]
     for w in (8, 4, 2, 1):
         acc[:w] += acc[w:2 * w]
