@@ -100,6 +100,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
 SHARED_OPTION_DOCS = {
     "max_grad_norm": "Clip the L2 norm of the gradient to this value.",
     "clip_value": "Clamp gradient elements to [-clip_value, clip_value].",
+    "ema": ("Keep a weight average of the iterates, returned as the result's x_ema: a "
+            "decay in (0, 1) (exponential) or 'uniform' (running mean)."),
+    "ema_start": "The iteration from which the average is kept.",
 }
 
 

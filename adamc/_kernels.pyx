@@ -55,6 +55,7 @@ cdef extern from "adamc.h" nogil:
         ADAMC_PRODIGY
         ADAMC_SF_ADAMW
         ADAMC_LERP_END
+        ADAMC_EMA
 
     # (only the members Cython code reads or writes; the names of the nested types
     # are never emitted)
@@ -73,6 +74,7 @@ cdef extern from "adamc.h" nogil:
         double clip_value
         double weight_decay
         double decay
+        double ema_weight
         _coef_union u
 
     ctypedef struct adamc_task:
@@ -83,6 +85,7 @@ cdef extern from "adamc.h" nogil:
         const void *upper
         const adamc_coef *coef
         void *anchor
+        void *average
 
     ctypedef void (*adamc_chunk_fn)(const adamc_task *task, Py_ssize_t begin,
                                     Py_ssize_t end) noexcept nogil

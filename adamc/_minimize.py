@@ -543,6 +543,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
                             nfev=objective.nfev, njev=objective.njev, status=status,
                             success=status == 0, message=message)
+    if opt.ema_params is not None:  # the ema option: the weight average of the iterates
+        result["x_ema"] = opt.ema_params[0].copy()
     if allvecs is not None:
         result["allvecs"] = allvecs
     if reporter:

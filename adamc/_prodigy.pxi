@@ -147,7 +147,7 @@ cdef class _ProdigyEngine(_Engine):
         PyMem_Free(self._anchor)
 
     def _bind(self, int algo, tuple keys, list params, list states, list group_index,
-              lower=None, upper=None, validate=None, tuple state_names=()):
+              lower=None, upper=None, validate=None, tuple state_names=(), averages=None):
         """_Engine._bind; ``states[i][3]`` is p0, the anchor of the statistics."""
         cdef Py_ssize_t i, n = len(params)
         cdef void **anchor = <void **>PyMem_Calloc(max(n, 1), sizeof(void *))
@@ -160,7 +160,7 @@ cdef class _ProdigyEngine(_Engine):
             anchor[i] = cnp.PyArray_DATA(<cnp.ndarray>states[i][3])
         try:
             _Engine._bind(self, algo, keys, params, states, group_index, lower, upper,
-                          validate, state_names)
+                          validate, state_names, averages)
         except BaseException:
             PyMem_Free(anchor)
             raise
@@ -273,6 +273,8 @@ cdef class _ProdigyEngine(_Engine):
             self._groups[i].aux = self._groups[i].aux_next
             self._groups[i].last_lr = self._groups[i].hyper.lr
         self._step_count += 1
+        if self._ema_now:
+            self._ema_count += 1
         self._publish()
         return 0
 
@@ -320,6 +322,7 @@ cdef class _ProdigyEngine(_Engine):
             task.state[1] = s.state[1]
             task.state[2] = s.state[2]
             task.lower = task.upper = NULL
+            task.average = NULL
             task.coef = &grp.coef
             task.anchor = self._anchor[i]
             adamc_reduce2(kern.prodigy_stats[s.dtype_index], &task, s.size,
@@ -344,6 +347,7 @@ cdef class _ProdigyEngine(_Engine):
             task.upper = s.upper
             task.coef = &self._groups[s.group].coef
             task.anchor = self._anchor[i]
+            task.average = s.average
             adamc_run(kern.step[ADAMC_PRODIGY][s.dtype_index], &task, s.size,
                       ADAMC_KIND_STEP(ADAMC_PRODIGY, s.dtype_index), s.nbytes)
 
@@ -380,6 +384,7 @@ def _prodigy_step(param, grad, exp_avg, exp_avg_sq, s, p0, int64_t step, double 
     task.state[2] = cnp.PyArray_DATA(<cnp.ndarray>s)
     task.anchor = cnp.PyArray_DATA(<cnp.ndarray>p0)
     task.lower = task.upper = NULL
+    task.average = NULL
     task.coef = &coef
     dlr = _prodigy_dlr(&h, &st, h.lr)
     _prodigy_stats_coef(&h, &st, dlr, &coef)

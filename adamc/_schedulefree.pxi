@@ -32,7 +32,7 @@ cdef class _ScheduleFreeEngine(_Engine):
         PyMem_Free(self._wsum)
 
     def _bind(self, int algo, tuple keys, list params, list states, list group_index,
-              lower=None, upper=None, validate=None, tuple state_names=()):
+              lower=None, upper=None, validate=None, tuple state_names=(), averages=None):
         """_Engine._bind; existing groups keep their weight sums."""
         cdef Py_ssize_t gi, ng = len(self.param_groups), old = self._ngroups
         cdef double *buf = <double *>PyMem_Calloc(max(ng, 1) * 6, sizeof(double))
@@ -40,7 +40,7 @@ cdef class _ScheduleFreeEngine(_Engine):
             raise MemoryError("cannot allocate the optimizer's bookkeeping")
         try:
             _Engine._bind(self, algo, keys, params, states, group_index, lower, upper,
-                          validate, state_names)
+                          validate, state_names, averages)
         except BaseException:
             PyMem_Free(buf)
             raise

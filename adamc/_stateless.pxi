@@ -282,6 +282,7 @@ cdef object _step_core(_StepSpec spec, object param, object grad, PyObject **sta
     task.param = cnp.PyArray_DATA(p)
     task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
     task.lower = NULL
+    task.average = NULL
     task.upper = NULL
     task.coef = &coef
     cdef adamc_chunk_fn fn = _kernels.step[spec.algo][ADAMC_F32 if type_num == cnp.NPY_FLOAT

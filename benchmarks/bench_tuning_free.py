@@ -16,7 +16,7 @@ best final loss of Adam over the lr grid {1e-4, 3e-4, ..., 1}.
 
 Methods: Adam with its default lr (1e-3), Adam with the best lr of the grid, Prodigy and
 schedule-free AdamW with their defaults (schedule-free's loss is taken at x, after
-eval()). On the stochastic problems the final loss of schedule-free AdamW is compared
+eval()), and the last three with ema=0.99 (the loss taken at the weight average). On the stochastic problems the final loss of schedule-free AdamW is compared
 with Adam under the best cosine schedule of the grid at the same number of steps.
 
 Run:  python benchmarks/bench_tuning_free.py [--quick]
@@ -139,6 +139,8 @@ def run(problem, make, every=1):
     schedule_free = hasattr(opt, "eval")
 
     def full_loss():
+        if opt.ema is not None:  # the weight average is the answer
+            return fun(opt.ema_params[0].copy())[0]
         if schedule_free:
             opt.eval()
             f = fun(x)[0]
@@ -177,6 +179,9 @@ def main(argv=None):
         "Adam (lr 1e-3)": lambda x: adamc.Adam(x),
         "Prodigy": lambda x: adamc.Prodigy(x),
         "AdamW schedule-free": lambda x: adamc.AdamWScheduleFree(x),
+        "Prodigy + ema 0.99": lambda x: adamc.Prodigy(x, ema=0.99),
+        "AdamW schedule-free + ema 0.99": lambda x: adamc.AdamWScheduleFree(x, ema=0.99),
+        "Adam (best lr) + ema 0.99": None,
     }
     results, curves = {}, {}
     for build in PROBLEMS:
@@ -205,6 +210,9 @@ def main(argv=None):
         for label, make in methods.items():
             if label.startswith("Adam (lr 1e-3)") and 1e-3 in adam_grid:
                 rows[label] = (adam_grid[1e-3], 1e-3)
+            elif make is None:  # the best lr of the grid, with averaging
+                rows[label] = (run(pb, lambda x: adamc.Adam(x, lr=best_lr, ema=0.99), every),
+                               best_lr)
             else:
                 rows[label] = (run(pb, make, every), None)
         for label, ((losses, sec, final), lr) in rows.items():
@@ -223,7 +231,8 @@ def main(argv=None):
         print({k: v for k, v in res.items()}, flush=True)
 
     # ---- table
-    labels = ["Adam (lr 1e-3)", "Adam (best lr of the grid)", "Prodigy", "AdamW schedule-free"]
+    labels = ["Adam (lr 1e-3)", "Adam (best lr of the grid)", "Prodigy", "AdamW schedule-free",
+              "Adam (best lr) + ema 0.99", "Prodigy + ema 0.99", "AdamW schedule-free + ema 0.99"]
     header = ["problem", "target"] + [f"{lb}: iterations (ms)" for lb in labels] + \
         ["Prodigy / best Adam", "final loss: SF AdamW vs best-cosine Adam"]
     table = []
@@ -231,7 +240,7 @@ def main(argv=None):
         cells = [name, f"{res['target']:.6g}"]
         for lb in labels:
             r = res[lb]
-            extra = f", lr {r['lr']:g}" if lb.startswith("Adam (best") else ""
+            extra = f", lr {r['lr']:g}" if lb.startswith("Adam (best lr of") else ""
             cells.append("not reached" + extra if r["iterations"] is None else
                          f"{r['iterations']} ({r['seconds'] * 1e3:.1f}){extra}")
         ib, ip = res["Adam (best lr of the grid)"]["iterations"], res["Prodigy"]["iterations"]

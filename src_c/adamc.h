@@ -63,7 +63,8 @@ enum {
     ADAMC_MOMENTUM = 1u << 4,   /* SGD, RMSprop: keep a momentum buffer */
     ADAMC_NESTEROV = 1u << 5,   /* SGD */
     ADAMC_CENTERED = 1u << 6,   /* RMSprop */
-    ADAMC_LERP_END = 1u << 7    /* schedule-free: lerp's second form (weight >= 0.5) */
+    ADAMC_LERP_END = 1u << 7,   /* schedule-free: lerp's second form (weight >= 0.5) */
+    ADAMC_EMA = 1u << 8         /* weight averaging: average = lerp(average, p, ema_weight) */
 };
 
 /* Per-step scalars, prepared once per step in double precision. Kernels for float32
@@ -74,6 +75,7 @@ typedef struct adamc_coef {
     double clip_value;   /* g is clamped to [-clip_value, clip_value]; inf when off */
     double weight_decay; /* ADAMC_COUPLED_WD */
     double decay;        /* decoupled weight decay: p *= decay; 1 when off */
+    double ema_weight;   /* ADAMC_EMA: weight of the new parameters in the average */
     union {
         struct { /* Adam */
             double beta2, one_minus_beta1, one_minus_beta2;
@@ -132,7 +134,8 @@ typedef struct adamc_task {
     const void *lower;
     const void *upper;
     const adamc_coef *coef;
-    void *anchor; /* Prodigy's statistics: p0, the parameters at the first step */
+    void *anchor;  /* Prodigy's statistics: p0, the parameters at the first step */
+    void *average; /* ADAMC_EMA: the weight average of the parameters (else unused) */
 } adamc_task;
 
 /* A kernel updates elements [begin, end) of a task. Elements are independent, so any

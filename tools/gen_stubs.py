@@ -52,6 +52,8 @@ def optim_stub() -> str:
             lines += ["    @staticmethod", f"    def {name}{_sig(attr.__func__)}: ..."]
         elif isinstance(attr, classmethod):
             lines += ["    @classmethod", f"    def {name}{_sig(attr.__func__)}: ..."]
+        elif isinstance(attr, property):
+            lines += ["    @property", f"    def {name}{_sig(attr.fget)}: ..."]
         elif inspect.isfunction(attr):
             lines.append(f"    def {name}{_sig(attr)}: ...")
     lines.append("")
