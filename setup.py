@@ -12,6 +12,7 @@ spinning teams slow a step down next to BLAS and on a busy host.
 """
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from Cython.Build import cythonize
@@ -28,8 +29,31 @@ C_SOURCES = [
 BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing"]
 
 
+def _compile_in_parallel(compiler, jobs):
+    """Compile an extension's sources ``jobs`` at a time (setuptools compiles them one
+    by one; the kernels are one object per SIMD level, each compiled for long)."""
+    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
+                extra_preargs=None, extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+
+        def one(obj):
+            src, ext = build[obj]
+            compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(one, [obj for obj in objects if obj in build]))
+        return objects
+
+    compiler.compile = compile
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if jobs > 1 and self.compiler.compiler_type == "unix":
+            _compile_in_parallel(self.compiler, jobs)
         if self.compiler.compiler_type == "msvc":
             flags, link = ["/O2", "/fp:precise"], []
             use_threads = False

@@ -29,8 +29,10 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
-from ._validation import (check_betas, check_flag, check_lr, check_nesterov,
-                          check_nonnegative, check_unit)
+from ._validation import (check_betas, check_flag, check_growth_rate, check_lr,
+                          check_count_value, check_nesterov, check_nonnegative,
+                          check_optional_beta, check_positive, check_positive_eps,
+                          check_schedulefree_momentum, check_unit)
 
 __all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "PublicClass", "Method",
            "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
@@ -72,12 +74,35 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "nesterov": Hyperparameter(check_flag, "flag", "bool", "Nesterov momentum."),
     "centered": Hyperparameter(check_flag, "flag", "bool",
                                "Normalize by the estimated variance of the gradient."),
+    "beta3": Hyperparameter(check_optional_beta, "beta", "float | None",
+                            "Decay of Prodigy's sums (None: sqrt(beta2))."),
+    "d0": Hyperparameter(check_positive, "nonneg", "float",
+                         "Initial estimate of the distance to the solution."),
+    "d_coef": Hyperparameter(check_positive, "nonneg", "float",
+                             "Factor of the estimate of the distance."),
+    "growth_rate": Hyperparameter(check_growth_rate, "nonneg", "float",
+                                  "Largest factor by which the estimate grows per step."),
+    "decouple": Hyperparameter(check_flag, "flag", "bool",
+                               "Decoupled (AdamW-style) weight decay."),
+    "use_bias_correction": Hyperparameter(check_flag, "flag", "bool",
+                                          "Adam's bias correction of the step size."),
+    "safeguard_warmup": Hyperparameter(check_flag, "flag", "bool",
+                                       "Leave lr out of the denominator's sum."),
+    "warmup_steps": Hyperparameter(check_count_value, "nonneg", "int",
+                                   "Steps of linear learning-rate warm-up."),
+    "r": Hyperparameter(check_nonnegative, "nonneg", "float",
+                        "Power of the polynomial weighting of the average."),
+    "weight_lr_power": Hyperparameter(check_nonnegative, "nonneg", "float",
+                                      "Power of the largest lr in the averaging weights."),
 }
 
 # Options every optimizer takes (keyword-only), described once for the SciPy methods.
 SHARED_OPTION_DOCS = {
     "max_grad_norm": "Clip the L2 norm of the gradient to this value.",
     "clip_value": "Clamp gradient elements to [-clip_value, clip_value].",
+    "ema": ("Keep a weight average of the iterates, returned as the result's x_ema: a "
+            "decay in (0, 1) (exponential) or 'uniform' (running mean)."),
+    "ema_start": "The iteration from which the average is kept.",
 }
 
 
@@ -133,7 +158,13 @@ class Algorithm:
     product of momentum coefficients, a stateless-step argument and a state_dict
     entry; "buffer_started": SGD's flag that the momentum buffer holds a value).
     ``cross_check``: a check over several hyperparameters, ``(hyper, where) -> None``.
-    ``reference``: the name of the float64 twin in :mod:`adamc._reference`."""
+    ``reference``: the name of the float64 twin in :mod:`adamc._reference`.
+    ``scalars``: optimizer-wide scalar state (Prodigy: its distance estimate), kept by
+    the compiled engine named by ``engine`` (a class of :mod:`adamc._kernels`), an
+    argument of the stateless step and, as in the reference implementation, mirrored
+    into every param group; the stateless step returns its new values. ``stateless``:
+    whether the row has a stateless step (schedule-free methods do not: their averaging
+    weights are per-group state of the class)."""
 
     name: str
     hyper: tuple[tuple[str, Any], ...]
@@ -144,6 +175,9 @@ class Algorithm:
     step_doc: str
     aux: str | None = None
     cross_check: Callable[[dict[str, Any], str], None] | None = None
+    scalars: tuple[tuple[str, Any], ...] = ()
+    engine: str | None = None
+    stateless: bool = True
 
     @property
     def c_id(self) -> int:
@@ -591,6 +625,211 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
     TypeError, ValueError
         On a bad argument, before anything is modified.
     """,
+    ),
+    Algorithm(
+        "prodigy",
+        hyper=(("lr", 1.0), ("betas", _BETAS), ("beta3", None), ("eps", 1e-8),
+               ("weight_decay", 0.0), ("decouple", True), ("use_bias_correction", False),
+               ("safeguard_warmup", False), ("d0", 1e-6), ("d_coef", 1.0),
+               ("growth_rate", float("inf")), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("exp_avg"), State("exp_avg_sq"), State("s"), State("p0")),
+        classes=(PublicClass("Prodigy", r"""Prodigy, Adam with a learning rate that adapts itself (Mishchenko &
+    Defazio, 2024, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner"), with the
+    semantics and defaults of the ``prodigyopt`` package 1.1.2. Leave ``lr`` at 1.
+
+    The step size is ``d * lr``, where ``d`` estimates the distance from the starting
+    point ``p0`` to the solution from two sums over every parameter (all groups)::
+
+        dlr = d * lr   (times sqrt(1 - beta2**k) / (1 - beta1**k) with bias correction)
+        m = beta1 m + d (1 - beta1) g;   v = beta2 v + d**2 (1 - beta2) g**2
+        s = beta3 s + (d / d0) dlr g            ((d / d0) d with safeguard_warmup)
+        r = beta3 r + (d / d0) dlr <g, p0 - p>
+        d_hat = d_coef r / ||s||_1;  d_max = max(d_max, d_hat)
+        d = min(d_max, d * growth_rate)
+        p = p - dlr m / (sqrt(v) + d eps)       (beta1 = 0: dlr d g instead of dlr m)
+
+    (``d`` first jumps to ``d_hat`` while it is still ``d0``; ``d_max`` is the largest
+    ``d_hat`` so far). The sums are computed in double precision in a fixed order: the
+    results are the same bits for every SIMD level and thread count. A step is two
+    passes over memory: one that only reads (the sums), then the update of the
+    moments, ``s`` and the parameters in one pass. The gradients are never modified
+    (prodigyopt adds the coupled weight decay into them).
+
+    The optimizer-wide state ``d``, ``d_max``, ``d_numerator`` and ``k`` (the steps
+    that moved the parameters) is mirrored after every step into each param group,
+    as prodigyopt keeps it: ``opt.param_groups[0]["d"] * lr`` is the step size in use.
+    Changing these entries has no effect; state dicts and checkpoints carry them.
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        Decay rates of the moments (default (0.9, 0.999)); ``beta1 = 0`` steps along
+        the gradient.
+    beta3 : float or None, optional
+        Decay of the sums ``s`` and ``r`` (default None: ``sqrt(beta2)``).
+    eps : float, optional
+        Added to ``sqrt(v)`` after scaling by ``d``; must be > 0 (default 1e-8).
+    weight_decay : float, optional
+        Weight decay (default 0): ``p *= 1 - weight_decay * dlr`` when ``decouple``,
+        else the L2 term ``g + weight_decay * p``.
+    decouple : bool, optional
+        AdamW-style decoupled weight decay (default True).
+    use_bias_correction : bool, optional
+        Adam's bias correction of the step size (default False).
+    safeguard_warmup : bool, optional
+        Leave ``lr`` out of the sum ``s`` (default False).
+    d0 : float, optional
+        Initial estimate of ``d`` (default 1e-6).
+    d_coef : float, optional
+        Factor of the estimate (default 1); the preferred knob, 0.5 and 2 work too.
+    growth_rate : float, optional
+        Largest factor by which ``d`` grows per step (default inf: unlimited).
+    maximize : bool, optional
+        Maximize the objective (default False; not in prodigyopt).{shared}
+
+    Notes
+    -----
+    As in prodigyopt, one estimate serves every param group: ``betas``, ``beta3``,
+    ``d0``, ``d_coef``, ``growth_rate``, ``decouple``, ``use_bias_correction`` and
+    ``safeguard_warmup`` must be the same in every group (a step refuses otherwise),
+    and every group's ``lr`` must be the largest one or 0 (a group with lr 0 adds
+    nothing to the sums and keeps its moments, but is still moved by ``d * lr`` of
+    the others, as in prodigyopt). ``eps`` and ``weight_decay`` may differ. prodigyopt's
+    ``slice_p`` and ``fsdp_in_use`` are not offered (see :mod:`adamc.distributed`
+    for sharded parameters). When the sum of ``|s|`` is 0 (all gradients 0 so far),
+    the step updates the moments and leaves the parameters and ``d`` unchanged, as
+    prodigyopt's early return does.
+
+    Examples
+    --------
+    >>> import numpy as np, adamc
+    >>> x = np.array([8.0])
+    >>> opt = adamc.Prodigy(x)
+    >>> for _ in range(200):
+    ...     opt.step(2 * (x - 2))          # gradient of (x - 2)**2
+    >>> bool(abs(x[0] - 2) < 0.1)
+    True
+    """),),
+        methods=(Method("prodigy", "Prodigy", "Prodigy (Adam with a self-tuning step size)"),),
+        step_doc=r"""Apply one Prodigy update in place to one array (see :class:`adamc.Prodigy`).
+
+    The sums of the estimate of ``d`` run over this array only; for several arrays
+    sharing one estimate use :class:`adamc.Prodigy`.
+
+    Parameters
+    ----------
+    param, grad
+        As in :func:`adam_step`.
+    exp_avg, exp_avg_sq, s : ndarray
+        The moments and the sum of scaled gradients (start from zeros); updated in
+        place.
+    p0 : ndarray
+        The parameters at the first step: set from ``param`` when ``step == 1``.
+    step : int
+        1-based number of this update (it sets ``p0`` at 1 and gives the bias
+        correction).
+    d, d_max, d_numerator : float, optional
+        Prodigy's scalar state before this step (at the first step ``d0``, ``d0`` and
+        0, the defaults): pass the values this function returned.
+    lr, beta1, beta2, beta3, eps, weight_decay, decouple, use_bias_correction, safeguard_warmup, d0, d_coef, growth_rate, maximize
+        As for :class:`adamc.Prodigy`.
+
+    Returns
+    -------
+    (float, float, float)
+        ``d``, ``d_max`` and ``d_numerator`` after this step.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument, before anything is modified.
+    """,
+        cross_check=check_positive_eps,
+        scalars=(("d", None), ("d_max", None), ("d_numerator", 0.0)),
+        engine="_ProdigyEngine",
+    ),
+    Algorithm(
+        "adamw_schedulefree",
+        hyper=(("lr", 0.0025), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
+               ("warmup_steps", 0), ("r", 0.0), ("weight_lr_power", 2.0),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("z"), State("exp_avg_sq"), State("y")),
+        classes=(PublicClass("AdamWScheduleFree", r"""Schedule-free AdamW (Defazio et al., 2024, "The Road Less Scheduled"), with
+    the semantics and defaults of the ``schedulefree`` package 1.4.1: no learning-rate
+    schedule is needed (a linear warm-up is ``warmup_steps``).
+
+    While training, the parameters hold ``y``, where gradients are taken; ``z`` is
+    the base sequence and ``x`` the weighted average of the ``z``, which is the point
+    to evaluate and to keep. Per step ``k`` (0-based) and group::
+
+        lr_k  = lr * min(1, (k + 1) / warmup_steps);   lr_max = max(lr_max, lr_k)
+        w     = (k + 1)**r * lr_max**weight_lr_power;  W = W + w;  c = w / W
+        v     = beta2 v + (1 - beta2) g g
+        u     = g / (sqrt(v / (1 - beta2**(k+1))) + eps) + weight_decay * y
+        y     = lerp(y, z, c) + lr_k (beta1 (1 - c) - 1) u
+        z     = z - lr_k u
+
+    Call :meth:`eval` before evaluating or saving the model (the parameters then
+    hold ``x = lerp(y, z, 1 - 1/beta1)``) and :meth:`train` before the next step,
+    which is refused in eval mode. Unlike the reference, ``train()`` restores ``y``
+    exactly (``eval()`` keeps it in the state array ``y``, which costs one array per
+    parameter), and your gradient arrays are never modified (the reference divides
+    them in place). ``k``, ``weight_sum``, ``lr_max``, ``scheduled_lr`` and
+    ``train_mode`` are mirrored into every param group, as the reference keeps them.
+
+    Parameters
+    ----------
+    {params}
+    betas : (float, float), optional
+        ``beta1`` in (0, 1) interpolates between y and z, ``beta2`` decays the second
+        moment (default (0.9, 0.999)).
+    eps : float, optional
+        Added to the bias-corrected ``sqrt(v)`` (default 1e-8).
+    weight_decay : float, optional
+        Added to the normalised gradient as ``weight_decay * y`` (default 0).
+    warmup_steps : int, optional
+        Steps of linear warm-up of the learning rate (default 0).
+    r : float, optional
+        Polynomial weighting of the average (default 0: uniform in the steps).
+    weight_lr_power : float, optional
+        Weights proportional to ``lr_max**weight_lr_power`` (default 2).
+    maximize : bool, optional
+        Maximize the objective (default False; not in the reference).{shared}
+    """),),
+        methods=(Method("adamw_schedulefree", "AdamWScheduleFree",
+                        "schedule-free AdamW (returns the averaged point x)"),),
+        step_doc="",
+        stateless=False,
+        cross_check=check_schedulefree_momentum,
+        engine="_ScheduleFreeEngine",
+    ),
+    Algorithm(
+        "sgd_schedulefree",
+        hyper=(("lr", 1.0), ("momentum", 0.9), ("weight_decay", 0.0), ("warmup_steps", 0),
+               ("r", 0.0), ("weight_lr_power", 2.0), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("z"), State("y")),
+        classes=(PublicClass("SGDScheduleFree", r"""Schedule-free SGD (Defazio et al., 2024), with the semantics and defaults of
+    the ``schedulefree`` package 1.4.1: :class:`AdamWScheduleFree` without the second
+    moment (``u = g + weight_decay * y``) and ``momentum`` in place of ``beta1``.
+
+    Parameters
+    ----------
+    {params}
+    momentum : float, optional
+        In (0, 1): interpolation between y and z (default 0.9).
+    weight_decay, warmup_steps, r, weight_lr_power, maximize
+        As for :class:`AdamWScheduleFree`.{shared}
+    """),),
+        methods=(Method("sgd_schedulefree", "SGDScheduleFree",
+                        "schedule-free SGD (returns the averaged point x)"),),
+        step_doc="",
+        stateless=False,
+        cross_check=check_schedulefree_momentum,
+        engine="_ScheduleFreeEngine",
     ),
 ]}
 

@@ -11,6 +11,7 @@ cdef struct Slot:
     void *state[3]
     const void *lower
     const void *upper
+    void *average            # the weight average (ema), or NULL
     Py_ssize_t size
     Py_ssize_t nbytes
     int type_num
@@ -62,6 +63,11 @@ cdef class _Engine:
     cdef char **_span_lo         # every byte range the kernels write (params and state),
     cdef char **_span_hi         # sorted by start; pairwise disjoint
     cdef Py_ssize_t _nspans
+    cdef int _ema_mode           # 0 off, 1 exponential (decay), 2 uniform (running mean)
+    cdef double _ema_decay
+    cdef int64_t _ema_start      # averaging starts with the step of this number (>= 1)
+    cdef int64_t _ema_count      # parameters folded into the average so far
+    cdef bint _ema_now           # scratch: this step updates the average
 
     def __cinit__(self):
         self._clip_value = INFINITY
@@ -73,6 +79,37 @@ cdef class _Engine:
         PyMem_Free(self._grad_ptr)
         PyMem_Free(self._span_lo)
         PyMem_Free(self._span_hi)
+
+    # -- weight averaging (the ema option) -------------------------------------------
+    def _set_ema(self, int mode, double decay, int64_t start, int64_t count=0):
+        """Configure weight averaging (values already checked): mode 0 off, 1 an
+        exponential average with ``decay``, 2 the running mean; it starts with step
+        ``max(start, 1)``; ``count`` parameters were averaged so far."""
+        self._check_idle()
+        self._ema_mode, self._ema_decay, self._ema_start, self._ema_count = mode, decay, start, count
+
+    def _ema_state(self):
+        """(mode, decay, start, count) of the weight averaging."""
+        return self._ema_mode, self._ema_decay, self._ema_start, self._ema_count
+
+    cdef int _prepare_ema(self) except -1:
+        """The averaging weight of this step: 1 at the first averaged step (the
+        average, still 0, becomes the parameters), then 1 - decay or 1 / (n + 1)."""
+        cdef Py_ssize_t gi
+        cdef double w
+        self._ema_now = self._ema_mode != 0 and self._step_count + 1 >= self._ema_start
+        if not self._ema_now:
+            return 0
+        if self._ema_count == 0:
+            w = 1.0
+        elif self._ema_mode == 1:
+            w = 1.0 - self._ema_decay
+        else:
+            w = 1.0 / <double>(self._ema_count + 1)
+        for gi in range(self._ngroups):
+            self._groups[gi].coef.flags |= ADAMC_EMA
+            self._groups[gi].coef.ema_weight = w
+        return 0
 
     # -- configuration --------------------------------------------------------------
     @property
@@ -130,7 +167,7 @@ cdef class _Engine:
         self._nonfinite = NONFINITE_POLICIES.index(value)
 
     def _bind(self, int algo, tuple keys, list params, list states, list group_index,
-              lower=None, upper=None, validate=None, tuple state_names=()):
+              lower=None, upper=None, validate=None, tuple state_names=(), averages=None):
         """(Re)build the cached view of param_groups. ``states[i]`` lists the 3 state
         slots of params[i] (None where unused); ``lower``/``upper`` optional per-param
         bound arrays. Arrays must already be checked. Existing groups keep their step
@@ -165,6 +202,7 @@ cdef class _Engine:
                 slots[i].state[k] = _data_or_null(states[i][k])
             slots[i].lower = NULL if lower is None else _data_or_null(lower[i])
             slots[i].upper = NULL if upper is None else _data_or_null(upper[i])
+            slots[i].average = NULL if averages is None else _data_or_null(averages[i])
         for i in range(ng):
             if i < self._ngroups:
                 groups[i].step = self._groups[i].step
@@ -174,6 +212,8 @@ cdef class _Engine:
                 groups[i].aux = adamc_aux_initial(algo)
                 groups[i].last_lr = NAN
         written = list(params) + [x for st in states for x in st if x is not None]
+        if averages is not None:
+            written += [x for x in averages if x is not None]
         spans = sorted((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>a), cnp.PyArray_NBYTES(<cnp.ndarray>a))
                        for a in written if cnp.PyArray_NBYTES(<cnp.ndarray>a) > 0)
         cdef char **lo_ = <char **>PyMem_Calloc(max(len(spans), 1), sizeof(char *))
@@ -475,6 +515,7 @@ cdef class _Engine:
             grp.coef.clip_value = self._clip_value
             if self._bounded:
                 grp.coef.flags |= ADAMC_BOUNDED
+        self._prepare_ema()
         return 0
 
     cdef int _refresh(self, Py_ssize_t gi) except -1:
@@ -513,6 +554,8 @@ cdef class _Engine:
             self._groups[i].aux = self._groups[i].aux_next
             self._groups[i].last_lr = self._groups[i].hyper.lr
         self._step_count += 1
+        if self._ema_now:
+            self._ema_count += 1
         return 0
 
     cdef Py_ssize_t _run(self, Py_ssize_t total) noexcept nogil:
@@ -552,6 +595,7 @@ cdef class _Engine:
             task.state[2] = s.state[2]
             task.lower = s.lower
             task.upper = s.upper
+            task.average = s.average
             task.coef = &self._groups[s.group].coef
             adamc_run(kern.step[self._algo][s.dtype_index], &task, s.size,
                       ADAMC_KIND_STEP(self._algo, s.dtype_index), s.nbytes)

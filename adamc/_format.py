@@ -102,6 +102,11 @@ def _write(cls: type[optim.Optimizer], payload: dict[str, Any], path: str | os.P
                    for g in payload["groups"] for p in g["params"]],
         "extra": _extra or {},
     }
+    ema = payload.get("ema")
+    if ema is not None:
+        meta["ema"] = {"ema": ema["ema"], "ema_start": ema["ema_start"], "count": ema["count"]}
+        for i, arr in enumerate(ema["params"]):
+            arrays[f"ema_{i}"] = arr
     arrays["__meta__"] = np.array(json.dumps(meta))
     for key, arr in (_extra_arrays or {}).items():
         arrays[f"extra_{key}"] = arr
@@ -176,6 +181,9 @@ def _payload(meta: dict[str, Any], arrays: dict[str, np.ndarray], params: list[n
             "step_count": meta["step_count"], "skipped_steps": meta["skipped_steps"],
             "options": meta["options"], "box": box,
         }
+        if meta.get("ema") is not None:
+            payload["ema"] = dict(meta["ema"], params=[np.ascontiguousarray(arrays[f"ema_{i}"])
+                                                       for i in range(len(params))])
     except CheckpointError:
         raise
     except (KeyError, TypeError, IndexError) as exc:

@@ -15,6 +15,8 @@ and thread configuration; the rest is included from
 - ``_schedules.pxi``  the compiled learning-rate schedules
 - ``_stateless.pxi``  the algorithms of the kernels and the compiled stateless steps
 - ``_engine.pxi``     the engine behind the optimizer classes
+- ``_prodigy.pxi``    Prodigy's engine and stateless step (sums over every parameter)
+- ``_schedulefree.pxi`` the schedule-free engine (per-group averaging weights, train/eval)
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules
@@ -51,11 +53,30 @@ cdef extern from "adamc.h" nogil:
         ADAMC_F64
         ADAMC_NUM_ALGOS
         ADAMC_BOUNDED
+        ADAMC_PRODIGY
+        ADAMC_SF_ADAMW
+        ADAMC_LERP_END
+        ADAMC_EMA
+
+    # (only the members Cython code reads or writes; the names of the nested types
+    # are never emitted)
+    ctypedef struct _prodigy_coef:
+        double beta1, m_gain, beta2, v_gain, beta3, s_gain, step_size, grad_step, eps_hat
+        double wd_step
+    ctypedef struct _schedulefree_coef:
+        double beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, c_y, lr
+    ctypedef union _coef_union:
+        _prodigy_coef prodigy
+        _schedulefree_coef schedulefree
 
     ctypedef struct adamc_coef:
         unsigned flags
         double grad_scale
         double clip_value
+        double weight_decay
+        double decay
+        double ema_weight
+        _coef_union u
 
     ctypedef struct adamc_task:
         void *param
@@ -64,23 +85,29 @@ cdef extern from "adamc.h" nogil:
         const void *lower
         const void *upper
         const adamc_coef *coef
+        void *anchor
+        void *average
 
     ctypedef void (*adamc_chunk_fn)(const adamc_task *task, Py_ssize_t begin,
                                     Py_ssize_t end) noexcept nogil
     ctypedef double (*adamc_sumsq_fn)(const void *grad, Py_ssize_t begin, Py_ssize_t end,
                                       double clip) noexcept nogil
     ctypedef Py_ssize_t (*adamc_scan_fn)(const void *grad, Py_ssize_t n) noexcept nogil
+    ctypedef void (*adamc_reduce_fn)(const adamc_task *task, Py_ssize_t begin, Py_ssize_t end,
+                                     double *out) noexcept nogil
 
     ctypedef struct adamc_kernels:
         const char *name
         adamc_chunk_fn step[ADAMC_NUM_ALGOS][2]
         adamc_sumsq_fn sumsq[2]
         adamc_scan_fn first_nonfinite[2]
+        adamc_reduce_fn prodigy_stats[2]
 
     const adamc_kernels *adamc_kernels_at(int level)
     int adamc_cpu_level()
     int ADAMC_KIND_STEP(int algo, int dtype)
     int ADAMC_KIND_SUMSQ(int dtype)
+    int ADAMC_KIND_REDUCE(int dtype)
     ctypedef void (*adamc_body_fn)(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept nogil
     void adamc_enter()
     bint adamc_try_enter()
@@ -91,6 +118,8 @@ cdef extern from "adamc.h" nogil:
                    Py_ssize_t nbytes)
     double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, Py_ssize_t n, double clip,
                              int kind, Py_ssize_t nbytes)
+    void adamc_reduce2(adamc_reduce_fn fn, const adamc_task *task, Py_ssize_t n, int kind,
+                       Py_ssize_t nbytes, double *out)
     int adamc_have_threads()
     int adamc_get_num_threads()
     void adamc_set_num_threads(int n)
@@ -115,7 +144,10 @@ cdef extern from "adamc.h" nogil:
     ctypedef struct adamc_hyper:
         double lr, beta1, beta2, eps, weight_decay
         double momentum_decay, momentum, dampening, alpha
+        double beta3, d0, d_coef, growth_rate
+        double warmup_steps, r, weight_lr_power
         int decoupled, amsgrad, maximize, nesterov, centered
+        int bias_correction, safeguard_warmup
 
     int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
                       adamc_coef *coef, double *aux_next)
@@ -382,3 +414,5 @@ include "_helpers.pxi"
 include "_schedules.pxi"
 include "_stateless.pxi"
 include "_engine.pxi"
+include "_prodigy.pxi"
+include "_schedulefree.pxi"

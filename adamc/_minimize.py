@@ -264,9 +264,15 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     batches.close(status)
     if status != 3:  # after a non-finite stop the optimizer's state is one step ahead
         ckpt.write(opt, nit, f, g, objective, batches, status, message)
+    if status != 3 and hasattr(opt, "eval") and loop["batches"] is None:
+        # schedule-free methods: the result is the averaged point x, evaluated there
+        opt.eval()
+        f, g = evaluate(False)
     result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
                             nfev=objective.nfev, njev=objective.njev, status=status,
                             success=status == 0, message=message)
+    if opt.ema_params is not None:  # the ema option: the weight average of the iterates
+        result["x_ema"] = opt.ema_params[0].copy()
     if allvecs is not None:
         result["allvecs"] = allvecs
     if reporter:

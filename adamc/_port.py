@@ -30,7 +30,7 @@ class Port:
         An adamc optimizer class.
     """
 
-    __slots__ = ("cls", "name", "state_keys", "_checker")
+    __slots__ = ("cls", "name", "state_keys", "engine", "_checker")
 
     def __init__(self, cls: type[Optimizer]) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
@@ -39,6 +39,9 @@ class Port:
         self.name: str = cls.__name__
         #: names of the per-parameter state arrays, in kernel order
         self.state_keys: tuple[str, ...] = cls._state_keys
+        #: the compiled engine of an algorithm with optimizer-wide state (Prodigy's
+        #: estimate of d, the schedule-free averaging), or None for the plain engine
+        self.engine: str | None = cls._spec.engine
         self._checker = cls.__new__(cls)  # validates hyperparameters, holds nothing
 
     # -- snapshots: everything that defines an optimizer, arrays by reference --------

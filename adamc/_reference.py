@@ -202,6 +202,102 @@ def lion(param: Array, grad: Array, exp_avg: Array, *, step: int, lr: float = 1e
     return {"param": _project(p, lower, upper), "exp_avg": m}
 
 
+def prodigy(params: Any, grads: Any, states: Any, *, k: int = 0, d: Optional[float] = None,
+            d_max: Optional[float] = None, d_numerator: float = 0.0, lr: float = 1.0,
+            beta1: float = 0.9, beta2: float = 0.999, beta3: Optional[float] = None,
+            eps: float = 1e-8, weight_decay: float = 0.0, decouple: bool = True,
+            use_bias_correction: bool = False, safeguard_warmup: bool = False,
+            d0: float = 1e-6, d_coef: float = 1.0, growth_rate: float = float("inf"),
+            maximize: bool = False, lower=None, upper=None, clip_value=None,
+            clip_scale: float = 1.0) -> dict[str, Any]:
+    """One Prodigy step over several arrays sharing one estimate of d, written as
+    prodigyopt 1.1.2 writes it (Mishchenko & Defazio, 2024, Algorithm 4 with Adam).
+
+    ``params``, ``grads``: arrays (or one array); ``states``: per array a dict with
+    ``exp_avg``, ``exp_avg_sq``, ``s`` and ``p0`` (None before the first step: the
+    parameters are taken). ``k``: steps that moved the parameters so far; ``d`` and
+    ``d_max`` default to ``d0``. Returns ``params``, ``states`` (lists) and the new
+    ``d``, ``d_max``, ``d_numerator``, ``k``.
+    """
+    single = isinstance(params, np.ndarray)
+    if single:
+        params, grads, states = [params], [grads], [states]
+    d = d0 if d is None else d
+    d_max = d0 if d_max is None else d_max
+    beta3 = np.sqrt(beta2) if beta3 is None else beta3
+    bias_correction = (np.sqrt(1 - beta2 ** (k + 1)) / (1 - beta1 ** (k + 1))
+                       if use_bias_correction else 1.0)
+    dlr = d * lr * bias_correction
+    ps, gs, new_states = [], [], []
+    numerator, denominator = d_numerator * beta3, 0.0
+    for param, grad, st in zip(params, grads, states):
+        p = _f64(param)
+        g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value,
+                            clip_scale=clip_scale)
+        if weight_decay != 0 and not decouple:
+            g = g + weight_decay * p
+        p0 = p.copy() if st.get("p0") is None else _f64(st["p0"])
+        numerator += (d / d0) * dlr * float(np.dot(g.ravel(), (p0 - p).ravel()))
+        m = beta1 * _f64(st["exp_avg"]) + d * (1 - beta1) * g
+        v = beta2 * _f64(st["exp_avg_sq"]) + d * d * (1 - beta2) * g * g
+        s = beta3 * _f64(st["s"]) + ((d / d0) * d if safeguard_warmup else (d / d0) * dlr) * g
+        denominator += float(np.abs(s).sum())
+        ps.append(p)
+        gs.append(g)
+        new_states.append({"exp_avg": m, "exp_avg_sq": v, "s": s, "p0": p0})
+    out: dict[str, Any] = {"d": d, "d_max": d_max, "d_numerator": d_numerator, "k": k}
+    if denominator == 0:  # prodigyopt returns before moving the parameters
+        out.update(params=ps[0] if single else ps,
+                   states=new_states[0] if single else new_states)
+        return out
+    d_hat = d_coef * numerator / denominator
+    d_new = max(d, d_hat) if d == d0 else d
+    d_max = max(d_max, d_hat)
+    d_new = min(d_max, d_new * growth_rate)
+    for i, (p, g, st) in enumerate(zip(ps, gs, new_states)):
+        denom = np.sqrt(st["exp_avg_sq"]) + d_new * eps
+        if weight_decay != 0 and decouple:
+            p = p - weight_decay * dlr * p
+        p = p - dlr * (st["exp_avg"] if beta1 > 0 else d_new * g) / denom
+        ps[i] = _project(p, lower, upper)
+    out.update(params=ps[0] if single else ps, states=new_states[0] if single else new_states,
+               d=d_new, d_max=d_max, d_numerator=numerator, k=k + 1)
+    return out
+
+
+def schedulefree(param: Array, grad: Array, z: Optional[Array], *, k: int,
+                 weight_sum: float = 0.0, lr_max: float = -1.0, lr: float = 0.0025,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, exp_avg_sq: Optional[Array] = None,
+                 adaptive: bool = True, maximize: bool = False) -> dict[str, Any]:
+    """One schedule-free step (Defazio et al., 2024; the schedulefree package's
+    AdamWScheduleFree, or SGDScheduleFree with ``adaptive=False`` and ``beta1`` the
+    momentum). ``param`` holds y; ``z`` is None before the first step (y is taken);
+    ``k`` counts the steps so far. Returns the new ``param``, ``z``, ``exp_avg_sq``,
+    ``weight_sum``, ``lr_max`` and ``x`` (what eval() shows)."""
+    y = _f64(param)
+    g = preprocess_grad(grad, maximize=maximize)
+    z = y.copy() if z is None else _f64(z)
+    sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+    lr_k = lr * sched
+    lr_max = max(lr_k, lr_max)
+    weight = (k + 1) ** r * lr_max ** weight_lr_power
+    weight_sum = weight_sum + weight
+    ckp1 = weight / weight_sum if weight_sum else 0.0
+    out: dict[str, Any] = {}
+    if adaptive:
+        v = beta2 * _f64(exp_avg_sq) + (1 - beta2) * g * g
+        out["exp_avg_sq"] = v
+        g = g / (np.sqrt(v / (1 - beta2 ** (k + 1))) + eps)
+    g = g + weight_decay * y
+    y = (1 - ckp1) * y + ckp1 * z + lr_k * (beta1 * (1 - ckp1) - 1) * g
+    z = z - lr_k * g
+    out.update(param=y, z=z, weight_sum=weight_sum, lr_max=lr_max,
+               x=y + (1 - 1 / beta1) * (z - y))
+    return out
+
+
 def clip_grad_norm_scale(grads: list[Array], max_norm: float,
                          clip_value: Optional[float] = None) -> float:
     """Factor that torch.nn.utils.clip_grad_norm_ applies to all gradients (after an

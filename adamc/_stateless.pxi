@@ -18,7 +18,7 @@ def _kernel_algorithms():
         if k == NULL:
             continue
         for d in range(2):
-            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL:
+            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL or k.prodigy_stats[d] == NULL:
                 raise ImportError(f"adamc: {LEVEL_NAMES[level]} lacks a reduction kernel")
             for a in range(ADAMC_NUM_ALGOS):
                 if k.step[a][d] == NULL:
@@ -52,6 +52,18 @@ cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
     h.maximize = v.get("maximize", False)
     h.nesterov = v.get("nesterov", False)
     h.centered = v.get("centered", False)
+    beta3 = v.get("beta3")
+    h.beta3 = -1.0 if beta3 is None else beta3  # < 0: sqrt(beta2), Prodigy's default
+    h.d0 = v.get("d0", 0.0)
+    h.d_coef = v.get("d_coef", 0.0)
+    h.growth_rate = v.get("growth_rate", 0.0)
+    h.bias_correction = v.get("use_bias_correction", False)
+    h.safeguard_warmup = v.get("safeguard_warmup", False)
+    h.warmup_steps = v.get("warmup_steps", 0)
+    h.r = v.get("r", 0.0)
+    h.weight_lr_power = v.get("weight_lr_power", 0.0)
+    if "decouple" in v:
+        h.decoupled = v["decouple"]
     return 0
 
 
@@ -311,6 +323,7 @@ cdef object _step_core(_StepFunction fn, object param, object grad, PyObject **s
     if adamc_prepare(spec.algo, &h, t, a, &coef, &aux_next) != 0:
         raise ValueError(f"unknown algorithm {spec.algo}")
     task.lower = NULL
+    task.average = NULL
     task.upper = NULL
     task.coef = &coef
     cdef int dt = ADAMC_F32 if type_num == cnp.NPY_FLOAT else ADAMC_F64

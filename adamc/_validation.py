@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._kernels import Schedule, check_betas, check_flag, check_nonnegative
+from ._kernels import Schedule, check_beta, check_betas, check_flag, check_nonnegative
 
 
 def is_schedule(value: Any) -> bool:
@@ -28,6 +28,57 @@ def check_unit(value: Any, name: str) -> float:
     return x
 
 
+def check_positive(value: Any, name: str) -> float:
+    """A finite number > 0."""
+    x = check_nonnegative(value, name)
+    if x == 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return x
+
+
+def check_optional_beta(value: Any, name: str) -> float | None:
+    """None (a default derived from other hyperparameters) or a number in [0, 1)."""
+    return None if value is None else check_beta(value, name)
+
+
+def check_growth_rate(value: Any, name: str) -> float:
+    """A number > 0, infinity included (no limit)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    x = float(value)
+    if not x > 0:
+        raise ValueError(f"{name} must be > 0 (inf: no limit), got {value!r}")
+    return x
+
+
+def check_count_value(value: Any, name: str) -> int:
+    """An int >= 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def check_schedulefree_momentum(hyper: dict[str, Any], where: str = "") -> None:
+    """eval() moves the parameters by 1 - 1/momentum towards z: the momentum (beta1)
+    must be in (0, 1) (the schedulefree package refuses 0 for SGD)."""
+    key = "betas" if "betas" in hyper else "momentum"
+    mom = hyper["betas"][0] if key == "betas" else hyper["momentum"]
+    if not 0 < mom < 1:
+        name = "betas[0]" if key == "betas" else "momentum"
+        raise ValueError(f"{where}{name} must be in (0, 1) for a schedule-free optimizer "
+                         f"(eval() divides by it), got {mom!r}")
+
+
+def check_positive_eps(hyper: dict[str, Any], where: str = "") -> None:
+    """Prodigy divides by d * eps where the second moment is 0 (prodigyopt refuses eps
+    <= 0 too)."""
+    if not hyper["eps"] > 0:
+        raise ValueError(f"{where}eps must be > 0 for Prodigy, got {hyper['eps']!r}")
+
+
 # One checker per hyperparameter name; every optimizer reads its keys from here.
 CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "lr": check_lr,
@@ -43,6 +94,16 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "decoupled_weight_decay": check_flag,
     "nesterov": check_flag,
     "centered": check_flag,
+    "beta3": check_optional_beta,
+    "d0": check_positive,
+    "d_coef": check_positive,
+    "growth_rate": check_growth_rate,
+    "decouple": check_flag,
+    "use_bias_correction": check_flag,
+    "safeguard_warmup": check_flag,
+    "warmup_steps": check_count_value,
+    "r": check_nonnegative,
+    "weight_lr_power": check_nonnegative,
 }
 
 

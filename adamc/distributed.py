@@ -46,6 +46,20 @@ __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
 # documented here, where users import them
 RankError.__module__ = abort_on_error.__module__ = __name__
 
+def _check_supported(optimizer: Optimizer) -> None:
+    """Refuse what the wrapper cannot distribute yet (it would silently diverge from
+    one process): optimizer-wide state reduced inside the step, and weight averages."""
+    port = Port(type(optimizer))
+    hint = ("; adamc.minimize(..., options={'comm': comm}) fits it over the ranks "
+            "(every rank steps the whole optimizer with the averaged gradient)")
+    if port.engine is not None:
+        raise TypeError(f"DistributedOptimizer does not support {port.name} yet: its "
+                        f"step keeps optimizer-wide state{hint}")
+    if optimizer.ema is not None:
+        raise ValueError(f"DistributedOptimizer does not support weight averaging "
+                         f"(ema={optimizer.ema!r}) yet{hint}")
+
+
 _NO_OPTIONS = {"max_grad_norm": None, "clip_value": None, "nonfinite": "propagate"}
 
 
@@ -111,6 +125,7 @@ class DistributedOptimizer:
                 raise ValueError(f"mode must be 'replicated' or 'sharded', got {mode!r}")
             if not isinstance(reproducible, (bool, np.bool_)):
                 raise TypeError(f"reproducible must be a bool, got {reproducible!r}")
+            _check_supported(optimizer)
             payload = Port.export(optimizer)
         except Exception as exc:
             error = exc

@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 from . import _kernels
 from ._algorithms import ALGORITHMS, HYPERPARAMETERS, Algorithm
+from ._validation import is_schedule
 
-__all__ = [a.step_name for a in ALGORITHMS.values()]
+__all__ = [a.step_name for a in ALGORITHMS.values() if a.stateless]
 
 
 def step_arguments(algorithm: Algorithm) -> list[tuple[str, Any, str]]:
@@ -74,6 +75,53 @@ def _make_step(algorithm: Algorithm) -> Callable[..., Any]:
     return fn
 
 
+def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]:
+    """The step of an algorithm with optimizer-wide scalar state (the table's
+    ``scalars``, e.g. Prodigy's d): the scalars are arguments with defaults from the
+    row (None: the hyperparameter ``d0``), their new values are returned, and the
+    update runs in the compiled ``_kernels._<name>_step``."""
+    args = step_arguments(algorithm)
+    core = getattr(_kernels, f"_{algorithm.name}_step")
+    hyper_names = [name for name, _, _ in args]
+
+    def run(param: Any, grad: Any, states: tuple, step: Any, scalars: tuple,
+            values: dict[str, Any]) -> Any:
+        hyper: dict[str, Any] = {}
+        for name, _, kind in args:
+            if name in ("beta1", "beta2"):  # betas, split
+                hyper[name] = _kernels.check_beta(values[name], name)
+            elif kind == "lr" and is_schedule(values[name]):
+                raise TypeError("lr of a stateless step must be a number; pass "
+                                "schedule(step) (schedules belong to the optimizer classes)")
+            else:
+                hyper[name] = HYPERPARAMETERS[name].check(values[name], name)
+        hyper["betas"] = (hyper.pop("beta1"), hyper.pop("beta2"))
+        if algorithm.cross_check is not None:
+            algorithm.cross_check(hyper, "")
+        t = _kernels.check_step(step)
+        resolved = [hyper["d0"] if v is None else v for v in scalars]
+        checked = _kernels._check_prodigy_scalars(*resolved, 0, hyper["d0"])[:3]
+        return core(param, grad, *states, t, *checked, hyper)
+
+    positional, keyword, states = step_signature(algorithm)
+    positional = ["param", "grad", *states]
+    keyword = ["step"] + [f"{n}=_scalars[{n!r}]" for n, _ in algorithm.scalars] + \
+        [f"{n}=_defaults[{n!r}]" for n in hyper_names]
+    namespace: dict[str, Any] = {"_run": run, "_scalars": dict(algorithm.scalars),
+                                 "_defaults": {n: d for n, d, _ in args}}
+    exec(f"def {algorithm.step_name}({', '.join(positional)}, *, {', '.join(keyword)}):\n"
+         f"    return _run(param, grad, ({', '.join(states)},), step, "
+         f"({', '.join(n for n, _ in algorithm.scalars)},), "
+         f"dict({', '.join(f'{n}={n}' for n in hyper_names)}))\n", namespace)
+    fn = namespace[algorithm.step_name]
+    fn.__module__ = __name__
+    fn.__doc__ = algorithm.step_doc
+    return fn
+
+
 for _algorithm in ALGORITHMS.values():
-    globals()[_algorithm.step_name] = _make_step(_algorithm)
+    if not _algorithm.stateless:
+        continue
+    globals()[_algorithm.step_name] = (_make_scalar_step(_algorithm) if _algorithm.scalars
+                                       else _make_step(_algorithm))
 del _algorithm

@@ -41,6 +41,22 @@ def _zeros_in_phase(param: np.ndarray) -> np.ndarray:
     return buf[shift:shift + param.nbytes].view(param.dtype).reshape(param.shape)
 
 
+def _check_ema(ema: Any, ema_start: Any) -> tuple[int, float, int]:
+    """(mode, decay, start) of the ema option: mode 0 off, 1 an exponential moving
+    average with ``decay`` in (0, 1), 2 the running mean (``"uniform"``)."""
+    start = _check_count(ema_start, "ema_start")
+    if ema is None:
+        return 0, 0.0, start
+    if isinstance(ema, str):
+        if ema != "uniform":
+            raise ValueError(f"ema must be a decay in (0, 1), 'uniform' or None, got {ema!r}")
+        return 2, 0.0, start
+    decay = _kernels.check_nonnegative(ema, "ema")
+    if not 0 < decay < 1:
+        raise ValueError(f"ema must be a decay in (0, 1), 'uniform' or None, got {ema!r}")
+    return 1, decay, start
+
+
 def _check_no_overlap(params: list[np.ndarray]) -> None:
     """Parameters must be distinct arrays with disjoint memory (each element is
     updated exactly once per step)."""
@@ -81,6 +97,16 @@ class Optimizer(_kernels._Engine):
         What a NaN or infinity in a gradient does: flow into the parameters (torch's
         behaviour, the default), raise FloatingPointError before anything is
         updated, or skip the step (counted in ``skipped_steps``).
+    ema : float or "uniform", optional
+        Keep a weight average of the parameters in ``ema_params``, updated inside
+        each step's pass over memory: a decay in (0, 1) for an exponential moving
+        average ``a = decay * a + (1 - decay) * p`` (as
+        ``torch.optim.swa_utils.get_ema_multi_avg_fn``), or ``"uniform"`` for the
+        running mean of the iterates (Polyak-Ruppert, ``AveragedModel``'s default).
+        The first averaged value is the parameters after step ``max(ema_start, 1)``.
+        Default None (off).
+    ema_start : int, optional
+        The step from which averaging begins (default 0: from the first step).
     """
 
     _spec: ClassVar[Algorithm]
@@ -92,18 +118,24 @@ class Optimizer(_kernels._Engine):
 
     def __init__(self, params: Any, defaults: dict[str, Any], *,
                  max_grad_norm: float | None = None, clip_value: float | None = None,
-                 nonfinite: str = "propagate") -> None:
+                 nonfinite: str = "propagate", ema: float | str | None = None,
+                 ema_start: int = 0) -> None:
         self._group_hyper(defaults, None)
+        mode, decay, start = _check_ema(ema, ema_start)
         self.max_grad_norm = max_grad_norm
         self.clip_value = clip_value
         self.nonfinite = nonfinite
         self.defaults = dict(defaults)
         self._box: tuple[list, list] | None = None
+        self._ema_option: tuple[float | str | None, int] = (ema, start)
+        self._averages: list[np.ndarray] | None = [] if mode else None
         self.param_groups = []
         self._state_arrays: list[list[np.ndarray | None]] = []
         for group in self._split_groups(params):
             self._append_group(group)
+        self._set_ema(mode, decay, start)
         self._rebind()
+        self._init_scalars()
 
     # -- construction -----------------------------------------------------------
     @staticmethod
@@ -155,6 +187,8 @@ class Optimizer(_kernels._Engine):
         states = [self._new_state(p, new) for p in new["params"]]
         self.param_groups.append(new)
         self._state_arrays.extend(states)
+        if self._averages is not None:
+            self._averages.extend(_zeros_in_phase(p) for p in new["params"])
 
     def _new_state(self, param: np.ndarray, group: dict[str, Any]) -> list[np.ndarray | None]:
         state = [_zeros_in_phase(param) if self._state_used(k, group) else None
@@ -190,7 +224,71 @@ class Optimizer(_kernels._Engine):
         lower, upper = self._box if self._box is not None else (None, None)
         self._bind(_kernels.ALGORITHMS[self._algorithm], self._hyper_keys, params,
                    self._state_arrays, index, lower, upper, self._validated_group,
-                   self._state_keys)
+                   self._state_keys, self._averages)
+
+    # -- weight averaging ---------------------------------------------------------------
+    @property
+    def ema(self) -> float | str | None:
+        """The weight averaging: a decay in (0, 1), ``"uniform"`` or None (off)."""
+        return self._ema_option[0]
+
+    @property
+    def ema_start(self) -> int:
+        """The step from which the parameters are averaged (0 and 1: the first)."""
+        return self._ema_option[1]
+
+    @property
+    def ema_params(self) -> list[np.ndarray] | None:
+        """The weight average of each parameter (read-only views, in group order),
+        updated inside every step's pass over memory; None without ``ema``. Before
+        the first averaged step they are zeros."""
+        if self._averages is None:
+            return None
+        views = []
+        for a in self._averages:
+            v = a.view()
+            v.flags.writeable = False
+            views.append(v)
+        return views
+
+    def _ema_entry(self) -> dict[str, Any] | None:
+        """The averaging state as a state_dict entry (copies), or None without ema."""
+        if self._averages is None:
+            return None
+        count = self._ema_state()[3]
+        return {"ema": self.ema, "ema_start": self.ema_start, "count": count,
+                "params": [a.copy() for a in self._averages]}
+
+    def _check_ema_entry(self, entry: Any, params: list[np.ndarray]) -> tuple | None:
+        """A saved averaging state checked against this optimizer's ema setting."""
+        if self._averages is None:
+            if entry is not None:
+                raise ValueError("the state holds a weight average, but this optimizer was "
+                                 "created without ema")
+            return None
+        if not isinstance(entry, dict):
+            raise ValueError(f"the state has no weight average, but this optimizer was "
+                             f"created with ema={self.ema!r}")
+        if (entry.get("ema"), entry.get("ema_start")) != self._ema_option:
+            raise ValueError(f"the state's weight average has ema={entry.get('ema')!r}, "
+                             f"ema_start={entry.get('ema_start')!r}; this optimizer has "
+                             f"ema={self.ema!r}, ema_start={self.ema_start!r}")
+        count = _check_count(entry.get("count"), "the weight average's 'count'")
+        arrays = entry.get("params")
+        if not isinstance(arrays, (list, tuple)) or len(arrays) != len(params):
+            raise ValueError(f"the weight average must hold {len(params)} arrays")
+        for i, (a, p) in enumerate(zip(arrays, params)):
+            _kernels.check_operand(a, f"ema params[{i}]", p, f"params[{i}]")
+        return count, list(arrays)
+
+    def _commit_ema_entry(self, checked: tuple | None) -> None:
+        if checked is None or self._averages is None:
+            return
+        count, arrays = checked
+        for target, a in zip(self._averages, arrays):
+            np.copyto(target, a)
+        mode, decay, start, _ = self._ema_state()
+        self._set_ema(mode, decay, start, count)
 
     def _validated_group(self, group: dict[str, Any], gi: int) -> tuple[dict, Callable | None]:
         """The engine's check of a group whose hyperparameters changed (given to
@@ -283,6 +381,17 @@ class Optimizer(_kernels._Engine):
             out.append(float(lr))
         return out
 
+    # -- optimizer-wide scalar state (the table's ``scalars``; none by default) ------
+    def _init_scalars(self) -> None:
+        """Set the optimizer-wide scalar state to its initial value."""
+
+    def _check_scalars(self, groups: list[dict[str, Any]]) -> Any:
+        """The optimizer-wide scalar state found in (saved) param groups, checked."""
+        return None
+
+    def _commit_scalars(self, value: Any) -> None:
+        """Set the optimizer-wide scalar state to a value of _check_scalars."""
+
     # -- hyperparameters ------------------------------------------------------------
     def _group_hyper(self, group: dict[str, Any], gi: int | None) -> tuple[dict, Callable | None]:
         """Validate a group's hyperparameters; return them as plain Python values and
@@ -337,8 +446,11 @@ class Optimizer(_kernels._Engine):
                     entry_state.update(self._aux_to_state(aux[gi], entry_state))
                     state[i] = entry_state
                     i += 1
-            return {"state": state, "param_groups": groups, "step_count": self.step_count,
-                    "skipped_steps": self.skipped_steps, "options": self._options()}
+            out = {"state": state, "param_groups": groups, "step_count": self.step_count,
+                   "skipped_steps": self.skipped_steps, "options": self._options()}
+            if self._averages is not None:
+                out["ema"] = self._ema_entry()
+            return out
 
     def _options(self) -> dict[str, Any]:
         return {"max_grad_norm": self.max_grad_norm, "clip_value": self.clip_value,
@@ -422,6 +534,9 @@ class Optimizer(_kernels._Engine):
             steps, aux, step_count, skipped = self._check_counters(
                 steps, aux, state_dict.get("step_count", max(steps)),
                 state_dict.get("skipped_steps", 0))
+            scalars = self._check_scalars(new_groups)
+            params_all = [p for g in self.param_groups for p in g["params"]]
+            ema_checked = self._check_ema_entry(state_dict.get("ema"), params_all)
             options = {**self._options(), **state_dict.get("options", {})}
             probe = _kernels._Engine()  # validates the options without touching self
             for key, value in options.items():
@@ -447,6 +562,8 @@ class Optimizer(_kernels._Engine):
                 setattr(self, key, value)
             self._rebind()
             self._set_counters(steps, aux, step_count, skipped)
+            self._commit_scalars(scalars)
+            self._commit_ema_entry(ema_checked)
 
     def reset(self) -> None:
         """Zero every state array, the step counts and ``skipped_steps``
@@ -458,6 +575,12 @@ class Optimizer(_kernels._Engine):
                         arr.fill(0)
             n = len(self.param_groups)
             self._set_counters([0] * n, [self._aux_initial()] * n, 0, 0)
+            self._init_scalars()
+            if self._averages is not None:
+                for a in self._averages:
+                    a.fill(0)
+                mode, decay, start, _ = self._ema_state()
+                self._set_ema(mode, decay, start, 0)
 
     # -- copies, pickling and checkpoints ---------------------------------------------
     def _export(self) -> dict[str, Any]:
@@ -475,6 +598,9 @@ class Optimizer(_kernels._Engine):
                 "skipped_steps": self.skipped_steps,
                 "options": self._options(),
                 "box": None if self._box is None else (list(self._box[0]), list(self._box[1])),
+                "ema": None if self._averages is None else {
+                    "ema": self.ema, "ema_start": self.ema_start,
+                    "count": self._ema_state()[3], "params": list(self._averages)},
             }
 
     @classmethod
@@ -487,10 +613,17 @@ class Optimizer(_kernels._Engine):
         opt.defaults = dict(payload["defaults"])
         opt._group_hyper(opt.defaults, None)
         opt._box = None
+        saved_ema = payload.get("ema")
+        ema, ema_start = (None, 0) if saved_ema is None else (saved_ema["ema"],
+                                                               saved_ema["ema_start"])
+        mode, decay, start = _check_ema(ema, ema_start)
+        opt._ema_option = (ema, start)
+        opt._averages = [] if mode else None
         opt.param_groups = []
         opt._state_arrays = []
         for group in payload["groups"]:
             opt._append_group(group)
+        opt._set_ema(mode, decay, start)
         if len(payload["state"]) != len(opt._state_arrays):
             raise ValueError("the saved state does not match the parameters")
         params = [q for g in opt.param_groups for q in g["params"]]
@@ -507,11 +640,15 @@ class Optimizer(_kernels._Engine):
                 np.copyto(target, arr)
         counters = opt._check_counters(list(payload["steps"]), list(payload["aux"]),
                                        payload["step_count"], payload["skipped_steps"])
+        scalars = opt._check_scalars(list(payload["groups"]))
+        ema_checked = opt._check_ema_entry(saved_ema, params)
         if payload["box"] is not None:
             opt._set_bounds(*payload["box"])
         else:
             opt._rebind()
         opt._set_counters(*counters)
+        opt._commit_scalars(scalars)
+        opt._commit_ema_entry(ema_checked)
         return opt
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple:
@@ -539,9 +676,108 @@ def _restore(cls: type[Optimizer], payload: dict[str, Any]) -> Optimizer:
     return cls._from_export(payload)
 
 
+class _ProdigyOptimizer(Optimizer, _kernels._ProdigyEngine):
+    """Base of :class:`Prodigy`: its optimizer-wide estimate of the distance ``d``
+    (kept by the compiled ``_ProdigyEngine``), mirrored into the param groups under
+    prodigyopt's keys, which state dicts and checkpoints carry."""
+
+    def _init_scalars(self) -> None:
+        d0 = self.param_groups[0]["d0"]
+        self._set_prodigy_state(d0, d0, 0.0, 0)
+
+    def _check_scalars(self, groups: list[dict[str, Any]]) -> Any:
+        g = groups[0]
+        for key in ("d", "d_max", "d_numerator", "k"):
+            if key not in g:
+                raise ValueError(f"param group 0 has no '{key}' (Prodigy's scalar state)")
+        values = _kernels._check_prodigy_scalars(g["d"], g["d_max"], g["d_numerator"],
+                                                 g["k"], g["d0"], "param_groups[0]: ")
+        last = [_kernels.check_nonnegative(g.get(k, 0.0), f"param_groups[0]['{k}']")
+                if k == "d_denom" else float(g.get(k, 0.0)) for k in ("d_hat", "d_denom")]
+        return (*values, *last)
+
+    def _commit_scalars(self, value: Any) -> None:
+        self._set_prodigy_state(*value)
+
+
+class _ScheduleFreeOptimizer(Optimizer, _kernels._ScheduleFreeEngine):
+    """Base of the schedule-free optimizers: train/eval and the per-group averaging
+    state (kept by the compiled ``_ScheduleFreeEngine``, mirrored into the param
+    groups under the schedulefree package's keys)."""
+
+    def _momentum(self, group: dict[str, Any]) -> float:
+        return group["betas"][0] if "betas" in group else group["momentum"]
+
+    def eval(self) -> None:
+        """Put the averaged point ``x = lerp(y, z, 1 - 1/beta1)`` into the parameters
+        (no-op in eval mode); ``y`` is kept for :meth:`train`. Call it before
+        evaluating or saving the model."""
+        with self._exclusive():
+            if not self.train_mode:
+                return
+            steps = self._group_steps()
+            i = 0
+            for gi, g in enumerate(self.param_groups):
+                w = 1.0 - 1.0 / self._momentum(g)
+                for p in g["params"]:
+                    z, y = self._state_arrays[i][0], self._state_arrays[i][len(self._state_keys) - 1]
+                    np.copyto(y, p)
+                    if steps[gi] > 0:  # z exists once the group has stepped
+                        p += w * (z - p)  # torch.lerp(p, z, w) for w < 0.5
+                    i += 1
+            self._set_train_mode(False)
+
+    def train(self) -> None:
+        """Put ``y`` back into the parameters, exactly as :meth:`eval` found it
+        (no-op in train mode)."""
+        with self._exclusive():
+            if self.train_mode:
+                return
+            i = 0
+            for g in self.param_groups:
+                for p in g["params"]:
+                    np.copyto(p, self._state_arrays[i][len(self._state_keys) - 1])
+                    i += 1
+            self._set_train_mode(True)
+
+    def _init_scalars(self) -> None:
+        self._set_schedulefree_state([(0.0, -1.0, 0.0)] * len(self.param_groups), True)
+
+    def _check_scalars(self, groups: list[dict[str, Any]]) -> Any:
+        out = []
+        for gi, g in enumerate(groups):
+            for key in ("weight_sum", "lr_max", "train_mode"):
+                if key not in g:
+                    raise ValueError(f"param group {gi} has no '{key}' (the schedule-free "
+                                     f"state)")
+            wsum = _kernels.check_nonnegative(g["weight_sum"], f"param_groups[{gi}]['weight_sum']")
+            lr_max = float(g["lr_max"])
+            if not (lr_max == -1.0 or lr_max >= 0) or lr_max != lr_max:
+                raise ValueError(f"param_groups[{gi}]['lr_max'] must be -1 (no step yet) or "
+                                 f">= 0, got {g['lr_max']!r}")
+            last = _kernels.check_nonnegative(g.get("scheduled_lr", 0.0),
+                                              f"param_groups[{gi}]['scheduled_lr']")
+            out.append((wsum, lr_max, last))
+        modes = {_kernels.check_flag(g["train_mode"], f"param_groups[{gi}]['train_mode']")
+                 for gi, g in enumerate(groups)}
+        if len(modes) != 1:
+            raise ValueError("the param groups disagree on train_mode")
+        return out, modes.pop()
+
+    def _commit_scalars(self, value: Any) -> None:
+        self._set_schedulefree_state(*value)
+
+
+_ENGINE_BASES: dict[str, type[Optimizer]] = {"_ProdigyEngine": _ProdigyOptimizer,
+                                             "_ScheduleFreeEngine": _ScheduleFreeOptimizer}
+
+
 _SHARED_DOC = """
     max_grad_norm, clip_value, nonfinite
         Gradient clipping and the non-finite policy, shared by every optimizer (see
+        :class:`Optimizer`).
+    ema, ema_start
+        Weight averaging inside the step's pass, shared by every optimizer (see
         :class:`Optimizer`)."""
 
 _PARAMS_DOC = """params : ndarray, sequence of ndarray, or sequence of dict
@@ -569,14 +805,15 @@ def _init_source(name: str, hyper: list[tuple[str, Any]], keyword_only: tuple[st
     kw = [f"{k}: {HYPERPARAMETERS[k].annotation} = _defaults[{k!r}]"
           for k, _ in shown if k in keyword_only]
     kw += ["max_grad_norm: float | None = None", "clip_value: float | None = None",
-           "nonfinite: str = 'propagate'"]
+           "nonfinite: str = 'propagate'", "ema: float | str | None = None",
+           "ema_start: int = 0"]
     values = ", ".join(f"{k}={k}" if k not in fixed else f"{k}=_fixed[{k!r}]"
                        for k, _ in hyper)
     return (f"def __init__(self, params: Any, {', '.join(pos)}, *, {', '.join(kw)}) "
             f"-> None:\n"
             f"    Optimizer.__init__(self, params, dict({values}),\n"
             f"                       max_grad_norm=max_grad_norm, clip_value=clip_value,\n"
-            f"                       nonfinite=nonfinite)\n")
+            f"                       nonfinite=nonfinite, ema=ema, ema_start=ema_start)\n")
 
 
 def _public_class(algorithm: Algorithm, spec: PublicClass,
@@ -592,7 +829,8 @@ def _public_class(algorithm: Algorithm, spec: PublicClass,
     init = namespace["__init__"]
     init.__qualname__ = f"{spec.name}.__init__"
     init.__module__ = __name__
-    base = bases[spec.base] if spec.base else Optimizer
+    base = bases[spec.base] if spec.base else (
+        _ENGINE_BASES[algorithm.engine] if algorithm.engine else Optimizer)
     doc = spec.doc.replace("{params}", _PARAMS_DOC.format(lr=defaults["lr"])).replace(
         "{shared}", _SHARED_DOC)
     attrs = {

@@ -18,7 +18,7 @@ OUT = Path(__file__).resolve().parent / "api.md"
 
 SECTIONS = [
     ("Optimizers", [*CLASSES, "Optimizer"]),
-    ("Stateless steps", [a.step_name for a in ALGORITHMS.values()]),
+    ("Stateless steps", [a.step_name for a in ALGORITHMS.values() if a.stateless]),
     ("SciPy methods", ["minimize", *(f"minimize_{m}" for m in METHODS), "minibatches"]),
     ("Checkpoints", ["save", "load"]),
     ("Configuration", ["show_config", "set_num_threads", "get_num_threads"]),

@@ -38,7 +38,10 @@ enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };
     X(RADAM, radam, ADAMC_RECTIFIED, 0)                                 \
     X(SGD, sgd, ADAMC_MOMENTUM, ADAMC_NESTEROV) /* dampening, Nesterov */ \
     X(RMSPROP, rmsprop, ADAMC_MOMENTUM, ADAMC_CENTERED)                 \
-    X(LION, lion, 0, 0)
+    X(LION, lion, 0, 0)                                                 \
+    X(PRODIGY, prodigy, ADAMC_MOMENTUM, 0) /* the update after the estimate of d */ \
+    X(SF_ADAMW, adamw_schedulefree, 0, ADAMC_LERP_END)                  \
+    X(SF_SGD, sgd_schedulefree, 0, ADAMC_LERP_END)
 
 enum {
 #define ADAMC_ENUM_(id, name, x, y) ADAMC_##id,
@@ -59,7 +62,9 @@ enum {
     ADAMC_RECTIFIED = 1u << 3,  /* RAdam: variance rectification active this step */
     ADAMC_MOMENTUM = 1u << 4,   /* SGD, RMSprop: keep a momentum buffer */
     ADAMC_NESTEROV = 1u << 5,   /* SGD */
-    ADAMC_CENTERED = 1u << 6    /* RMSprop */
+    ADAMC_CENTERED = 1u << 6,   /* RMSprop */
+    ADAMC_LERP_END = 1u << 7,   /* schedule-free: lerp's second form (weight >= 0.5) */
+    ADAMC_EMA = 1u << 8         /* weight averaging: average = lerp(average, p, ema_weight) */
 };
 
 /* Per-step scalars, prepared once per step in double precision. Kernels for float32
@@ -70,6 +75,7 @@ typedef struct adamc_coef {
     double clip_value;   /* g is clamped to [-clip_value, clip_value]; inf when off */
     double weight_decay; /* ADAMC_COUPLED_WD */
     double decay;        /* decoupled weight decay: p *= decay; 1 when off */
+    double ema_weight;   /* ADAMC_EMA: weight of the new parameters in the average */
     union {
         struct { /* Adam */
             double beta2, one_minus_beta1, one_minus_beta2;
@@ -98,13 +104,29 @@ typedef struct adamc_coef {
         struct { /* Lion: c = beta1 m + (1 - beta1) g; p -= lr sign(c) */
             double beta1, one_minus_beta1, beta2, one_minus_beta2, lr;
         } lion;
+        struct { /* Prodigy (Mishchenko & Defazio, 2024), with d the distance estimate.
+                  * The statistics pass (prodigy_stats) only reads; the update pass:
+                  *   m = beta1 m + m_gain g,  v = beta2 v + v_gain g g,  s = beta3 s + s_gain g
+                  *   p -= wd_step p                 (decoupled decay; decay != 1 marks it)
+                  *   p -= step_size m / (sqrt(v) + eps_hat)     (beta1 > 0)
+                  *   p -= grad_step g / (sqrt(v) + eps_hat)     (beta1 = 0) */
+            double beta1, m_gain, beta2, v_gain, beta3, s_gain;
+            double step_size, grad_step, eps_hat, wd_step;
+        } prodigy;
+        struct { /* Schedule-free AdamW / SGD (Defazio et al., 2024); y = p, s0 = z, s1 = v:
+                  *   v = beta2 v + ((1 - beta2) g) g;  g = g / (sqrt(v / bc2) + eps) (AdamW)
+                  *   g = g + wd y;  y = lerp(y, z, ckp1);  y = y + c_y g;  z = z - lr g */
+            double beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, c_y, lr;
+        } schedulefree;
     } u;
 } adamc_coef;
 
 /* One kernel invocation on one parameter array. State arrays, in order:
  *   Adam: exp_avg, exp_avg_sq, max_exp_avg_sq     Adamax: exp_avg, exp_inf
  *   NAdam, RAdam: exp_avg, exp_avg_sq             SGD: momentum_buffer
- *   RMSprop: square_avg, momentum_buffer, grad_avg      Lion: exp_avg */
+ *   RMSprop: square_avg, momentum_buffer, grad_avg      Lion: exp_avg
+ *   Prodigy: exp_avg, exp_avg_sq, s (and the anchor p0)
+ *   schedule-free AdamW: z, exp_avg_sq      schedule-free SGD: z */
 typedef struct adamc_task {
     void *param;
     const void *grad;
@@ -112,6 +134,8 @@ typedef struct adamc_task {
     const void *lower;
     const void *upper;
     const adamc_coef *coef;
+    void *anchor;  /* Prodigy's statistics: p0, the parameters at the first step */
+    void *average; /* ADAMC_EMA: the weight average of the parameters (else unused) */
 } adamc_task;
 
 /* A kernel updates elements [begin, end) of a task. Elements are independent, so any
@@ -123,6 +147,12 @@ typedef void (*adamc_chunk_fn)(const adamc_task *task, ptrdiff_t begin, ptrdiff_
 typedef double (*adamc_sumsq_fn)(const void *grad, ptrdiff_t begin, ptrdiff_t end,
                                  double clip);
 
+/* A read-only pass that returns two sums over [begin, end) in out[0], out[1] (Prodigy's
+ * statistics: sum g (p0 - p) and sum |s_new|), accumulated in double in a fixed order
+ * (16 interleaved lanes from `begin`, combined pairwise) on every SIMD level. */
+typedef void (*adamc_reduce_fn)(const adamc_task *task, ptrdiff_t begin, ptrdiff_t end,
+                                double *out);
+
 /* Index of the first NaN or infinity in grad[0, n), or -1. */
 typedef ptrdiff_t (*adamc_scan_fn)(const void *grad, ptrdiff_t n);
 
@@ -131,6 +161,7 @@ typedef struct adamc_kernels {
     adamc_chunk_fn step[ADAMC_NUM_ALGOS][2]; /* [algorithm][ADAMC_F32 / ADAMC_F64] */
     adamc_sumsq_fn sumsq[2];
     adamc_scan_fn first_nonfinite[2];
+    adamc_reduce_fn prodigy_stats[2];
 } adamc_kernels;
 
 /* Kernel table of a level, or NULL when that level was not compiled in. */
@@ -150,6 +181,7 @@ int adamc_cpu_level(void);
 #define ADAMC_POLICY_KINDS 32
 #define ADAMC_KIND_STEP(algo, dtype) ((algo) * 2 + (dtype))
 #define ADAMC_KIND_SUMSQ(dtype) (ADAMC_POLICY_KINDS - 2 + (dtype))
+#define ADAMC_KIND_REDUCE(dtype) (ADAMC_POLICY_KINDS - 6 + (dtype))
 
 typedef void (*adamc_body_fn)(void *ctx, ptrdiff_t begin, ptrdiff_t end);
 
@@ -170,6 +202,12 @@ void adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int kind,
  * summed by fn, partial sums added in order; the same bits for any thread count. */
 double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip,
                          int kind, ptrdiff_t nbytes);
+
+/* fn over [0, n) of a task, in the partitions of adamc_sum_squares; the two sums of
+ * the partitions are added in order into out[0], out[1] (the same bits for any thread
+ * count). */
+void adamc_reduce2(adamc_reduce_fn fn, const adamc_task *task, ptrdiff_t n, int kind,
+                   ptrdiff_t nbytes, double *out);
 
 /* Configuration (also called through ctypes by adamc's threadpoolctl controller). */
 int adamc_have_threads(void);
@@ -206,7 +244,10 @@ typedef struct adamc_hyper {
     double momentum_decay;      /* NAdam */
     double momentum, dampening; /* SGD, RMSprop (momentum) */
     double alpha;               /* RMSprop */
+    double beta3, d0, d_coef, growth_rate; /* Prodigy (beta3 < 0: sqrt(beta2)) */
+    double warmup_steps, r, weight_lr_power; /* schedule-free */
     int decoupled, amsgrad, maximize, nesterov, centered;
+    int bias_correction, safeguard_warmup; /* Prodigy */
 } adamc_hyper;
 
 /* Fill coef for the 1-based step `step` of algorithm `algo`. `aux` is the group's

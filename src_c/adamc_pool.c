@@ -862,3 +862,38 @@ adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip,
         total += partial[k];
     return total;
 }
+
+typedef struct {
+    adamc_reduce_fn fn;
+    const adamc_task *task;
+    ptrdiff_t n, parts;
+    double *partial; /* two per partition */
+} reduce_ctx;
+
+static void
+reduce_body(void *ctx, ptrdiff_t begin, ptrdiff_t end)
+{
+    const reduce_ctx *c = (const reduce_ctx *)ctx;
+    for (ptrdiff_t k = begin; k < end; k++)
+        c->fn(c->task, c->n * k / c->parts, c->n * (k + 1) / c->parts, c->partial + 2 * k);
+}
+
+void
+adamc_reduce2(adamc_reduce_fn fn, const adamc_task *task, ptrdiff_t n, int kind,
+              ptrdiff_t nbytes, double *out)
+{
+    /* the partitions of adamc_sum_squares: boundaries that depend on n only */
+    double partial[2 * MAX_PARTS];
+    ptrdiff_t parts = n / PART;
+    if (parts < 1)
+        parts = 1;
+    if (parts > MAX_PARTS)
+        parts = MAX_PARTS;
+    reduce_ctx c = {fn, task, n, parts, partial};
+    adamc_parallel(kind, nbytes, reduce_body, &c, parts, 1);
+    out[0] = out[1] = 0.0;
+    for (ptrdiff_t k = 0; k < parts; k++) {
+        out[0] += partial[2 * k];
+        out[1] += partial[2 * k + 1];
+    }
+}

@@ -195,6 +195,32 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         c->u.lion.one_minus_beta2 = 1.0 - h->beta2;
         c->u.lion.lr = h->lr;
         break;
+    case ADAMC_PRODIGY:
+        /* The option bits only: the coefficients depend on the distance estimate d,
+         * which the engine holds for the whole optimizer and fills in per pass (the
+         * decoupled decay 1 - weight_decay * d lr of the update pass included). */
+        c->weight_decay = 0.0;
+        c->decay = 1.0;
+        if (h->weight_decay != 0.0 && !h->decoupled) {
+            c->flags |= ADAMC_COUPLED_WD;
+            c->weight_decay = h->weight_decay;
+        }
+        if (h->beta1 > 0.0)
+            c->flags |= ADAMC_MOMENTUM;
+        break;
+    case ADAMC_SF_ADAMW:
+    case ADAMC_SF_SGD:
+        /* The per-step constants; the averaging weight ckp1, the warm-up and the y
+         * coefficient depend on the group's weight sum and largest lr, which the engine
+         * holds and fills in (_schedulefree.pxi). */
+        c->weight_decay = 0.0;
+        c->decay = 1.0;
+        c->u.schedulefree.beta2 = h->beta2;
+        c->u.schedulefree.one_minus_beta2 = 1.0 - h->beta2;
+        c->u.schedulefree.bc2 = 1.0 - pow(h->beta2, t);
+        c->u.schedulefree.eps = h->eps;
+        c->u.schedulefree.wd = h->weight_decay;
+        break;
     default: {
         const adamc_coef zero = {0};
         *c = zero;

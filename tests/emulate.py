@@ -141,3 +141,80 @@ def lion(p, g, s, step, aux, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maxim
     sign = np.where(c > 0, _t(p, 1.0), np.where(c < 0, _t(p, -1.0), c)).astype(p.dtype)
     m = _t(p, b2) * m + _t(p, 1.0 - b2) * g
     return p - _t(p, lr) * sign, {"exp_avg": m}, aux
+
+
+def _lane_sum(x):
+    """Sum of a float64 array in the kernels' order: 16 lanes counted from the start,
+    combined pairwise (8, 4, 2, 1)."""
+    n = x.size
+    full = n - n % 16
+    # a reduction over the rows of a C-contiguous (rows, 16) array adds the rows in
+    # order, as the loop does (NumPy sums pairwise only along the contiguous axis)
+    acc = np.zeros(16) + x[:full].reshape(-1, 16).sum(axis=0)
+    acc[: n - full] += x[full:]
+    for w in (8, 4, 2, 1):
+        acc[:w] += acc[w:2 * w]
+    return acc[0]
+
+
+def _partition_sum(x):
+    """adamc_reduce2's order: partitions that depend on n only, summed in order."""
+    n = x.size
+    parts = min(max(n // 32768, 1), 64)
+    total = 0.0
+    for k in range(parts):
+        total += _lane_sum(x[n * k // parts: n * (k + 1) // parts])
+    return total
+
+
+def prodigy(p, g, s, step, aux, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8,
+            weight_decay=0.0, decouple=True, use_bias_correction=False,
+            safeguard_warmup=False, d0=1e-6, d_coef=1.0, growth_rate=float("inf"),
+            maximize=False, d=None, d_max=None, d_numerator=0.0):
+    """One array's Prodigy step (prodigy_step). ``aux`` is unused; the scalars are
+    keywords and come back in the third element as (d, d_max, d_numerator)."""
+    b1, b2 = betas
+    d = d0 if d is None else d
+    d_max = d0 if d_max is None else d_max
+    b3 = math.sqrt(b2) if beta3 is None else beta3
+    k = step - 1
+    bc = math.sqrt(1.0 - b2 ** float(k + 1)) / (1.0 - b1 ** float(k + 1)) \
+        if use_bias_correction else 1.0
+    dlr = d * lr * bc
+    coupled = weight_decay != 0.0 and not decouple
+    g = _grad(p, g, maximize, weight_decay, coupled)
+    p0 = p.copy() if step == 1 else s["p0"]
+    m_gain, v_gain = d * (1.0 - b1), d * d * (1.0 - b2)
+    s_gain = (d / d0) * d if safeguard_warmup else (d / d0) * dlr
+    if lr == 0.0:
+        b1_, b2_, b3_, m_gain, v_gain, s_gain = 1.0, 1.0, 1.0, 0.0, 0.0, 0.0
+    else:
+        b1_, b2_, b3_ = b1, b2, b3
+    s_new = _t(p, b3_) * s["s"] + _t(p, s_gain) * g
+    if lr == 0.0:
+        dot = denom = 0.0
+    else:
+        dot = _partition_sum(g.astype(np.float64) * (p0.astype(np.float64) - p.astype(np.float64)))
+        denom = _partition_sum(np.abs(s_new.astype(np.float64)))
+    d_new, moved = d, denom != 0.0
+    if moved:
+        num = d_numerator * b3 + (d / d0) * dlr * dot
+        d_hat = d_coef * num / denom
+        dd = d
+        if dd == d0:
+            dd = d_hat if d_hat > dd else dd
+        d_max = d_hat if d_hat > d_max else d_max
+        d_new = dd * growth_rate if dd * growth_rate < d_max else d_max
+        d_numerator = num
+    v = _t(p, b2_) * s["exp_avg_sq"] + (_t(p, v_gain) * g) * g
+    den = np.sqrt(v) + _t(p, d_new * eps)
+    if moved and weight_decay != 0.0 and decouple:
+        p = p - _t(p, weight_decay * dlr) * p
+    step_size, grad_step = (dlr, dlr * d_new) if moved else (0.0, 0.0)
+    m = s["exp_avg"]
+    if b1 > 0:
+        m = _t(p, b1_) * m + _t(p, m_gain) * g
+        p = p - _t(p, step_size) * (m / den)
+    else:
+        p = p - _t(p, grad_step) * (g / den)
+    return p, {"exp_avg": m, "exp_avg_sq": v, "s": s_new, "p0": p0}, (d_new, d_max, d_numerator)

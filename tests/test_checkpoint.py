@@ -19,6 +19,9 @@ FAMILY = [
     (adamc.SGD, dict(momentum=0.9, nesterov=True, lr=0.01)),
     (adamc.RMSprop, dict(momentum=0.5, centered=True)),
     (adamc.Lion, dict(weight_decay=0.1, lr=schedules.exponential_decay(1e-3, 0.9))),
+    (adamc.Prodigy, dict(weight_decay=0.1, use_bias_correction=True, max_grad_norm=1.0)),
+    (adamc.AdamWScheduleFree, dict(warmup_steps=3, weight_decay=0.01)),
+    (adamc.SGDScheduleFree, dict(lr=schedules.step_decay(0.1, 3, 0.5))),
 ]
 IDS = [c.__name__ for c, _ in FAMILY]
 

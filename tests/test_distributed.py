@@ -256,3 +256,44 @@ def test_reproducible_whatever_algorithm_the_mpi_library_picks():
         outputs.append(proc.stdout.split())
     assert all(len(o) == 2 and o[0] == o[1] for o in outputs), outputs  # modes agree
     assert len({o[0] for o in outputs}) == 1, outputs  # algorithms do not matter
+
+
+@needs_mpi
+def test_refuses_what_it_cannot_distribute_and_minimize_fits_it():
+    """Prodigy and the schedule-free methods keep optimizer-wide state, and ema an
+    average: DistributedOptimizer refuses them on every rank before anything; the
+    distributed minimize (every rank steps the whole optimizer with the mean f and g)
+    fits them, with the bits of one process."""
+    code = textwrap.dedent("""
+        import numpy as np, adamc
+        from mpi4py import MPI
+        from adamc.distributed import DistributedOptimizer
+        comm = MPI.COMM_WORLD
+        for make, exc, text in [
+                (lambda x: adamc.Prodigy(x), TypeError, "does not support Prodigy"),
+                (lambda x: adamc.AdamWScheduleFree(x), TypeError,
+                 "does not support AdamWScheduleFree"),
+                (lambda x: adamc.Adam(x, ema=0.9), ValueError, "weight averaging")]:
+            x = np.linspace(-1, 1, 10)
+            try:
+                DistributedOptimizer(make(x), comm)
+            except exc as e:
+                assert text in str(e), e
+            else:
+                raise AssertionError("not refused")
+        f = lambda x: (float(np.sum((x - 0.3) ** 2)), 2 * (x - 0.3))
+        for method, options in [("prodigy", {}), ("adamw_schedulefree", {"lr": 0.05}),
+                                ("adam", {"lr": 0.05, "ema": 0.9})]:
+            one = adamc.minimize(f, np.zeros(5), jac=True, method=method,
+                                 options=dict(options, maxiter=200))
+            many = adamc.minimize(f, np.zeros(5), jac=True, method=method,
+                                  options=dict(options, maxiter=200, comm=comm))
+            assert np.array_equal(one.x, many.x) and one.nit == many.nit, method
+            if "ema" in options:
+                assert np.array_equal(one.x_ema, many.x_ema)
+        if comm.rank == 0:
+            print("ok")
+    """)
+    proc = launch(2, "-c", code, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

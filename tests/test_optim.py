@@ -391,6 +391,16 @@ FAMILY = [
     (adamc.RMSprop, dict(momentum=0.5, centered=True), dict(lr=1e-2, alpha=0.99, eps=1e-8,
                                                              momentum=0.0, centered=False)),
     (adamc.Lion, dict(weight_decay=0.1), dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)),
+    (adamc.Prodigy, dict(weight_decay=0.1, decouple=False),
+     dict(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0, decouple=True,
+          use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0,
+          growth_rate=float("inf"))),
+    (adamc.AdamWScheduleFree, dict(warmup_steps=2),
+     dict(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
+          weight_lr_power=2.0)),
+    (adamc.SGDScheduleFree, dict(weight_decay=0.1),
+     dict(lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0,
+          weight_lr_power=2.0)),
 ]
 FAMILY_IDS = [f[0].__name__ for f in FAMILY]
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SYMBOL = re.compile(r"^[0-9a-f]+ <(?P<name>\w+_v_[01]{6}_(?P<dtype>f32|f64)_(?P<level>\w+))>:$")
+SYMBOL = re.compile(r"^[0-9a-f]+ <(?P<name>\w+_v_[01]{7}_(?P<dtype>f32|f64)_(?P<level>\w+))>:$")
 REGISTER = {"avx512": "%zmm", "avx2": "%ymm", "baseline": "%xmm"}
 PACKED = re.compile(r"\s(v?(?:add|sub|mul|div|sqrt|max|min)p[sd])\s")
 

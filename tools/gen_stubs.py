@@ -52,11 +52,20 @@ def optim_stub() -> str:
             lines += ["    @staticmethod", f"    def {name}{_sig(attr.__func__)}: ..."]
         elif isinstance(attr, classmethod):
             lines += ["    @classmethod", f"    def {name}{_sig(attr.__func__)}: ..."]
+        elif isinstance(attr, property):
+            lines += ["    @property", f"    def {name}{_sig(attr.fget)}: ..."]
         elif inspect.isfunction(attr):
             lines.append(f"    def {name}{_sig(attr)}: ...")
     lines.append("")
+    for engine, cls in optim._ENGINE_BASES.items():
+        lines.append(f"class {cls.__name__}(Optimizer, _kernels.{engine}):")
+        for name, attr in cls.__dict__.items():
+            if inspect.isfunction(attr):
+                lines.append(f"    def {name}{_sig(attr)}: ...")
+        lines.append("")
     for name, (algorithm, spec) in CLASSES.items():
-        base = spec.base or "Optimizer"
+        base = spec.base or (optim._ENGINE_BASES[algorithm.engine].__name__
+                             if algorithm.engine else "Optimizer")
         lines += [f"class {name}({base}):",
                   f"    def __init__{_sig(getattr(optim, name).__init__)}: ...", ""]
     for name in ("_check_count", "_zeros_in_phase", "_check_no_overlap", "_init_source",
@@ -73,11 +82,18 @@ def functional_stub() -> str:
              "def step_arguments(algorithm: Algorithm) -> list[tuple[str, Any, str]]: ...",
              "def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], "
              "list[str]]: ...",
-             "def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...", "",
+             "def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...",
+             "def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]: ...", "",
              "# The steps are _kernels._StepFunction instances at run time (compiled",
              "# callables); typed here as the functions they behave like.", ""]
     for algorithm in ALGORITHMS.values():
+        if not algorithm.stateless:
+            continue
         positional, keyword, _ = functional.step_signature(algorithm)
+        if algorithm.scalars:  # _make_scalar_step: all states positional, the scalars
+            positional = ["param", "grad"] + [s.name for s in algorithm.states]
+            keyword = ["step"] + [f"{n}=_" for n, _ in algorithm.scalars] + \
+                [f"{n}=_" for n, _, _ in functional.step_arguments(algorithm)]
         kinds = {name: kind for name, _, kind in functional.step_arguments(algorithm)}
 
         def typed(arg: str) -> str:
@@ -88,11 +104,17 @@ def functional_stub() -> str:
                 ann = "int"
             elif name == "mu_product":
                 ann = "float"
+            elif name in dict(algorithm.scalars):
+                ann = "float | None" if dict(algorithm.scalars)[name] is None else "float"
+            elif HYPERPARAMETERS.get(name) is not None and "None" in HYPERPARAMETERS[name].annotation:
+                ann = HYPERPARAMETERS[name].annotation
             else:
                 ann = "bool" if kinds[name] == "flag" else "float"
             return f"{name}: {ann}" + (" = ..." if default else "")
 
         ret = "float" if algorithm.aux == "mu_product" else "None"
+        if algorithm.scalars:
+            ret = f"tuple[{', '.join(['float'] * len(algorithm.scalars))}]"
         args = ", ".join([typed(a) for a in positional] + ["*"] + [typed(a) for a in keyword])
         lines.append(f"def {algorithm.step_name}({args}) -> {ret}: ...")
     return "\n".join(lines) + "\n"

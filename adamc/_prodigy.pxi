@@ -1,0 +1,409 @@
+# Included by adamc/_kernels.pyx (one extension module; see its docstring).
+
+# ---------------------------------------------------------------------------------
+# Prodigy (Mishchenko & Defazio, 2024), as the prodigyopt package 1.1.2: Adam whose
+# step size d * lr is adapted from two sums over every parameter,
+#     numerator   = beta3 * numerator + (d / d0) * d lr * sum g (p0 - p)
+#     denominator = sum |s|,   s = beta3 * s + (d / d0) * d lr * g
+# and d_hat = d_coef * numerator / denominator. A step is two passes over memory: the
+# statistics pass (reads only: the two sums, in double, in partitions that depend on
+# the sizes only) and, once the estimate of d is made, the update pass (the moments,
+# s and p together). Nothing is written before the sums are known, so a failure
+# between the passes (e.g. of the reducer of adamc.distributed) changes nothing.
+
+cdef struct ProdigyScalars:
+    double d, d_max, d_numerator, d_hat, d_denom
+    int64_t k                 # steps that moved the parameters (bias correction)
+
+
+cdef inline double _py_max(double a, double b) noexcept nogil:
+    # Python's max(a, b): b only when b > a (a NaN b leaves a)
+    return b if b > a else a
+
+
+cdef inline double _py_min(double a, double b) noexcept nogil:
+    return b if b < a else a
+
+
+cdef double _prodigy_dlr(const adamc_hyper *h, const ProdigyScalars *st,
+                         double lr) noexcept nogil:
+    """d * lr * bias correction (prodigyopt's dlr) before this step's estimate."""
+    cdef double bc = 1.0
+    if h.bias_correction:
+        bc = sqrt(1.0 - pow(h.beta2, <double>(st.k + 1))) / \
+            (1.0 - pow(h.beta1, <double>(st.k + 1)))
+    return st.d * lr * bc
+
+
+cdef inline double _prodigy_beta3(const adamc_hyper *h) noexcept nogil:
+    return sqrt(h.beta2) if h.beta3 < 0 else h.beta3
+
+
+cdef void _prodigy_stats_coef(const adamc_hyper *h, const ProdigyScalars *st, double dlr,
+                              adamc_coef *c) noexcept nogil:
+    """The coefficients of the moments and of s (the statistics pass and the update
+    pass share them). A group with lr 0 keeps its state (prodigyopt skips it)."""
+    cdef double d = st.d
+    if h.lr == 0.0:
+        c.u.prodigy.beta1 = c.u.prodigy.beta2 = c.u.prodigy.beta3 = 1.0
+        c.u.prodigy.m_gain = c.u.prodigy.v_gain = c.u.prodigy.s_gain = 0.0
+        return
+    c.u.prodigy.beta1 = h.beta1
+    c.u.prodigy.m_gain = d * (1.0 - h.beta1)
+    c.u.prodigy.beta2 = h.beta2
+    c.u.prodigy.v_gain = d * d * (1.0 - h.beta2)
+    c.u.prodigy.beta3 = _prodigy_beta3(h)
+    c.u.prodigy.s_gain = (d / h.d0) * d if h.safeguard_warmup else (d / h.d0) * dlr
+
+
+cdef bint _prodigy_estimate(const adamc_hyper *h, const ProdigyScalars *st, double delta,
+                            double denom, ProdigyScalars *out) noexcept nogil:
+    """The new estimate of d from the global sums; False (and out = st) when the
+    denominator is 0: prodigyopt then returns before moving the parameters."""
+    out[0] = st[0]
+    if denom == 0.0:
+        return False
+    cdef double num = st.d_numerator * _prodigy_beta3(h) + delta
+    cdef double d = st.d, d_hat = h.d_coef * num / denom
+    if d == h.d0:
+        d = _py_max(d, d_hat)
+    cdef double d_max = _py_max(st.d_max, d_hat)
+    out.d = _py_min(d_max, d * h.growth_rate)
+    out.d_max = d_max
+    out.d_numerator = num
+    out.d_hat = d_hat
+    out.d_denom = denom
+    out.k = st.k + 1
+    return True
+
+
+cdef void _prodigy_update_coef(const adamc_hyper *h, double dlr, double d_new, bint moved,
+                               adamc_coef *c) noexcept nogil:
+    """The update pass's step: p -= dlr m / (sqrt(v) + d eps) (beta1 > 0) or
+    p -= dlr d g / (sqrt(v) + d eps) (beta1 = 0), after the decoupled decay
+    p -= weight_decay dlr p; no move when the estimate was skipped."""
+    c.u.prodigy.eps_hat = d_new * h.eps
+    c.u.prodigy.step_size = dlr if moved else 0.0
+    c.u.prodigy.grad_step = dlr * d_new if moved else 0.0
+    c.decay = 1.0
+    c.u.prodigy.wd_step = 0.0
+    if moved and h.decoupled and h.weight_decay != 0.0:
+        c.u.prodigy.wd_step = h.weight_decay * dlr
+        c.decay = 1.0 - c.u.prodigy.wd_step  # (selects the variant with the decay)
+
+
+cdef str _prodigy_mismatch(const adamc_hyper *a, const adamc_hyper *b):
+    """The first of the optimizer-wide hyperparameters in which two groups differ."""
+    if a.beta1 != b.beta1 or a.beta2 != b.beta2:
+        return "betas"
+    if a.beta3 != b.beta3:
+        return "beta3"
+    if a.d0 != b.d0:
+        return "d0"
+    if a.d_coef != b.d_coef:
+        return "d_coef"
+    if a.growth_rate != b.growth_rate:
+        return "growth_rate"
+    if a.bias_correction != b.bias_correction:
+        return "use_bias_correction"
+    if a.safeguard_warmup != b.safeguard_warmup:
+        return "safeguard_warmup"
+    if a.decoupled != b.decoupled:
+        return "decouple"
+    return None
+
+
+def _check_prodigy_scalars(d, d_max, d_numerator, k, d0, where=""):
+    """Validated optimizer-wide scalar state of Prodigy: (d, d_max, d_numerator, k)."""
+    d = _real(d, where + "d")
+    d_max = _real(d_max, where + "d_max")
+    d_numerator = _real(d_numerator, where + "d_numerator")
+    if not (d > 0 and isfinite(d)):
+        raise ValueError(f"{where}d must be a finite number > 0, got {d!r}")
+    if not (d_max >= d and isfinite(d_max)):
+        raise ValueError(f"{where}d_max must be a finite number >= d, got {d_max!r}")
+    if not isfinite(d_numerator):
+        raise ValueError(f"{where}d_numerator must be finite, got {d_numerator!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= 2**62:
+        raise ValueError(f"{where}k must be an int in [0, 2**62], got {k!r}")
+    return float(d), float(d_max), float(d_numerator), int(k)
+
+
+@cython.auto_pickle(False)
+cdef class _ProdigyEngine(_Engine):
+    """The engine of :class:`adamc.Prodigy`: the optimizer-wide estimate of d, the
+    statistics pass before the update pass, and a hook for reducing the two sums
+    across processes (``_step_with_reducer``)."""
+    cdef ProdigyScalars _pd
+    cdef object _reducer        # callable (delta, denom) -> (delta, denom), or None
+    cdef void **_anchor         # per param: p0's data
+
+    def __cinit__(self):
+        self._pd.d = self._pd.d_max = 1e-6
+        self._pd.d_numerator = self._pd.d_hat = self._pd.d_denom = 0.0
+        self._pd.k = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._anchor)
+
+    def _bind(self, int algo, tuple keys, list params, list states, list group_index,
+              lower=None, upper=None, validate=None, tuple state_names=(), averages=None):
+        """_Engine._bind; ``states[i][3]`` is p0, the anchor of the statistics."""
+        cdef Py_ssize_t i, n = len(params)
+        cdef void **anchor = <void **>PyMem_Calloc(max(n, 1), sizeof(void *))
+        if anchor == NULL:
+            raise MemoryError("cannot allocate the optimizer's bookkeeping")
+        for i in range(n):
+            if len(states[i]) < 4 or states[i][3] is None:
+                PyMem_Free(anchor)
+                raise ValueError("Prodigy needs the p0 state of every parameter")
+            anchor[i] = cnp.PyArray_DATA(<cnp.ndarray>states[i][3])
+        try:
+            _Engine._bind(self, algo, keys, params, states, group_index, lower, upper,
+                          validate, state_names, averages)
+        except BaseException:
+            PyMem_Free(anchor)
+            raise
+        PyMem_Free(self._anchor)
+        self._anchor = anchor
+
+    def _prodigy_state(self):
+        """The optimizer-wide scalars: d, d_max, d_numerator, k (steps that moved the
+        parameters), and d_hat, d_denom of the last estimate."""
+        return {"d": self._pd.d, "d_max": self._pd.d_max, "d_numerator": self._pd.d_numerator,
+                "k": self._pd.k, "d_hat": self._pd.d_hat, "d_denom": self._pd.d_denom}
+
+    def _set_prodigy_state(self, double d, double d_max, double d_numerator, int64_t k,
+                           double d_hat=0.0, double d_denom=0.0):
+        """Set the scalars (values already checked by _check_prodigy_scalars)."""
+        self._check_idle()
+        self._pd.d, self._pd.d_max, self._pd.d_numerator, self._pd.k = d, d_max, d_numerator, k
+        self._pd.d_hat, self._pd.d_denom = d_hat, d_denom
+        self._publish()
+
+    cdef int _publish(self) except -1:
+        """Mirror the scalars into every param group, where prodigyopt keeps them
+        (``param_groups[0]["d"]`` is the adapted step size, for logging)."""
+        st = self._prodigy_state()
+        for group in self.param_groups:
+            if type(group) is dict:
+                (<dict>group).update(st)
+        return 0
+
+    def _step_with_reducer(self, grads, reducer, sumsq=None):
+        """step() with the two sums of the statistics pass (sum of (d/d0) dlr g (p0 -
+        p) and of |s|, over this process's parameters) passed through
+        ``reducer(delta, denom) -> (delta, denom)`` before the estimate of d: the hook
+        through which adamc.distributed makes them global (each rank holding a shard
+        of the parameters). It is called once per step, with the GIL, after every
+        check and before anything is written; if it raises, nothing has changed
+        (except p0 at the first step, which is then set again). ``sumsq``: the global
+        sum of squares for max_grad_norm, as for ``_step_reduced``."""
+        if not callable(reducer):
+            raise TypeError("reducer must be callable")
+        self._reducer = reducer
+        try:
+            if sumsq is None:
+                self.step(grads)
+            else:
+                self._step_reduced(grads, sumsq)
+        finally:
+            self._reducer = None
+
+    cdef int _update(self) except -1:
+        cdef Py_ssize_t i, gi, total = 0, bad = -1
+        cdef double lr = 0.0, x, dlr, delta = 0.0, denom = 0.0
+        cdef ProdigyScalars nxt
+        cdef Group *grp
+        cdef const adamc_hyper *h0 = &self._groups[0].hyper
+        cdef bint moved
+        for gi in range(self._ngroups):
+            x = self._groups[gi].hyper.lr
+            if x > lr:
+                lr = x
+        for gi in range(self._ngroups):
+            grp = &self._groups[gi]
+            if grp.hyper.lr != lr and grp.hyper.lr != 0.0:
+                raise RuntimeError(
+                    f"Prodigy: param_groups[{gi}] has lr {grp.hyper.lr}, another group "
+                    f"{lr}; the groups' lr must all be equal, or 0 (as in prodigyopt)")
+            name = _prodigy_mismatch(h0, &grp.hyper)
+            if name is not None:
+                raise ValueError(
+                    f"param_groups[{gi}]['{name}'] differs from param_groups[0]: Prodigy "
+                    f"estimates one step size for all groups, so {name} must be the same "
+                    f"in every group")
+        for i in range(self._nparams):
+            total += self._slots[i].nbytes
+        dlr = _prodigy_dlr(h0, &self._pd, lr)
+        for gi in range(self._ngroups):
+            _prodigy_stats_coef(&self._groups[gi].hyper, &self._pd, dlr, &self._groups[gi].coef)
+        if total >= _nogil_min_bytes:
+            with nogil:
+                adamc_enter()
+                bad = self._stats(total, dlr, &delta, &denom)
+                adamc_leave()
+        else:
+            _enter_holding_gil()
+            bad = self._stats(total, dlr, &delta, &denom)
+            adamc_leave()
+        if bad >= 0:
+            if self._nonfinite == 2:
+                self._skipped += 1
+                return 0
+            self._raise_nonfinite(bad)
+        if self._reducer is not None:
+            delta, denom = self._reducer(delta, denom)
+        moved = _prodigy_estimate(h0, &self._pd, delta, denom, &nxt)
+        for gi in range(self._ngroups):
+            _prodigy_update_coef(&self._groups[gi].hyper, dlr, nxt.d, moved,
+                                 &self._groups[gi].coef)
+        if total >= _nogil_min_bytes:
+            with nogil:
+                adamc_enter()
+                self._apply(total)
+                adamc_leave()
+        else:
+            _enter_holding_gil()
+            self._apply(total)
+            adamc_leave()
+        self._pd = nxt
+        for i in range(self._ngroups):
+            self._groups[i].step += 1
+            self._groups[i].aux = self._groups[i].aux_next
+            self._groups[i].last_lr = self._groups[i].hyper.lr
+        self._step_count += 1
+        if self._ema_now:
+            self._ema_count += 1
+        self._publish()
+        return 0
+
+    cdef Py_ssize_t _stats(self, Py_ssize_t total, double dlr, double *delta,
+                           double *denom) noexcept nogil:
+        """Scan for non-finite gradients (returns the first offending parameter),
+        clip by the global norm, set p0 at a group's first step, then the statistics
+        pass over the parameters of the groups with lr > 0."""
+        cdef Py_ssize_t i
+        cdef adamc_task task
+        cdef Slot *s
+        cdef Group *grp
+        cdef const adamc_kernels *kern = _kernels
+        cdef double sumsq = 0.0, scale, out[2]
+        if self._nonfinite != 0:
+            for i in range(self._nparams):
+                s = &self._slots[i]
+                if kern.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size) >= 0:
+                    return i
+        if self._max_grad_norm > 0:
+            if self._use_external:
+                sumsq = self._external_sumsq
+            else:
+                for i in range(self._nparams):
+                    s = &self._slots[i]
+                    sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
+                                               s.size, self._clip_value,
+                                               ADAMC_KIND_SUMSQ(s.dtype_index), total)
+            scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
+            if not (scale >= 1.0):
+                for i in range(self._ngroups):
+                    self._groups[i].coef.grad_scale *= scale
+        delta[0] = 0.0
+        denom[0] = 0.0
+        for i in range(self._nparams):
+            s = &self._slots[i]
+            grp = &self._groups[s.group]
+            if grp.step == 0:  # prodigyopt's p0: the parameters at the first step
+                memcpy(self._anchor[i], s.data, s.nbytes)
+            if grp.hyper.lr == 0.0:
+                continue
+            task.param = s.data
+            task.grad = self._grad_ptr[i]
+            task.state[0] = s.state[0]
+            task.state[1] = s.state[1]
+            task.state[2] = s.state[2]
+            task.lower = task.upper = NULL
+            task.average = NULL
+            task.coef = &grp.coef
+            task.anchor = self._anchor[i]
+            adamc_reduce2(kern.prodigy_stats[s.dtype_index], &task, s.size,
+                          ADAMC_KIND_REDUCE(s.dtype_index), s.nbytes, out)
+            delta[0] += (self._pd.d / grp.hyper.d0) * dlr * out[0]
+            denom[0] += out[1]
+        return -1
+
+    cdef void _apply(self, Py_ssize_t total) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef adamc_task task
+        cdef Slot *s
+        cdef const adamc_kernels *kern = _kernels
+        for i in range(self._nparams):
+            s = &self._slots[i]
+            task.param = s.data
+            task.grad = self._grad_ptr[i]
+            task.state[0] = s.state[0]
+            task.state[1] = s.state[1]
+            task.state[2] = s.state[2]
+            task.lower = s.lower
+            task.upper = s.upper
+            task.coef = &self._groups[s.group].coef
+            task.anchor = self._anchor[i]
+            task.average = s.average
+            adamc_run(kern.step[ADAMC_PRODIGY][s.dtype_index], &task, s.size,
+                      ADAMC_KIND_STEP(ADAMC_PRODIGY, s.dtype_index), s.nbytes)
+
+
+def _prodigy_step(param, grad, exp_avg, exp_avg_sq, s, p0, int64_t step, double d,
+                  double d_max, double d_numerator, dict hyper):
+    """The stateless Prodigy step of one array (adamc.functional.prodigy_step, which
+    checks the hyperparameters and the scalars): returns (d, d_max, d_numerator)."""
+    check_param(param, "param")
+    check_operand(grad, "grad", param)
+    names = ("exp_avg", "exp_avg_sq", "s", "p0")
+    arrays = (exp_avg, exp_avg_sq, s, p0)
+    for name, arr in zip(names, arrays):
+        check_operand(arr, name, param, writeable=True)
+    check_disjoint([("param", param)] + list(zip(names, arrays)), [("grad", grad)])
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    cdef adamc_hyper h
+    cdef adamc_coef coef
+    cdef double aux_next, dlr, out[2]
+    cdef ProdigyScalars st, nxt
+    _fill_hyper(&h, hyper)
+    st.d, st.d_max, st.d_numerator, st.k = d, d_max, d_numerator, step - 1
+    st.d_hat = st.d_denom = 0.0
+    adamc_prepare(ADAMC_PRODIGY, &h, step, 0.0, &coef, &aux_next)
+    cdef cnp.ndarray pa = <cnp.ndarray>param
+    cdef int dt = ADAMC_F32 if cnp.PyArray_TYPE(pa) == cnp.NPY_FLOAT else ADAMC_F64
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(pa), nbytes = cnp.PyArray_NBYTES(pa)
+    cdef adamc_task task
+    task.param = cnp.PyArray_DATA(pa)
+    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    task.state[0] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg)
+    task.state[1] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg_sq)
+    task.state[2] = cnp.PyArray_DATA(<cnp.ndarray>s)
+    task.anchor = cnp.PyArray_DATA(<cnp.ndarray>p0)
+    task.lower = task.upper = NULL
+    task.average = NULL
+    task.coef = &coef
+    dlr = _prodigy_dlr(&h, &st, h.lr)
+    _prodigy_stats_coef(&h, &st, dlr, &coef)
+    if step == 1:
+        memcpy(task.anchor, task.param, nbytes)
+    out[0] = out[1] = 0.0
+    cdef adamc_reduce_fn stats = _kernels.prodigy_stats[dt]
+    if h.lr != 0.0:
+        if nbytes >= _nogil_min_bytes:
+            with nogil:
+                adamc_enter()
+                adamc_reduce2(stats, &task, n, ADAMC_KIND_REDUCE(dt), nbytes, out)
+                adamc_leave()
+        else:
+            _enter_holding_gil()
+            adamc_reduce2(stats, &task, n, ADAMC_KIND_REDUCE(dt), nbytes, out)
+            adamc_leave()
+    moved = _prodigy_estimate(&h, &st, (d / h.d0) * dlr * out[0], out[1], &nxt)
+    _prodigy_update_coef(&h, dlr, nxt.d, moved, &coef)
+    _run_task(_kernels.step[ADAMC_PRODIGY][dt], &task, n, ADAMC_KIND_STEP(ADAMC_PRODIGY, dt),
+              nbytes)
+    return nxt.d, nxt.d_max, nxt.d_numerator
