@@ -15,6 +15,7 @@ and thread configuration; the rest is included from
 - ``_schedules.pxi``  the compiled learning-rate schedules
 - ``_stateless.pxi``  the algorithms of the kernels and the compiled stateless steps
 - ``_engine.pxi``     the engine behind the optimizer classes
+- ``_rows.pxi``       steps of many independent problems (adamc.minimize_many)
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules
@@ -381,3 +382,4 @@ include "_helpers.pxi"
 include "_schedules.pxi"
 include "_stateless.pxi"
 include "_engine.pxi"
+include "_rows.pxi"
