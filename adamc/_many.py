@@ -305,6 +305,7 @@ class _Problems:
         self.n, self.dtype = n, x.dtype
         self.nfev = np.zeros(B, np.int64)
         self.njev = np.zeros(B, np.int64)
+        self.pending = 0  # evaluations of every running problem not yet in nfev/njev
         self.idx = np.arange(B)
         if _is_scipy_jac_wrapper(fun, jac):
             fun, jac = fun.fun, True
@@ -322,7 +323,18 @@ class _Problems:
             raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
                              f"got {jac!r}")
 
+    def flush(self) -> None:
+        """Add the pending evaluations of the running problems to nfev and njev."""
+        if self.pending:
+            self.nfev[self.idx] += self.pending
+            self.njev[self.idx] += self.pending
+            self.pending = 0
+
+    def running_nfev(self) -> np.ndarray:
+        return self.nfev[self.idx] + self.pending
+
     def select(self, idx: np.ndarray) -> None:
+        self.flush()
         self.idx = idx
         self.rows = tuple(a[idx] for a in self.batch)
 
@@ -360,11 +372,9 @@ class _Problems:
         view = x.view()
         view.flags.writeable = False  # fun must not change the iterates
         args = self.args + self.rows
-        idx = self.idx
         if self.mode == "combined":
             out = self.fun(view, *args)
-            self.nfev[idx] += 1
-            self.njev[idx] += 1
+            self.pending += 1
             try:
                 f, g = out
             except (TypeError, ValueError):
@@ -372,8 +382,7 @@ class _Problems:
                                  f"it returned {type(out).__name__}") from None
             return self.values(f, m, "fun"), self.gradient(g, m, "fun")
         f = self.values(self.fun(view, *args), m, "fun")
-        self.nfev[idx] += 1
-        self.njev[idx] += 1
+        self.pending += 1
         if self.mode == "separate":
             return f, self.gradient(self.jac(view, *args), m, "jac")
         return f, self._finite_difference(x, f, args, lower, upper)
@@ -406,7 +415,7 @@ class _Problems:
             step = np.where(fwd_ok, hi, -hi).astype(x.dtype)
             work[:, i] = xi + step
             fp = self.values(self.fun(view, *args), m, "fun")
-            self.nfev[idx] += 1
+            self.nfev[idx] += 1  # (the gradient counts once, in pending)
             gi = (fp - f0) / step.astype(np.float64)
             if central.any():
                 work[:, i] = xi - hi
@@ -470,6 +479,8 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
     rows = setup.rows
     gtol, ftol, xtol = setup.gtol, setup.ftol, setup.xtol
     maxiter, maxfev = setup.maxiter, setup.maxfev
+    # (a tolerance that is off for every problem stays off as problems stop)
+    use_gtol, use_ftol, use_xtol = bool(gtol.any()), bool(ftol.any()), bool(xtol.any())
     loop = setup.loop
     disp = loop["disp"]
     every = loop["disp_every"]
@@ -574,18 +585,20 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
             continue
         status = np.full(x.shape[0], -1, np.int64)
         with np.errstate(invalid="ignore"):
-            conv = (gtol > 0) & (gnorm <= gtol)
-            change = np.abs(f_prev - f) <= ftol * np.maximum(
-                np.maximum(np.abs(f_prev), np.abs(f)), 1.0)
-            conv |= (ftol > 0) & change
-            if xtol.any():
+            conv = (gtol > 0) & (gnorm <= gtol) if use_gtol else np.zeros(x.shape[0], bool)
+            if use_ftol:
+                change = np.abs(f_prev - f) <= ftol * np.maximum(
+                    np.maximum(np.abs(f_prev), np.abs(f)), 1.0)
+                conv |= (ftol > 0) & change
+            if use_xtol:
                 dx = _row_max_abs(x.astype(np.float64) - keep_x.astype(np.float64))
                 conv |= (xtol > 0) & (dx <= xtol * np.maximum(1.0, _row_max_abs(x)))
         status[conv] = 0
         if maxfev is not None:
-            status[~conv & (problems.nfev[idx] >= maxfev) & (maxfev > 0)] = 2
+            status[~conv & (problems.running_nfev() >= maxfev)] = 2
         finish(status >= 0, status, nit)
     X[idx], F[idx], G[idx] = x, f, g  # nothing is left running here
+    problems.flush()
     return dict(x=X, fun=F, jac=G, nit=NIT, nfev=problems.nfev, njev=problems.njev,
                 status=STATUS)
 
