@@ -74,8 +74,9 @@ def _prepare_bounds_many(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.nda
                              f"got {bounds.shape}")
         lb, ub = bounds[..., 0].astype(float), bounds[..., 1].astype(float)
     else:
-        lo, hi = _prepare_bounds(bounds, np.empty(n))  # n (low, high) pairs
-        lb, ub = lo, hi
+        pairs = _prepare_bounds(bounds, np.empty(n))  # n (low, high) pairs
+        assert pairs is not None
+        lb, ub = pairs
     try:
         lb, ub = np.broadcast_to(lb, (B, n)), np.broadcast_to(ub, (B, n))
     except ValueError:
@@ -485,6 +486,9 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
     disp = loop["disp"]
     every = loop["disp_every"]
 
+    f = np.zeros(0)
+    g = np.zeros((0, n), x.dtype)
+
     def finish(done: np.ndarray, status: np.ndarray | int, nit: int) -> None:
         """Record the problems `done` (a mask over the running ones) and drop them."""
         nonlocal x, g, f, idx, states, aux, lower, upper, rows, gtol, ftol, xtol
@@ -498,7 +502,7 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
         keep = ~done
         x, g, f, idx, aux = x[keep], g[keep], f[keep], idx[keep], aux[keep]
         states = [None if s is None else s[keep] for s in states]
-        if lower is not None:
+        if lower is not None and upper is not None:
             lower, upper = lower[keep], upper[keep]
         if rows is not None:
             rows = np.ascontiguousarray(rows[keep])
@@ -507,8 +511,6 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
         maxfev = None if maxfev is None else maxfev[keep]
         problems.select(idx)
 
-    f = np.zeros(0)
-    g = np.zeros((0, n), x.dtype)
     error = None
     try:
         if B:
