@@ -337,7 +337,8 @@ class _Problems:
     def select(self, idx: np.ndarray) -> None:
         self.flush()
         self.idx = idx
-        self.rows = tuple(a[idx] for a in self.batch)
+        self.rows = tuple(a.take(idx, axis=0) if isinstance(a, np.ndarray) else a[idx]
+                          for a in self.batch)
 
     def values(self, out: Any, m: int, source: str) -> np.ndarray:
         f = np.asarray(out)
@@ -444,9 +445,17 @@ class _Problems:
 
 def _row_max_abs(a: np.ndarray) -> np.ndarray:
     """max |a| of every row in float64, NaN when the row holds a NaN (max_abs)."""
-    if a.shape[1] == 0:
+    n = a.shape[1]
+    if n == 0:
         return np.zeros(a.shape[0])
-    return np.abs(a).max(axis=1).astype(np.float64)
+    a = np.abs(a)
+    if n > 16:
+        return a.max(axis=1).astype(np.float64)
+    # few columns: a maximum over columns is ~10x faster than NumPy's short-row reduce
+    out = a[:, 0].astype(np.float64)
+    for j in range(1, n):
+        np.maximum(out, a[:, j], out=out)  # propagates NaN, as max_abs does
+    return out
 
 
 class _Local:
@@ -499,16 +508,17 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
         X[where], F[where], G[where] = x[done], f[done], g[done]
         NIT[where] = nit
         STATUS[where] = status if np.ndim(status) == 0 else np.asarray(status)[done]
-        keep = ~done
-        x, g, f, idx, aux = x[keep], g[keep], f[keep], idx[keep], aux[keep]
-        states = [None if s is None else s[keep] for s in states]
+        # (take with indices is several times faster than a boolean mask)
+        sel = np.flatnonzero(~done)
+        x, g, f, idx, aux = (a.take(sel, axis=0) for a in (x, g, f, idx, aux))
+        states = [None if s is None else s.take(sel, axis=0) for s in states]
         if lower is not None and upper is not None:
-            lower, upper = lower[keep], upper[keep]
+            lower, upper = lower.take(sel, axis=0), upper.take(sel, axis=0)
         if rows is not None:
-            rows = np.ascontiguousarray(rows[keep])
-        gtol, ftol, xtol = gtol[keep], ftol[keep], xtol[keep]
-        maxiter = None if maxiter is None else maxiter[keep]
-        maxfev = None if maxfev is None else maxfev[keep]
+            rows = rows.take(sel, axis=0)
+        gtol, ftol, xtol = gtol.take(sel), ftol.take(sel), xtol.take(sel)
+        maxiter = None if maxiter is None else maxiter.take(sel)
+        maxfev = None if maxfev is None else maxfev.take(sel)
         problems.select(idx)
 
     error = None
