@@ -344,3 +344,15 @@ def test_one_kernel_call_and_row_by_row_agree_on_every_level(level_threads):
     b = adamc.minimize_many(fun_many, x0, jac=True, batch_args=(t, s),
                             options=dict(opts, max_grad_norm=1e30))
     np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_disp_prints_the_running_problems(capsys):
+    t, s, x0 = data(np.float64)
+    adamc.minimize_many(fun_many, x0, jac=True, batch_args=(t, s),
+                        options={"lr": 0.1, "gtol": 1e-3, "disp": True, "disp_every": 10})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["iter", "running", "median", "f"]
+    rows = [line.split() for line in out[1:-1]]
+    assert rows[0][0] == "10" and int(rows[0][1]) <= B
+    assert [int(r[1]) for r in rows] == sorted((int(r[1]) for r in rows), reverse=True)
+    assert out[-1].startswith("Optimization terminated successfully")
