@@ -491,6 +491,10 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
     maxiter, maxfev = setup.maxiter, setup.maxfev
     # (a tolerance that is off for every problem stays off as problems stop)
     use_gtol, use_ftol, use_xtol = bool(gtol.any()), bool(ftol.any()), bool(xtol.any())
+    # every gtol > 0 (the usual case) stays so: the test is then one comparison
+    gtol_everywhere = bool((gtol > 0).all())
+    # the first iteration at which a problem can reach maxiter
+    next_maxiter = [0 if maxiter is None or not B else int(maxiter.min())]
     loop = setup.loop
     disp = loop["disp"]
     every = loop["disp_every"]
@@ -519,6 +523,7 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
         gtol, ftol, xtol = gtol.take(sel), ftol.take(sel), xtol.take(sel)
         maxiter = None if maxiter is None else maxiter.take(sel)
         maxfev = None if maxfev is None else maxfev.take(sel)
+        next_maxiter[0] = 0 if maxiter is None or not maxiter.size else int(maxiter.min())
         problems.select(idx)
 
     error = None
@@ -543,7 +548,7 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
         m = x.shape[0]
         stopped, error = False, None
         try:
-            if m and maxiter is not None:
+            if m and maxiter is not None and nit >= next_maxiter[0]:
                 finish(maxiter <= nit, 1, nit)
                 m = x.shape[0]
             if m:
@@ -557,8 +562,10 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
                                     setup.fields, aux)
                 f, g = problems(x, lower, upper)
                 gnorm = _row_max_abs(g)
-                bad = ~(np.isfinite(f) & np.isfinite(gnorm))
-                if bad.any():
+                ok = np.isfinite(f)
+                ok &= np.isfinite(gnorm)
+                if not ok.all():
+                    bad = ~ok
                     x[bad], f[bad], g[bad] = keep_x[bad], f_prev[bad], keep_g[bad]
                     keep_x, f_prev = keep_x[~bad], f_prev[~bad]
                     gnorm = gnorm[~bad]
@@ -595,20 +602,26 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
                 break
             nit += 1  # a lockstep rank whose problems are done waits for the others
             continue
-        status = np.full(x.shape[0], -1, np.int64)
-        with np.errstate(invalid="ignore"):
-            conv = (gtol > 0) & (gnorm <= gtol) if use_gtol else np.zeros(x.shape[0], bool)
-            if use_ftol:
-                change = np.abs(f_prev - f) <= ftol * np.maximum(
-                    np.maximum(np.abs(f_prev), np.abs(f)), 1.0)
-                conv |= (ftol > 0) & change
-            if use_xtol:
-                dx = _row_max_abs(x.astype(np.float64) - keep_x.astype(np.float64))
-                conv |= (xtol > 0) & (dx <= xtol * np.maximum(1.0, _row_max_abs(x)))
-        status[conv] = 0
-        if maxfev is not None:
+        # (every value here is finite: the non-finite problems have stopped)
+        if not use_gtol:
+            conv = np.zeros(x.shape[0], bool)
+        elif gtol_everywhere:
+            conv = gnorm <= gtol
+        else:
+            conv = (gtol > 0) & (gnorm <= gtol)
+        if use_ftol:
+            change = np.abs(f_prev - f) <= ftol * np.maximum(
+                np.maximum(np.abs(f_prev), np.abs(f)), 1.0)
+            conv |= (ftol > 0) & change
+        if use_xtol:
+            dx = _row_max_abs(x.astype(np.float64) - keep_x.astype(np.float64))
+            conv |= (xtol > 0) & (dx <= xtol * np.maximum(1.0, _row_max_abs(x)))
+        if maxfev is None:
+            finish(conv, 0, nit)
+        else:
+            status = np.where(conv, 0, -1)
             status[~conv & (problems.running_nfev() >= maxfev)] = 2
-        finish(status >= 0, status, nit)
+            finish(status >= 0, status, nit)
     X[idx], F[idx], G[idx] = x, f, g  # nothing is left running here
     problems.flush()
     return dict(x=X, fun=F, jac=G, nit=NIT, nfev=problems.nfev, njev=problems.njev,
