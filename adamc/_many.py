@@ -261,8 +261,10 @@ class _Setup:
                 ("max_grad_norm", repr(self.max_grad_norm)),
                 ("clip_value", repr(self.clip_value)),
                 ("per-problem hyperparameters", repr(self.fields)),
-                ("maxiter", repr(None if self.maxiter is None else self.maxiter.tolist()
-                                 if self.maxiter.size < 8 else _fingerprint(self.maxiter)))]
+                ("their values", "none" if self.rows is None else _fingerprint(self.rows))]
+        for key in ("maxiter", "maxfev", "gtol", "ftol", "xtol"):
+            arr = getattr(self, key)
+            out.append((key, "none" if arr is None else _fingerprint(arr)))
         return out
 
     def subset(self, sl: slice) -> _Setup:
