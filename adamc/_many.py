@@ -516,7 +516,8 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
         STATUS[where] = status if np.ndim(status) == 0 else np.asarray(status)[done]
         # (take with indices is several times faster than a boolean mask)
         sel = np.flatnonzero(~done)
-        x, g, f, idx, aux = (a.take(sel, axis=0) for a in (x, g, f, idx, aux))
+        x, g = x.take(sel, axis=0), g.take(sel, axis=0)
+        f, idx, aux = f.take(sel), idx.take(sel), aux.take(sel)
         states = [None if s is None else s.take(sel, axis=0) for s in states]
         if lower is not None and upper is not None:
             lower, upper = lower.take(sel, axis=0), upper.take(sel, axis=0)
