@@ -75,25 +75,22 @@ def objective(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for s in range(0, m, BLOCK):
         sl = slice(s, s + BLOCK)
         q = p[sl]
-        a, w = q[:, 0:1], np.exp(-q[:, 2:3])
+        a, w = q[:, 0], np.exp(-q[:, 2])
         z = T - q[:, 1:2]
-        z *= w
-        e = z * z
+        z *= w[:, None]                      # z = (t - mu) / sigma
+        e = np.square(z)
         e *= -0.5
-        np.exp(e, out=e)
-        r = a * e
+        np.exp(e, out=e)                     # e = exp(-z^2 / 2)
+        r = e * a[:, None]
         r += q[:, 3:4]
-        r -= y[sl]
-        rz = r * e
-        g[sl, 0] = rz @ ONES
-        rz *= a
-        rz *= z
-        g[sl, 1] = (rz @ ONES) * w[:, 0]
-        rz *= z
-        g[sl, 2] = rz @ ONES
+        r -= y[sl]                           # residuals
+        f[sl] = 0.5 * np.einsum("ij,ij->i", r, r)
         g[sl, 3] = r @ ONES
-        r *= r
-        f[sl] = 0.5 * (r @ ONES)
+        r *= e
+        g[sl, 0] = r @ ONES
+        r *= z
+        g[sl, 1] = (r @ ONES) * (a * w)
+        g[sl, 2] = np.einsum("ij,ij->i", r, z) * a
     return f, g
 
 
