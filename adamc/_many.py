@@ -12,13 +12,12 @@ cost. The stopping tests, finite differences and status codes are those of
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any, Callable
 
 import numpy as np
 
 from . import _kernels
-from ._algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS, Algorithm
+from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._minimize import _METHODS, _Method, _check_options
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy,
@@ -809,5 +808,3 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
         print(result.message)
     return result
 
-
-_HYPER_DOC = {**{k: h.doc for k, h in HYPERPARAMETERS.items()}, **SHARED_OPTION_DOCS}
