@@ -8,6 +8,7 @@ from . import _methods, _threads, distributed, functional, optim, schedules
 from ._config import show_config
 from ._kernels import get_num_threads, set_num_threads
 from ._methods import *  # noqa: F403  minimize_<name>, from the algorithm table
+from ._many import minimize_many
 from ._minimize import minibatches, minimize
 from .checkpoint import load, save
 from .functional import *  # noqa: F403  <name>_step, from the algorithm table
@@ -21,7 +22,7 @@ _threads._register_with_threadpoolctl()
 __all__ = ["Optimizer"]
 __all__ += [name for name in optim.__all__ if name != "Optimizer"]
 __all__ += functional.__all__
-__all__ += ["minimize"]
+__all__ += ["minimize", "minimize_many"]
 __all__ += _methods.__all__
 __all__ += ["minibatches", "schedules", "distributed", "save", "load", "show_config",
             "get_num_threads", "set_num_threads", "__version__"]

@@ -56,6 +56,16 @@ def copy_into(dst: NDArray[np.floating[Any]], src: NDArray[np.floating[Any]]) ->
 def _kernel_algorithms() -> dict[str, int]: ...
 def aux_initial(algo: int) -> float: ...
 
+_ROW_FIELDS: tuple[str, ...]
+
+def _step_rows(algo: int, hyper: dict[str, Any], step: int, param: NDArray[np.floating[Any]],
+               grad: NDArray[np.floating[Any]],
+               states: list[NDArray[np.floating[Any]] | None],
+               lower: NDArray[np.floating[Any]] | None,
+               upper: NDArray[np.floating[Any]] | None, max_grad_norm: float,
+               clip_value: float, rows: NDArray[np.float64] | None, fields: tuple[int, ...],
+               aux: NDArray[np.float64]) -> None: ...
+
 _STEP_KINDS: tuple[str, ...]
 _STEP_FIELDS: tuple[str, ...]
 _STEP_AUX: tuple[str, ...]

@@ -18,6 +18,15 @@ def _prepare_x0(x0: Any) -> np.ndarray:
     x = np.atleast_1d(np.asarray(x0))
     if x.ndim != 1:
         raise ValueError("'x0' must only have one dimension.")
+    x = _float_copy(x)
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(f"x0 must be finite; x0[{bad[0]}] is {x[bad[0]]}")
+    return x
+
+
+def _float_copy(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of x0 in the dtype the optimizers work in."""
     kind = x.dtype.kind
     if kind in "iu":
         x = x.astype(np.float64)
@@ -32,11 +41,7 @@ def _prepare_x0(x0: Any) -> np.ndarray:
     else:
         raise TypeError(f"x0 has dtype {x.dtype}; it must be real (float32, float64 or "
                         f"integer)")
-    x = np.ascontiguousarray(x).copy()
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:
-        raise ValueError(f"x0 must be finite; x0[{bad[0]}] is {x[bad[0]]}")
-    return x
+    return np.ascontiguousarray(x).copy()
 
 
 def _prepare_bounds(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -75,9 +80,15 @@ def _prepare_bounds(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         i = int(np.flatnonzero(ub < lb)[0])
         raise ValueError(f"An upper bound is less than the corresponding lower bound: "
                          f"bounds[{i}] = ({lb[i]}, {ub[i]}).")
-    lower = np.ascontiguousarray(lb, dtype=x.dtype)
-    upper = np.ascontiguousarray(ub, dtype=x.dtype)
-    if x.dtype == np.float32:
+    return _bounds_in_dtype(lb, ub, x.dtype)
+
+
+def _bounds_in_dtype(lb: np.ndarray, ub: np.ndarray,
+                     dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """float64 bound arrays as contiguous arrays of x's dtype (any shape)."""
+    lower = np.ascontiguousarray(lb, dtype=dtype)
+    upper = np.ascontiguousarray(ub, dtype=dtype)
+    if dtype == np.float32:
         # rounding to float32 must not move a bound inward past the true one
         lower = np.where(lower.astype(np.float64) > lb, np.nextafter(lower, np.float32(-np.inf)),
                          lower).astype(np.float32)

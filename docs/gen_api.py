@@ -20,6 +20,7 @@ SECTIONS = [
     ("Optimizers", [*CLASSES, "Optimizer"]),
     ("Stateless steps", [a.step_name for a in ALGORITHMS.values() if a.stateless]),
     ("SciPy methods", ["minimize", *(f"minimize_{m}" for m in METHODS), "minibatches"]),
+    ("Many small problems", ["minimize_many"]),
     ("Checkpoints", ["save", "load"]),
     ("Configuration", ["show_config", "set_num_threads", "get_num_threads"]),
 ]

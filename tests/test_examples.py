@@ -122,5 +122,15 @@ def test_distributed_fit_without_mpi4py_says_how_to_install_it(tmp_path):
 
 def test_every_example_is_tested():
     tested = {"curve_fit.py", "airfoil_regression.py", "compare_optimizers.py",
-              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py"}
+              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py", "many_fits.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_many_fits(tmp_path):
+    out = run("many_fits.py", tmp_path, "--size", "24")
+    assert "Optimization terminated successfully for every problem: 576 converged" in out
+    worst = float(re.search(r"loss at most ([0-9.]+)% above least_squares", out).group(1))
+    assert worst < 0.01
+    median = float(re.search(r"lifetime error: median ([0-9.]+)%", out).group(1))
+    assert median < 10
+    png(tmp_path / "many_fits.png")

@@ -26,7 +26,7 @@ LAYERS = [
     ["distributed", "_minimize_sync"],
     ["_problem", "_batches"],                    # what a minimize run is given
     ["_minimize"],
-    ["_methods"],
+    ["_methods", "_many"],                        # built on the driver
     ["__init__"],                                 # the public namespace
     ["_bench"],                                   # the command line: its benchmark
     ["__main__"],

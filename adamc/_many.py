@@ -1,0 +1,818 @@
+"""``minimize_many``: thousands of small independent problems in one vectorised loop.
+
+The problems are the rows of (m, n) arrays: the objective is called once per
+iteration on the rows still running, and one compiled call updates all of them
+(``adamc._kernels._step_rows``: row i gets the update the engine gives a lone
+problem, so every problem's result is the same bits as ``adamc.minimize`` on it
+alone). A problem that converges or fails is dropped from the running arrays
+(its optimizer state with it), so an iteration costs what its running problems
+cost. The stopping tests, finite differences and status codes are those of
+``adamc.minimize``, applied row by row.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _kernels
+from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
+from ._format import _fingerprint
+from ._minimize import _METHODS, _Method, _check_options
+from ._problem import (_bounds_in_dtype, _callback_style, _float_copy,
+                       _is_scipy_jac_wrapper, _prepare_bounds)
+from ._validation import is_schedule
+
+__all__ = ["minimize_many"]
+
+# Hyperparameters that may be given per problem, as arrays of shape (B,) (betas: a
+# pair whose members may be such arrays); the columns of _kernels._step_rows.
+_ROW_FIELD = {name: i for i, name in enumerate(_kernels._ROW_FIELDS)}
+_PER_PROBLEM_HYPER = ("lr", "eps", "weight_decay", "momentum_decay", "momentum", "dampening",
+                      "alpha", "max_grad_norm", "clip_value")
+_PER_PROBLEM_LOOP = ("gtol", "ftol", "xtol", "maxiter", "maxfev")
+# minimize's options that have no meaning for many problems at once
+_UNSUPPORTED = ("batches", "return_all", "checkpoint", "checkpoint_every", "resume",
+                "progress", "ema")
+
+_STATUS_TEXT = {0: "converged", 1: "reached maxiter", 2: "reached maxfev",
+                3: "had a non-finite objective or gradient", 99: "stopped by the callback"}
+
+
+# ----------------------------------------------------------------------------------
+# Inputs
+
+def _prepare_x0_many(x0: Any) -> np.ndarray:
+    x = np.asarray(x0)
+    if x.ndim != 2:
+        raise ValueError(f"x0 must have shape (B, n), one row of n parameters per problem; "
+                         f"got shape {x.shape}")
+    x = _float_copy(x)
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        i, j = (int(v) for v in bad[0])
+        raise ValueError(f"x0 must be finite; x0[{i}, {j}] is {x[i, j]}")
+    return x
+
+
+def _prepare_bounds_many(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bounds per parameter (n pairs, or a Bounds of n values) or per problem (a Bounds
+    whose lb and ub have shape (B, n), or an array of shape (B, n, 2)), as two (B, n)
+    arrays of x's dtype."""
+    if bounds is None:
+        return None
+    from scipy.optimize import Bounds
+
+    B, n = x.shape
+    if isinstance(bounds, Bounds):
+        lb, ub = np.asarray(bounds.lb, dtype=float), np.asarray(bounds.ub, dtype=float)
+    elif isinstance(bounds, np.ndarray) and bounds.ndim == 3:
+        if bounds.shape != (B, n, 2):
+            raise ValueError(f"per-problem bounds must have shape (B, n, 2) = ({B}, {n}, 2); "
+                             f"got {bounds.shape}")
+        lb, ub = bounds[..., 0].astype(float), bounds[..., 1].astype(float)
+    else:
+        pairs = _prepare_bounds(bounds, np.empty(n))  # n (low, high) pairs
+        assert pairs is not None
+        lb, ub = pairs
+    try:
+        lb, ub = np.broadcast_to(lb, (B, n)), np.broadcast_to(ub, (B, n))
+    except ValueError:
+        raise ValueError(f"bounds of shape {np.shape(lb)} and {np.shape(ub)} do not fit x0 of "
+                         f"shape ({B}, {n}): give n values (per parameter) or (B, n) "
+                         f"(per problem)") from None
+    if np.isnan(lb).any() or np.isnan(ub).any():
+        raise ValueError("bounds must not contain NaN (use None or inf for no bound)")
+    if np.any(ub < lb):
+        i, j = (int(v) for v in np.argwhere(ub < lb)[0])
+        raise ValueError(f"An upper bound is less than the corresponding lower bound: "
+                         f"problem {i}, parameter {j}: ({lb[i, j]}, {ub[i, j]}).")
+    return _bounds_in_dtype(lb, ub, x.dtype)
+
+
+def _per_problem(value: Any, name: str, B: int) -> np.ndarray | None:
+    """value as a float64 (B,) array when it is one (None for a scalar)."""
+    if callable(value) or np.ndim(value) == 0:
+        return None
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of B = {B} numbers") from None
+    if arr.shape != (B,):
+        raise ValueError(f"{name} must be a number or an array of shape (B,) = ({B},), one "
+                         f"value per problem; got shape {arr.shape}")
+    return arr
+
+
+def _check_rows(arr: np.ndarray, name: str, check: Callable[[Any, str], Any]) -> None:
+    """Every element of a per-problem array passes the scalar check (vectorised; the
+    first failing element raises with the check's own message)."""
+    ok = np.isfinite(arr) & (arr >= 0)
+    if name.startswith("options['betas']"):
+        ok &= arr < 1
+    elif name in ("options['momentum']", "options['dampening']", "options['alpha']"):
+        ok &= arr <= 1
+    elif name == "options['max_grad_norm']":
+        ok &= arr > 0
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        check(float(arr[i]), f"{name}[{i}]")
+        raise ValueError(f"{name}[{i}] = {arr[i]} is out of range")
+
+
+class _Setup:
+    """The validated method, hyperparameters (scalars and per-problem columns) and
+    stopping options of a minimize_many run."""
+
+    def __init__(self, method: _Method, options: dict[str, Any], x: np.ndarray,
+                 stacklevel: int):
+        B = x.shape[0]
+        options = dict(options)
+        for key in _UNSUPPORTED:
+            if options.get(key) not in (None, False):
+                raise ValueError(f"options[{key!r}] is not supported by minimize_many")
+            options.pop(key, None)
+        self.algorithm: Algorithm = METHODS[method.name][0]
+        # per-problem arrays leave the options; a representative value is checked with
+        # the scalar checks, the arrays themselves by _check_rows
+        columns: dict[str, np.ndarray] = {}
+        for key in _PER_PROBLEM_HYPER:
+            if key in options and key in method.hyper:
+                arr = _per_problem(options[key], f"options[{key!r}]", B)
+                if arr is not None:
+                    columns[key] = arr
+                    options[key] = float(arr[0]) if B else 1.0
+        if "betas" in options and "betas" in method.hyper:
+            betas = options["betas"]
+            if isinstance(betas, (tuple, list)) and len(betas) == 2:
+                pair = list(betas)
+                for k, b in enumerate(betas):
+                    arr = _per_problem(b, f"options['betas'][{k}]", B)
+                    if arr is not None:
+                        columns[f"beta{k + 1}"] = arr
+                        pair[k] = float(arr[0]) if B else 0.5
+                options["betas"] = tuple(pair)
+        # every value is checked before the scalar checks see the first one
+        for key, arr in columns.items():
+            checker = (HYPERPARAMETERS[key].check if key in HYPERPARAMETERS else
+                       _kernels.check_nonnegative)
+            name = (f"options['betas'][{int(key[-1]) - 1}]" if key.startswith("beta")
+                    else f"options[{key!r}]")
+            if key.startswith("beta"):
+                checker = _kernels.check_beta
+            _check_rows(arr, name, checker)
+        loop_arrays: dict[str, np.ndarray] = {}
+        for key in _PER_PROBLEM_LOOP:
+            if key in options:
+                arr = _per_problem(options[key], f"options[{key!r}]", B)
+                if arr is not None:
+                    loop_arrays[key] = arr
+                    options[key] = (1 if key in ("maxiter", "maxfev") else 0.0)
+        parsed = _check_options(method, options, stacklevel + 1)
+        loop = parsed["loop"]
+        hyper = parsed["hyper"]
+        # the optimizer class's own checks (and the values it fixes, e.g. AdamW's
+        # decoupled weight decay), on a representative problem
+        probe = method.cls(np.zeros(1, x.dtype), **hyper)
+        group = probe.param_groups[0]
+        names = [k for k, _ in self.algorithm.hyper]
+        self.hyper = {k: HYPERPARAMETERS[k].check(group[k], k) for k in names}
+        self.lr_fn = None
+        if is_schedule(self.hyper["lr"]):
+            if "lr" in columns:
+                raise TypeError("options['lr'] must be numbers when given per problem")
+            self.lr_fn, self.hyper["lr"] = self.hyper["lr"], 0.0
+        self.max_grad_norm = probe.max_grad_norm or 0.0
+        clip = probe.clip_value
+        self.clip_value = float("inf") if clip is None else float(clip)
+        # a column with one value is a scalar: the rows then share one kernel call
+        for key in list(columns):
+            arr = columns[key]
+            if B == 0 or (arr == arr[0]).all():
+                value = float(arr[0]) if B else None
+                del columns[key]
+                if value is None:
+                    continue
+                if key in self.hyper:
+                    self.hyper[key] = value
+                elif key.startswith("beta"):
+                    b = list(self.hyper["betas"])
+                    b[int(key[-1]) - 1] = value
+                    self.hyper["betas"] = tuple(b)
+                elif key == "max_grad_norm":
+                    self.max_grad_norm = value
+                else:
+                    self.clip_value = value
+        self.fields = tuple(_ROW_FIELD[k] for k in columns)
+        self.rows = (np.ascontiguousarray(np.stack(list(columns.values()), axis=1))
+                     if columns else None)
+        if self.algorithm.cross_check is not None and self.rows is not None:
+            combos, first = np.unique(self.rows, axis=0, return_index=True)
+            for combo, i in zip(combos, first):
+                values = dict(self.hyper)
+                for key, v in zip(columns, combo):
+                    if key.startswith("beta"):
+                        b = list(values["betas"])
+                        b[int(key[-1]) - 1] = float(v)
+                        values["betas"] = tuple(b)
+                    elif key in values:
+                        values[key] = float(v)
+                self.algorithm.cross_check(values, f"problem {int(i)}: ")
+        # state arrays: those the hyperparameters need (per-problem values: any row)
+        self.state_used = []
+        for st in self.algorithm.states:
+            used = st.requires is None or bool(self.hyper[st.requires])
+            if st.requires in columns:
+                used = used or bool(columns[st.requires].any())
+            self.state_used.append(used)
+        self.loop = loop
+        maxiter = loop["maxiter"]
+
+        def per_problem(key, scalar, dtype):
+            if key in loop_arrays:
+                arr = loop_arrays[key]
+                if dtype is np.int64:
+                    if not (np.isfinite(arr) & (arr == np.round(arr))).all() or \
+                            (arr < (1 if key == "maxfev" else 0)).any():
+                        raise ValueError(f"options[{key!r}] must hold ints >= "
+                                         f"{1 if key == 'maxfev' else 0}")
+                    return arr.astype(np.int64)
+                _check_rows(arr, f"options[{key!r}]", _kernels.check_nonnegative)
+                return arr
+            return np.full(B, scalar, dtype)
+
+        self.maxiter = per_problem("maxiter", -1 if maxiter is None else maxiter, np.int64)
+        if "maxiter" not in loop_arrays and maxiter is None:
+            self.maxiter = None
+        maxfev = loop["maxfev"]
+        self.maxfev = per_problem("maxfev", 0 if maxfev is None else maxfev, np.int64)
+        if "maxfev" not in loop_arrays and maxfev is None:
+            self.maxfev = None
+        self.gtol = per_problem("gtol", loop["gtol"], np.float64)
+        self.ftol = per_problem("ftol", loop["ftol"], np.float64)
+        self.xtol = per_problem("xtol", loop["xtol"], np.float64)
+        self.aux_initial = self.algorithm.aux_initial
+
+    def fields_text(self) -> list[tuple[str, str]]:
+        out = [(f"hyperparameter {k}", _fingerprint(v)) for k, v in self.hyper.items()]
+        out += [("lr schedule", _fingerprint(self.lr_fn)),
+                ("max_grad_norm", repr(self.max_grad_norm)),
+                ("clip_value", repr(self.clip_value)),
+                ("per-problem hyperparameters", repr(self.fields)),
+                ("their values", "none" if self.rows is None else _fingerprint(self.rows))]
+        for key in ("maxiter", "maxfev", "gtol", "ftol", "xtol"):
+            arr = getattr(self, key)
+            out.append((key, "none" if arr is None else _fingerprint(arr)))
+        return out
+
+    def subset(self, sl: slice) -> _Setup:
+        """The same setup for the problems sl (a distributed run's share)."""
+        new = object.__new__(_Setup)
+        new.__dict__.update(self.__dict__)
+        if self.rows is not None:
+            new.rows = np.ascontiguousarray(self.rows[sl])
+        for key in ("maxiter", "maxfev", "gtol", "ftol", "xtol"):
+            arr = getattr(self, key)
+            if arr is not None:
+                setattr(new, key, arr[sl])
+        return new
+
+
+# ----------------------------------------------------------------------------------
+# The objective of the running problems
+
+class _Problems:
+    """Evaluates f (m,) and g (m, n) of the running problems, counting evaluations
+    per problem. ``select(idx)`` sets the running problems (increasing indices)."""
+
+    def __init__(self, fun, jac, args, batch_args, x: np.ndarray, rel_step):
+        if not callable(fun):
+            raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+        self.args = tuple(args) if isinstance(args, tuple) else (args,)
+        B, n = x.shape
+        if not isinstance(batch_args, (tuple, list)):
+            raise TypeError("batch_args must be a tuple of arrays whose first axis has "
+                            "length B (one row per problem)")
+        batch = []
+        for k, a in enumerate(batch_args):
+            if not hasattr(a, "shape") or not hasattr(a, "__getitem__"):
+                a = np.asarray(a)
+            if len(a.shape) == 0 or a.shape[0] != B:
+                raise ValueError(f"batch_args[{k}] has shape {tuple(a.shape)}; its first axis "
+                                 f"must have length B = {B} (one row per problem of x0)")
+            batch.append(a)
+        self.batch = tuple(batch)
+        self.rows = self.batch
+        self.n, self.dtype = n, x.dtype
+        self.nfev = np.zeros(B, np.int64)
+        self.njev = np.zeros(B, np.int64)
+        self.pending = 0  # evaluations of every running problem not yet in nfev/njev
+        self.idx = np.arange(B)
+        if _is_scipy_jac_wrapper(fun, jac):
+            fun, jac = fun.fun, True
+        self.fun = fun
+        if jac is True:
+            self.mode = "combined"
+        elif callable(jac):
+            self.mode, self.jac = "separate", jac
+        elif jac is None or jac is False or jac in ("2-point", "3-point"):
+            self.mode = "3-point" if jac == "3-point" else "2-point"
+            eps = float(np.finfo(self.dtype).eps)
+            default = eps ** 0.5 if self.mode == "2-point" else eps ** (1 / 3)
+            self.rel_step = rel_step if rel_step is not None else default
+        else:
+            raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
+                             f"got {jac!r}")
+
+    def flush(self) -> None:
+        """Add the pending evaluations of the running problems to nfev and njev."""
+        if self.pending:
+            self.nfev[self.idx] += self.pending
+            self.njev[self.idx] += self.pending
+            self.pending = 0
+
+    def running_nfev(self) -> np.ndarray:
+        return self.nfev[self.idx] + self.pending
+
+    def select(self, idx: np.ndarray) -> None:
+        self.flush()
+        self.idx = idx
+        self.rows = tuple(a.take(idx, axis=0) if isinstance(a, np.ndarray) else a[idx]
+                          for a in self.batch)
+
+    def values(self, out: Any, m: int, source: str) -> np.ndarray:
+        f = np.asarray(out)
+        if f.shape != (m,):
+            if f.shape == (m, 1):
+                f = f.reshape(m)
+            else:
+                hint = ""
+                if isinstance(out, tuple) and len(out) == 2 and self.mode != "combined":
+                    hint = (" It returned a pair: if that is (f, gradient), pass jac=True so "
+                            "that the gradient is used.")
+                raise ValueError(f"{source} returned values of shape {f.shape}; expected "
+                                 f"({m},), one per running problem (x had shape ({m}, "
+                                 f"{self.n})).{hint}")
+        if f.dtype.kind not in "fiu":
+            raise TypeError(f"{source} returned values of dtype {f.dtype}; expected real "
+                            f"numbers")
+        return f.astype(np.float64)
+
+    def gradient(self, g: Any, m: int, source: str) -> np.ndarray:
+        arr = np.asarray(g)
+        if arr.shape != (m, self.n):
+            raise ValueError(f"{source} returned a gradient of shape {arr.shape}; expected "
+                             f"({m}, {self.n}), one row per running problem")
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{source} returned a gradient of dtype {arr.dtype}; expected "
+                            f"real numbers")
+        # an owned copy: a function may return the same buffer at every call
+        return np.array(arr, dtype=self.dtype, order="C", copy=True)
+
+    def __call__(self, x: np.ndarray, lower, upper) -> tuple[np.ndarray, np.ndarray]:
+        m = x.shape[0]
+        view = x.view()
+        view.flags.writeable = False  # fun must not change the iterates
+        args = self.args + self.rows
+        if self.mode == "combined":
+            out = self.fun(view, *args)
+            self.pending += 1
+            try:
+                f, g = out
+            except (TypeError, ValueError):
+                raise ValueError("with jac=True, fun must return a pair (f, gradient); "
+                                 f"it returned {type(out).__name__}") from None
+            return self.values(f, m, "fun"), self.gradient(g, m, "fun")
+        f = self.values(self.fun(view, *args), m, "fun")
+        self.pending += 1
+        if self.mode == "separate":
+            return f, self.gradient(self.jac(view, *args), m, "jac")
+        return f, self._finite_difference(x, f, args, lower, upper)
+
+    def _finite_difference(self, x, f0, args, lower, upper) -> np.ndarray:
+        """_Objective._finite_difference of every row at once (the same operations,
+        elementwise, so each row gets the bits of its lone problem)."""
+        m, n = x.shape
+        work = x.copy()
+        view = work.view()
+        view.flags.writeable = False
+        g = np.empty_like(x)
+        signs = np.where(x >= 0, 1.0, -1.0)
+        h = self.rel_step * signs * np.maximum(1.0, np.abs(x))
+        idx = self.idx
+        for i in range(n):
+            xi = x[:, i]
+            hi = (xi + h[:, i]).astype(x.dtype) - xi
+            zero = hi == 0
+            if zero.any():
+                sp = np.spacing(xi)
+                hi = np.where(zero, np.where(signs[:, i] > 0, sp, -sp), hi).astype(x.dtype)
+            if lower is None:
+                fwd_ok = back_ok = np.ones(m, bool)
+            else:
+                fwd, back = xi + hi, xi - hi
+                fwd_ok = (lower[:, i] <= fwd) & (fwd <= upper[:, i])
+                back_ok = (lower[:, i] <= back) & (back <= upper[:, i])
+            central = (fwd_ok & back_ok) if self.mode == "3-point" else np.zeros(m, bool)
+            step = np.where(fwd_ok, hi, -hi).astype(x.dtype)
+            work[:, i] = xi + step
+            fp = self.values(self.fun(view, *args), m, "fun")
+            self.nfev[idx] += 1  # (the gradient counts once, in pending)
+            gi = (fp - f0) / step.astype(np.float64)
+            if central.any():
+                work[:, i] = xi - hi
+                if central.all():
+                    fm = self.values(self.fun(view, *args), m, "fun")
+                else:  # only the problems whose backward point is inside the bounds
+                    rows = np.flatnonzero(central)
+                    sub = work[rows]
+                    sub.flags.writeable = False
+                    fm_c = self.values(self.fun(sub, *self.args,
+                                                *(a[rows] for a in self.rows)),
+                                       rows.size, "fun")
+                    fm = np.zeros(m)
+                    fm[rows] = fm_c
+                self.nfev[idx[central]] += 1
+                gc = (fp - fm) / (2 * hi.astype(np.float64))
+                gi = np.where(central, gc, gi)
+            g[:, i] = gi
+            work[:, i] = xi
+        return g
+
+
+# ----------------------------------------------------------------------------------
+# The loop
+
+def _row_max_abs(a: np.ndarray) -> np.ndarray:
+    """max |a| of every row in float64, NaN when the row holds a NaN (max_abs)."""
+    n = a.shape[1]
+    if n == 0:
+        return np.zeros(a.shape[0])
+    a = np.abs(a)
+    if n > 16:
+        return a.max(axis=1).astype(np.float64)
+    # few columns: a maximum over columns is ~10x faster than NumPy's short-row reduce
+    out = a[:, 0].astype(np.float64)
+    for j in range(1, n):
+        np.maximum(out, a[:, j], out=out)  # propagates NaN, as max_abs does
+    return out
+
+
+class _Local:
+    """Collaborator of a single-process run (a lockstep distributed run has one that
+    shares stops and errors between ranks at every iteration)."""
+
+    lockstep = False
+
+    def iteration(self, stopped: bool, error: BaseException | None,
+                  running: bool) -> tuple[bool, bool]:
+        if error is not None:
+            raise error
+        return stopped, running
+
+
+def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
+           box: tuple[np.ndarray, np.ndarray] | None, callback, style, sync) -> dict:
+    B, n = x.shape
+    algorithm = setup.algorithm
+    X, F, G = x.copy(), np.full(B, np.nan), np.zeros_like(x)
+    NIT = np.zeros(B, np.int64)
+    STATUS = np.full(B, -1, np.int64)
+    if box is not None:
+        np.clip(x, box[0], box[1], out=x)
+        X[:] = x
+    lower, upper = box if box is not None else (None, None)
+    idx = np.arange(B)
+    states = [np.zeros_like(x) if used else None for used in setup.state_used]
+    states += [None] * (3 - len(states))
+    aux = np.full(B, setup.aux_initial)
+    rows = setup.rows
+    gtol, ftol, xtol = setup.gtol, setup.ftol, setup.xtol
+    maxiter, maxfev = setup.maxiter, setup.maxfev
+    # (a tolerance that is off for every problem stays off as problems stop)
+    use_gtol, use_ftol, use_xtol = bool(gtol.any()), bool(ftol.any()), bool(xtol.any())
+    # every gtol > 0 (the usual case) stays so: the test is then one comparison
+    gtol_everywhere = bool((gtol > 0).all())
+    # the first iteration at which a problem can reach maxiter
+    next_maxiter = [0 if maxiter is None or not B else int(maxiter.min())]
+    loop = setup.loop
+    disp = loop["disp"]
+    every = loop["disp_every"]
+
+    f = np.zeros(0)
+    g = np.zeros((0, n), x.dtype)
+
+    def finish(done: np.ndarray, status: np.ndarray | int, nit: int) -> None:
+        """Record the problems `done` (a mask over the running ones) and drop them."""
+        nonlocal x, g, f, idx, states, aux, lower, upper, rows, gtol, ftol, xtol
+        nonlocal maxiter, maxfev
+        if not done.any():
+            return
+        where = idx[done]
+        X[where], F[where], G[where] = x[done], f[done], g[done]
+        NIT[where] = nit
+        STATUS[where] = status if np.ndim(status) == 0 else np.asarray(status)[done]
+        # (take with indices is several times faster than a boolean mask)
+        sel = np.flatnonzero(~done)
+        x, g = x.take(sel, axis=0), g.take(sel, axis=0)
+        f, idx, aux = f.take(sel), idx.take(sel), aux.take(sel)
+        states = [None if s is None else s.take(sel, axis=0) for s in states]
+        if lower is not None and upper is not None:
+            lower, upper = lower.take(sel, axis=0), upper.take(sel, axis=0)
+        if rows is not None:
+            rows = rows.take(sel, axis=0)
+        gtol, ftol, xtol = gtol.take(sel), ftol.take(sel), xtol.take(sel)
+        maxiter = None if maxiter is None else maxiter.take(sel)
+        maxfev = None if maxfev is None else maxfev.take(sel)
+        next_maxiter[0] = 0 if maxiter is None or not maxiter.size else int(maxiter.min())
+        problems.select(idx)
+
+    error = None
+    try:
+        if B:
+            f, g = problems(x, lower, upper)
+    except Exception as exc:
+        if not sync.lockstep:
+            raise
+        error = exc
+    sync.iteration(False, error, True)
+    if B:
+        gnorm = _row_max_abs(g)
+        bad = ~(np.isfinite(f) & np.isfinite(gnorm))
+        finish(bad, 3, 0)
+        gnorm = gnorm[~bad]
+        finish((gtol > 0) & (gnorm <= gtol), 0, 0)
+    nit = 0
+    if disp:
+        print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
+    while True:
+        m = x.shape[0]
+        stopped, error = False, None
+        try:
+            if m and maxiter is not None and nit >= next_maxiter[0]:
+                finish(maxiter <= nit, 1, nit)
+                m = x.shape[0]
+            if m:
+                keep_x, keep_g, f_prev = x.copy(), g, f
+                t = nit + 1
+                hyper = setup.hyper
+                if setup.lr_fn is not None:
+                    hyper = dict(hyper, lr=_kernels.lr_at(setup.lr_fn, t, 0))
+                _kernels._step_rows(algorithm.c_id, hyper, t, x, g, states, lower, upper,
+                                    setup.max_grad_norm, setup.clip_value, rows,
+                                    setup.fields, aux)
+                f, g = problems(x, lower, upper)
+                gnorm = _row_max_abs(g)
+                ok = np.isfinite(f)
+                ok &= np.isfinite(gnorm)
+                if not ok.all():
+                    bad = ~ok
+                    x[bad], f[bad], g[bad] = keep_x[bad], f_prev[bad], keep_g[bad]
+                    keep_x, f_prev = keep_x[~bad], f_prev[~bad]
+                    gnorm = gnorm[~bad]
+                    finish(bad, 3, nit)
+                nit += 1
+                m = x.shape[0]
+                if style is not None and m:
+                    X[idx], F[idx], G[idx] = x, f, g
+                    NIT[idx] = nit
+                    try:
+                        if style == "x":
+                            callback(X.copy())
+                        else:
+                            from scipy.optimize import OptimizeResult
+
+                            running = STATUS < 0
+                            callback(intermediate_result=OptimizeResult(
+                                x=X.copy(), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
+                                running=running))
+                    except StopIteration:
+                        stopped = True
+                if disp and nit % every == 0 and m:
+                    print(f"{nit:>8} {m:>9} {np.median(f):>14.6e}", file=sys.stdout)
+        except Exception as exc:
+            if not sync.lockstep:
+                raise
+            error = exc
+        stopped, more = sync.iteration(stopped, error, x.shape[0] > 0)
+        if stopped:
+            finish(np.ones(x.shape[0], bool), 99, nit)
+            break
+        if not x.shape[0]:
+            if not more:
+                break
+            nit += 1  # a lockstep rank whose problems are done waits for the others
+            continue
+        # (every value here is finite: the non-finite problems have stopped)
+        if not use_gtol:
+            conv = np.zeros(x.shape[0], bool)
+        elif gtol_everywhere:
+            conv = gnorm <= gtol
+        else:
+            conv = (gtol > 0) & (gnorm <= gtol)
+        if use_ftol:
+            change = np.abs(f_prev - f) <= ftol * np.maximum(
+                np.maximum(np.abs(f_prev), np.abs(f)), 1.0)
+            conv |= (ftol > 0) & change
+        if use_xtol:
+            dx = _row_max_abs(x.astype(np.float64) - keep_x.astype(np.float64))
+            conv |= (xtol > 0) & (dx <= xtol * np.maximum(1.0, _row_max_abs(x)))
+        if maxfev is None:
+            finish(conv, 0, nit)
+        else:
+            status = np.where(conv, 0, -1)
+            status[~conv & (problems.running_nfev() >= maxfev)] = 2
+            finish(status >= 0, status, nit)
+    X[idx], F[idx], G[idx] = x, f, g  # nothing is left running here
+    problems.flush()
+    return dict(x=X, fun=F, jac=G, nit=NIT, nfev=problems.nfev, njev=problems.njev,
+                status=STATUS)
+
+
+def _message(status: np.ndarray) -> str:
+    B = status.size
+    if B == 0:
+        return "No problems."
+    values, counts = np.unique(status, return_counts=True)
+    parts = [f"{c} {_STATUS_TEXT.get(int(v), f'status {v}')} (status {int(v)})"
+             for v, c in zip(values, counts)]
+    head = ("Optimization terminated successfully for every problem: "
+            if values.tolist() == [0] else f"{int(counts[values == 0].sum())} of {B} "
+            f"problems converged: ")
+    return head + ", ".join(parts) + "."
+
+
+# ----------------------------------------------------------------------------------
+# MPI: the problems split across the ranks
+
+class _Lockstep:
+    """With a callback, every rank iterates together so that a StopIteration (or an
+    error) on any rank stops every rank at the same iteration."""
+
+    lockstep = True
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def iteration(self, stopped, error, running):
+        from ._collective import _agree, _mpi
+
+        MPI = _mpi()
+        code = np.array([error is not None, stopped, running], np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, code, op=MPI.MAX)
+        if code[0]:
+            _agree(self.comm, error)
+        return bool(code[1]), bool(code[2])
+
+
+def _distributed(comm, method, setup, problems, x, box, callback, style, fields):
+    from ._collective import _agree, _check_same, _communicator
+
+    comm = _communicator(comm)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    _check_same(comm, fields, "input of minimize_many")
+    B = x.shape[0]
+    bounds = [B * r // size for r in range(size + 1)]
+    sl = slice(bounds[rank], bounds[rank + 1])
+    local = problems
+    local.batch = tuple(a[sl] for a in problems.batch)
+    local.nfev, local.njev = problems.nfev[sl].copy(), problems.njev[sl].copy()
+    local.select(np.arange(sl.stop - sl.start))
+    sub_box = None if box is None else (box[0][sl].copy(), box[1][sl].copy())
+    result, error = None, None
+    sync = _Lockstep(comm) if style is not None else _Local()
+    try:
+        result = _solve(method, setup.subset(sl), local, np.ascontiguousarray(x[sl]),
+                        sub_box, callback, style, sync)
+    except Exception as exc:
+        error = exc
+    _agree(comm, error)
+    parts = comm.allgather(result)
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+# ----------------------------------------------------------------------------------
+# Public entry point
+
+def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam",
+                  jac: Any = None, bounds: Any = None, callback: Callable | None = None,
+                  options: dict[str, Any] | None = None, batch_args: tuple = ()):
+    """Minimize B independent problems of n parameters at once, each with its own
+    stopping test.
+
+    Every iteration calls ``fun`` once on the problems still running (an (m, n)
+    array) and updates them with one vectorised step. A problem that converges or
+    fails stops being evaluated and updated, so an iteration costs what its running
+    problems cost. Each problem's result (``x``, ``fun``, ``nit``, ``status``) is
+    the same bits as :func:`adamc.minimize` on that problem alone with the same
+    method and options, provided ``fun`` computes each row as the single-problem
+    objective does.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args, *batch_rows) -> f`` with ``x`` of shape (m, n): the rows of
+        the m problems still running, in increasing order (a read-only array), and
+        ``f`` of shape (m,); with ``jac=True`` it returns ``(f, g)``, ``g`` of
+        shape (m, n).
+    x0 : array_like, shape (B, n)
+        Starting points, one row per problem. float32 optimizes in float32, float64
+        (or integers) in float64.
+    args : tuple, optional
+        Extra arguments of ``fun`` and ``jac``, the same for every problem.
+    method : str, optional
+        One of the methods of :func:`adamc.minimize` (default ``"adam"``), except
+        ``"prodigy"`` and the schedule-free ones (their steps keep state over all of a
+        problem's parameters).
+    jac : {True, callable, None, '2-point', '3-point'}, optional
+        Gradient: returned by ``fun`` (True), computed by ``jac(x, *args,
+        *batch_rows)`` (shape (m, n)), or by finite differences (None and
+        '2-point': n + 1 calls of ``fun`` per iteration, each on the (m, n) array of
+        running problems; '3-point': 2n + 1).
+    bounds : optional
+        Per parameter: a :class:`scipy.optimize.Bounds` of n values or a sequence
+        of n ``(low, high)`` pairs (None for no bound). Per problem: a ``Bounds``
+        whose ``lb`` and ``ub`` have shape (B, n), or an array of shape (B, n, 2).
+        Iterates are projected onto the box and x0 is clipped into it.
+    callback : callable, optional
+        ``callback(intermediate_result)``, called after every iteration with an
+        OptimizeResult of arrays: ``x`` (B, n), ``fun`` (B,), ``jac`` (B, n),
+        ``nit`` (B,) and ``running`` (B,) bool (the problems that took this
+        iteration; the others hold their final values); or ``callback(x)`` with a
+        copy of ``x`` (B, n). Raising StopIteration ends every running problem
+        with status 99.
+    options : dict, optional
+        The options of :func:`adamc.minimize_adam` (and of the other methods):
+        the method's hyperparameters and ``maxiter``, ``maxfev``, ``gtol``,
+        ``ftol``, ``xtol``, ``tol``, ``finite_diff_rel_step``, ``disp``,
+        ``disp_every``, ``comm``, each applied to every problem separately.
+        ``lr``, ``eps``, ``weight_decay``, ``momentum``, ``dampening``, ``alpha``,
+        ``momentum_decay``, ``max_grad_norm``, ``clip_value``, each member of
+        ``betas``, and ``gtol``, ``ftol``, ``xtol``, ``maxiter``, ``maxfev`` may be
+        arrays of shape (B,): one value per problem. ``comm`` (an mpi4py
+        communicator) splits the problems into contiguous shares, one per rank,
+        and returns the whole result on every rank (collective: every rank passes
+        the same inputs, checked). ``batches``, ``checkpoint``, ``resume``,
+        ``return_all`` and ``progress`` are not supported.
+    batch_args : tuple of array_like, optional
+        Per-problem data: arrays whose first axis has length B. ``fun`` receives
+        their rows of the running problems after ``args``.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        Arrays with one entry per problem: ``x`` (B, n), ``fun`` (B,), ``jac``
+        (B, n), ``nit``, ``nfev``, ``njev``, ``status`` and ``success`` (B,); the
+        status codes are those of :func:`adamc.minimize_adam` (0 converged, 1
+        maxiter, 2 maxfev, 3 non-finite objective or gradient: ``x`` is then that
+        problem's last finite iterate, 99 callback stop). ``message`` counts the
+        problems of each status.
+
+    Examples
+    --------
+    >>> import numpy as np, adamc
+    >>> targets = np.array([[1.0, 2.0], [-3.0, 0.5], [0.0, 4.0]])
+    >>> def fun(x, t):                       # one quadratic per row
+    ...     r = x - t
+    ...     return (r * r).sum(axis=1), 2 * r
+    >>> res = adamc.minimize_many(fun, np.zeros((3, 2)), jac=True, batch_args=(targets,),
+    ...                           options={"lr": 0.1, "gtol": 1e-6, "maxiter": 5000})
+    >>> bool(res.success.all()), np.allclose(res.x, targets, atol=1e-5)
+    (True, True)
+    """
+    from scipy.optimize import OptimizeResult
+
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of "
+                         f"{', '.join(repr(m) for m in _METHODS)}")
+    m = _METHODS[method.lower()]
+    if METHODS[m.name][0].engine is not None:
+        # the rows are stepped by the elementwise kernels with one scalar state per
+        # problem; these methods also keep state over all of a problem's parameters
+        raise ValueError(f"method {m.name!r} is not supported by minimize_many yet (its "
+                         f"step keeps state over all parameters); fit the problems one "
+                         f"by one with adamc.minimize")
+    options = dict(options or {})
+    comm = options.pop("comm", None)
+    x = _prepare_x0_many(x0)
+    setup = _Setup(m, options, x, stacklevel=2)
+    box = _prepare_bounds_many(bounds, x)
+    style = _callback_style(callback)
+    problems = _Problems(fun, jac, args, batch_args, x, setup.loop["finite_diff_rel_step"])
+    if comm is not None:
+        fields = [("method", m.name), ("jac", problems.mode),
+                  ("finite_diff_rel_step", repr(getattr(problems, "rel_step", None))),
+                  ("x0", _fingerprint(x)),
+                  ("bounds", "none" if box is None else _fingerprint(box[0]) +
+                   _fingerprint(box[1])),
+                  ("callback", repr(style))] + setup.fields_text()
+        out = _distributed(comm, m, setup, problems, x, box, callback, style, fields)
+    else:
+        out = _solve(m, setup, problems, x, box, callback, style, _Local())
+    status = out["status"]
+    result = OptimizeResult(**out, success=status == 0, message=_message(status))
+    if setup.loop["disp"]:
+        print(result.message)
+    return result
+
