@@ -420,3 +420,24 @@ cdef bint _compiled_step_ok(_Engine opt, _Fit fit) except -1:
     for i in range(opt._nparams):
         fit.total += opt._slots[i].nbytes
     return True
+
+
+def _call_objective_repeatedly(capsule, x, g, int64_t times):
+    """Call a C objective ``times`` times at x from C, without the GIL, and return
+    the last f: benchmarks/bench_minimize.py times the objective's own cost so (the
+    function pointer is opaque to the compiler: every call is made)."""
+    cdef void *data
+    cdef _objective_fn fn = _capsule_function(capsule, &data)
+    cdef cnp.ndarray a = _vector(x, "x"), b = _vector(g, "g")
+    if cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE or cnp.PyArray_TYPE(b) != cnp.NPY_DOUBLE \
+            or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(b) or not cnp.PyArray_ISWRITEABLE(b):
+        raise TypeError("x and g must be float64 arrays of one size, g writeable")
+    cdef int n = <int>cnp.PyArray_SIZE(a)
+    cdef double *xp = <double *>cnp.PyArray_DATA(a)
+    cdef double *gp = <double *>cnp.PyArray_DATA(b)
+    cdef double f = 0.0
+    cdef int64_t k
+    with nogil:
+        for k in range(times):
+            f = fn(n, xp, gp, data)
+    return f

@@ -255,6 +255,32 @@ def test_the_c_fit_releases_the_gil(lib):
     assert during > 1000
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="no setitimer")
+def test_a_signal_interrupts_a_c_fit(lib):
+    """Without the GIL, the loop still looks for signals (Ctrl-C) now and then."""
+    import signal
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(Interrupted):
+            # about 20 s at full speed without the interruption
+            adamc.minimize(LowLevelCallable(lib.quartic), np.zeros(10),
+                           options=dict(lr=1e-9, maxiter=10**8, gtol=0))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.perf_counter() - t0 < 5
+
+
 # ----------------------------------------------------------------------------------
 # numba (optional: pip install numba)
 
