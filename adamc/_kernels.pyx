@@ -15,6 +15,7 @@ and thread configuration; the rest is included from
 - ``_schedules.pxi``  the compiled learning-rate schedules
 - ``_stateless.pxi``  the algorithms of the kernels and the compiled stateless steps
 - ``_engine.pxi``     the engine behind the optimizer classes
+- ``_loop.pxi``       the iterations of adamc.minimize (Python or C objectives)
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules

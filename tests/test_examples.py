@@ -123,7 +123,8 @@ def test_distributed_fit_without_mpi4py_says_how_to_install_it(tmp_path):
 
 def test_every_example_is_tested():
     tested = {"curve_fit.py", "airfoil_regression.py", "compare_optimizers.py",
-              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py"}
+              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py",
+              "compiled_objective.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
