@@ -6,6 +6,7 @@ it runs without numba); numba's cfunc is tested when numba is installed."""
 import ctypes
 import shutil
 import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -253,6 +254,43 @@ def test_the_c_fit_releases_the_gil(lib):
         t.join()
     assert res.nit == 300000
     assert during > 1000
+
+
+CYTHON_SOURCE = """
+# cython: language_level=3
+cdef api double quad(int n, double *x, double *g, void *data) noexcept nogil:
+    cdef double f = 0.0
+    cdef int i
+    for i in range(n):
+        f += 0.5 * (i + 1) * (x[i] - 1.0) * (x[i] - 1.0)
+        g[i] = (i + 1) * (x[i] - 1.0)
+    return f
+"""
+
+
+def test_a_cython_function(tmp_path, monkeypatch):
+    pytest.importorskip("Cython")
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    import importlib
+
+    (tmp_path / "adamc_test_cobj.pyx").write_text(CYTHON_SOURCE)
+    proc = subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-q",
+                           "adamc_test_cobj.pyx"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(proc.stdout + proc.stderr)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("adamc_test_cobj")
+    llc = LowLevelCallable.from_cython(mod, "quad")
+    assert llc.signature == "double (int, double *, double *, void *)"
+    opts = dict(lr=0.1, maxiter=300)
+    res = adamc.minimize(llc, np.zeros(4), options=opts)
+    twin = adamc.minimize(lambda x: (float(np.sum(0.5 * np.arange(1, 5) * (x - 1) ** 2)),
+                                     np.arange(1, 5) * (x - 1.0)), np.zeros(4), jac=True,
+                          options=opts)
+    np.testing.assert_allclose(res.x, twin.x, rtol=1e-12)
+    assert res.nit == twin.nit
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="no setitimer")
