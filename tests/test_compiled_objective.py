@@ -224,6 +224,13 @@ def test_options_a_c_objective_cannot_serve(lib):
         adamc.minimize(llc, X0, options=dict(batches=[(1,), (2,)]))
 
 
+def test_comm_is_refused_with_a_c_objective(lib):
+    MPI = pytest.importorskip("mpi4py.MPI")
+    with pytest.raises(ValueError, match=r"options\['comm'\] cannot be used with a "
+                                         r"LowLevelCallable"):
+        adamc.minimize(LowLevelCallable(lib.quartic), X0, options=dict(comm=MPI.COMM_SELF))
+
+
 def test_integer_and_empty_x0(lib):
     llc = LowLevelCallable(lib.quartic)
     res = adamc.minimize(llc, [1, 2, 3], options=dict(maxiter=5))
