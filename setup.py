@@ -84,7 +84,8 @@ extensions = [
         depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_level.inc",
                  "src_c/adamc_algos.inc", "adamc/_checks.pxi", "adamc/_helpers.pxi",
                  "adamc/_schedules.pxi", "adamc/_stateless.pxi", "adamc/_engine.pxi",
-                 "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi", "adamc/_rows.pxi"],
+                 "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi", "adamc/_rows.pxi",
+                 "adamc/_loop.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
     )
 ]

@@ -509,13 +509,21 @@ cdef class _Engine:
             fn = self._lr_fns[gi]
             if fn is not None:
                 grp.hyper.lr = _lr_at(fn, grp.step + 1, gi)
-            if adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
-                             &grp.aux_next) != 0:
+            if self._prepare_coef(gi) != 0:
                 raise ValueError(f"unknown algorithm {self._algo}")
-            grp.coef.clip_value = self._clip_value
-            if self._bounded:
-                grp.coef.flags |= ADAMC_BOUNDED
         self._prepare_ema()
+        return 0
+
+    cdef int _prepare_coef(self, Py_ssize_t gi) noexcept nogil:
+        """The coefficients of group gi's next step from its hyperparameters (lr
+        included, already set); the compiled minimize loop calls it without the GIL."""
+        cdef Group *grp = &self._groups[gi]
+        if adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
+                         &grp.aux_next) != 0:
+            return -1
+        grp.coef.clip_value = self._clip_value
+        if self._bounded:
+            grp.coef.flags |= ADAMC_BOUNDED
         return 0
 
     cdef int _refresh(self, Py_ssize_t gi) except -1:
@@ -549,6 +557,12 @@ cdef class _Engine:
                 self._skipped += 1
                 return 0
             self._raise_nonfinite(bad)
+        self._advance()
+        return 0
+
+    cdef void _advance(self) noexcept nogil:
+        """Count a completed step (every group's step and scalar state)."""
+        cdef Py_ssize_t i
         for i in range(self._ngroups):
             self._groups[i].step += 1
             self._groups[i].aux = self._groups[i].aux_next
@@ -556,7 +570,6 @@ cdef class _Engine:
         self._step_count += 1
         if self._ema_now:
             self._ema_count += 1
-        return 0
 
     cdef Py_ssize_t _run(self, Py_ssize_t total) noexcept nogil:
         """The whole update: optional scan for non-finite gradients (returns the

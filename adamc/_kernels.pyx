@@ -18,6 +18,7 @@ and thread configuration; the rest is included from
 - ``_prodigy.pxi``    Prodigy's engine and stateless step (sums over every parameter)
 - ``_schedulefree.pxi`` the schedule-free engine (per-group averaging weights, train/eval)
 - ``_rows.pxi``       steps of many independent problems (adamc.minimize_many)
+- ``_loop.pxi``       the iterations of adamc.minimize (Python or C objectives)
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules
@@ -418,3 +419,4 @@ include "_engine.pxi"
 include "_prodigy.pxi"
 include "_schedulefree.pxi"
 include "_rows.pxi"
+include "_loop.pxi"

@@ -162,6 +162,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             np.clip(x, box[0], box[1], out=x)
         style = _callback_style(callback)
         objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
+        _check_compiled(objective, loop)
         opt = method.cls(x, **parsed["hyper"])
         if box is not None:
             Port.set_bounds(opt, [box[0]], [box[1]])
@@ -176,11 +177,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     def evaluate(first: bool) -> tuple[float, np.ndarray]:
         return peers.evaluate(objective, batches, first)
 
-    maxiter, maxfev = loop["maxiter"], loop["maxfev"]
-    gtol, ftol, xtol = loop["gtol"], loop["ftol"], loop["xtol"]
-    x_prev = np.empty_like(x) if xtol > 0 else None
-    keep_x = np.empty_like(x)
-    keep_g = np.empty_like(x)
+    gtol = loop["gtol"]
     status = message = None
 
     restored = ckpt.restore(x, objective, batches)
@@ -203,63 +200,25 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     if reporter:
         reporter.row(nit, f, gnorm)
 
-    while status is None:
-        if maxiter is not None and nit >= maxiter:
-            status, message = 1, _MAXITER_MESSAGE
-            break
-        _kernels.copy_into(keep_x, x)
-        _kernels.copy_into(keep_g, g)
-        f_prev = f
-        if x_prev is not None:
-            _kernels.copy_into(x_prev, x)
-        opt.step(g)
-        f, g = evaluate(False)
-        gnorm = _kernels.max_abs(g)
-        if not (math.isfinite(f) and math.isfinite(gnorm)):
-            _kernels.copy_into(x, keep_x)
-            f, g = f_prev, keep_g
-            status = 3
-            message = (f"The objective or its gradient is not finite at iteration "
-                       f"{nit + 1}; the result is the last iterate where both were finite "
-                       f"(iteration {nit}).")
-            break
-        nit += 1
-        if allvecs is not None:
-            allvecs.append(x.copy())
-        if reporter:
-            reporter.row(nit, f, gnorm)
-        stopped, failure = False, None
-        if style is not None:
-            try:
-                if style == "x":
-                    callback(x.copy())
-                else:
-                    callback(intermediate_result=OptimizeResult(x=x.copy(), fun=f, nit=nit))
-            except StopIteration:
-                stopped = True
-            except Exception as exc:
-                failure = exc
-        stopped = peers.stop(stopped, failure)  # distributed: a stop on any rank stops all
-        if stopped:
-            status, message = 99, _STOP_MESSAGE
-            break
-        if batches.exhausted:
-            status = 0
-            message = "Optimization terminated successfully: the batches are exhausted."
-        elif gtol > 0 and gnorm <= gtol:
-            status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol."
-        elif ftol > 0 and abs(f_prev - f) <= ftol * max(abs(f_prev), abs(f), 1.0):
-            status = 0
-            message = ("Optimization terminated successfully: the relative change of f "
-                       "is <= ftol.")
-        elif x_prev is not None and \
-                _kernels.max_abs_diff(x, x_prev) <= xtol * max(1.0, _kernels.max_abs(x)):
-            status = 0
-            message = "Optimization terminated successfully: the change of x is <= xtol."
-        elif maxfev is not None and objective.nfev >= maxfev:
-            status, message = 2, _MAXFEV_MESSAGE
-        if status is None and ckpt.due(nit):
-            ckpt.write(opt, nit, f, g, objective, batches, None, None)
+    if status is None:
+        # the iterations run in compiled code (adamc/_loop.pxi), calling Python only
+        # for what is written in Python
+        local = isinstance(peers, _Local) and loop["batches"] is None
+        source = _SOURCES[objective.mode] if local else "python"
+        hooks = _Hooks(x, allvecs, reporter, callback, style, peers)
+        reason, nit, f, g = _kernels.minimize_loop(
+            opt, x, f, g, nit, source=source, objective=objective,
+            evaluate=evaluate if source == "python" else None,
+            capsule=getattr(objective, "capsule", None),
+            hooks=hooks if hooks.needed else None,
+            checkpoint=ckpt.writer(opt, objective, batches),
+            checkpoint_every=loop["checkpoint_every"],
+            batches=None if loop["batches"] is None else batches,
+            maxiter=loop["maxiter"], maxfev=loop["maxfev"], gtol=gtol, ftol=loop["ftol"],
+            xtol=loop["xtol"])
+        status, message = _OUTCOMES[reason]
+        if reason == "nonfinite":
+            message = message.format(nit + 1, nit)
 
     batches.close(status)
     if status != 3:  # after a non-finite stop the optimizer's state is one step ahead
@@ -278,6 +237,74 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     if reporter:
         reporter.close(result)
     return result
+
+
+def _check_compiled(objective: _Objective, loop: dict[str, Any]) -> None:
+    """Options a C objective cannot serve (its signature has no batch argument; a
+    collective run evaluates through Python)."""
+    if objective.mode != "compiled":
+        return
+    for key, why in (("batches", "its C signature takes no batch"),
+                     ("comm", "a distributed run evaluates f through Python")):
+        if loop[key] is not None:
+            raise ValueError(f"options['{key}'] cannot be used with a LowLevelCallable "
+                             f"objective ({why}); pass a Python function")
+
+
+# how the compiled loop evaluates each objective mode of _Objective (a run with
+# batches or a collaborator other than _Local goes through evaluate(): "python")
+_SOURCES = {"compiled": "c", "combined": "pair", "separate": "separate",
+            "2-point": "python", "3-point": "python"}
+
+# the end of a run by the reason the compiled loop returns: (status, message)
+_OUTCOMES = {
+    "maxiter": (1, _MAXITER_MESSAGE),
+    "nonfinite": (3, "The objective or its gradient is not finite at iteration {}; the "
+                     "result is the last iterate where both were finite (iteration {})."),
+    "callback": (99, _STOP_MESSAGE),
+    "batches": (0, "Optimization terminated successfully: the batches are exhausted."),
+    "gtol": (0, "Optimization terminated successfully: |g|_inf <= gtol."),
+    "ftol": (0, "Optimization terminated successfully: the relative change of f is <= "
+                "ftol."),
+    "xtol": (0, "Optimization terminated successfully: the change of x is <= xtol."),
+    "maxfev": (2, _MAXFEV_MESSAGE),
+}
+assert set(_OUTCOMES) == set(_kernels.LOOP_REASONS)
+
+
+class _Hooks:
+    """What runs after every iteration of the compiled loop, in this order: the
+    iterate stored for return_all, the disp/progress row, the callback, and the
+    collaborator's shared stop. Called as ``hooks(nit, f, gnorm) -> stopped``."""
+
+    def __init__(self, x, allvecs, reporter, callback, style, peers):
+        self.x, self.allvecs, self.reporter = x, allvecs, reporter
+        self.callback, self.style, self.peers = callback, style, peers
+        # a collaborator other than _Local stops collectively: called every iteration
+        self.needed = (allvecs is not None or reporter is not None or style is not None
+                       or not isinstance(peers, _Local))
+
+    def __call__(self, nit: int, f: float, gnorm: float) -> bool:
+        x = self.x
+        if self.allvecs is not None:
+            self.allvecs.append(x.copy())
+        if self.reporter:
+            self.reporter.row(nit, f, gnorm)
+        stopped, failure = False, None
+        if self.style is not None:
+            from scipy.optimize import OptimizeResult
+
+            try:
+                if self.style == "x":
+                    self.callback(x.copy())
+                else:
+                    self.callback(intermediate_result=OptimizeResult(x=x.copy(), fun=f,
+                                                                     nit=nit))
+            except StopIteration:
+                stopped = True
+            except Exception as exc:
+                failure = exc
+        return self.peers.stop(stopped, failure)  # distributed: a stop on any rank stops all
 
 
 def _collaborator(comm: Any) -> Any:
@@ -332,8 +359,12 @@ class _Checkpointer:
         if self.resume and self.path is None:
             raise ValueError("resume=True needs options['checkpoint'], the file to resume from")
 
-    def due(self, nit: int) -> bool:
-        return self.path is not None and nit % self.every == 0
+    def writer(self, opt, objective, batches) -> Callable[[int, float, np.ndarray], None] | None:
+        """What the loop calls every ``checkpoint_every`` iterations (None: no
+        checkpoints)."""
+        if self.path is None:
+            return None
+        return lambda nit, f, g: self.write(opt, nit, f, g, objective, batches, None, None)
 
     def write(self, opt, nit, f, g, objective, batches, status, message) -> None:
         if self.path is None:

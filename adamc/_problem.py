@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _kernels
+from ._lowlevel import capsule_of, is_lowlevel
+
 __all__: list[str] = []
 
 
@@ -116,14 +119,17 @@ def _is_scipy_jac_wrapper(fun: Any, jac: Any) -> bool:
     and its bound ``derivative`` method. Recognised by that interface, without
     importing SciPy's private class."""
     return (getattr(jac, "__self__", None) is fun and getattr(jac, "__name__", "") == "derivative"
-            and callable(getattr(fun, "fun", None)))
+            and (callable(getattr(fun, "fun", None)) or is_lowlevel(getattr(fun, "fun", None))))
 
 
 class _Objective:
     """Evaluates f and g at the optimizer's x, counting evaluations."""
 
     def __init__(self, fun, jac, args, x, bounds, rel_step):
-        if not callable(fun):
+        if _is_scipy_jac_wrapper(fun, jac):
+            fun, jac = fun.fun, True  # SciPy's jac=True wrapper: skip its caching
+        compiled = is_lowlevel(fun)
+        if not compiled and not callable(fun):
             raise TypeError(f"fun must be callable, got {type(fun).__name__}")
         self.args = tuple(args) if isinstance(args, tuple) else (args,)
         self.nfev = self.njev = 0
@@ -131,10 +137,10 @@ class _Objective:
         self.view = x.view()
         self.view.flags.writeable = False  # fun must not change the iterate
         self.dtype, self.n = x.dtype, x.size
-        if _is_scipy_jac_wrapper(fun, jac):
-            fun, jac = fun.fun, True  # SciPy's jac=True wrapper: skip its caching
         self.fun = fun
-        if jac is True:
+        if compiled:
+            self._compiled(fun, jac)
+        elif jac is True:
             self.mode = "combined"
         elif callable(jac):
             self.mode, self.jac = "separate", jac
@@ -150,6 +156,32 @@ class _Objective:
         else:
             raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
                              f"got {jac!r}")
+
+    def _compiled(self, fun: Any, jac: Any) -> None:
+        """A scipy.LowLevelCallable: f and the gradient from one C call."""
+        self.capsule = capsule_of(fun)
+        if jac is not None and jac is not True:
+            raise ValueError(f"a LowLevelCallable objective fills the gradient itself "
+                             f"(jac=True is implied); got jac={jac!r}")
+        if self.args:
+            raise ValueError("a LowLevelCallable objective takes no args; pass its data "
+                             "as user_data: scipy.LowLevelCallable(function, user_data)")
+        if self.dtype != np.float64:
+            raise TypeError(f"a LowLevelCallable objective works in float64; x0 has dtype "
+                            f"{self.dtype} (pass x0.astype(np.float64))")
+        if self.n > 2**31 - 1:
+            raise ValueError("a LowLevelCallable objective takes n as an int: at most "
+                             "2**31 - 1 variables")
+        self.mode = "compiled"
+
+    def pair(self, out: Any) -> tuple[Any, Any]:
+        """(f, g) from what fun returned with jac=True."""
+        try:
+            f, g = out
+        except (TypeError, ValueError):
+            raise ValueError("with jac=True, fun must return a pair (f, gradient); "
+                             f"it returned {type(out).__name__}") from None
+        return f, g
 
     def scalar(self, value: Any) -> float:
         if type(value) is float:
@@ -186,12 +218,14 @@ class _Objective:
             out = self.fun(self.view, *args)
             self.nfev += 1
             self.njev += 1
-            try:
-                f, g = out
-            except (TypeError, ValueError):
-                raise ValueError("with jac=True, fun must return a pair (f, gradient); "
-                                 f"it returned {type(out).__name__}") from None
+            f, g = self.pair(out)
             return self.scalar(f), self.gradient(g, "fun")
+        if self.mode == "compiled":
+            g = np.empty_like(self.x)
+            f = _kernels.call_objective(self.capsule, self.x, g)
+            self.nfev += 1
+            self.njev += 1
+            return f, g
         f = self.scalar(self.fun(self.view, *args))
         self.nfev += 1
         if self.mode == "separate":

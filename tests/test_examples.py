@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import mpiexec
 
@@ -122,7 +123,8 @@ def test_distributed_fit_without_mpi4py_says_how_to_install_it(tmp_path):
 
 def test_every_example_is_tested():
     tested = {"curve_fit.py", "airfoil_regression.py", "compare_optimizers.py",
-              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py", "many_fits.py"}
+              "quadratic_demo.py", "numpy_pipeline.py", "distributed_fit.py", "many_fits.py",
+              "compiled_objective.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -134,3 +136,11 @@ def test_many_fits(tmp_path):
     median = float(re.search(r"lifetime error: median ([0-9.]+)%", out).group(1))
     assert median < 10
     png(tmp_path / "many_fits.png")
+
+
+def test_compiled_objective(tmp_path):
+    pytest.importorskip("numba")
+    out = run("compiled_objective.py", tmp_path, "--iters", "5000")
+    assert "identical results: True" in out
+    fit = re.search(r"compiled objective: a, k, c = \[([-0-9. ]+)\]", out).group(1)
+    np.testing.assert_allclose([float(v) for v in fit.split()], [2.5, 1.3, 0.5], atol=0.05)

@@ -24,6 +24,7 @@ LAYERS = [
     ["_format", "_collective"],                  # the state format; MPI agreement
     ["checkpoint", "_reducer"],
     ["distributed", "_minimize_sync"],
+    ["_lowlevel"],                                # compiled objectives (LowLevelCallable)
     ["_problem", "_batches"],                    # what a minimize run is given
     ["_minimize"],
     ["_methods", "_many"],                        # built on the driver

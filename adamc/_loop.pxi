@@ -1,0 +1,446 @@
+# Included by adamc/_kernels.pyx (one extension module; see its docstring).
+
+# ---------------------------------------------------------------------------------
+# The iteration of adamc.minimize in compiled code. adamc._minimize._run checks the
+# inputs, makes the first evaluation (or resumes) and builds the result; the loop
+# below makes the steps, the evaluations and the stopping tests, and calls Python
+# only for a Python objective, the per-iteration hooks (callback, disp, progress,
+# return_all, the collective stop of options['comm']), a checkpoint when due and a
+# learning rate given as a Python callable. With a C objective and none of those, the
+# whole loop runs without the GIL.
+
+from cpython.exc cimport PyErr_CheckSignals
+from libc.time cimport CLOCKS_PER_SEC, clock, clock_t
+import threading
+from cpython.pycapsule cimport (PyCapsule_CheckExact, PyCapsule_GetContext,
+                                PyCapsule_GetName, PyCapsule_GetPointer)
+
+ctypedef double (*_objective_fn)(int n, double *x, double *g, void *data) noexcept nogil
+
+#: What the loop returns as the reason it ended; adamc._minimize maps each to a
+#: status and a message.
+LOOP_REASONS = ("maxiter", "nonfinite", "callback", "batches", "gtol", "ftol", "xtol",
+                "maxfev")
+#: How the loop evaluates the objective: a C function (no Python), fun -> (f, g),
+#: fun -> f and jac -> g, or a Python evaluate() (batches, finite differences, comm).
+LOOP_SOURCES = ("c", "pair", "separate", "python")
+
+cdef enum:
+    _SRC_C, _SRC_PAIR, _SRC_SEPARATE, _SRC_PYTHON
+
+cdef enum:
+    _R_MAXITER, _R_NONFINITE, _R_CALLBACK, _R_BATCHES, _R_GTOL, _R_FTOL, _R_XTOL, _R_MAXFEV
+
+cdef enum:
+    # A C objective's loop reads the clock every _BLOCK iterations and, in the main
+    # thread, takes the GIL to look for signals (Ctrl-C) every _SIGNAL_CLOCKS_DIV-th
+    # of a second of CPU time: taking the GIL back waits for other Python threads, so
+    # not at every block. A compiled schedule's learning rates are computed _BLOCK
+    # at a time (they are pure functions of the step).
+    _BLOCK = 256
+    _SIGNAL_CLOCKS_DIV = 20
+
+
+cdef _objective_fn _capsule_function(object capsule, void **data) except NULL:
+    """The function and user_data of a scipy.LowLevelCallable's capsule (adamc's
+    _lowlevel module has checked its signature)."""
+    if not PyCapsule_CheckExact(capsule):
+        raise TypeError("expected the capsule of a scipy.LowLevelCallable")
+    cdef void *fn = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+    if fn == NULL:
+        raise ValueError("the LowLevelCallable holds a NULL function pointer")
+    data[0] = PyCapsule_GetContext(capsule)
+    return <_objective_fn>fn
+
+
+def call_objective(capsule, x, g):
+    """f of a C objective at x (float64, contiguous), its gradient written into g."""
+    cdef void *data
+    cdef _objective_fn fn = _capsule_function(capsule, &data)
+    cdef cnp.ndarray a = _vector(x, "x"), b = _vector(g, "g")
+    if cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE or cnp.PyArray_TYPE(b) != cnp.NPY_DOUBLE \
+            or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(b) or not cnp.PyArray_ISWRITEABLE(b):
+        raise TypeError("x and g must be float64 arrays of one size, g writeable")
+    if cnp.PyArray_SIZE(a) > 2147483647:
+        raise ValueError("a C objective takes n as an int: at most 2**31 - 1 variables")
+    return fn(<int>cnp.PyArray_SIZE(a), <double *>cnp.PyArray_DATA(a),
+              <double *>cnp.PyArray_DATA(b), data)
+
+
+cdef inline double _norm_inf(const void *a, Py_ssize_t n, int dtype_index) noexcept nogil:
+    if dtype_index == ADAMC_F32:
+        return _max_abs(<const float *>a, n)
+    return _max_abs(<const double *>a, n)
+
+
+cdef inline double _diff_inf(const void *a, const void *b, Py_ssize_t n,
+                             int dtype_index) noexcept nogil:
+    if dtype_index == ADAMC_F32:
+        return _max_abs_diff(<const float *>a, <const float *>b, n)
+    return _max_abs_diff(<const double *>a, <const double *>b, n)
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Fit:
+    """One run of the loop (see minimize_loop)."""
+    cdef _Engine opt
+    cdef cnp.ndarray x, keep_x, keep_g
+    cdef cnp.ndarray ga, gb         # C objective: the gradient, double-buffered
+    cdef object g                   # Python objective: the current gradient
+    cdef object fun, jac, args, objective, evaluate, hooks, checkpoint, batches
+    cdef int source, dtype_index, type_num, cur, reason, lr_pos, lr_len
+    cdef bint py_step, released, schedule, has_hooks, has_batches, main_thread
+    cdef clock_t last_signals
+    cdef void *xp
+    cdef void *keep                 # keep_x's data: x before the step
+    cdef void *keep_gp              # keep_g's data: g before the step
+    cdef void *gp                   # the current gradient's data
+    cdef double *gptr[2]
+    cdef Py_ssize_t n, nbytes, total
+    cdef double f, gtol, ftol, xtol
+    cdef int64_t nit, maxiter, maxfev, nfev, njev, every
+    cdef _objective_fn cfun
+    cdef void *data
+    cdef double lrs[_BLOCK]
+
+    # -- Python points ------------------------------------------------------------
+    cdef int _step_python(self, object g) except -1:
+        """opt.step(g), with every check step() makes (the engine's own path)."""
+        cdef _Engine eng = self.opt
+        if eng._busy:
+            raise RuntimeError("the optimizer of this minimize run is in use elsewhere")
+        eng._busy = 1
+        try:
+            eng._prepare()
+            eng._collect(g)
+            eng._update()
+        finally:
+            eng._busy = 0
+            eng._release_grads()
+        return 0
+
+    cdef int _take_gradient(self, object g, str source) except -1:
+        if not (cnp.PyArray_CheckExact(g)
+                and cnp.PyArray_TYPE(<cnp.ndarray>g) == self.type_num
+                and cnp.PyArray_NDIM(<cnp.ndarray>g) == 1
+                and cnp.PyArray_DIMS(<cnp.ndarray>g)[0] == self.n
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>g)):
+            g = self.objective.gradient(g, source)
+        self.g = g
+        self.gp = cnp.PyArray_DATA(<cnp.ndarray>g)
+        return 0
+
+    cdef double _scalar(self, object value) except? -1.0:
+        if type(value) is float:
+            return PyFloat_AS_DOUBLE(value)
+        return PyFloat_AS_DOUBLE(self.objective.scalar(value))
+
+    cdef int _evaluate_python(self) except -1:
+        """Evaluate a Python objective at x: self.f, self.g, self.gp, the counts."""
+        cdef object out, fo, go
+        if self.source == _SRC_PAIR:
+            out = self.fun(*self.args)
+            self.nfev += 1
+            self.njev += 1
+            if type(out) is tuple and len(<tuple>out) == 2:
+                fo, go = (<tuple>out)[0], (<tuple>out)[1]
+            else:
+                fo, go = self.objective.pair(out)
+            self.f = self._scalar(fo)
+            self._take_gradient(go, "fun")
+        elif self.source == _SRC_SEPARATE:
+            self.f = self._scalar(self.fun(*self.args))
+            self.nfev += 1
+            go = self.jac(*self.args)
+            self.njev += 1
+            self._take_gradient(go, "jac")
+        else:
+            fo, go = self.evaluate(False)
+            self.f = fo
+            self.g = go
+            self.gp = cnp.PyArray_DATA(<cnp.ndarray>go)
+            self.nfev = self.objective.nfev
+        return 0
+
+    cdef object _gradient_object(self):
+        if self.source == _SRC_C:
+            return self.ga if self.cur == 0 else self.gb
+        return self.g
+
+    cdef int _sync_counts(self) except -1:
+        if self.source != _SRC_PYTHON:
+            self.objective.nfev = self.nfev
+            self.objective.njev = self.njev
+        return 0
+
+    cdef int _refill_lrs(self) except -1:
+        """The next block of a compiled schedule's learning rates; stops before the
+        first that is not finite (the engine's own path then raises its error)."""
+        cdef Schedule fn = <Schedule>self.opt._lr_fns[0]
+        cdef int64_t first = self.opt._groups[0].step + 1
+        cdef int k
+        cdef double lr
+        self.lr_pos = self.lr_len = 0
+        for k in range(_BLOCK):
+            lr = fn._at(first + k)
+            if not isfinite(lr):
+                break
+            self.lrs[k] = lr
+            self.lr_len = k + 1
+        return 0
+
+    # -- the loop -----------------------------------------------------------------
+    cdef int _step_c(self) except -1 nogil:
+        """One step through the engine's compiled part (a C objective: the gradient
+        is the loop's own buffer; hyperparameters validated before the loop)."""
+        if self.schedule:
+            if self.lr_pos == self.lr_len:
+                with gil:
+                    self._refill_lrs()
+                if self.lr_len == 0:
+                    with gil:
+                        self._step_python(self._gradient_object())  # raises the bad lr
+                    return 0
+            self.opt._groups[0].hyper.lr = self.lrs[self.lr_pos]
+            self.lr_pos += 1
+        self.opt._busy = 1
+        self.opt._prepare_coef(0)
+        self.opt._grad_ptr[0] = self.gp
+        if self.released:
+            adamc_enter()
+        else:
+            with gil:
+                _enter_holding_gil()
+        self.opt._run(self.total)
+        adamc_leave()
+        self.opt._busy = 0
+        self.opt._advance()
+        return 0
+
+    cdef int run(self) except -1 nogil:
+        cdef double f_prev, gnorm, scale, a, b
+        cdef int next_buf
+        cdef bint stopped
+        cdef int64_t since_signals = 0
+        while True:
+            if self.maxiter >= 0 and self.nit >= self.maxiter:
+                self.reason = _R_MAXITER
+                return 0
+            memcpy(self.keep, self.xp, self.nbytes)
+            f_prev = self.f
+            if self.source == _SRC_C:
+                if self.py_step:
+                    with gil:
+                        self._step_python(self._gradient_object())
+                else:
+                    self._step_c()
+                next_buf = 1 - self.cur
+                self.f = self.cfun(<int>self.n, <double *>self.xp, self.gptr[next_buf],
+                                   self.data)
+                self.nfev += 1
+                self.njev += 1
+                gnorm = _max_abs(<const double *>self.gptr[next_buf], self.n)
+                if not (isfinite(self.f) and isfinite(gnorm)):
+                    memcpy(self.xp, self.keep, self.nbytes)
+                    self.f = f_prev
+                    self.reason = _R_NONFINITE
+                    return 0
+                self.cur = next_buf
+                self.gp = self.gptr[next_buf]
+                since_signals += 1
+                if since_signals == _BLOCK:
+                    since_signals = 0
+                    if self.main_thread and \
+                            clock() - self.last_signals > CLOCKS_PER_SEC // _SIGNAL_CLOCKS_DIV:
+                        with gil:
+                            PyErr_CheckSignals()
+                        self.last_signals = clock()
+            else:
+                memcpy(self.keep_gp, self.gp, self.nbytes)
+                with gil:
+                    self._step_python(self.g)
+                    self._evaluate_python()
+                gnorm = _norm_inf(self.gp, self.n, self.dtype_index)
+                if not (isfinite(self.f) and isfinite(gnorm)):
+                    memcpy(self.xp, self.keep, self.nbytes)
+                    self.f = f_prev
+                    with gil:
+                        self.g = self.keep_g
+                    self.gp = self.keep_gp
+                    self.reason = _R_NONFINITE
+                    return 0
+            self.nit += 1
+            if self.has_hooks:
+                with gil:
+                    stopped = self.hooks(self.nit, self.f, gnorm)
+                if stopped:
+                    self.reason = _R_CALLBACK
+                    return 0
+            if self.has_batches:
+                with gil:
+                    stopped = self.batches.exhausted
+                if stopped:
+                    self.reason = _R_BATCHES
+                    return 0
+            if self.gtol > 0 and gnorm <= self.gtol:
+                self.reason = _R_GTOL
+                return 0
+            if self.ftol > 0:
+                a, b = fabs(f_prev), fabs(self.f)
+                scale = a if a > b else b
+                if scale < 1.0:
+                    scale = 1.0
+                if fabs(f_prev - self.f) <= self.ftol * scale:
+                    self.reason = _R_FTOL
+                    return 0
+            if self.xtol > 0:
+                scale = _norm_inf(self.xp, self.n, self.dtype_index)
+                if scale < 1.0:
+                    scale = 1.0
+                if _diff_inf(self.xp, self.keep, self.n, self.dtype_index) <= self.xtol * scale:
+                    self.reason = _R_XTOL
+                    return 0
+            if self.maxfev >= 0 and self.nfev >= self.maxfev:
+                self.reason = _R_MAXFEV
+                return 0
+            if self.every > 0 and self.nit % self.every == 0:
+                with gil:
+                    self._sync_counts()
+                    self.checkpoint(self.nit, self.f, self._gradient_object())
+
+
+def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objective,
+                  evaluate=None, capsule=None, hooks=None, checkpoint=None,
+                  int64_t checkpoint_every=0, batches=None, maxiter=None, maxfev=None,
+                  double gtol=0.0, double ftol=0.0, double xtol=0.0):
+    """The iterations of adamc.minimize from x (f, g evaluated there, nit done) until a
+    stopping rule holds; returns ``(reason, nit, f, g)``, reason in LOOP_REASONS and
+    (f, g) evaluated at the returned x.
+
+    opt steps x in place. ``source`` (LOOP_SOURCES) says how the objective is
+    evaluated: ``"c"`` calls the C function of ``capsule``; ``"pair"`` and
+    ``"separate"`` call ``objective.fun`` (and ``objective.jac``) on
+    ``objective.view`` and ``objective.args``, with ``objective.pair``,
+    ``objective.scalar`` and ``objective.gradient`` for what is not a float and a
+    contiguous array of x's dtype; ``"python"`` calls ``evaluate(False) -> (f, g)``,
+    which counts in ``objective.nfev``. The counts are written back to
+    ``objective.nfev`` and ``objective.njev`` before each checkpoint and at the end.
+    ``hooks(nit, f, gnorm) -> stopped`` runs after every iteration (None: none);
+    ``checkpoint(nit, f, g)`` every ``checkpoint_every`` iterations (0: never), while
+    no stopping rule holds; ``batches.exhausted`` is read after every iteration.
+    """
+    cdef _Fit fit = _Fit.__new__(_Fit)
+    cdef cnp.ndarray xa = _vector(x, "x")
+    if not cnp.PyArray_ISWRITEABLE(xa):
+        raise ValueError("x must be writeable")
+    if source not in LOOP_SOURCES:
+        raise ValueError(f"source must be one of {LOOP_SOURCES}, got {source!r}")
+    fit.opt, fit.x, fit.objective = opt, xa, objective
+    fit.source = LOOP_SOURCES.index(source)
+    fit.type_num = cnp.PyArray_TYPE(xa)
+    fit.dtype_index = ADAMC_F32 if fit.type_num == cnp.NPY_FLOAT else ADAMC_F64
+    fit.n, fit.nbytes = cnp.PyArray_SIZE(xa), cnp.PyArray_NBYTES(xa)
+    fit.xp = cnp.PyArray_DATA(xa)
+    fit.keep_x = np.empty_like(xa)
+    fit.keep = cnp.PyArray_DATA(fit.keep_x)
+    fit.f, fit.nit = f, nit
+    fit.maxiter = -1 if maxiter is None else maxiter
+    fit.maxfev = -1 if maxfev is None else maxfev
+    fit.gtol, fit.ftol, fit.xtol = gtol, ftol, xtol
+    fit.every = checkpoint_every if checkpoint is not None else 0
+    fit.hooks, fit.checkpoint, fit.batches = hooks, checkpoint, batches
+    fit.has_hooks, fit.has_batches = hooks is not None, batches is not None
+    fit.nfev, fit.njev = objective.nfev, objective.njev
+    fit.evaluate = evaluate
+    cdef cnp.ndarray ga = _vector(g, "g")
+    if cnp.PyArray_TYPE(ga) != fit.type_num or cnp.PyArray_SIZE(ga) != fit.n:
+        raise ValueError("g must have the dtype and size of x")
+    fit.py_step = True
+    if fit.source == _SRC_C:
+        if fit.type_num != cnp.NPY_DOUBLE:
+            raise TypeError("a C objective works in float64")
+        if fit.n > 2147483647:
+            raise ValueError("a C objective takes n as an int: at most 2**31 - 1 variables")
+        if fit.has_batches or evaluate is not None:
+            raise ValueError("a C objective takes no batches")
+        fit.cfun = _capsule_function(capsule, &fit.data)
+        fit.ga = np.array(ga, dtype=np.float64, copy=True, order="C")
+        fit.gb = np.empty_like(fit.ga)
+        fit.gptr[0] = <double *>cnp.PyArray_DATA(fit.ga)
+        fit.gptr[1] = <double *>cnp.PyArray_DATA(fit.gb)
+        fit.cur = 0
+        fit.gp = fit.gptr[0]
+        fit.py_step = not _compiled_step_ok(opt, fit)
+    else:
+        fit.g, fit.gp = ga, cnp.PyArray_DATA(ga)
+        fit.keep_g = np.empty_like(xa)
+        fit.keep_gp = cnp.PyArray_DATA(fit.keep_g)
+        if fit.source == _SRC_PYTHON:
+            if evaluate is None:
+                raise ValueError("source 'python' needs evaluate")
+        else:
+            fit.fun = objective.fun
+            fit.args = (objective.view,) + tuple(objective.args)
+            if fit.source == _SRC_SEPARATE:
+                fit.jac = objective.jac
+    fit.released = fit.source == _SRC_C and not fit.py_step and hooks is None
+    fit.main_thread = threading.current_thread() is threading.main_thread()
+    fit.last_signals = clock()
+    if fit.released:
+        with nogil:
+            fit.run()
+    else:
+        fit.run()
+    fit._sync_counts()
+    return LOOP_REASONS[fit.reason], fit.nit, fit.f, fit._gradient_object()
+
+
+cdef bint _compiled_step_ok(_Engine opt, _Fit fit) except -1:
+    """Whether the loop may step opt without Python: one parameter (x itself) in one
+    group, the default non-finite policy, and a learning rate that is a number or a
+    compiled schedule; the plain engine without weight averaging. Validates the group
+    then, with every check step() makes."""
+    if not (opt._bound and opt._nparams == 1 and opt._ngroups == 1 and opt._nonfinite == 0
+            and opt._slots[0].data == fit.xp and not opt._use_external):
+        return False
+    if isinstance(opt, (_ProdigyEngine, _ScheduleFreeEngine)) or opt._ema_mode != 0:
+        return False  # their steps do more than the plain engine's compiled part
+    groups = opt.param_groups
+    if type(groups) is not list or len(<list>groups) != 1 or type(groups[0]) is not dict:
+        return False
+    lr = (<dict>groups[0]).get("lr")
+    if not (type(lr) in _COMPILED_SCHEDULES or PyFloat_Check(lr) or PyLong_Check(lr)
+            or isinstance(lr, (np.floating, np.integer))):
+        return False  # a Python callable: called at every step, with the GIL
+    opt._collect(fit.ga)  # the checks of step(), once
+    opt._release_grads()
+    opt._refresh(0)
+    fit.schedule = opt._lr_fns[0] is not None
+    fit.lr_pos = fit.lr_len = 0
+    cdef Py_ssize_t i
+    fit.total = 0
+    for i in range(opt._nparams):
+        fit.total += opt._slots[i].nbytes
+    return True
+
+
+def _call_objective_repeatedly(capsule, x, g, int64_t times):
+    """Call a C objective ``times`` times at x from C, without the GIL, and return
+    the last f: benchmarks/bench_minimize.py times the objective's own cost so (the
+    function pointer is opaque to the compiler: every call is made)."""
+    cdef void *data
+    cdef _objective_fn fn = _capsule_function(capsule, &data)
+    cdef cnp.ndarray a = _vector(x, "x"), b = _vector(g, "g")
+    if cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE or cnp.PyArray_TYPE(b) != cnp.NPY_DOUBLE \
+            or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(b) or not cnp.PyArray_ISWRITEABLE(b):
+        raise TypeError("x and g must be float64 arrays of one size, g writeable")
+    cdef int n = <int>cnp.PyArray_SIZE(a)
+    cdef double *xp = <double *>cnp.PyArray_DATA(a)
+    cdef double *gp = <double *>cnp.PyArray_DATA(b)
+    cdef double f = 0.0
+    cdef int64_t k
+    with nogil:
+        for k in range(times):
+            f = fn(n, xp, gp, data)
+    return f

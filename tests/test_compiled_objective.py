@@ -1,0 +1,390 @@
+"""adamc.minimize with a compiled objective (scipy.LowLevelCallable), and the compiled
+loop with Python objectives: the same bits as the same fit through Python.
+
+The C path is tested with a tiny shared library built here with the C compiler (so
+it runs without numba); numba's cfunc is tested when numba is installed."""
+import ctypes
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from scipy import LowLevelCallable
+from scipy import optimize as so
+
+import adamc
+from adamc import schedules
+
+C_SOURCE = r"""
+#include <math.h>
+/* f = sum_i (i + 1) / 2 (x_i - c_i)^2 + x_0^4 / 4, c from user_data (NULL: 1) */
+double quartic(int n, double *x, double *g, void *data) {
+    const double *c = (const double *)data;
+    double f = 0.0;
+    for (int i = 0; i < n; i++) {
+        double d = x[i] - (c ? c[i] : 1.0);
+        f += 0.5 * (i + 1) * d * d;
+        g[i] = (i + 1) * d;
+    }
+    if (n > 0) {
+        f += 0.25 * x[0] * x[0] * x[0] * x[0];
+        g[0] += x[0] * x[0] * x[0];
+    }
+    return f;
+}
+/* quartic, but NaN from the call numbered *(long *)data on (counting from 1) */
+double nan_later(int n, double *x, double *g, void *data) {
+    long *state = (long *)data;  /* state[0]: calls so far, state[1]: first NaN call */
+    double f = quartic(n, x, g, 0);
+    state[0] += 1;
+    if (state[0] >= state[1]) {
+        if (state[1] % 2) f = NAN; else g[n - 1] = INFINITY;
+    }
+    return f;
+}
+double wrong_arity(int n, double *x) { return x[0]; }
+"""
+
+DOUBLE_P = ctypes.POINTER(ctypes.c_double)
+SIGNATURE = (ctypes.c_int, DOUBLE_P, DOUBLE_P, ctypes.c_void_p)
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    d = tmp_path_factory.mktemp("cobj")
+    (d / "obj.c").write_text(C_SOURCE)
+    so_path = d / "libobj.so"
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", str(d / "obj.c"), "-o", str(so_path),
+                    "-lm"], check=True)
+    lib = ctypes.CDLL(str(so_path))
+    for name in ("quartic", "nan_later"):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = ctypes.c_double, SIGNATURE
+    lib.wrong_arity.restype = ctypes.c_double
+    lib.wrong_arity.argtypes = (ctypes.c_int, DOUBLE_P)
+    return lib
+
+
+def python_twin(fn, data=None):
+    """A Python objective calling the same C function (through ctypes)."""
+    def fun(x):
+        g = np.empty_like(x)
+        f = fn(x.size, x.ctypes.data_as(DOUBLE_P), g.ctypes.data_as(DOUBLE_P), data)
+        return f, g
+    return fun
+
+
+def same_result(a, b):
+    for key in ("x", "jac") + (("x_ema",) if "x_ema" in a else ()):
+        np.testing.assert_array_equal(a[key], b[key])
+        assert a[key].dtype == b[key].dtype
+    for key in ("fun", "nit", "nfev", "njev", "status", "success", "message"):
+        assert a[key] == b[key] or (key == "fun" and np.isnan(a[key]) and np.isnan(b[key])), key
+    assert set(a) == set(b)
+
+
+X0 = np.array([1.5, -0.3, 2.0, 0.25, -1.0, 0.7, 3.0])
+
+CASES = {
+    "plain": dict(options=dict(lr=0.05, maxiter=300)),
+    "converges": dict(options=dict(lr=0.05, maxiter=20000, gtol=1e-6)),
+    "ftol": dict(options=dict(lr=0.05, ftol=1e-9)),
+    "xtol": dict(options=dict(lr=0.05, xtol=1e-7)),
+    "maxfev": dict(options=dict(lr=0.05, maxfev=57)),
+    "bounds": dict(bounds=[(0.2, 0.9)] * 7, options=dict(lr=0.05, maxiter=400)),
+    "amsgrad": dict(method="amsgrad", options=dict(lr=0.05, maxiter=300)),
+    "adamw": dict(method="adamw", options=dict(lr=0.05, maxiter=300, weight_decay=0.1)),
+    "schedule": dict(options=dict(lr=schedules.cosine_decay(0.1, 600, warmup_steps=20),
+                                  maxiter=700)),
+    "python_lr": dict(options=dict(lr=lambda t: 0.1 / np.sqrt(t), maxiter=300)),
+    "return_all": dict(options=dict(lr=0.05, maxiter=30, return_all=True)),
+    "clipping": dict(options=dict(lr=0.05, maxiter=300, max_grad_norm=0.5)),
+    # engines beyond the plain one (stepped through the engine's full path)
+    "prodigy": dict(method="prodigy", options=dict(maxiter=300)),
+    "schedulefree": dict(method="adamw_schedulefree", options=dict(lr=0.05, maxiter=300)),
+    "ema": dict(options=dict(lr=0.05, maxiter=300, ema=0.9)),
+    "ema_uniform": dict(options=dict(lr=0.05, maxiter=300, ema="uniform", ema_start=50)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_c_objective_gives_the_bits_of_its_python_twin(lib, case):
+    kw = CASES[case]
+    c = np.linspace(-1, 2, X0.size)
+    data = ctypes.c_void_p(c.ctypes.data)
+    llc = LowLevelCallable(lib.quartic, data)
+    res_c = adamc.minimize(llc, X0, **kw)
+    res_py = adamc.minimize(python_twin(lib.quartic, data), X0, jac=True, **kw)
+    same_result(res_c, res_py)
+    if case == "return_all":
+        assert len(res_c.allvecs) == 31
+        for a, b in zip(res_c.allvecs, res_py.allvecs):
+            np.testing.assert_array_equal(a, b)
+    assert res_c.nit > 0
+
+
+@pytest.mark.parametrize("style", ["x", "result"])
+def test_c_objective_with_callbacks(lib, style):
+    seen = {"c": [], "py": []}
+
+    def make(key):
+        if style == "x":
+            def cb(xk):
+                seen[key].append(xk.copy())
+                if len(seen[key]) == 25:
+                    raise StopIteration
+        else:
+            def cb(intermediate_result):
+                seen[key].append(intermediate_result.x.copy())
+                if intermediate_result.nit == 25:
+                    raise StopIteration
+        return cb
+
+    opts = dict(lr=0.05, maxiter=100)
+    res_c = adamc.minimize(LowLevelCallable(lib.quartic), X0, callback=make("c"), options=opts)
+    res_py = adamc.minimize(python_twin(lib.quartic), X0, jac=True, callback=make("py"),
+                            options=opts)
+    same_result(res_c, res_py)
+    assert res_c.status == 99 and res_c.nit == 25
+    np.testing.assert_array_equal(np.array(seen["c"]), np.array(seen["py"]))
+
+
+def test_c_objective_checkpoint_and_resume(lib, tmp_path):
+    llc = LowLevelCallable(lib.quartic)
+    full = adamc.minimize(llc, X0, options=dict(lr=0.05, maxiter=250))
+    path = tmp_path / "run.adamc"
+    first = adamc.minimize(llc, X0, options=dict(lr=0.05, maxiter=100, checkpoint=path,
+                                                 checkpoint_every=30))
+    assert first.nit == 100 and path.exists()
+    resumed = adamc.minimize(llc, X0, options=dict(lr=0.05, maxiter=250, checkpoint=path,
+                                                   resume=True))
+    same_result(resumed, full)
+    twin = adamc.minimize(python_twin(lib.quartic), X0, jac=True,
+                          options=dict(lr=0.05, maxiter=100, checkpoint=tmp_path / "py.adamc",
+                                       checkpoint_every=30))
+    same_result(first, twin)
+
+
+@pytest.mark.parametrize("first_nan", [1, 2, 7, 8])
+def test_a_non_finite_c_objective_follows_the_status_rules(lib, first_nan):
+    state_c = (ctypes.c_long * 2)(0, first_nan)
+    state_py = (ctypes.c_long * 2)(0, first_nan)
+    opts = dict(lr=0.05, maxiter=50)
+    res_c = adamc.minimize(LowLevelCallable(lib.nan_later, ctypes.cast(state_c, ctypes.c_void_p)),
+                           X0, options=opts)
+    res_py = adamc.minimize(python_twin(lib.nan_later, ctypes.cast(state_py, ctypes.c_void_p)),
+                            X0, jac=True, options=opts)
+    same_result(res_c, res_py)
+    assert res_c.status == 3 and not res_c.success
+    assert res_c.nit == max(first_nan - 2, 0)
+    assert res_c.nfev == first_nan and state_c[0] == first_nan
+    if first_nan == 1:
+        assert "starting point" in res_c.message
+        np.testing.assert_array_equal(res_c.x, X0)
+    else:
+        assert np.isfinite(res_c.fun) and np.all(np.isfinite(res_c.jac))
+        assert f"at iteration {first_nan - 1};" in res_c.message
+
+
+def test_through_scipy_minimize(lib):
+    llc = LowLevelCallable(lib.quartic)
+    opts = dict(lr=0.05, maxiter=200)
+    res = so.minimize(llc, X0, method=adamc.minimize_adam, jac=True, options=opts)
+    same_result(res, adamc.minimize(python_twin(lib.quartic), X0, jac=True, options=opts))
+    # jac is implied: SciPy's default (None) works too
+    res2 = so.minimize(llc, X0, method=adamc.minimize_adam, options=opts)
+    same_result(res, res2)
+
+
+def test_signatures_are_checked(lib):
+    with pytest.raises(TypeError, match=r"C signature 'double \(int, double \*, double \*, "
+                                        r"void \*\)'.*got 'double \(int, double \*\)'"):
+        adamc.minimize(LowLevelCallable(lib.wrong_arity), X0)
+    fn = ctypes.cast(lib.quartic, ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_long, DOUBLE_P,
+                                                    DOUBLE_P, ctypes.c_void_p))
+    with pytest.raises(TypeError, match="got 'double \\(long, "):
+        adamc.minimize(LowLevelCallable(fn), X0)
+    # the same type spelled otherwise is accepted
+    ok = LowLevelCallable(lib.quartic, signature="double(int,double*, double *,void*)")
+    assert adamc.minimize(ok, X0, options=dict(maxiter=3)).nit == 3
+
+
+def test_options_a_c_objective_cannot_serve(lib):
+    llc = LowLevelCallable(lib.quartic)
+    with pytest.raises(ValueError, match="jac=True is implied"):
+        adamc.minimize(llc, X0, jac=lambda x: x)
+    with pytest.raises(ValueError, match="jac=True is implied"):
+        adamc.minimize(llc, X0, jac="2-point")
+    with pytest.raises(ValueError, match="takes no args.*user_data"):
+        adamc.minimize(llc, X0, args=(1.0,))
+    with pytest.raises(TypeError, match="works in float64.*float32"):
+        adamc.minimize(llc, X0.astype(np.float32))
+    with pytest.raises(ValueError, match=r"options\['batches'\] cannot be used with a "
+                                         r"LowLevelCallable"):
+        adamc.minimize(llc, X0, options=dict(batches=[(1,), (2,)]))
+
+
+def test_comm_is_refused_with_a_c_objective(lib):
+    MPI = pytest.importorskip("mpi4py.MPI")
+    with pytest.raises(ValueError, match=r"options\['comm'\] cannot be used with a "
+                                         r"LowLevelCallable"):
+        adamc.minimize(LowLevelCallable(lib.quartic), X0, options=dict(comm=MPI.COMM_SELF))
+
+
+def test_integer_and_empty_x0(lib):
+    llc = LowLevelCallable(lib.quartic)
+    res = adamc.minimize(llc, [1, 2, 3], options=dict(maxiter=5))
+    assert res.x.dtype == np.float64 and res.nit == 5
+    res = adamc.minimize(llc, np.zeros(0), options=dict(maxiter=5))
+    assert res.x.shape == (0,) and res.fun == 0.0
+
+
+def test_the_c_fit_releases_the_gil(lib):
+    """Another Python thread runs while a C fit is in progress."""
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=count)
+    try:
+        t.start()
+        start = len(ticks)
+        # a C loop holding the GIL never lets the counter in (it runs no bytecode)
+        res = adamc.minimize(LowLevelCallable(lib.quartic), np.zeros(100),
+                             options=dict(lr=1e-3, maxiter=300000, gtol=0))
+        during = len(ticks) - start
+    finally:
+        done.set()
+        t.join()
+    assert res.nit == 300000
+    assert during > 1000
+
+
+CYTHON_SOURCE = """
+# cython: language_level=3
+cdef api double quad(int n, double *x, double *g, void *data) noexcept nogil:
+    cdef double f = 0.0
+    cdef int i
+    for i in range(n):
+        f += 0.5 * (i + 1) * (x[i] - 1.0) * (x[i] - 1.0)
+        g[i] = (i + 1) * (x[i] - 1.0)
+    return f
+"""
+
+
+def test_a_cython_function(tmp_path, monkeypatch):
+    pytest.importorskip("Cython")
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    import importlib
+
+    (tmp_path / "adamc_test_cobj.pyx").write_text(CYTHON_SOURCE)
+    proc = subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-q",
+                           "adamc_test_cobj.pyx"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(proc.stdout + proc.stderr)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("adamc_test_cobj")
+    llc = LowLevelCallable.from_cython(mod, "quad")
+    assert llc.signature == "double (int, double *, double *, void *)"
+    opts = dict(lr=0.1, maxiter=300)
+    res = adamc.minimize(llc, np.zeros(4), options=opts)
+    twin = adamc.minimize(lambda x: (float(np.sum(0.5 * np.arange(1, 5) * (x - 1) ** 2)),
+                                     np.arange(1, 5) * (x - 1.0)), np.zeros(4), jac=True,
+                          options=opts)
+    np.testing.assert_allclose(res.x, twin.x, rtol=1e-12)
+    assert res.nit == twin.nit
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="no setitimer")
+def test_a_signal_interrupts_a_c_fit(lib):
+    """Without the GIL, the loop still looks for signals (Ctrl-C) now and then."""
+    import signal
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(Interrupted):
+            # about 20 s at full speed without the interruption
+            adamc.minimize(LowLevelCallable(lib.quartic), np.zeros(10),
+                           options=dict(lr=1e-9, maxiter=10**8, gtol=0))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert time.perf_counter() - t0 < 5
+
+
+# ----------------------------------------------------------------------------------
+# numba (optional: pip install numba)
+
+def test_numba_cfunc():
+    numba = pytest.importorskip("numba")
+    from numba import types
+
+    sig = types.double(types.intc, types.CPointer(types.double),
+                       types.CPointer(types.double), types.voidptr)
+
+    @numba.cfunc(sig)
+    def rosen(n, xp, gp, data):
+        x = numba.carray(xp, (n,))
+        g = numba.carray(gp, (n,))
+        f = 0.0
+        for i in range(n):
+            g[i] = 0.0
+        for i in range(n - 1):
+            a = x[i + 1] - x[i] * x[i]
+            b = 1.0 - x[i]
+            f += 100.0 * a * a + b * b
+            g[i] += -400.0 * x[i] * a - 2.0 * b
+            g[i + 1] += 200.0 * a
+        return f
+
+    x0 = np.array([1.3, 0.7, 0.8, 1.9, 1.2])
+    opts = dict(lr=1e-2, maxiter=50000)
+    res = adamc.minimize(LowLevelCallable(rosen.ctypes), x0, options=opts)
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, np.ones(5), atol=1e-4)
+    twin = adamc.minimize(python_twin(rosen.ctypes), x0, jac=True, options=opts)
+    same_result(res, twin)
+    ref = adamc.minimize(lambda x: (so.rosen(x), so.rosen_der(x)), x0, jac=True, options=opts)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------
+# The compiled loop with Python objectives: what the loop around opt.step() gives
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_python_objective_matches_a_hand_written_step_loop(dtype):
+    c = np.linspace(-1, 1, 9).astype(dtype)
+
+    def fun(x):
+        return float(np.sum((x - c) ** 4)), (4 * (x - c) ** 3).astype(dtype)
+
+    x0 = np.full(9, 0.5, dtype)
+    res = adamc.minimize(fun, x0, jac=True, options=dict(lr=0.02, maxiter=200, gtol=0))
+    x = x0.copy()
+    opt = adamc.Adam(x, lr=0.02)
+    f, g = fun(x)
+    for _ in range(200):
+        opt.step(g)
+        f, g = fun(x)
+    np.testing.assert_array_equal(res.x, x)
+    np.testing.assert_array_equal(res.jac, g)
+    assert res.fun == f and res.nit == 200 and res.nfev == 201 and res.status == 1
