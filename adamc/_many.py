@@ -20,7 +20,7 @@ from . import _kernels
 from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._minimize import _METHODS, _Method, _check_options
-from ._problem import (_bounds_in_dtype, _callback_style, _float_copy,
+from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds)
 from ._validation import is_schedule
 
@@ -312,18 +312,7 @@ class _Problems:
         if _is_scipy_jac_wrapper(fun, jac):
             fun, jac = fun.fun, True
         self.fun = fun
-        if jac is True:
-            self.mode = "combined"
-        elif callable(jac):
-            self.mode, self.jac = "separate", jac
-        elif jac is None or jac is False or jac in ("2-point", "3-point"):
-            self.mode = "3-point" if jac == "3-point" else "2-point"
-            eps = float(np.finfo(self.dtype).eps)
-            default = eps ** 0.5 if self.mode == "2-point" else eps ** (1 / 3)
-            self.rel_step = rel_step if rel_step is not None else default
-        else:
-            raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
-                             f"got {jac!r}")
+        self.mode, self.jac, self.rel_step = _gradient_mode(jac, self.dtype, rel_step)
 
     def flush(self) -> None:
         """Add the pending evaluations of the running problems to nfev and njev."""

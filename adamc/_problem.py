@@ -122,6 +122,24 @@ def _is_scipy_jac_wrapper(fun: Any, jac: Any) -> bool:
             and (callable(getattr(fun, "fun", None)) or is_lowlevel(getattr(fun, "fun", None))))
 
 
+def _gradient_mode(jac: Any, dtype: np.dtype, rel_step: float | None
+                   ) -> tuple[str, Callable | None, float | None]:
+    """(mode, the jac callable, finite differences' relative step) of minimize's
+    ``jac`` argument: "combined" (True), "separate" (a callable), "2-point" or
+    "3-point" (finite differences; None and False mean "2-point")."""
+    if jac is True:
+        return "combined", None, None
+    if callable(jac):
+        return "separate", jac, None
+    if jac is None or jac is False or jac in ("2-point", "3-point"):
+        mode = "3-point" if jac == "3-point" else "2-point"
+        eps = float(np.finfo(dtype).eps)
+        default = eps ** 0.5 if mode == "2-point" else eps ** (1 / 3)
+        return mode, None, rel_step if rel_step is not None else default
+    raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
+                     f"got {jac!r}")
+
+
 class _Objective:
     """Evaluates f and g at the optimizer's x, counting evaluations."""
 
@@ -140,22 +158,13 @@ class _Objective:
         self.fun = fun
         if compiled:
             self._compiled(fun, jac)
-        elif jac is True:
-            self.mode = "combined"
-        elif callable(jac):
-            self.mode, self.jac = "separate", jac
-        elif jac is None or jac is False or jac in ("2-point", "3-point"):
-            self.mode = "3-point" if jac == "3-point" else "2-point"
-            eps = float(np.finfo(self.dtype).eps)
-            default = eps ** 0.5 if self.mode == "2-point" else eps ** (1 / 3)
-            self.rel_step = rel_step if rel_step is not None else default
+        else:
+            self.mode, self.jac, self.rel_step = _gradient_mode(jac, self.dtype, rel_step)
+        if self.mode in ("2-point", "3-point"):
             self.work = np.empty_like(x)
             self.work_view = self.work.view()
             self.work_view.flags.writeable = False
             self.lower, self.upper = bounds if bounds is not None else (None, None)
-        else:
-            raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
-                             f"got {jac!r}")
 
     def _compiled(self, fun: Any, jac: Any) -> None:
         """A scipy.LowLevelCallable: f and the gradient from one C call."""

@@ -53,6 +53,22 @@ def bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
+def assert_same_bits_everywhere(run):
+    """``run(dtype)`` returns arrays; at every SIMD level and thread count they must
+    have the bits of the baseline level on one thread, for both dtypes."""
+    for dtype in DTYPES:
+        with kernel_config("baseline", 1):
+            expected = run(dtype)
+        for level in LEVELS:
+            for threads in THREADS:
+                with kernel_config(level, threads):
+                    got = run(dtype)
+                assert len(got) == len(expected)
+                for a, b in zip(got, expected):
+                    assert np.array_equal(bits(a), bits(b)), \
+                        f"{np.dtype(dtype)}, {level}, {threads} threads"
+
+
 def mpiexec() -> str | None:
     """The mpiexec of this environment (pip install mpich puts it beside python)."""
     local = Path(sys.executable).with_name("mpiexec")

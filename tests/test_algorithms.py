@@ -19,7 +19,7 @@ import adamc
 import emulate
 from adamc import _kernels, _reference, functional
 from adamc._algorithms import ALGORITHMS, CLASSES, HYPERPARAMETERS, METHODS
-from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
+from conftest import DTYPES, SIZES, SMALL_SIZES, assert_same_bits_everywhere, bits
 
 # Option sets to exercise per algorithm (test data; the definitions are the table's).
 OPTIONS = {
@@ -226,15 +226,7 @@ def test_lion_bit_identical_across_levels_and_threads(n):
         for _ in range(5 if n > 2**16 else 20):
             opt.step(grad_at(rng, n, dtype))
         return [p, opt._state_arrays[0][0]]
-    for dtype in DTYPES:
-        with kernel_config("baseline", 1):
-            expected = run(dtype)
-        for level in LEVELS:
-            for threads in THREADS:
-                with kernel_config(level, threads):
-                    got = run(dtype)
-                for a, b in zip(got, expected):
-                    assert np.array_equal(bits(a), bits(b)), f"{level}, {threads} threads"
+    assert_same_bits_everywhere(run)
 
 
 def test_lion_sign_of_zero_is_zero_and_nan_propagates():

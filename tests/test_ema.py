@@ -12,7 +12,7 @@ import pytest
 
 import adamc
 from adamc._algorithms import CLASSES
-from conftest import DTYPES, LEVELS, THREADS, bits, kernel_config
+from conftest import DTYPES, assert_same_bits_everywhere, bits
 
 KW = {"SGD": dict(lr=0.01, momentum=0.9), "SGDScheduleFree": dict(lr=0.01)}
 
@@ -77,15 +77,7 @@ def test_bit_identical_across_levels_and_threads(n):
         for _ in range(3 if n > 2**16 else 10):
             opt.step(rng.standard_normal(n).astype(dtype))
         return [x, opt.ema_params[0]]
-    for dtype in DTYPES:
-        with kernel_config("baseline", 1):
-            expected = run(dtype)
-        for level in LEVELS:
-            for threads in THREADS:
-                with kernel_config(level, threads):
-                    got = run(dtype)
-                for a, b in zip(got, expected):
-                    assert np.array_equal(bits(a), bits(b)), f"{dtype}, {level}, {threads}"
+    assert_same_bits_everywhere(run)
 
 
 @pytest.mark.parametrize("name", ["Adam", "Prodigy", "AdamWScheduleFree"])

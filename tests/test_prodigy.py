@@ -18,7 +18,7 @@ import pytest
 import adamc
 import emulate
 from adamc import _reference
-from conftest import DTYPES, LEVELS, SIZES, THREADS, bits, kernel_config
+from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits
 
 # Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside).
 OPTIONS = [
@@ -183,15 +183,7 @@ def test_bit_identical_across_levels_and_threads(n):
         for _ in range(3 if n > 2**16 else 20):
             opt.step([grad_at(rng, q.size, dtype) for q in ps])
         return ps + [a for st in opt._state_arrays for a in st] + [np.array(opt.param_groups[0]["d"])]
-    for dtype in DTYPES:
-        with kernel_config("baseline", 1):
-            expected = run(dtype)
-        for level in LEVELS:
-            for threads in THREADS:
-                with kernel_config(level, threads):
-                    got = run(dtype)
-                for a, b in zip(got, expected):
-                    assert np.array_equal(bits(a), bits(b)), f"{dtype}, {level}, {threads} threads"
+    assert_same_bits_everywhere(run)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import adamc
-from conftest import DTYPES, LEVELS, THREADS, bits, kernel_config
+from conftest import DTYPES, assert_same_bits_everywhere, bits
 
 ADAMW_OPTIONS = [{}, {"weight_decay": 0.1}, {"warmup_steps": 20}, {"r": 1.0},
                  {"weight_lr_power": 0.0}, {"betas": (0.95, 0.99), "eps": 1e-6, "lr": 0.01},
@@ -234,15 +234,7 @@ def test_bit_identical_across_levels_and_threads(name, n):
             o.step(rng.standard_normal(n).astype(dtype))
         o.eval()
         return [x] + [a for a in o._state_arrays[0] if a is not None]
-    for dtype in DTYPES:
-        with kernel_config("baseline", 1):
-            expected = run(dtype)
-        for level in LEVELS:
-            for threads in THREADS:
-                with kernel_config(level, threads):
-                    got = run(dtype)
-                for a, b in zip(got, expected):
-                    assert np.array_equal(bits(a), bits(b)), f"{dtype}, {level}, {threads}"
+    assert_same_bits_everywhere(run)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
