@@ -84,11 +84,17 @@ def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]:
     core = getattr(_kernels, f"_{algorithm.name}_step")
     hyper_names = [name for name, _, _ in args]
 
+    defaults = {name: default for name, default, _ in args}
+    checked: dict[str, Any] = {}  # the defaults' checked values, computed below
+
     def run(param: Any, grad: Any, states: tuple, step: Any, scalars: tuple,
             values: dict[str, Any]) -> Any:
         hyper: dict[str, Any] = {}
         for name, _, kind in args:
-            if name in ("beta1", "beta2"):  # betas, split
+            value = values[name]
+            if checked and value is defaults[name]:  # the default object: checked once
+                hyper[name] = checked[name]
+            elif name in ("beta1", "beta2"):  # betas, split
                 hyper[name] = _kernels.check_beta(values[name], name)
             elif kind == "lr" and is_schedule(values[name]):
                 raise TypeError("lr of a stateless step must be a number; pass "
@@ -100,8 +106,8 @@ def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]:
             algorithm.cross_check(hyper, "")
         t = _kernels.check_step(step)
         resolved = [hyper["d0"] if v is None else v for v in scalars]
-        checked = _kernels._check_prodigy_scalars(*resolved, 0, hyper["d0"])[:3]
-        return core(param, grad, *states, t, *checked, hyper)
+        values_now = _kernels._check_prodigy_scalars(*resolved, 0, hyper["d0"])[:3]
+        return core(param, grad, *states, t, *values_now, hyper)
 
     positional, keyword, states = step_signature(algorithm)
     positional = ["param", "grad", *states]
@@ -116,6 +122,9 @@ def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]:
     fn = namespace[algorithm.step_name]
     fn.__module__ = __name__
     fn.__doc__ = algorithm.step_doc
+    for name, default, _ in args:
+        checked[name] = (_kernels.check_beta(default, name) if name in ("beta1", "beta2")
+                         else HYPERPARAMETERS[name].check(default, name))
     return fn
 
 
