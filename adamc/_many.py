@@ -312,7 +312,8 @@ class _Problems:
         if _is_scipy_jac_wrapper(fun, jac):
             fun, jac = fun.fun, True
         self.fun = fun
-        self.mode, self.jac, self.rel_step = _gradient_mode(jac, self.dtype, rel_step)
+        self.mode, jac_fn, self.rel_step = _gradient_mode(jac, self.dtype, rel_step)
+        self.jac: Any = jac_fn  # called in "separate" mode only, where it is set
 
     def flush(self) -> None:
         """Add the pending evaluations of the running problems to nfev and njev."""
