@@ -69,6 +69,20 @@ def assert_same_bits_everywhere(run):
                         f"{np.dtype(dtype)}, {level}, {threads} threads"
 
 
+def noisy_quadratic(n, seed=0):
+    """A noisy ill-conditioned quadratic: gradient A p - b + noise (noise fixed per
+    step, so that every implementation sees the same gradients at the same point).
+    Returns (a starting point, grad(p, t) for step t < 200)."""
+    rng = np.random.default_rng(seed)
+    scale = np.logspace(-1, 1, n)
+    target = rng.standard_normal(n)
+    noise = rng.standard_normal((200, n)) * 0.1
+
+    def grad(p, t):
+        return scale * (p - target) + noise[t]
+    return rng.standard_normal(n), grad
+
+
 def mpiexec() -> str | None:
     """The mpiexec of this environment (pip install mpich puts it beside python)."""
     local = Path(sys.executable).with_name("mpiexec")

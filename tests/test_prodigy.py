@@ -18,7 +18,7 @@ import pytest
 import adamc
 import emulate
 from adamc import _reference
-from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits
+from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits, noisy_quadratic
 
 # Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside).
 OPTIONS = [
@@ -42,19 +42,6 @@ def case_id(o):
     return "-".join(f"{k}={v}" for k, v in o.items()) or "defaults"
 
 
-def problem(n, seed=0):
-    """A noisy ill-conditioned quadratic: gradient A p - b + noise (noise fixed per
-    step, so that every implementation sees the same gradients at the same point)."""
-    rng = np.random.default_rng(seed)
-    scale = np.logspace(-1, 1, n)
-    target = rng.standard_normal(n)
-    noise = rng.standard_normal((200, n)) * 0.1
-
-    def grad(p, t):
-        return scale * (p - target) + noise[t]
-    return rng.standard_normal(n), grad
-
-
 def _torch_options(o):
     return dict(o)
 
@@ -64,7 +51,7 @@ def test_matches_prodigyopt(opt):
     torch = pytest.importorskip("torch")
     prodigyopt = pytest.importorskip("prodigyopt")
     n = 50
-    p0, grad = problem(n)
+    p0, grad = noisy_quadratic(n)
     ours = [p0[:20].copy(), p0[20:].copy()]
     o = adamc.Prodigy(ours, **opt)
     ws = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in ours]
@@ -112,7 +99,7 @@ def test_matches_prodigyopt_with_groups():
 @pytest.mark.parametrize("opt", OPTIONS[:8], ids=case_id)
 def test_matches_reference_twin(opt):
     n = 40
-    p0, grad = problem(n, seed=1)
+    p0, grad = noisy_quadratic(n, seed=1)
     p = p0.copy()
     o = adamc.Prodigy(p, **opt)
     kw = dict(opt)

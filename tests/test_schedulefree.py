@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import adamc
-from conftest import DTYPES, assert_same_bits_everywhere, bits
+from conftest import DTYPES, assert_same_bits_everywhere, bits, noisy_quadratic
 
 ADAMW_OPTIONS = [{}, {"weight_decay": 0.1}, {"warmup_steps": 20}, {"r": 1.0},
                  {"weight_lr_power": 0.0}, {"betas": (0.95, 0.99), "eps": 1e-6, "lr": 0.01},
@@ -32,24 +32,13 @@ def case_id(case):
     return name + "-" + ("-".join(f"{k}={v}" for k, v in o.items()) or "defaults")
 
 
-def problem(n, seed=0):
-    rng = np.random.default_rng(seed)
-    scale = np.logspace(-1, 1, n)
-    target = rng.standard_normal(n)
-    noise = rng.standard_normal((200, n)) * 0.1
-
-    def grad(p, t):
-        return scale * (p - target) + noise[t]
-    return rng.standard_normal(n), grad
-
-
 @pytest.mark.parametrize("foreach", [True, False])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_matches_schedulefree(case, foreach):
     torch = pytest.importorskip("torch")
     schedulefree = pytest.importorskip("schedulefree")
     name, opt = case
-    p0, grad = problem(40)
+    p0, grad = noisy_quadratic(40)
     x = p0.copy()
     o = getattr(adamc, name)(x, **opt)
     w = torch.nn.Parameter(torch.from_numpy(p0.copy()))
@@ -274,7 +263,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, mode):
 def test_matches_reference_twin(case):
     from adamc import _reference
     name, opt = case
-    p0, grad = problem(30, seed=2)
+    p0, grad = noisy_quadratic(30, seed=2)
     x = p0.copy()
     o = getattr(adamc, name)(x, **opt)
     kw = dict(opt)
