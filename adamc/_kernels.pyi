@@ -81,6 +81,18 @@ def _step_rows(algo: int, hyper: dict[str, Any], step: int, param: NDArray[np.fl
                clip_value: float, rows: NDArray[np.float64] | None, fields: tuple[int, ...],
                aux: NDArray[np.float64]) -> None: ...
 
+# minimize_many with a C objective (_fits.pxi)
+def _fit_rows(capsule: Any, first: int, algo: int, hyper: dict[str, Any], t0: int, t1: int,
+              start: bool, lrs: NDArray[np.float64] | None, x: NDArray[np.float64],
+              g: NDArray[np.float64], f: NDArray[np.float64],
+              states: list[NDArray[np.float64] | None], aux: NDArray[np.float64],
+              lower: NDArray[np.float64] | None, upper: NDArray[np.float64] | None,
+              max_grad_norm: float, clip_value: float, rows: NDArray[np.float64] | None,
+              fields: tuple[int, ...], gtol: NDArray[np.float64], ftol: NDArray[np.float64],
+              xtol: NDArray[np.float64], maxiter: NDArray[np.int64] | None,
+              maxfev: NDArray[np.int64] | None, nit: NDArray[np.int64],
+              nfev: NDArray[np.int64], status: NDArray[np.int64]) -> None: ...
+
 _STEP_KINDS: tuple[str, ...]
 _STEP_FIELDS: tuple[str, ...]
 _STEP_AUX: tuple[str, ...]

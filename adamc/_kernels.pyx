@@ -19,6 +19,7 @@ and thread configuration; the rest is included from
 - ``_schedulefree.pxi`` the schedule-free engine (per-group averaging weights, train/eval)
 - ``_rows.pxi``       steps of many independent problems (adamc.minimize_many)
 - ``_loop.pxi``       the iterations of adamc.minimize (Python or C objectives)
+- ``_fits.pxi``       the fits of adamc.minimize_many with a C objective, on the threads
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules
@@ -420,3 +421,4 @@ include "_prodigy.pxi"
 include "_schedulefree.pxi"
 include "_rows.pxi"
 include "_loop.pxi"
+include "_fits.pxi"

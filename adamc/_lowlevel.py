@@ -1,9 +1,11 @@
-"""Compiled objectives of adamc.minimize: a ``scipy.LowLevelCallable`` whose C
-function has the signature ``double (int n, double *x, double *grad, void
-*user_data)``. The minimize loop calls it from C, without the GIL (see
+"""Compiled objectives: a ``scipy.LowLevelCallable`` whose C function has the
+signature ``double (int n, double *x, double *grad, void *user_data)`` (adamc.minimize)
+or ``double (int n, double *x, double *grad, intptr_t i, void *user_data)``, i the
+problem's index (adamc.minimize_many). The loops call it from C, without the GIL (see
 docs/compiled-objectives.md)."""
 from __future__ import annotations
 
+import ctypes
 import re
 from typing import Any
 
@@ -14,6 +16,14 @@ SIGNATURE = "double (int, double *, double *, void *)"
 _ACCEPTED = {SIGNATURE, "double (int, const double *, double *, void *)",
              "double (int, double *, double *, void *) noexcept",
              "double (int, const double *, double *, void *) noexcept"}
+
+MANY_SIGNATURE = "double (int, double *, double *, intptr_t, void *)"
+# the index as C, ctypes (numba's intp: "long" on LP64) and Cython may spell it
+_INDEX_TYPES = ["intptr_t", "Py_ssize_t", "ssize_t", "ptrdiff_t"] + [
+    name for name, ct in (("long", ctypes.c_long), ("long long", ctypes.c_longlong))
+    if ctypes.sizeof(ct) == ctypes.sizeof(ctypes.c_void_p)]
+_ACCEPTED_MANY = {f"double (int, {x}double *, double *, {i}, void *){tail}"
+                  for x in ("", "const ") for i in _INDEX_TYPES for tail in ("", " noexcept")}
 
 
 def is_lowlevel(fun: Any) -> bool:
@@ -33,12 +43,23 @@ def _normalized(signature: str) -> str:
     return re.sub(r"\s*,\s*", ", ", text)
 
 
-def capsule_of(fun: Any) -> Any:
+def capsule_of(fun: Any, many: bool = False) -> Any:
     """The capsule of a LowLevelCallable (function pointer, signature, user_data),
-    after checking its signature."""
+    after checking its signature (``many``: minimize_many's, with the problem's
+    index)."""
     signature = fun.signature
-    if not isinstance(signature, str) or _normalized(signature) not in _ACCEPTED:
+    text = _normalized(signature) if isinstance(signature, str) else None
+    if many and text not in _ACCEPTED_MANY:
+        hint = (" (that is adamc.minimize's signature: minimize_many also passes the "
+                "problem's index)" if text in _ACCEPTED else "")
+        raise TypeError(f"a LowLevelCallable objective of minimize_many must have the C "
+                        f"signature '{MANY_SIGNATURE}' (n, x, the gradient to fill, the "
+                        f"problem's index, user_data; it returns f); got "
+                        f"{signature!r}{hint}")
+    if not many and text not in _ACCEPTED:
+        hint = (" (that is minimize_many's signature, with the problem's index)"
+                if text in _ACCEPTED_MANY else "")
         raise TypeError(f"a LowLevelCallable objective must have the C signature "
                         f"'{SIGNATURE}' (n, x, the gradient to fill, user_data; it "
-                        f"returns f); got {signature!r}")
+                        f"returns f); got {signature!r}{hint}")
     return tuple.__getitem__(fun, 0)

@@ -12,6 +12,7 @@ cost. The stopping tests, finite differences and status codes are those of
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from . import _kernels
 from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
+from ._lowlevel import capsule_of, is_lowlevel
 from ._minimize import _METHODS, _Method, _check_options
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds)
@@ -431,6 +433,37 @@ class _Problems:
         return g
 
 
+class _CompiledProblems:
+    """A C objective of every problem: a scipy.LowLevelCallable of signature ``double
+    (int n, double *x, double *grad, intptr_t i, void *user_data)``, called from C by
+    _kernels._fit_rows with the problem's index i (``first`` + its row)."""
+
+    mode = "compiled"
+    batch: tuple = ()
+
+    def __init__(self, fun, jac, args, batch_args, x: np.ndarray):
+        self.capsule = capsule_of(fun, many=True)
+        if jac is not None and jac is not True:
+            raise ValueError(f"a LowLevelCallable objective fills the gradient itself "
+                             f"(jac=True is implied); got jac={jac!r}")
+        if (args if isinstance(args, tuple) else (args,)) or len(batch_args):
+            raise ValueError("a LowLevelCallable objective takes no args or batch_args: "
+                             "pass its data as user_data, scipy.LowLevelCallable(function, "
+                             "user_data), and find problem i's rows there")
+        if x.dtype != np.float64:
+            raise TypeError(f"a LowLevelCallable objective works in float64; x0 has dtype "
+                            f"{x.dtype} (pass x0.astype(np.float64))")
+        if x.shape[1] > 2**31 - 1:
+            raise ValueError("a LowLevelCallable objective takes n as an int: at most "
+                             "2**31 - 1 variables")
+        self.nfev = np.zeros(x.shape[0], np.int64)
+        self.njev = self.nfev  # (one call gives both)
+        self.first = 0
+
+    def select(self, idx: np.ndarray) -> None:
+        """(every problem's arrays stay in place: _fit_rows skips the stopped ones)"""
+
+
 # ----------------------------------------------------------------------------------
 # The loop
 
@@ -462,8 +495,11 @@ class _Local:
         return stopped, running
 
 
-def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
-           box: tuple[np.ndarray, np.ndarray] | None, callback, style, sync) -> dict:
+def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProblems,
+           x: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None, callback, style,
+           sync) -> dict:
+    if isinstance(problems, _CompiledProblems):
+        return _solve_compiled(setup, problems, x, box, callback, style, sync)
     B, n = x.shape
     algorithm = setup.algorithm
     X, F, G = x.copy(), np.full(B, np.nan), np.zeros_like(x)
@@ -620,6 +656,105 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems, x: np.ndarray,
                 status=STATUS)
 
 
+def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
+                    box: tuple[np.ndarray, np.ndarray] | None, callback, style,
+                    sync) -> dict:
+    """_solve with a C objective: the fits run in C (_kernels._fit_rows) in blocks of
+    iterations; between blocks, what needs Python (schedule, callback, disp, the
+    lockstep of a distributed run, signals). The same results as _solve."""
+    B, n = x.shape
+    if box is not None:
+        np.clip(x, box[0], box[1], out=x)
+    lower, upper = ((None, None) if box is None else
+                    (np.ascontiguousarray(box[0]), np.ascontiguousarray(box[1])))
+    F, G = np.full(B, np.nan), np.zeros_like(x)
+    NIT, STATUS = np.zeros(B, np.int64), np.full(B, -1, np.int64)
+    nfev = problems.nfev
+    states = [np.zeros_like(x) if used else None for used in setup.state_used]
+    states += [None] * (3 - len(states))
+    aux = np.full(B, setup.aux_initial)
+    gtol, ftol, xtol = (np.ascontiguousarray(a, np.float64)
+                        for a in (setup.gtol, setup.ftol, setup.xtol))
+    maxiter, maxfev = setup.maxiter, setup.maxfev
+    disp, every = setup.loop["disp"], setup.loop["disp_every"]
+
+    def advance(t0: int, t1: int, start: bool, last_step: int) -> None:
+        lrs = None
+        if setup.lr_fn is not None and t1 > t0:
+            # (steps after every problem's maxiter are never made: not evaluated)
+            lrs = np.full(t1 - t0, np.nan)
+            for t in range(t0 + 1, min(t1, last_step) + 1):
+                lrs[t - t0 - 1] = _kernels.lr_at(setup.lr_fn, t, 0)
+        _kernels._fit_rows(problems.capsule, problems.first, setup.algorithm.c_id,
+                           setup.hyper, t0, t1, start, lrs, x, G, F, states, aux, lower,
+                           upper, setup.max_grad_norm, setup.clip_value, setup.rows,
+                           setup.fields, gtol, ftol, xtol, maxiter, maxfev, NIT, nfev,
+                           STATUS)
+
+    error = None
+    try:
+        advance(0, 0, True, 0)
+    except Exception as exc:
+        if not sync.lockstep:
+            raise
+        error = exc
+    sync.iteration(False, error, True)
+    if disp:
+        print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
+    nit = 0
+    # Blocks of iterations: one per callback; else growing while a block is short (a
+    # block is one job on the threads; between blocks Python sees Ctrl-C)
+    block = 1
+    while True:
+        running = STATUS < 0
+        took = np.zeros(B, bool)  # the problems that made iteration nit (then running)
+        stopped, error = False, None
+        try:
+            if running.any():
+                t1 = nit + (block if style is None else 1)
+                if disp:
+                    t1 = min(t1, (nit // every + 1) * every)
+                last_step = t1 if maxiter is None else min(t1, int(maxiter[running].max()))
+                start_time = time.perf_counter()
+                advance(nit, t1, False, last_step)
+                elapsed = time.perf_counter() - start_time
+                if elapsed < 0.01:
+                    block = min(2 * block, 1 << 20)
+                elif elapsed > 0.05:
+                    block = max(block // 2, 1)
+                nit = t1
+                took = running & ((STATUS < 0) | ((NIT == nit) & ((STATUS == 0) |
+                                                                   (STATUS == 2))))
+                m = int(took.sum())
+                if style is not None and m:
+                    try:
+                        if style == "x":
+                            callback(x.copy())
+                        else:
+                            from scipy.optimize import OptimizeResult
+
+                            callback(intermediate_result=OptimizeResult(
+                                x=x.copy(), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
+                                running=took.copy()))
+                    except StopIteration:
+                        stopped = True
+                if disp and nit % every == 0 and m:
+                    print(f"{nit:>8} {m:>9} {np.median(F[took]):>14.6e}", file=sys.stdout)
+        except Exception as exc:
+            if not sync.lockstep:
+                raise
+            error = exc
+        stopped, more = sync.iteration(stopped, error, bool(took.any()))
+        if stopped:
+            STATUS[took] = 99
+            break
+        if not (STATUS < 0).any():
+            if not more:
+                break
+            nit += 1  # a lockstep rank whose problems are done waits for the others
+    return dict(x=x, fun=F, jac=G, nit=NIT, nfev=nfev, njev=nfev.copy(), status=STATUS)
+
+
 def _message(status: np.ndarray) -> str:
     B = status.size
     if B == 0:
@@ -669,6 +804,8 @@ def _distributed(comm, method, setup, problems, x, box, callback, style, fields)
     local.batch = tuple(a[sl] for a in problems.batch)
     local.nfev, local.njev = problems.nfev[sl].copy(), problems.njev[sl].copy()
     local.select(np.arange(sl.stop - sl.start))
+    if isinstance(local, _CompiledProblems):
+        local.first = sl.start  # the C objective gets the problems' own indices
     sub_box = None if box is None else (box[0][sl].copy(), box[1][sl].copy())
     result, error = None, None
     sync = _Lockstep(comm) if style is not None else _Local()
@@ -789,7 +926,12 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
     setup = _Setup(m, options, x, stacklevel=2)
     box = _prepare_bounds_many(bounds, x)
     style = _callback_style(callback)
-    problems = _Problems(fun, jac, args, batch_args, x, setup.loop["finite_diff_rel_step"])
+    problems: _Problems | _CompiledProblems
+    if is_lowlevel(fun):
+        problems = _CompiledProblems(fun, jac, args, batch_args, x)
+    else:
+        problems = _Problems(fun, jac, args, batch_args, x,
+                             setup.loop["finite_diff_rel_step"])
     if comm is not None:
         fields = [("method", m.name), ("jac", problems.mode),
                   ("finite_diff_rel_step", repr(getattr(problems, "rel_step", None))),

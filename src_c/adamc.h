@@ -182,6 +182,9 @@ int adamc_cpu_level(void);
 #define ADAMC_KIND_STEP(algo, dtype) ((algo) * 2 + (dtype))
 #define ADAMC_KIND_SUMSQ(dtype) (ADAMC_POLICY_KINDS - 2 + (dtype))
 #define ADAMC_KIND_REDUCE(dtype) (ADAMC_POLICY_KINDS - 6 + (dtype))
+/* Whole fits of independent problems (adamc.minimize_many with a C objective): a job
+ * of milliseconds, split whenever two threads may run, never measured by the policy. */
+#define ADAMC_KIND_FITS (-1)
 
 typedef void (*adamc_body_fn)(void *ctx, ptrdiff_t begin, ptrdiff_t end);
 

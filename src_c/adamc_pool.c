@@ -545,11 +545,11 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
     policy_t *slot = NULL;
     if (chunk_min < 1)
         chunk_min = 1;
-    if (limit < 2 || nbytes < LOAD(&P.threshold) || n <= chunk_min) {
+    if (limit < 2 || (kind >= 0 && nbytes < LOAD(&P.threshold)) || n <= chunk_min) {
         body(ctx, 0, n);
         return;
     }
-    const int multi = choose(kind, nbytes, &slot);
+    const int multi = kind < 0 ? 1 : choose(kind, nbytes, &slot);
     if (!multi || LOAD(&P.waiters) > 0 || !CAS(&P.busy, &unlocked, 1)) {
         /* One thread, callers waiting for tokens, or another caller has the pool: run
          * alone. (A worker still finishing the previous job holds its token for a

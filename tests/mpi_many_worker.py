@@ -47,6 +47,7 @@ def cb(intermediate_result):
 res = adamc.minimize_many(fun, X0, callback=cb, options=dict(opts, comm=comm), **args)
 assert (res.status[res.status != 0] == 99).all() and (res.nit[res.status == 99] == 7).all()
 assert (res.status == 99).any()
+stopped = res
 
 # an error on one rank is raised on every rank
 def broken(x, t, s, ids):
@@ -69,4 +70,35 @@ except ValueError as exc:
     assert "inconsistent" in str(exc), exc
 else:
     raise AssertionError("no error")
+# a C objective (here a ctypes callback of the same rows): each rank fits its share in
+# C, the objective getting the problems' own indices
+import ctypes  # noqa: E402
+
+from scipy import LowLevelCallable  # noqa: E402
+
+DOUBLE_P = ctypes.POINTER(ctypes.c_double)
+indices = []
+
+
+@ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_int, DOUBLE_P, DOUBLE_P, ctypes.c_long,
+                  ctypes.c_void_p)
+def row(n, xp, gp, i, data):
+    indices.append(i)
+    x = np.ctypeslib.as_array(xp, (1, n))
+    f, g = fun(x, T[i:i + 1], S[i:i + 1], np.array([i]))
+    np.ctypeslib.as_array(gp, (n,))[:] = g[0]
+    return f[0]
+
+
+llc = LowLevelCallable(row)
+bounds = args["bounds"]
+alone = adamc.minimize_many(fun, X0, options=opts, **args)
+res = adamc.minimize_many(llc, X0, bounds=bounds, options=dict(opts, comm=comm))
+for key in ("x", "fun", "jac", "nit", "nfev", "njev", "status"):
+    np.testing.assert_array_equal(res[key], alone[key], err_msg=key)
+assert set(indices) == set(range(B * rank // size, B * (rank + 1) // size)), set(indices)
+calls.clear()
+res = adamc.minimize_many(llc, X0, bounds=bounds, callback=cb, options=dict(opts, comm=comm))
+for key in ("x", "fun", "jac", "nit", "nfev", "status"):
+    np.testing.assert_array_equal(res[key], stopped[key], err_msg=key)
 print(f"rank {rank}: many OK", flush=True)

@@ -45,10 +45,19 @@ double nan_later(int n, double *x, double *g, void *data) {
     return f;
 }
 double wrong_arity(int n, double *x) { return x[0]; }
+/* minimize_many: problem i is quartic around the centre data[i n .. i n + n) */
+double quartic_rows(int n, double *x, double *g, long i, void *data) {
+    return quartic(n, x, g, data ? (double *)data + i * n : 0);
+}
+/* problem i is nan_later with the state (long *)data + 2 i */
+double nan_rows(int n, double *x, double *g, long i, void *data) {
+    return nan_later(n, x, g, (long *)data + 2 * i);
+}
 """
 
 DOUBLE_P = ctypes.POINTER(ctypes.c_double)
 SIGNATURE = (ctypes.c_int, DOUBLE_P, DOUBLE_P, ctypes.c_void_p)
+ROW_SIGNATURE = (ctypes.c_int, DOUBLE_P, DOUBLE_P, ctypes.c_long, ctypes.c_void_p)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +74,9 @@ def lib(tmp_path_factory):
     for name in ("quartic", "nan_later"):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = ctypes.c_double, SIGNATURE
+    for name in ("quartic_rows", "nan_rows"):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = ctypes.c_double, ROW_SIGNATURE
     lib.wrong_arity.restype = ctypes.c_double
     lib.wrong_arity.argtypes = (ctypes.c_int, DOUBLE_P)
     return lib
@@ -388,3 +400,292 @@ def test_python_objective_matches_a_hand_written_step_loop(dtype):
     np.testing.assert_array_equal(res.x, x)
     np.testing.assert_array_equal(res.jac, g)
     assert res.fun == f and res.nit == 200 and res.nfev == 201 and res.status == 1
+
+
+# ----------------------------------------------------------------------------------
+# minimize_many with a C objective: every fit in C, the problems on the adamc threads
+
+B_MANY, N_MANY = 23, 5
+_rng = np.random.default_rng(17)
+CENTRES = np.ascontiguousarray(_rng.uniform(-1.5, 2.0, (B_MANY, N_MANY)))
+X0_MANY = _rng.normal(size=(B_MANY, N_MANY))
+PER_PROBLEM = np.linspace(0.01, 0.2, B_MANY)
+
+
+def many_twin(fn, data=None):
+    """A vectorised Python objective calling the same C function row by row (its
+    batch argument: the running problems' indices)."""
+    def fun(x, idx):
+        f, g = np.empty(len(x)), np.empty_like(x)
+        for r, i in enumerate(idx):
+            xr, gr = np.ascontiguousarray(x[r]), np.empty(x.shape[1])
+            f[r] = fn(x.shape[1], xr.ctypes.data_as(DOUBLE_P), gr.ctypes.data_as(DOUBLE_P),
+                      int(i), data)
+            g[r] = gr
+        return f, g
+    return fun
+
+
+def same_many(a, b):
+    for key in ("x", "jac", "fun", "nit", "nfev", "njev", "status", "success"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert a[key].dtype == b[key].dtype, key
+    assert a.message == b.message and set(a) == set(b)
+
+
+MANY_CASES = {
+    "plain": dict(options=dict(lr=0.05, maxiter=300)),
+    "converges": dict(options=dict(lr=0.05, maxiter=20000, gtol=1e-6)),
+    "per_problem": dict(options=dict(lr=PER_PROBLEM, gtol=PER_PROBLEM * 1e-3,
+                                     maxiter=np.arange(B_MANY) * 40,
+                                     betas=(np.linspace(0.5, 0.95, B_MANY), 0.999))),
+    "ftol": dict(options=dict(lr=0.05, ftol=1e-9, maxiter=5000)),
+    "xtol": dict(options=dict(lr=0.05, xtol=PER_PROBLEM * 1e-5, maxiter=5000)),
+    "maxfev": dict(options=dict(lr=0.05, maxfev=np.arange(B_MANY) + 1, gtol=0.0)),
+    "bounds": dict(bounds=[(0.2, 0.9)] * N_MANY, options=dict(lr=0.05, maxiter=400)),
+    "problem_bounds": dict(bounds=np.stack([CENTRES - 0.5, CENTRES + 0.1], axis=2),
+                           options=dict(lr=0.05, maxiter=400)),
+    "amsgrad": dict(method="amsgrad", options=dict(lr=0.05, maxiter=300)),
+    "adamw": dict(method="adamw", options=dict(lr=0.05, maxiter=300,
+                                               weight_decay=PER_PROBLEM)),
+    "nadam": dict(method="nadam", options=dict(lr=0.05, maxiter=300)),
+    "radam": dict(method="radam", options=dict(lr=0.05, maxiter=300)),
+    "adamax": dict(method="adamax", options=dict(lr=0.05, maxiter=300)),
+    "sgd": dict(method="sgd", options=dict(lr=0.01, momentum=0.9, nesterov=True,
+                                           maxiter=300)),
+    "rmsprop": dict(method="rmsprop", options=dict(lr=0.01, momentum=0.5, centered=True,
+                                                   maxiter=300)),
+    "lion": dict(method="lion", options=dict(lr=0.005, maxiter=300)),
+    "schedule": dict(options=dict(lr=schedules.cosine_decay(0.1, 600, warmup_steps=20),
+                                  maxiter=np.arange(B_MANY) * 30)),
+    "python_lr": dict(options=dict(lr=lambda t: 0.1 / np.sqrt(t), maxiter=300)),
+    "clipping": dict(options=dict(lr=0.05, maxiter=300, max_grad_norm=0.5,
+                                  clip_value=2.0)),
+    "clipping_per_problem": dict(options=dict(lr=0.05, maxiter=300,
+                                              max_grad_norm=PER_PROBLEM * 5)),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", MANY_CASES)
+def test_many_c_objective_gives_the_bits_of_its_python_twin(lib, case, threads):
+    kw = MANY_CASES[case]
+    data = ctypes.c_void_p(CENTRES.ctypes.data)
+    llc = LowLevelCallable(lib.quartic_rows, data)
+    before = adamc.get_num_threads()
+    adamc.set_num_threads(threads)
+    try:
+        res_c = adamc.minimize_many(llc, X0_MANY, **kw)
+    finally:
+        adamc.set_num_threads(before)
+    res_py = adamc.minimize_many(many_twin(lib.quartic_rows, data), X0_MANY, jac=True,
+                                 batch_args=(np.arange(B_MANY),), **kw)
+    same_many(res_c, res_py)
+    assert res_c.nit.max() > 0
+    # every problem's fit is its own: the same bits as adamc.minimize on it alone
+    i = B_MANY // 2
+    alone_kw = {k: v for k, v in kw.items() if k != "bounds"}
+    if "bounds" in kw:
+        if case == "problem_bounds":
+            alone_kw["bounds"] = list(map(tuple, kw["bounds"][i]))
+        else:
+            alone_kw["bounds"] = kw["bounds"]
+    opts = {k: (v[i] if isinstance(v, np.ndarray) else v)
+            for k, v in alone_kw.pop("options").items()}
+    if isinstance(opts.get("betas"), tuple):
+        opts["betas"] = tuple(float(b[i]) if isinstance(b, np.ndarray) else b
+                              for b in opts["betas"])
+    for key in ("maxiter", "maxfev"):
+        if key in opts:
+            opts[key] = int(opts[key])
+    alone = adamc.minimize(LowLevelCallable(lib.quartic, ctypes.c_void_p(
+        CENTRES[i].ctypes.data)), X0_MANY[i], options=opts, **alone_kw)
+    np.testing.assert_array_equal(res_c.x[i], alone.x)
+    assert (res_c.fun[i], res_c.nit[i], res_c.status[i]) == (alone.fun, alone.nit,
+                                                            alone.status)
+
+
+def test_many_c_objective_disp_prints_what_the_python_loop_prints(lib, capsys):
+    data = ctypes.c_void_p(CENTRES.ctypes.data)
+    opts = dict(lr=0.05, gtol=1e-4, maxiter=2000, disp=True, disp_every=50)
+    res_c = adamc.minimize_many(LowLevelCallable(lib.quartic_rows, data), X0_MANY,
+                                options=opts)
+    out_c = capsys.readouterr().out
+    res_py = adamc.minimize_many(many_twin(lib.quartic_rows, data), X0_MANY, jac=True,
+                                 batch_args=(np.arange(B_MANY),), options=opts)
+    out_py = capsys.readouterr().out
+    same_many(res_c, res_py)
+    assert out_c == out_py and out_c.count("\n") > 3
+
+
+@pytest.mark.parametrize("style", ["x", "result"])
+@pytest.mark.parametrize("stop_at", [None, 9])
+def test_many_c_objective_with_callbacks(lib, style, stop_at):
+    data = ctypes.c_void_p(CENTRES.ctypes.data)
+    seen = {"c": [], "py": []}
+
+    def make(key):
+        def x_style(x):
+            seen[key].append(x)
+            if len(seen[key]) == stop_at:
+                raise StopIteration
+
+        def result_style(intermediate_result):
+            r = intermediate_result
+            seen[key].append((r.x, r.fun, r.jac, r.nit, r.running))
+            if len(seen[key]) == stop_at:
+                raise StopIteration
+        return x_style if style == "x" else result_style
+
+    # (problems converge, at different iterations, and others reach their maxiter)
+    opts = dict(lr=0.1, gtol=1e-2, maxiter=np.arange(B_MANY) * 10)
+    res_c = adamc.minimize_many(LowLevelCallable(lib.quartic_rows, data), X0_MANY,
+                                callback=make("c"), options=opts)
+    res_py = adamc.minimize_many(many_twin(lib.quartic_rows, data), X0_MANY, jac=True,
+                                 batch_args=(np.arange(B_MANY),), callback=make("py"),
+                                 options=opts)
+    same_many(res_c, res_py)
+    assert len(seen["c"]) == len(seen["py"]) > 5
+    for a, b in zip(seen["c"], seen["py"]):
+        for u, v in zip(a if style == "result" else (a,), b if style == "result" else (b,)):
+            np.testing.assert_array_equal(u, v)
+    if stop_at:
+        assert (res_c.status == 99).any() and len(seen["c"]) == stop_at
+    else:
+        assert set(res_c.status) == {0, 1}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_non_finite_many_c_objective_follows_the_status_rules(lib, threads):
+    state = np.zeros((B_MANY, 2), dtype=np.int64)  # per problem: calls, first bad call
+    first_bad = np.array([1, 2, 7, 8, 10**9] * 5)[:B_MANY]
+    opts = dict(lr=0.05, maxiter=200, gtol=0.0)
+
+    def run(fun, **kw):
+        state[:, 0], state[:, 1] = 0, first_bad
+        return adamc.minimize_many(fun, X0_MANY, options=opts, **kw)
+
+    data = ctypes.c_void_p(state.ctypes.data)
+    before = adamc.get_num_threads()
+    adamc.set_num_threads(threads)
+    try:
+        res_c = run(LowLevelCallable(lib.nan_rows, data))
+    finally:
+        adamc.set_num_threads(before)
+    res_py = run(many_twin(lib.nan_rows, data), jac=True, batch_args=(np.arange(B_MANY),))
+    same_many(res_c, res_py)
+    bad = first_bad < 10**9
+    assert (res_c.status[bad] == 3).all() and (res_c.status[~bad] == 1).all()
+    np.testing.assert_array_equal(res_c.nit[bad], np.maximum(first_bad[bad] - 2, 0))
+    assert np.isfinite(res_c.x).all()
+
+
+def test_many_c_objective_on_two_threads_splits_the_problems(lib):
+    if not adamc._kernels.have_threads():
+        pytest.skip("built without threads")
+    seen = []
+    calls = threading.local()
+    centres = np.ascontiguousarray(np.repeat(CENTRES, 40, axis=0))
+
+    @ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_int, DOUBLE_P, DOUBLE_P, ctypes.c_long,
+                      ctypes.c_void_p)
+    def traced(n, x, g, i, data):
+        # (a Python callback: ctypes takes the GIL for it)
+        if not getattr(calls, "seen", False):
+            calls.seen = True
+            seen.append(threading.get_ident())
+        return lib.quartic_rows(n, x, g, i, ctypes.c_void_p(centres.ctypes.data))
+
+    before = adamc.get_num_threads()
+    adamc.set_num_threads(2)
+    try:
+        res = adamc.minimize_many(LowLevelCallable(traced), np.repeat(X0_MANY, 40, axis=0),
+                                  options=dict(lr=0.05, maxiter=60))
+    finally:
+        adamc.set_num_threads(before)
+    assert len(set(seen)) == 2, seen
+    assert (res.nit == 60).all()
+
+
+def test_many_c_objective_releases_the_gil(lib):
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=count)
+    x0 = np.repeat(X0_MANY, 100, axis=0)
+    centres = np.ascontiguousarray(np.repeat(CENTRES, 100, axis=0))
+    llc = LowLevelCallable(lib.quartic_rows, ctypes.c_void_p(centres.ctypes.data))
+    try:
+        t.start()
+        start = len(ticks)
+        sys.setswitchinterval(1e-4)
+        adamc.minimize_many(llc, x0, options=dict(lr=0.01, maxiter=3000, gtol=0.0))
+        during = len(ticks) - start
+    finally:
+        sys.setswitchinterval(0.005)
+        done.set()
+        t.join()
+    assert during > 100
+
+
+def test_many_signatures_and_options_are_checked(lib):
+    with pytest.raises(TypeError, match=r"minimize_many must have the C signature 'double "
+                                        r"\(int, double \*, double \*, intptr_t, void \*\)'"
+                                        r".*that is adamc.minimize's signature"):
+        adamc.minimize_many(LowLevelCallable(lib.quartic), X0_MANY)
+    with pytest.raises(TypeError, match=r"'double \(int, double \*, double \*, void \*\)'"
+                                        r".*that is minimize_many's signature"):
+        adamc.minimize(LowLevelCallable(lib.quartic_rows), X0_MANY[0])
+    llc = LowLevelCallable(lib.quartic_rows, ctypes.c_void_p(CENTRES.ctypes.data))
+    with pytest.raises(ValueError, match="jac=True is implied"):
+        adamc.minimize_many(llc, X0_MANY, jac="2-point")
+    with pytest.raises(ValueError, match="takes no args or batch_args.*user_data"):
+        adamc.minimize_many(llc, X0_MANY, args=(1.0,))
+    with pytest.raises(ValueError, match="takes no args or batch_args.*user_data"):
+        adamc.minimize_many(llc, X0_MANY, batch_args=(CENTRES,))
+    with pytest.raises(TypeError, match="works in float64.*float32"):
+        adamc.minimize_many(llc, X0_MANY.astype(np.float32))
+    # the index spelled as C, Cython and ctypes spell it
+    for spelling in ("intptr_t", "Py_ssize_t", "ptrdiff_t"):
+        ok = LowLevelCallable(lib.quartic_rows, ctypes.c_void_p(CENTRES.ctypes.data),
+                              signature=f"double (int, double *, double *, {spelling}, "
+                                        f"void *)")
+        assert (adamc.minimize_many(ok, X0_MANY, options=dict(maxiter=3)).nit == 3).all()
+    empty = adamc.minimize_many(llc, np.zeros((0, N_MANY)))
+    assert empty.x.shape == (0, N_MANY) and empty.message == "No problems."
+
+
+def test_many_numba_cfunc_with_the_problem_index():
+    numba = pytest.importorskip("numba")
+    from numba import types
+
+    sig = types.double(types.intc, types.CPointer(types.double),
+                       types.CPointer(types.double), types.intp, types.voidptr)
+
+    @numba.cfunc(sig)
+    def shifted_rosen(n, xp, gp, i, data):
+        x = numba.carray(xp, (n,))
+        g = numba.carray(gp, (n,))
+        shift = numba.carray(data, (i + 1,), np.float64)[i]
+        f = 0.0
+        for k in range(n):
+            g[k] = 0.0
+        for k in range(n - 1):
+            a = x[k + 1] - x[k] * x[k]
+            b = shift - x[k]
+            f += 100.0 * a * a + b * b
+            g[k] += -400.0 * x[k] * a - 2.0 * b
+            g[k + 1] += 200.0 * a
+        return f
+
+    shifts = np.linspace(0.8, 1.2, 9)
+    llc = LowLevelCallable(shifted_rosen.ctypes, ctypes.c_void_p(shifts.ctypes.data))
+    x0 = np.full((9, 2), 0.5)
+    res = adamc.minimize_many(llc, x0, options=dict(lr=1e-2, gtol=1e-7, maxiter=100000))
+    assert res.success.all(), res.message
+    np.testing.assert_allclose(res.x[:, 0], shifts, atol=1e-4)
+    np.testing.assert_allclose(res.x[:, 1], shifts ** 2, atol=1e-4)

@@ -1,0 +1,273 @@
+# Included by adamc/_kernels.pyx (one extension module; see its docstring).
+
+# ---------------------------------------------------------------------------------
+# adamc.minimize_many with a C objective: every problem's fit runs in C, the problems
+# dealt to the adamc threads (the GIL released). Problem i gets exactly what the
+# vectorised loop of adamc._many gives it (the step of _step_rows for its row, the
+# same evaluation order and stopping tests), so the results are the same bits for any
+# split of the problems and any thread count. adamc._many calls _fit_rows for blocks
+# of iterations and does, between blocks, what needs Python: a learning rate schedule,
+# the callback, disp, signals.
+
+from libc.stdint cimport intptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+cdef extern from "adamc.h" nogil:
+    enum:
+        ADAMC_KIND_FITS
+
+ctypedef double (*_row_objective_fn)(int n, double *x, double *g, intptr_t i,
+                                     void *data) noexcept nogil
+
+# The problems' statuses, as adamc.minimize_many reports them (-1: running).
+cdef enum:
+    _FIT_CONVERGED = 0
+    _FIT_MAXITER = 1
+    _FIT_MAXFEV = 2
+    _FIT_NONFINITE = 3
+
+cdef struct _RowFits:
+    _row_objective_fn fun
+    void *data
+    intptr_t first                 # the index the objective gets for problem 0
+    int algo, k, start
+    int fidx[_R_COUNT]
+    Py_ssize_t n
+    int64_t t0, t1
+    const double *lrs              # the lr of steps t0 + 1 .. t1 (a schedule), or NULL
+    adamc_hyper base
+    double max_grad_norm, clip_value
+    adamc_chunk_fn step_fn
+    adamc_sumsq_fn sumsq_fn
+    const double *rows             # (B, k) per-problem hyperparameters
+    double *x
+    double *g
+    double *f
+    double *state[3]
+    const double *lower
+    const double *upper
+    double *aux
+    const double *gtol
+    const double *ftol
+    const double *xtol
+    const int64_t *maxiter         # NULL: none
+    const int64_t *maxfev          # NULL: none
+    int64_t *nit
+    int64_t *nfev
+    int64_t *status
+    int failed                     # 1: out of memory, 2: unknown algorithm
+
+
+cdef inline bint _row_converged(const _RowFits *c, Py_ssize_t i, double f_prev, double f,
+                                double gnorm, const double *x, const double *keep) noexcept nogil:
+    """The stopping tests of adamc._many._solve for problem i (every value finite)."""
+    cdef Py_ssize_t n = c.n
+    cdef double scale, a, b
+    if c.gtol[i] > 0 and gnorm <= c.gtol[i]:
+        return True
+    if c.ftol[i] > 0:
+        a, b = fabs(f_prev), fabs(f)
+        scale = a if a > b else b
+        if scale < 1.0:
+            scale = 1.0
+        if fabs(f_prev - f) <= c.ftol[i] * scale:
+            return True
+    if c.xtol[i] > 0:
+        scale = _max_abs(x, n)
+        if scale < 1.0:
+            scale = 1.0
+        if _max_abs_diff(x, keep, n) <= c.xtol[i] * scale:
+            return True
+    return False
+
+
+cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexcept nogil:
+    """Problem i from iteration c.t0 (after its first evaluation when c.start) until
+    it stops or has made c.t1 iterations. Returns -1 for an unknown algorithm."""
+    cdef Py_ssize_t n = c.n, j
+    cdef size_t nbytes = n * sizeof(double)
+    cdef double *x = c.x + i * n
+    cdef double *g = c.g + i * n
+    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, total, scale
+    cdef int64_t nit
+    cdef adamc_hyper h
+    cdef adamc_coef coef
+    cdef adamc_task task
+    if c.status[i] >= 0:
+        return 0
+    if c.start:
+        f = c.fun(<int>n, x, g, c.first + <intptr_t>i, c.data)
+        c.f[i] = f
+        c.nfev[i] += 1
+        gnorm = _max_abs(<const double *>g, n)
+        if not (isfinite(f) and isfinite(gnorm)):
+            c.status[i] = _FIT_NONFINITE
+            return 0
+        if c.gtol[i] > 0 and gnorm <= c.gtol[i]:
+            c.status[i] = _FIT_CONVERGED
+            return 0
+    memset(&task, 0, sizeof(task))
+    task.param = x
+    task.lower = NULL if c.lower == NULL else c.lower + i * n
+    task.upper = NULL if c.upper == NULL else c.upper + i * n
+    for j in range(3):
+        task.state[j] = NULL if c.state[j] == NULL else c.state[j] + i * n
+    task.coef = &coef
+    nit, f = c.nit[i], c.f[i]
+    while nit < c.t1:
+        if c.maxiter != NULL and nit >= c.maxiter[i]:
+            c.status[i] = _FIT_MAXITER
+            break
+        memcpy(keep, x, nbytes)
+        f_prev = f
+        h = c.base
+        maxnorm, clip = c.max_grad_norm, c.clip_value
+        for j in range(c.k):
+            _set_row_field(&h, &maxnorm, &clip, c.fidx[j], c.rows[i * c.k + j])
+        if c.lrs != NULL:
+            h.lr = c.lrs[nit - c.t0]
+        if adamc_prepare(c.algo, &h, nit + 1, c.aux[i], &coef, &aux_next) != 0:
+            return -1
+        coef.clip_value = clip
+        if c.lower != NULL:
+            coef.flags |= ADAMC_BOUNDED
+        task.grad = g
+        if maxnorm > 0:  # as _step_rows: the problem's own norm
+            total = adamc_sum_squares(c.sumsq_fn, g, n, clip, ADAMC_KIND_SUMSQ(ADAMC_F64),
+                                      nbytes)
+            scale = maxnorm / (sqrt(total) + 1e-6)
+            if not (scale >= 1.0):
+                coef.grad_scale *= scale
+        c.step_fn(&task, 0, n)
+        c.aux[i] = aux_next
+        f = c.fun(<int>n, x, g_new, c.first + <intptr_t>i, c.data)
+        c.nfev[i] += 1
+        gnorm = _max_abs(<const double *>g_new, n)
+        if not (isfinite(f) and isfinite(gnorm)):
+            memcpy(x, keep, nbytes)  # the last finite iterate, its f and g
+            f = f_prev
+            c.status[i] = _FIT_NONFINITE
+            break
+        memcpy(g, g_new, nbytes)
+        nit += 1
+        if _row_converged(c, i, f_prev, f, gnorm, x, keep):
+            c.status[i] = _FIT_CONVERGED
+            break
+        if c.maxfev != NULL and c.nfev[i] >= c.maxfev[i]:
+            c.status[i] = _FIT_MAXFEV
+            break
+    c.nit[i], c.f[i] = nit, f
+    return 0
+
+
+cdef void _fit_rows_body(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+    cdef _RowFits *c = <_RowFits *>ctx
+    cdef Py_ssize_t i
+    # (a chunk's scratch: the iterate before the step and the new gradient)
+    cdef double *scratch = <double *>malloc((2 * c.n + 1) * sizeof(double))
+    if scratch == NULL:
+        __atomic_store_n(&c.failed, 1, __ATOMIC_SEQ_CST)
+        return
+    for i in range(begin, end):
+        if _fit_row(c, i, scratch, scratch + c.n) != 0:
+            __atomic_store_n(&c.failed, 2, __ATOMIC_SEQ_CST)
+            break
+    free(scratch)
+
+
+cdef const void *_fit_array(object a, str name, Py_ssize_t size, int type_num,
+                            bint write) except? NULL:
+    if not (cnp.PyArray_CheckExact(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == type_num
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_SIZE(<cnp.ndarray>a) == size
+            and (not write or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))):
+        raise TypeError(f"{name} must be a C-contiguous{' writeable' if write else ''} "
+                        f"{'float64' if type_num == cnp.NPY_DOUBLE else 'int64'} array of "
+                        f"{size} values")
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t t1, bint start, lrs,
+              x, g, f, list states, aux, lower, upper, double max_grad_norm,
+              double clip_value, rows, tuple fields, gtol, ftol, xtol, maxiter, maxfev,
+              nit, nfev, status):
+    """Advance every running problem (``status`` -1) of a minimize_many run with a C
+    objective (``capsule``: ``double (int, double *, double *, intptr_t, void *)``,
+    called with index ``first + i`` for row i) until it stops or has made ``t1`` iterations; ``t0``: the iterations made so far
+    (every running problem's ``nit``). ``start``: evaluate every problem at x first
+    (t0 = 0). ``lrs``: None, or the float64 learning rates of steps t0 + 1 .. t1.
+
+    x, g (B, n), f, aux, gtol, ftol, xtol (B,) are float64; maxiter, maxfev (B,) int64
+    or None; nit, nfev, status (B,) int64 are updated in place (status: -1 running, then
+    minimize_many's codes 0, 1, 2, 3).
+    ``hyper``, ``states``, ``lower``/``upper``, ``max_grad_norm``, ``clip_value``,
+    ``rows`` and ``fields`` are those of _step_rows. The problems are split across
+    the adamc threads; the results do not depend on the split."""
+    cdef _RowFits c
+    memset(&c, 0, sizeof(c))
+    cdef void *data
+    c.fun = <_row_objective_fn>_capsule_function(capsule, &data)
+    c.data = data
+    c.first = first
+    if not 0 <= algo < ADAMC_NUM_ALGOS:
+        raise ValueError(f"unknown algorithm {algo}")
+    if not (cnp.PyArray_Check(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2):
+        raise TypeError("x must be a 2-D float64 array")
+    cdef Py_ssize_t B = cnp.PyArray_DIM(<cnp.ndarray>x, 0), n = cnp.PyArray_DIM(<cnp.ndarray>x, 1)
+    cdef Py_ssize_t j
+    if n > 2147483647:
+        raise ValueError("a C objective takes n as an int: at most 2**31 - 1 variables")
+    if t1 < t0 or (start and t0 != 0):
+        raise ValueError("the iterations must go forwards, and start at 0")
+    c.algo, c.n, c.t0, c.t1, c.start = algo, n, t0, t1, start
+    c.x = <double *>_fit_array(x, "x", B * n, cnp.NPY_DOUBLE, True)
+    c.g = <double *>_fit_array(g, "g", B * n, cnp.NPY_DOUBLE, True)
+    c.f = <double *>_fit_array(f, "f", B, cnp.NPY_DOUBLE, True)
+    if len(states) != 3:
+        raise ValueError("states must list 3 arrays or None")
+    for j in range(3):
+        if states[j] is not None:
+            c.state[j] = <double *>_fit_array(states[j], "states", B * n, cnp.NPY_DOUBLE, True)
+    if (lower is None) != (upper is None):
+        raise ValueError("lower and upper must both be given or both be None")
+    if lower is not None:
+        c.lower = <const double *>_fit_array(lower, "lower", B * n, cnp.NPY_DOUBLE, False)
+        c.upper = <const double *>_fit_array(upper, "upper", B * n, cnp.NPY_DOUBLE, False)
+    c.aux = <double *>_fit_array(aux, "aux", B, cnp.NPY_DOUBLE, True)
+    c.gtol = <const double *>_fit_array(gtol, "gtol", B, cnp.NPY_DOUBLE, False)
+    c.ftol = <const double *>_fit_array(ftol, "ftol", B, cnp.NPY_DOUBLE, False)
+    c.xtol = <const double *>_fit_array(xtol, "xtol", B, cnp.NPY_DOUBLE, False)
+    if maxiter is not None:
+        c.maxiter = <const int64_t *>_fit_array(maxiter, "maxiter", B, cnp.NPY_INT64, False)
+    if maxfev is not None:
+        c.maxfev = <const int64_t *>_fit_array(maxfev, "maxfev", B, cnp.NPY_INT64, False)
+    c.nit = <int64_t *>_fit_array(nit, "nit", B, cnp.NPY_INT64, True)
+    c.nfev = <int64_t *>_fit_array(nfev, "nfev", B, cnp.NPY_INT64, True)
+    c.status = <int64_t *>_fit_array(status, "status", B, cnp.NPY_INT64, True)
+    if lrs is not None:
+        c.lrs = <const double *>_fit_array(lrs, "lrs", t1 - t0, cnp.NPY_DOUBLE, False)
+    c.k = len(fields)
+    if c.k:
+        if c.k > _R_COUNT or rows is None:
+            raise TypeError("rows must be a C-contiguous float64 (B, len(fields)) array")
+        c.rows = <const double *>_fit_array(rows, "rows", B * c.k, cnp.NPY_DOUBLE, False)
+        for j in range(c.k):
+            c.fidx[j] = fields[j]
+            if not 0 <= c.fidx[j] < _R_COUNT:
+                raise ValueError(f"unknown row field {c.fidx[j]}")
+    _fill_hyper(&c.base, hyper)
+    c.max_grad_norm, c.clip_value = max_grad_norm, clip_value
+    c.step_fn = _kernels.step[algo][ADAMC_F64]
+    c.sumsq_fn = _kernels.sumsq[ADAMC_F64]
+    if B == 0:
+        return
+    with nogil:
+        adamc_enter()
+        adamc_parallel(ADAMC_KIND_FITS, B * n * <Py_ssize_t>sizeof(double), _fit_rows_body,
+                       &c, B, 1)
+        adamc_leave()
+    if c.failed == 1:
+        raise MemoryError("no memory for the scratch of a minimize_many fit")
+    if c.failed == 2:
+        raise ValueError(f"unknown algorithm {algo}")
