@@ -36,6 +36,10 @@ cdef struct _RowFits:
     Py_ssize_t n
     int64_t t0, t1
     const double *lrs              # the lr of steps t0 + 1 .. t1 (a schedule), or NULL
+    # without per-problem hyperparameters every problem's step t has the same
+    # coefficients and scalar state: prepared once per block, for steps t0 + 1 .. t1
+    const adamc_coef *coefs
+    const double *coefs_aux
     adamc_hyper base
     double max_grad_norm, clip_value
     adamc_chunk_fn step_fn
@@ -82,6 +86,18 @@ cdef inline bint _row_converged(const _RowFits *c, Py_ssize_t i, double f_prev, 
     return False
 
 
+cdef inline int _prepare_row(const _RowFits *c, const adamc_hyper *h, int64_t step,
+                             double aux, double clip, adamc_coef *coef,
+                             double *aux_next) noexcept nogil:
+    """The coefficients of _step_rows for one problem's step (-1: unknown algorithm)."""
+    if adamc_prepare(c.algo, h, step, aux, coef, aux_next) != 0:
+        return -1
+    coef.clip_value = clip
+    if c.lower != NULL:
+        coef.flags |= ADAMC_BOUNDED
+    return 0
+
+
 cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexcept nogil:
     """Problem i from iteration c.t0 (after its first evaluation when c.start) until
     it stops or has made c.t1 iterations. Returns -1 for an unknown algorithm."""
@@ -121,17 +137,18 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
             break
         memcpy(keep, x, nbytes)
         f_prev = f
-        h = c.base
         maxnorm, clip = c.max_grad_norm, c.clip_value
-        for j in range(c.k):
-            _set_row_field(&h, &maxnorm, &clip, c.fidx[j], c.rows[i * c.k + j])
-        if c.lrs != NULL:
-            h.lr = c.lrs[nit - c.t0]
-        if adamc_prepare(c.algo, &h, nit + 1, c.aux[i], &coef, &aux_next) != 0:
-            return -1
-        coef.clip_value = clip
-        if c.lower != NULL:
-            coef.flags |= ADAMC_BOUNDED
+        if c.coefs != NULL:
+            coef = c.coefs[nit - c.t0]
+            aux_next = c.coefs_aux[nit - c.t0]
+        else:
+            h = c.base
+            for j in range(c.k):
+                _set_row_field(&h, &maxnorm, &clip, c.fidx[j], c.rows[i * c.k + j])
+            if c.lrs != NULL:
+                h.lr = c.lrs[nit - c.t0]
+            if _prepare_row(c, &h, nit + 1, c.aux[i], clip, &coef, &aux_next) != 0:
+                return -1
         task.grad = g
         if maxnorm > 0:  # as _step_rows: the problem's own norm
             total = adamc_sum_squares(c.sumsq_fn, g, n, clip, ADAMC_KIND_SUMSQ(ADAMC_F64),
@@ -262,6 +279,29 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     c.sumsq_fn = _kernels.sumsq[ADAMC_F64]
     if B == 0:
         return
+    cdef cnp.ndarray coefs, coefs_aux
+    cdef adamc_hyper h
+    cdef double a
+    cdef int64_t s
+    if c.k == 0 and t1 > t0:
+        # (every running problem has made t0 steps: they share the scalar state too)
+        a = c.aux[0]
+        for j in range(B):
+            if c.status[j] < 0:
+                a = c.aux[j]
+                break
+        coefs = np.empty((t1 - t0) * sizeof(adamc_coef), np.uint8)
+        coefs_aux = np.empty(t1 - t0)
+        c.coefs = <const adamc_coef *>cnp.PyArray_DATA(coefs)
+        c.coefs_aux = <const double *>cnp.PyArray_DATA(coefs_aux)
+        for s in range(t1 - t0):
+            h = c.base
+            if c.lrs != NULL:
+                h.lr = c.lrs[s]
+            if _prepare_row(&c, &h, t0 + s + 1, a, clip_value, <adamc_coef *>&c.coefs[s],
+                            &a) != 0:
+                raise ValueError(f"unknown algorithm {algo}")
+            (<double *>c.coefs_aux)[s] = a
     with nogil:
         adamc_enter()
         adamc_parallel(ADAMC_KIND_FITS, B * n * <Py_ssize_t>sizeof(double), _fit_rows_body,

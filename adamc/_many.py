@@ -702,8 +702,9 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
     if disp:
         print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
     nit = 0
-    # Blocks of iterations: one per callback; else growing while a block is short (a
-    # block is one job on the threads; between blocks Python sees Ctrl-C)
+    # Blocks of iterations: one per callback; else growing while a block takes under
+    # 30 ms (a block is one job on the threads, whose end waits for the slowest chunk;
+    # between blocks Python sees Ctrl-C). At most 4096: the table of coefficients.
     block = 1
     while True:
         running = STATUS < 0
@@ -718,9 +719,9 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
                 start_time = time.perf_counter()
                 advance(nit, t1, False, last_step)
                 elapsed = time.perf_counter() - start_time
-                if elapsed < 0.01:
-                    block = min(2 * block, 1 << 20)
-                elif elapsed > 0.05:
+                if elapsed < 0.03:
+                    block = min(2 * block, 1 << 12)
+                elif elapsed > 0.2:
                     block = max(block // 2, 1)
                 nit = t1
                 took = running & ((STATUS < 0) | ((NIT == nit) & ((STATUS == 0) |
@@ -838,11 +839,17 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
 
     Parameters
     ----------
-    fun : callable
+    fun : callable or scipy.LowLevelCallable
         ``fun(x, *args, *batch_rows) -> f`` with ``x`` of shape (m, n): the rows of
         the m problems still running, in increasing order (a read-only array), and
         ``f`` of shape (m,); with ``jac=True`` it returns ``(f, g)``, ``g`` of
-        shape (m, n).
+        shape (m, n). Or a compiled objective of one problem: a
+        ``scipy.LowLevelCallable`` of C signature ``double (int n, double *x,
+        double *grad, intptr_t i, void *user_data)`` (i: the problem's row in
+        ``x0``; it fills ``grad`` and returns f). Every fit then runs in C, the
+        problems split across the adamc threads without the GIL, with the same
+        results; ``jac=True`` is implied, float64 only, no ``args`` or
+        ``batch_args`` (see docs/compiled-objectives.md).
     x0 : array_like, shape (B, n)
         Starting points, one row per problem. float32 optimizes in float32, float64
         (or integers) in float64.
