@@ -18,6 +18,7 @@ and thread configuration; the rest is included from
 - ``_prodigy.pxi``    Prodigy's engine and stateless step (sums over every parameter)
 - ``_schedulefree.pxi`` the schedule-free engine (per-group averaging weights, train/eval)
 - ``_rows.pxi``       steps of many independent problems (adamc.minimize_many)
+- ``_many_loop.pxi``  the iterations of adamc.minimize_many (Python objectives)
 - ``_loop.pxi``       the iterations of adamc.minimize (Python or C objectives)
 - ``_fits.pxi``       the fits of adamc.minimize_many with a C objective, on the threads
 
@@ -420,5 +421,6 @@ include "_engine.pxi"
 include "_prodigy.pxi"
 include "_schedulefree.pxi"
 include "_rows.pxi"
+include "_many_loop.pxi"
 include "_loop.pxi"
 include "_fits.pxi"

@@ -467,21 +467,6 @@ class _CompiledProblems:
 # ----------------------------------------------------------------------------------
 # The loop
 
-def _row_max_abs(a: np.ndarray) -> np.ndarray:
-    """max |a| of every row in float64, NaN when the row holds a NaN (max_abs)."""
-    n = a.shape[1]
-    if n == 0:
-        return np.zeros(a.shape[0])
-    a = np.abs(a)
-    if n > 16:
-        return a.max(axis=1).astype(np.float64)
-    # few columns: a maximum over columns is ~10x faster than NumPy's short-row reduce
-    out = a[:, 0].astype(np.float64)
-    for j in range(1, n):
-        np.maximum(out, a[:, j], out=out)  # propagates NaN, as max_abs does
-    return out
-
-
 class _Local:
     """Collaborator of a single-process run (a lockstep distributed run has one that
     shares stops and errors between ranks at every iteration)."""
@@ -501,60 +486,18 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
     if isinstance(problems, _CompiledProblems):
         return _solve_compiled(setup, problems, x, box, callback, style, sync)
     B, n = x.shape
-    algorithm = setup.algorithm
-    X, F, G = x.copy(), np.full(B, np.nan), np.zeros_like(x)
-    NIT = np.zeros(B, np.int64)
-    STATUS = np.full(B, -1, np.int64)
     if box is not None:
         np.clip(x, box[0], box[1], out=x)
-        X[:] = x
-    lower, upper = box if box is not None else (None, None)
-    idx = np.arange(B)
+    lower, upper = ((None, None) if box is None else
+                    (np.ascontiguousarray(box[0]).copy(), np.ascontiguousarray(box[1]).copy()))
+    X, F, G = x.copy(), np.full(B, np.nan), np.zeros_like(x)
+    NIT, STATUS = np.zeros(B, np.int64), np.full(B, -1, np.int64)
     states = [np.zeros_like(x) if used else None for used in setup.state_used]
     states += [None] * (3 - len(states))
-    aux = np.full(B, setup.aux_initial)
-    rows = setup.rows
-    gtol, ftol, xtol = setup.gtol, setup.ftol, setup.xtol
     maxiter, maxfev = setup.maxiter, setup.maxfev
-    # (a tolerance that is off for every problem stays off as problems stop)
-    use_gtol, use_ftol, use_xtol = bool(gtol.any()), bool(ftol.any()), bool(xtol.any())
-    # every gtol > 0 (the usual case) stays so: the test is then one comparison
-    gtol_everywhere = bool((gtol > 0).all())
-    # the first iteration at which a problem can reach maxiter
-    next_maxiter = [0 if maxiter is None or not B else int(maxiter.min())]
-    loop = setup.loop
-    disp = loop["disp"]
-    every = loop["disp_every"]
-
-    f = np.zeros(0)
-    g = np.zeros((0, n), x.dtype)
-
-    def finish(done: np.ndarray, status: np.ndarray | int, nit: int) -> None:
-        """Record the problems `done` (a mask over the running ones) and drop them."""
-        nonlocal x, g, f, idx, states, aux, lower, upper, rows, gtol, ftol, xtol
-        nonlocal maxiter, maxfev
-        if not done.any():
-            return
-        where = idx[done]
-        X[where], F[where], G[where] = x[done], f[done], g[done]
-        NIT[where] = nit
-        STATUS[where] = status if np.ndim(status) == 0 else np.asarray(status)[done]
-        # (take with indices is several times faster than a boolean mask)
-        sel = np.flatnonzero(~done)
-        x, g = x.take(sel, axis=0), g.take(sel, axis=0)
-        f, idx, aux = f.take(sel), idx.take(sel), aux.take(sel)
-        states = [None if s is None else s.take(sel, axis=0) for s in states]
-        if lower is not None and upper is not None:
-            lower, upper = lower.take(sel, axis=0), upper.take(sel, axis=0)
-        if rows is not None:
-            rows = rows.take(sel, axis=0)
-        gtol, ftol, xtol = gtol.take(sel), ftol.take(sel), xtol.take(sel)
-        maxiter = None if maxiter is None else maxiter.take(sel)
-        maxfev = None if maxfev is None else maxfev.take(sel)
-        next_maxiter[0] = 0 if maxiter is None or not maxiter.size else int(maxiter.min())
-        problems.select(idx)
-
+    disp, every = setup.loop["disp"], setup.loop["disp_every"]
     error = None
+    f, g = np.zeros(0), np.zeros((0, n), x.dtype)
     try:
         if B:
             f, g = problems(x, lower, upper)
@@ -563,95 +506,42 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
             raise
         error = exc
     sync.iteration(False, error, True)
-    if B:
-        gnorm = _row_max_abs(g)
-        bad = ~(np.isfinite(f) & np.isfinite(gnorm))
-        finish(bad, 3, 0)
-        gnorm = gnorm[~bad]
-        finish((gtol > 0) & (gnorm <= gtol), 0, 0)
-    nit = 0
     if disp:
         print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
-    while True:
-        m = x.shape[0]
-        stopped, error = False, None
-        try:
-            if m and maxiter is not None and nit >= next_maxiter[0]:
-                finish(maxiter <= nit, 1, nit)
-                m = x.shape[0]
-            if m:
-                keep_x, keep_g, f_prev = x.copy(), g, f
-                t = nit + 1
-                hyper = setup.hyper
-                if setup.lr_fn is not None:
-                    hyper = dict(hyper, lr=_kernels.lr_at(setup.lr_fn, t, 0))
-                _kernels._step_rows(algorithm.c_id, hyper, t, x, g, states, lower, upper,
-                                    setup.max_grad_norm, setup.clip_value, rows,
-                                    setup.fields, aux)
-                f, g = problems(x, lower, upper)
-                gnorm = _row_max_abs(g)
-                ok = np.isfinite(f)
-                ok &= np.isfinite(gnorm)
-                if not ok.all():
-                    bad = ~ok
-                    x[bad], f[bad], g[bad] = keep_x[bad], f_prev[bad], keep_g[bad]
-                    keep_x, f_prev = keep_x[~bad], f_prev[~bad]
-                    gnorm = gnorm[~bad]
-                    finish(bad, 3, nit)
-                nit += 1
-                m = x.shape[0]
-                if style is not None and m:
-                    X[idx], F[idx], G[idx] = x, f, g
-                    NIT[idx] = nit
-                    try:
-                        if style == "x":
-                            callback(X.copy())
-                        else:
-                            from scipy.optimize import OptimizeResult
+    hooks = None
+    if style is not None or disp:
+        def hooks(nit, m, xs, fs, gs, idx):
+            # the running problems took iteration nit (those converging now included)
+            stopped = False
+            if style is not None:
+                running = idx[:m]
+                X[running], F[running], G[running] = xs[:m], fs[:m], gs[:m]
+                NIT[running] = nit
+                try:
+                    if style == "x":
+                        callback(X.copy())
+                    else:
+                        from scipy.optimize import OptimizeResult
 
-                            running = STATUS < 0
-                            callback(intermediate_result=OptimizeResult(
-                                x=X.copy(), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
-                                running=running))
-                    except StopIteration:
-                        stopped = True
-                if disp and nit % every == 0 and m:
-                    print(f"{nit:>8} {m:>9} {np.median(f):>14.6e}", file=sys.stdout)
-        except Exception as exc:
-            if not sync.lockstep:
-                raise
-            error = exc
-        stopped, more = sync.iteration(stopped, error, x.shape[0] > 0)
-        if stopped:
-            finish(np.ones(x.shape[0], bool), 99, nit)
-            break
-        if not x.shape[0]:
-            if not more:
-                break
-            nit += 1  # a lockstep rank whose problems are done waits for the others
-            continue
-        # (every value here is finite: the non-finite problems have stopped)
-        if not use_gtol:
-            conv = np.zeros(x.shape[0], bool)
-        elif gtol_everywhere:
-            conv = gnorm <= gtol
-        else:
-            conv = (gtol > 0) & (gnorm <= gtol)
-        if use_ftol:
-            change = np.abs(f_prev - f) <= ftol * np.maximum(
-                np.maximum(np.abs(f_prev), np.abs(f)), 1.0)
-            conv |= (ftol > 0) & change
-        if use_xtol:
-            dx = _row_max_abs(x.astype(np.float64) - keep_x.astype(np.float64))
-            conv |= (xtol > 0) & (dx <= xtol * np.maximum(1.0, _row_max_abs(x)))
-        if maxfev is None:
-            finish(conv, 0, nit)
-        else:
-            status = np.where(conv, 0, -1)
-            status[~conv & (problems.running_nfev() >= maxfev)] = 2
-            finish(status >= 0, status, nit)
-    X[idx], F[idx], G[idx] = x, f, g  # nothing is left running here
-    problems.flush()
+                        mask = STATUS < 0
+                        callback(intermediate_result=OptimizeResult(
+                            x=X.copy(), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
+                            running=mask))
+                except StopIteration:
+                    stopped = True
+            if disp and nit % every == 0:
+                print(f"{nit:>8} {m:>9} {np.median(fs[:m]):>14.6e}", file=sys.stdout)
+            return stopped
+    copy = np.ascontiguousarray
+    _kernels.many_loop(problems, setup.algorithm.c_id, setup.hyper, setup.lr_fn, x,
+                       copy(f, np.float64).copy(), g, states,
+                       np.full(B, setup.aux_initial), lower, upper, setup.max_grad_norm,
+                       setup.clip_value, None if setup.rows is None else setup.rows.copy(),
+                       setup.fields, copy(setup.gtol, np.float64).copy(),
+                       copy(setup.ftol, np.float64).copy(), copy(setup.xtol, np.float64).copy(),
+                       None if maxiter is None else copy(maxiter, np.int64).copy(),
+                       None if maxfev is None else copy(maxfev, np.int64).copy(),
+                       X, F, G, NIT, STATUS, hooks, sync if sync.lockstep else None)
     return dict(x=X, fun=F, jac=G, nit=NIT, nfev=problems.nfev, njev=problems.njev,
                 status=STATUS)
 

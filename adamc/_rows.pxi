@@ -108,16 +108,28 @@ def _step_rows(int algo, dict hyper, int64_t step, param, grad, list states, low
                 raise ValueError(f"unknown row field {fidx[j]}")
     if m == 0:
         return
-    cdef adamc_hyper base, h
+    cdef adamc_hyper base
     _fill_hyper(&base, hyper)
+    _step_rows_core(algo, &base, step, type_num, <char *>cnp.PyArray_DATA(p),
+                    <const char *>cnp.PyArray_DATA(<cnp.ndarray>grad), sp, lo, hi, m, n,
+                    max_grad_norm, clip_value, rv, k, fidx, ax)
+
+
+cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, int type_num,
+                         char *pd, const char *gd, char **sp, const char *lo, const char *hi,
+                         Py_ssize_t m, Py_ssize_t n, double max_grad_norm, double clip_value,
+                         const double *rv, int k, const int *fidx, double *ax) except -1:
+    """_step_rows on checked operands: the m rows of n elements at pd (gd, sp[j], lo,
+    hi alike); rv: the (m, k) per-row values of the fields fidx."""
+    cdef adamc_hyper base = base_hyper[0], h
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t item = 4 if type_num == cnp.NPY_FLOAT else 8
     cdef int dt = ADAMC_F32 if type_num == cnp.NPY_FLOAT else ADAMC_F64
     cdef adamc_chunk_fn fn = _kernels.step[algo][dt]
     cdef adamc_sumsq_fn sumsq_fn = _kernels.sumsq[dt]
     cdef adamc_coef coef
     cdef adamc_task task
     cdef double aux_next, maxnorm, clip, scale, total
-    cdef char *pd = <char *>cnp.PyArray_DATA(p)
-    cdef const char *gd = <const char *>cnp.PyArray_DATA(<cnp.ndarray>grad)
     cdef Py_ssize_t row_bytes = n * item
     cdef int failed = 0
     if k == 0 and not (max_grad_norm > 0):
@@ -136,7 +148,7 @@ def _step_rows(int algo, dict hyper, int64_t step, param, grad, list states, low
         _run_task(fn, &task, m * n, ADAMC_KIND_STEP(algo, dt), m * row_bytes)
         for i in range(m):
             ax[i] = aux_next
-        return
+        return 0
     with nogil:
         adamc_enter()
         for i in range(m):
@@ -169,3 +181,4 @@ def _step_rows(int algo, dict hyper, int64_t step, param, grad, list states, low
         adamc_leave()
     if failed:
         raise ValueError(f"unknown algorithm {algo}")
+    return 0
