@@ -137,6 +137,10 @@ cdef class _ProdigyEngine(_Engine):
     cdef ProdigyScalars _pd
     cdef object _reducer        # callable (delta, denom) -> (delta, denom), or None
     cdef void **_anchor         # per param: p0's data
+    cdef object _grid           # (first, block, acc) of a block-wise step, or None
+    cdef const int64_t *_grid_first
+    cdef double *_grid_acc
+    cdef Py_ssize_t _grid_block, _grid_len
 
     def __cinit__(self):
         self._pd.d = self._pd.d_max = 1e-6
@@ -190,7 +194,7 @@ cdef class _ProdigyEngine(_Engine):
                 (<dict>group).update(st)
         return 0
 
-    def _step_with_reducer(self, grads, reducer, sumsq=None):
+    def _step_with_reducer(self, grads, reducer, sumsq=None, grid=None):
         """step() with the two sums of the statistics pass (sum of (d/d0) dlr g (p0 -
         p) and of |s|, over this process's parameters) passed through
         ``reducer(delta, denom) -> (delta, denom)`` before the estimate of d: the hook
@@ -198,9 +202,48 @@ cdef class _ProdigyEngine(_Engine):
         of the parameters). It is called once per step, with the GIL, after every
         check and before anything is written; if it raises, nothing has changed
         (except p0 at the first step, which is then set again). ``sumsq``: the global
-        sum of squares for max_grad_norm, as for ``_step_reduced``."""
+        sum of squares for max_grad_norm, as for ``_step_reduced``.
+
+        ``grid = (first, block, acc)`` sums block-wise instead: parameter i's element
+        j belongs to block ``(first[i] + j) // block`` of a grid (``first``: int64,
+        one entry per parameter), and the two raw sums of each block (sum g (p0 - p)
+        and sum |s|, each piece in the kernel's 16 lanes) are added into
+        ``acc[2 k]`` and ``acc[2 k + 1]`` (zeroed first), in parameter order. The
+        reducer is then called as ``reducer(acc) -> (sum g (p0 - p), sum |s|)`` over
+        every process; this engine applies (d/d0) dlr. The blocks' sums depend on
+        their elements only, so a caller that cuts the parameters at block
+        boundaries gets the same sums from any cut."""
         if not callable(reducer):
             raise TypeError("reducer must be callable")
+        cdef Py_ssize_t i, last, n
+        cdef cnp.ndarray first_arr, acc_arr
+        if grid is not None:
+            first, block, acc = grid
+            if not (cnp.PyArray_Check(first) and cnp.PyArray_TYPE(<cnp.ndarray>first) == cnp.NPY_INT64
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>first)):
+                raise TypeError("grid: first must be a C-contiguous int64 ndarray")
+            if not (cnp.PyArray_Check(acc) and cnp.PyArray_TYPE(<cnp.ndarray>acc) == cnp.NPY_DOUBLE
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>acc)
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>acc)):
+                raise TypeError("grid: acc must be a writeable C-contiguous float64 ndarray")
+            first_arr, acc_arr = <cnp.ndarray>first, <cnp.ndarray>acc
+            if cnp.PyArray_SIZE(first_arr) != self._nparams:
+                raise ValueError(f"grid: first must have {self._nparams} entries")
+            if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+                raise ValueError(f"grid: block must be an int >= 1, got {block!r}")
+            n = cnp.PyArray_SIZE(acc_arr)
+            for i in range(self._nparams):
+                if self._slots[i].size == 0:
+                    continue
+                if first[i] < 0:
+                    raise ValueError("grid: first must be >= 0")
+                last = (first[i] + self._slots[i].size - 1) // block
+                if 2 * last + 1 >= n:
+                    raise ValueError("grid: acc is too short for the blocks of the parameters")
+            self._grid = (first_arr, acc_arr)
+            self._grid_first = <const int64_t *>cnp.PyArray_DATA(first_arr)
+            self._grid_acc = <double *>cnp.PyArray_DATA(acc_arr)
+            self._grid_block, self._grid_len = block, n
         self._reducer = reducer
         try:
             if sumsq is None:
@@ -209,6 +252,9 @@ cdef class _ProdigyEngine(_Engine):
                 self._step_reduced(grads, sumsq)
         finally:
             self._reducer = None
+            self._grid = None
+            self._grid_first = NULL
+            self._grid_acc = NULL
 
     cdef int _update(self) except -1:
         cdef Py_ssize_t i, gi, total = 0, bad = -1
@@ -252,7 +298,10 @@ cdef class _ProdigyEngine(_Engine):
                 self._skipped += 1
                 return 0
             self._raise_nonfinite(bad)
-        if self._reducer is not None:
+        if self._reducer is not None and self._grid is not None:
+            delta, denom = self._reducer(self._grid[1])
+            delta = (self._pd.d / h0.d0) * dlr * delta  # the groups share d0 (checked)
+        elif self._reducer is not None:
             delta, denom = self._reducer(delta, denom)
         moved = _prodigy_estimate(h0, &self._pd, delta, denom, &nxt)
         for gi in range(self._ngroups):
@@ -309,6 +358,8 @@ cdef class _ProdigyEngine(_Engine):
                     self._groups[i].coef.grad_scale *= scale
         delta[0] = 0.0
         denom[0] = 0.0
+        if self._grid_acc != NULL:
+            memset(self._grid_acc, 0, self._grid_len * sizeof(double))
         for i in range(self._nparams):
             s = &self._slots[i]
             grp = &self._groups[s.group]
@@ -325,11 +376,31 @@ cdef class _ProdigyEngine(_Engine):
             task.average = NULL
             task.coef = &grp.coef
             task.anchor = self._anchor[i]
+            if self._grid_acc != NULL:
+                self._block_stats(i, &task)
+                continue
             adamc_reduce2(kern.prodigy_stats[s.dtype_index], &task, s.size,
                           ADAMC_KIND_REDUCE(s.dtype_index), s.nbytes, out)
             delta[0] += (self._pd.d / grp.hyper.d0) * dlr * out[0]
             denom[0] += out[1]
         return -1
+
+    cdef void _block_stats(self, Py_ssize_t i, const adamc_task *task) noexcept nogil:
+        """The statistics of parameter i, block by block of the grid, into the grid's
+        accumulators (one thread: the blocks are the unit of reproducibility)."""
+        cdef Py_ssize_t pos = 0, end, k, n = self._slots[i].size
+        cdef Py_ssize_t first = self._grid_first[i], block = self._grid_block
+        cdef adamc_reduce_fn fn = _kernels.prodigy_stats[self._slots[i].dtype_index]
+        cdef double out[2]
+        while pos < n:
+            k = (first + pos) // block
+            end = (k + 1) * block - first
+            if end > n:
+                end = n
+            fn(task, pos, end, out)
+            self._grid_acc[2 * k] += out[0]
+            self._grid_acc[2 * k + 1] += out[1]
+            pos = end
 
     cdef void _apply(self, Py_ssize_t total) noexcept nogil:
         cdef Py_ssize_t i
