@@ -626,6 +626,172 @@ def get_last_lr_in_both_modes():
         assert all(e == everyone[0] for e in everyone), everyone
 
 
+# Optimizers with optimizer-wide state (Prodigy's d, the schedule-free weight sums)
+# or a weight average; Prodigy sharded sums its statistics block-wise (see
+# engines_equal_single_process).
+ENGINES = [
+    (adamc.Prodigy, dict(weight_decay=1e-2)),
+    (adamc.Prodigy, dict(safeguard_warmup=True, ema=0.9, max_grad_norm=2.0)),
+    (adamc.AdamWScheduleFree, dict(lr=1e-2, warmup_steps=2, weight_decay=1e-3)),
+    (adamc.SGDScheduleFree, dict(lr=0.1, r=1.0)),
+    (adamc.Adam, dict(lr=1e-2, ema=0.9)),
+    (adamc.AdamW, dict(ema="uniform", ema_start=2)),
+]
+
+
+def engine_groups(params, cls):
+    """Two groups; Prodigy's share lr (it estimates one step size)."""
+    if cls is adamc.Prodigy:
+        return [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}]
+    return groups(params)
+
+
+def one_process_sharded(cls, kw, seed, steps):
+    """The sharded wrapper on one process (COMM_SELF) fed with the averaged
+    gradients: what Prodigy's block-wise sums give on any number of ranks."""
+    params = problem(seed)
+    opt = DistributedOptimizer(cls(engine_groups(params, cls), **kw), MPI.COMM_SELF, "sharded")
+    for t in range(steps):
+        opt.step(averaged(params, 0.01 * t))
+    return params, opt
+
+
+def scalars(opt):
+    """The mirrored scalar state of every group (d, weight_sum, ...)."""
+    keys = ("d", "d_max", "d_numerator", "k", "weight_sum", "lr_max", "train_mode")
+    return [{k: g[k] for k in keys if k in g} for g in opt.param_groups]
+
+
+@scenario
+def engines_equal_single_process():
+    """Prodigy, the schedule-free optimizers and ema, in both modes: the bits of one
+    process fed the averaged gradients (Prodigy sharded: of the sharded wrapper on one
+    process, whose sums of d's estimate are block-wise, and one process within
+    rounding); every rank holds the same parameters, averages and scalars."""
+    for cls, kw in ENGINES:
+        results = {}
+        for mode in ("replicated", "sharded", None):
+            params = problem(4)
+            base = cls(engine_groups(params, cls), **kw)
+            opt = base if mode is None else DistributedOptimizer(base, comm, mode)
+            for t in range(8):  # slowly drifting gradients: Prodigy's d grows
+                u = 0.01 * t
+                opt.step(averaged(params, u) if mode is None else local_grads(params, u))
+            avg = opt.ema_params
+            results[mode] = params, avg, scalars(opt)
+            same_everywhere(*params, *(avg or []))
+            everyone = comm.allgather(scalars(opt))
+            assert all(e == everyone[0] for e in everyone), everyone
+        name = f"{cls.__name__} {kw}"
+        assert (results[None][1] is None) == ("ema" not in kw)
+        exact = ["replicated", "sharded"]
+        if cls is adamc.Prodigy:
+            exact = [] if "max_grad_norm" in kw else ["replicated"]
+            ref, ref_opt = one_process_sharded(cls, kw, 4, 8)
+            ref_avg = ref_opt.ema_params
+            params, avg, sc = results["sharded"]
+            assert sc == scalars(ref_opt), (name, sc, scalars(ref_opt))
+            for a, b in zip(params + (avg or []), ref + (ref_avg or [])):
+                assert np.array_equal(a, b), (name, np.abs(a - b).max())
+            for mode in ("replicated", "sharded"):  # one process: within rounding
+                for a, b in zip(results[mode][0], results[None][0]):
+                    np.testing.assert_allclose(a, b, rtol=1e-5 if a.dtype == np.float32
+                                               else 1e-12, atol=1e-7, err_msg=name)
+                d, d1 = results[mode][2][0]["d"], results[None][2][0]["d"]
+                assert abs(d - d1) <= 1e-12 * d1, (name, mode, d, d1)
+            assert results[None][2][0]["d"] > 1e-6, name  # d moved: the sums matter
+        for mode in exact:
+            params, avg, sc = results[mode]
+            assert sc == results[None][2], (name, mode, sc, results[None][2])
+            for a, b in zip(params + (avg or []), results[None][0] + (results[None][1] or [])):
+                assert np.array_equal(a, b), (name, mode, np.abs(a - b).max())
+
+
+@scenario
+def schedulefree_eval_train_round_trip():
+    """eval() puts x into the parameters on every rank (those of one process), train()
+    puts y back bit for bit, a step in eval mode is refused everywhere; eval() of a
+    wrapper of another optimizer is refused."""
+    for mode in ("replicated", "sharded"):
+        for cls, kw in ENGINES[2:4]:
+            params = problem(5)
+            opt = DistributedOptimizer(cls(engine_groups(params, cls), **kw), comm, mode)
+            ref_params = problem(5)
+            ref = cls(engine_groups(ref_params, cls), **kw)
+            for t in range(3):
+                opt.step(local_grads(params, 0.01 * t))
+                ref.step(averaged(ref_params, 0.01 * t))
+            y = [p.copy() for p in params]
+            opt.eval()
+            ref.eval()
+            assert not opt.train_mode and opt.param_groups[0]["train_mode"] is False
+            same_everywhere(*params)
+            for a, b in zip(params, ref_params):
+                assert np.array_equal(a, b), (cls.__name__, mode)
+            assert not all(np.array_equal(a, b) for a, b in zip(params, y))
+            opt.eval()  # no-op
+            raises_everywhere(RuntimeError, lambda: opt.step(local_grads(params, 0.03)),
+                              "eval mode")
+            opt.train()
+            ref.train()
+            assert opt.train_mode
+            for a, b in zip(params, y):
+                assert np.array_equal(a, b)
+            opt.step(local_grads(params, 0.03))
+            ref.step(averaged(ref_params, 0.03))
+            for a, b in zip(params, ref_params):
+                assert np.array_equal(a, b)
+        plain = DistributedOptimizer(adamc.Adam(problem()), comm, mode)
+        raises_everywhere(TypeError, plain.eval, "schedule-free", "Adam")
+
+
+@scenario
+def engines_checkpoint_resume():
+    """Saved collectively (in eval mode for schedule-free), resumed in one process,
+    in the other mode or in the same one: the bits of an uninterrupted run, with the
+    scalar state and the weight average."""
+    for j, (cls, kw) in enumerate(ENGINES):
+        for mode in ("replicated", "sharded"):
+            path = os.path.join(TMP, f"engine-{size}-{j}-{mode}.npz")
+            straight = problem(6)
+            opt = DistributedOptimizer(cls(engine_groups(straight, cls), **kw), comm, mode)
+            sf = "ScheduleFree" in cls.__name__
+            for t in range(6):
+                opt.step(local_grads(straight, 0.01 * t))
+                if t == 2:
+                    if sf:
+                        opt.eval()
+                    adamc.save(opt, path)
+                    whole = opt.consolidate()
+                    if whole is not None:
+                        assert scalars(whole) == scalars(opt)
+                        if whole.ema_params is not None:
+                            for a, b in zip(whole.ema_params, opt.ema_params):
+                                assert np.array_equal(a, b)
+                    elif opt.ema is not None:
+                        opt.ema_params  # collective in sharded mode
+                    if sf:
+                        opt.train()
+            end = (straight, opt.ema_params, scalars(opt))
+            # blockwise sums (sharded Prodigy) resume in the same mode only; the rest
+            # anywhere, one process included
+            targets = [mode] if cls is adamc.Prodigy else ["replicated", "sharded", None]
+            for target in targets:
+                again = problem(6)
+                loaded = adamc.load(path, again)
+                if sf:
+                    assert not loaded.train_mode
+                    loaded.train()
+                o = loaded if target is None else DistributedOptimizer(loaded, comm, target)
+                for t in range(3, 6):
+                    u = 0.01 * t
+                    o.step(averaged(again, u) if target is None else local_grads(again, u))
+                avg = o.ema_params
+                for a, b in zip(again + (avg or []), end[0] + (end[1] or [])):
+                    assert np.array_equal(a, b), (cls.__name__, mode, target)
+                assert scalars(o) == end[2], (cls.__name__, mode, target)
+
+
 def main():
     global comm
     names = sys.argv[2:] or list(SCENARIOS)

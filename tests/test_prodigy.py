@@ -9,6 +9,7 @@
 4. Bad input refused before anything changes; the reducer hook of adamc.distributed.
 """
 import copy
+import math
 import pickle
 import threading
 
@@ -413,3 +414,71 @@ def test_reducer_over_shards_gives_the_bits_of_one_optimizer():
         t.join()
     assert np.array_equal(bits(np.concatenate(shards)), bits(p))
     assert opts[0].param_groups[0]["d"] == opts[1].param_groups[0]["d"] == whole.param_groups[0]["d"]
+
+
+def _blockwise_run(full, grads, cuts, block):
+    """Prodigy over the pieces full[cuts[r]:cuts[r+1]], one thread ("rank") each,
+    with the block-wise reducer of adamc.distributed: every rank's block sums,
+    added with fsum."""
+    pieces = [full[a:b].copy() for a, b in zip(cuts, cuts[1:])]
+    opts = [adamc.Prodigy(p, weight_decay=0.1) for p in pieces]
+    n = len(pieces)
+    accs = [np.zeros(2 * -(-(b - a) // block)) for a, b in zip(cuts, cuts[1:])]
+    barrier = threading.Barrier(n)
+
+    def reduce(acc):
+        barrier.wait()  # every rank's acc is filled
+        total = (math.fsum(v for a in accs for v in a[0::2]),
+                 math.fsum(v for a in accs for v in a[1::2]))
+        barrier.wait()
+        return total
+
+    def work(r):
+        grid = (np.zeros(1, np.int64), block, accs[r])
+        for g in grads:
+            opts[r]._step_with_reducer(g[cuts[r]:cuts[r + 1]], reduce, None, grid)
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return np.concatenate(pieces), [o.param_groups[0]["d"] for o in opts]
+
+
+def test_blockwise_sums_give_the_same_bits_for_any_cut_at_block_boundaries():
+    """The grid of _step_with_reducer (adamc.distributed's sharded Prodigy): pieces
+    cut at block boundaries, on 1, 2 or 3 "ranks", give the same bits; one optimizer
+    agrees within rounding (its sums are partitioned otherwise)."""
+    rng = np.random.default_rng(43)
+    full = rng.standard_normal(5000)
+    grads = [np.sin(2 * full + 0.01 * t) + 0.1 for t in range(12)]
+    one, d_one = _blockwise_run(full, grads, [0, 5000], 256)
+    for cuts in ([0, 2048, 5000], [0, 1024, 2560, 5000]):
+        p, d = _blockwise_run(full, grads, cuts, 256)
+        assert np.array_equal(bits(p), bits(one)), cuts
+        assert d == [d_one[0]] * len(d), (d, d_one)
+    plain = full.copy()
+    ref = adamc.Prodigy(plain, weight_decay=0.1)
+    for g in grads:
+        ref.step(g)
+    assert ref.param_groups[0]["d"] > 1e-5  # d moved: the sums matter
+    np.testing.assert_allclose(one, plain, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(d_one[0], ref.param_groups[0]["d"], rtol=1e-12)
+
+
+def test_blockwise_grid_is_checked_before_anything():
+    p = np.ones(5)
+    o = adamc.Prodigy(p)
+    o.step(np.arange(5.0))
+    before = _snapshot(o, [p])
+    ok = lambda acc: (0.0, 0.0)  # noqa: E731
+    for grid, exc, msg in [
+            ((np.zeros(1), 4, np.zeros(4)), TypeError, "int64"),
+            ((np.zeros(2, np.int64), 4, np.zeros(4)), ValueError, "1 entries"),
+            ((np.zeros(1, np.int64), 0, np.zeros(4)), ValueError, "block"),
+            ((np.zeros(1, np.int64), 4, np.zeros(2)), ValueError, "too short"),
+            ((np.zeros(1, np.int64), 4, np.zeros(4, np.float32)), TypeError, "float64"),
+            ((np.full(1, -1, np.int64), 4, np.zeros(4)), ValueError, ">= 0")]:
+        with pytest.raises(exc, match=msg):
+            o._step_with_reducer(np.arange(5.0), ok, None, grid)
+        _same(before, _snapshot(o, [p]))
