@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _kernels
 from .optim import Optimizer
 
 __all__ = ["Port"]
@@ -89,6 +90,8 @@ class Port:
         """Prodigy's step whose two global sums come from ``reducer`` (see
         ``adamc._kernels._ProdigyEngine._step_with_reducer``): with ``grid``, the
         sums of blocks of a grid, which the caller reduces over every process."""
+        if not isinstance(opt, _kernels._ProdigyEngine):
+            raise TypeError(f"{type(opt).__name__} has no reduced statistics (Prodigy has)")
         opt._step_with_reducer(grads, reducer, sumsq, grid)
 
     # -- state ------------------------------------------------------------------------

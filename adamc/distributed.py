@@ -17,6 +17,10 @@ does not depend on the MPI library's reduction algorithm or on the process layou
 and both modes give the same bits. ``reproducible=False`` uses ``Allreduce`` /
 ``Reduce_scatter`` instead.
 
+Every optimizer is supported, Prodigy, the schedule-free optimizers and weight
+averaging (``ema``) included; sharded Prodigy sums the statistics of its step size in
+fixed blocks (the same bits on any number of ranks; see docs/distributed.md).
+
 Failures are collective: wrong or inconsistent input on any rank raises the same
 exception on every rank before anything is updated, and an exception in user code
 called by adamc (the objective and callback of :func:`adamc.minimize` with
@@ -81,6 +85,19 @@ class DistributedOptimizer:
 
     Notes
     -----
+    Optimizer-wide state works in both modes. Prodigy's estimate of ``d``, the
+    schedule-free weight sums and the ``ema`` count are kept by every rank (in
+    sharded mode every rank holds every param group, with an empty piece where its
+    shard has none) and mirrored into :attr:`param_groups` after each step, as
+    the plain optimizer does. Sharded Prodigy sums the two statistics of its
+    estimate over blocks of ``BLOCK`` elements of the flat buffers, each block on
+    one rank, and adds the blocks' sums of all ranks with ``math.fsum``: the same
+    bits on any number of ranks, and the bits of one process within the rounding
+    of those two sums (one process partitions them by parameter). Replicated
+    Prodigy, the schedule-free optimizers and ``ema`` give the bits of one
+    process. :meth:`eval` and :meth:`train` switch a schedule-free optimizer's
+    parameters on every rank; :attr:`ema_params` gives the weight average.
+
     ``max_grad_norm``, ``clip_value`` and ``nonfinite`` of ``optimizer`` are applied
     to the averaged gradient by the wrapper: the global norm is summed in blocks of
     ``BLOCK`` elements in a fixed order, and a NaN or infinity on any rank's shard
@@ -642,8 +659,9 @@ class DistributedOptimizer:
             target = flats[bi, k] if root is None else b.shard
             shift = 0 if root is None else b.lo
             for (i, a, e, flat), arrays in zip(self._inner_index, local):
-                if e > a and i in b.members and arrays[k] is not None:
-                    target[flat - shift:flat - shift + e - a] = arrays[k].reshape(-1)
+                arr = arrays[k]
+                if e > a and i in b.members and arr is not None:
+                    target[flat - shift:flat - shift + e - a] = arr.reshape(-1)
             if root is None:
                 if self.size > 1:
                     self.comm.Allgatherv(MPI.IN_PLACE, [flats[bi, k], b.counts, b.displs,
