@@ -86,10 +86,11 @@ class Port:
 
     @staticmethod
     def step_with_reducer(opt: Optimizer, grads: Any, reducer: Callable, sumsq: float | None,
-                          grid: tuple[np.ndarray, int, np.ndarray] | None) -> None:
+                          grid: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Prodigy's step whose two global sums come from ``reducer`` (see
         ``adamc._kernels._ProdigyEngine._step_with_reducer``): with ``grid``, the
-        sums of blocks of a grid, which the caller reduces over every process."""
+        optimizer's parameters are pieces of larger arrays, and the caller reduces
+        the sums of their partitions over every process."""
         if not isinstance(opt, _kernels._ProdigyEngine):
             raise TypeError(f"{type(opt).__name__} has no reduced statistics (Prodigy has)")
         opt._step_with_reducer(grads, reducer, sumsq, grid)

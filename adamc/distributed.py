@@ -18,8 +18,7 @@ and both modes give the same bits. ``reproducible=False`` uses ``Allreduce`` /
 ``Reduce_scatter`` instead.
 
 Every optimizer is supported, Prodigy, the schedule-free optimizers and weight
-averaging (``ema``) included; sharded Prodigy sums the statistics of its step size in
-fixed blocks (the same bits on any number of ranks; see docs/distributed.md).
+averaging (``ema``) included, with the bits of one process (docs/distributed.md).
 
 Failures are collective: wrong or inconsistent input on any rank raises the same
 exception on every rank before anything is updated, and an exception in user code
@@ -33,7 +32,6 @@ imports without them and says how to install them when used.
 """
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any, Sequence
 
@@ -42,7 +40,7 @@ import numpy as np
 from . import _kernels
 from ._collective import RankError, _agree, _check_same, _communicator, _mpi, abort_on_error
 from ._format import _fingerprint, _write
-from ._reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Reducer
+from ._reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Partitions, _Reducer
 from ._port import Port
 from .optim import Optimizer
 
@@ -89,18 +87,18 @@ class DistributedOptimizer:
     schedule-free weight sums and the ``ema`` count are kept by every rank (in
     sharded mode every rank holds every param group, with an empty piece where its
     shard has none) and mirrored into :attr:`param_groups` after each step, as
-    the plain optimizer does. Sharded Prodigy sums the two statistics of its
-    estimate over blocks of ``BLOCK`` elements of the flat buffers, each block on
-    one rank, and adds the blocks' sums of all ranks with ``math.fsum``: the same
-    bits on any number of ranks, and the bits of one process within the rounding
-    of those two sums (one process partitions them by parameter). Replicated
-    Prodigy, the schedule-free optimizers and ``ema`` give the bits of one
-    process. :meth:`eval` and :meth:`train` switch a schedule-free optimizer's
+    the plain optimizer does. Prodigy's step needs two sums over every parameter
+    (and max_grad_norm's sum of squares), which the kernels add in partitions that
+    depend on each parameter's size only: sharded Prodigy cuts the shards between
+    partitions, each rank sums its partitions, and every rank adds all of them in
+    the order of one process. So Prodigy (max_grad_norm included), the
+    schedule-free optimizers and ``ema`` give the bits of one process in both
+    modes. :meth:`eval` and :meth:`train` switch a schedule-free optimizer's
     parameters on every rank; :attr:`ema_params` gives the weight average.
 
     ``max_grad_norm``, ``clip_value`` and ``nonfinite`` of ``optimizer`` are applied
     to the averaged gradient by the wrapper: the global norm is summed in blocks of
-    ``BLOCK`` elements in a fixed order, and a NaN or infinity on any rank's shard
+    ``BLOCK`` elements in a fixed order (Prodigy: in the partitions above), and a NaN or infinity on any rank's shard
     raises or skips on every rank. Hyperparameters may be changed between steps
     through :attr:`param_groups`, identically on every rank (checked at each step).
     Schedules from :mod:`adamc.schedules` are compared by value; a Python callable as
@@ -168,15 +166,19 @@ class DistributedOptimizer:
         # schedule-free weight sums, the ema count) is kept on every rank
         self._all_groups = mode == "sharded" and (self._port.engine is not None
                                                   or self._ema is not None)
-        # sharded Prodigy: the two sums of its estimate of d, block by block (below)
-        self._blockwise = mode == "sharded" and self._port.engine == "_ProdigyEngine"
+        prodigy = self._port.engine == "_ProdigyEngine"
+        # sharded Prodigy: shards cut between the partitions of its sums (see _Partitions)
+        self._partitioned = mode == "sharded" and prodigy
         self._reducer = _Reducer(self.comm, self.reproducible)
         dtypes: dict[np.dtype, list[int]] = {}
         for i, p in enumerate(self._params):
             dtypes.setdefault(p.dtype, []).append(i)
         self._buckets = [_Bucket(dt, members, self._params, self.rank, self.size,
-                                 mode == "sharded", self.reproducible, RECV_ELEMENTS)
+                                 mode == "sharded", self.reproducible, RECV_ELEMENTS,
+                                 partitioned=self._partitioned)
                          for dt, members in dtypes.items()]
+        self._partitions = _Partitions(self._buckets, self._params, self.rank, self.size) \
+            if self._partitioned else None
         self._bucket_of = {i: b for b in self._buckets for i in b.members}
         # the parts of the parameters each rank updates in sharded mode
         self._mine = [p for b in self._buckets for p in b.pieces(b.lo, b.hi)]
@@ -184,13 +186,17 @@ class DistributedOptimizer:
         self._theirs = [(b, [p for r in range(self.size) if r != self.rank
                              for p in b.pieces(b.bounds[r], b.bounds[r + 1])])
                         for b in self._buckets]
-        self._check = _GradientCheck(self.comm, self._buckets, self._params, self._options,
-                                     mode == "sharded")
+        # replicated Prodigy clips by its own norm of the whole (averaged) gradient, as
+        # one process does: it sums it in its partitions
+        check_options = dict(self._options, max_grad_norm=None) \
+            if prodigy and mode == "replicated" else self._options
+        self._check = _GradientCheck(self.comm, self._buckets, self._params, check_options,
+                                     mode == "sharded", self._partitions)
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
-        if self._blockwise:
+        if self._partitioned:
             self._plan_grid()
         # one rank and nothing for the wrapper to apply: step the gradients themselves
-        self._direct = self.size == 1 and self._options == _NO_OPTIONS and not self._blockwise
+        self._direct = self.size == 1 and self._options == _NO_OPTIONS
         self._user_grads: Any = None
         self._hyper_seen: list[list[Any]] = []
         self._hyper_code = 0
@@ -297,38 +303,38 @@ class DistributedOptimizer:
         return inner, kept, views
 
     def _plan_grid(self) -> None:
-        """Sharded Prodigy: the grid of blocks in which its inner optimizer sums the
-        statistics of its estimate of d (the BLOCK-element blocks of each dtype's
-        flat buffer that this rank's shard covers, dtype after dtype), and the
-        buffer into which every rank's block sums are all-gathered."""
-        assert self._inner is not None
-        start, at = {}, 0  # per bucket: where its shard's blocks begin in the grid
-        for b in self._buckets:
-            start[id(b)], at = at, at + -(-b.count // BLOCK)
-        first = np.zeros(len(self._inner_index), np.int64)
+        """Sharded Prodigy: where each piece of its inner optimizer lies in its
+        parameter (the piece's partitions are summed as one process sums them), and
+        the buffer into which every rank's partition sums are all-gathered."""
+        assert self._inner is not None and self._partitions is not None
+        layout = np.zeros(3 * len(self._inner_index), np.int64)
         for j, (i, a, e, flat) in enumerate(self._inner_index):
             if e > a:
-                b = self._bucket_of[i]
-                first[j] = start[id(b)] * BLOCK + flat - b.lo
-        counts = [2 * sum(-(-b.counts[r] // BLOCK) for b in self._buckets)
-                  for r in range(self.size)]
+                layout[3 * j:3 * j + 3] = self._params[i].size, a, self._partitions.first[i, a]
+        counts = [2 * c for c in self._partitions.counts]
         self._stats_counts = counts
         self._stats_displs = [sum(counts[:r]) for r in range(self.size)]
         self._stats_all = np.zeros(sum(counts))
         here = self._stats_displs[self.rank]
-        self._grid = (first, BLOCK, self._stats_all[here:here + counts[self.rank]])
+        self._grid = (layout, self._stats_all[here:here + counts[self.rank]])
 
-    def _reduce_stats(self, acc: np.ndarray) -> tuple[float, float]:
-        """Prodigy's reducer (called inside its step, on every rank): the sums of
-        g (p0 - p) and of |s| over every block of every rank. fsum is correctly
-        rounded, so the totals depend on the blocks' sums only, not on their order
-        or on the number of ranks."""
+    def _reduce_stats(self, acc: np.ndarray, factor: float) -> tuple[float, float]:
+        """Prodigy's reducer (called inside its step, on every rank): its two sums over
+        every partition of every rank, added in the order and with the operations
+        of one process (per parameter in order: factor * the sum of its partitions'
+        first sums; and the sum of their second sums)."""
         if self.size > 1:  # acc is this rank's part of _stats_all
             MPI = _mpi()
             self.comm.Allgatherv(MPI.IN_PLACE, [self._stats_all, self._stats_counts,
                                                 self._stats_displs, MPI.DOUBLE])
+        assert self._partitions is not None
         every = self._stats_all
-        return math.fsum(every[0::2].tolist()), math.fsum(every[1::2].tolist())
+        delta = denom = 0.0
+        for t in self._partitions.totals(every[0::2]):
+            delta += factor * t
+        for t in self._partitions.totals(every[1::2]):
+            denom += t
+        return delta, denom
 
     # -- hyperparameters ------------------------------------------------------------
     def _sync_hyper(self) -> BaseException | None:
@@ -429,7 +435,7 @@ class DistributedOptimizer:
             self._skipped += 1
             return
         if self._inner is not None:
-            if self._blockwise:  # Prodigy's sums over the blocks of every rank
+            if self._partitioned:  # Prodigy: its sums over the partitions of every rank
                 Port.step_with_reducer(self._inner, self._grad_views, self._reduce_stats,
                                        sumsq, self._grid)
             elif sumsq is None:

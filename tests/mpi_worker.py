@@ -627,8 +627,7 @@ def get_last_lr_in_both_modes():
 
 
 # Optimizers with optimizer-wide state (Prodigy's d, the schedule-free weight sums)
-# or a weight average; Prodigy sharded sums its statistics block-wise (see
-# engines_equal_single_process).
+# or a weight average.
 ENGINES = [
     (adamc.Prodigy, dict(weight_decay=1e-2)),
     (adamc.Prodigy, dict(safeguard_warmup=True, ema=0.9, max_grad_norm=2.0)),
@@ -639,21 +638,19 @@ ENGINES = [
 ]
 
 
+def big_problem(seed=0):
+    """Arrays large enough to have several partitions in the kernels' sums (3 and 2):
+    sharded Prodigy cuts them between partitions."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(3 * 32768 + 101).astype(np.float32),
+            rng.standard_normal(50).astype(np.float32), rng.standard_normal(70000)]
+
+
 def engine_groups(params, cls):
     """Two groups; Prodigy's share lr (it estimates one step size)."""
     if cls is adamc.Prodigy:
         return [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}]
     return groups(params)
-
-
-def one_process_sharded(cls, kw, seed, steps):
-    """The sharded wrapper on one process (COMM_SELF) fed with the averaged
-    gradients: what Prodigy's block-wise sums give on any number of ranks."""
-    params = problem(seed)
-    opt = DistributedOptimizer(cls(engine_groups(params, cls), **kw), MPI.COMM_SELF, "sharded")
-    for t in range(steps):
-        opt.step(averaged(params, 0.01 * t))
-    return params, opt
 
 
 def scalars(opt):
@@ -664,43 +661,36 @@ def scalars(opt):
 
 @scenario
 def engines_equal_single_process():
-    """Prodigy, the schedule-free optimizers and ema, in both modes: the bits of one
-    process fed the averaged gradients (Prodigy sharded: of the sharded wrapper on one
-    process, whose sums of d's estimate are block-wise, and one process within
-    rounding); every rank holds the same parameters, averages and scalars."""
-    for cls, kw in ENGINES:
+    """Prodigy (with max_grad_norm too), the schedule-free optimizers and ema, in
+    both modes: the bits of one process fed the averaged gradients (sharded Prodigy
+    sums each partition of its statistics on one rank, and adds them in one
+    process's order); every rank holds the same parameters, averages and scalars."""
+    cases = [(cls, kw, problem) for cls, kw in ENGINES] + [
+        (adamc.Prodigy, dict(max_grad_norm=1.0, ema="uniform"), big_problem)]
+    for cls, kw, make in cases:
         results = {}
         for mode in ("replicated", "sharded", None):
-            params = problem(4)
+            params = make(4)
             base = cls(engine_groups(params, cls), **kw)
             opt = base if mode is None else DistributedOptimizer(base, comm, mode)
             for t in range(8):  # slowly drifting gradients: Prodigy's d grows
                 u = 0.01 * t
                 opt.step(averaged(params, u) if mode is None else local_grads(params, u))
+            if make is big_problem and mode == "sharded" and size > 1:
+                # the large arrays are split between ranks (between partitions)
+                inner = [b.bounds[1:-1] for b in opt._buckets]
+                assert 0 < inner[0][0] < params[0].size, inner
+                assert 0 < inner[1][0] < params[2].size, inner
             avg = opt.ema_params
             results[mode] = params, avg, scalars(opt)
             same_everywhere(*params, *(avg or []))
             everyone = comm.allgather(scalars(opt))
             assert all(e == everyone[0] for e in everyone), everyone
-        name = f"{cls.__name__} {kw}"
+        name = f"{cls.__name__} {kw} {make.__name__}"
         assert (results[None][1] is None) == ("ema" not in kw)
-        exact = ["replicated", "sharded"]
         if cls is adamc.Prodigy:
-            exact = [] if "max_grad_norm" in kw else ["replicated"]
-            ref, ref_opt = one_process_sharded(cls, kw, 4, 8)
-            ref_avg = ref_opt.ema_params
-            params, avg, sc = results["sharded"]
-            assert sc == scalars(ref_opt), (name, sc, scalars(ref_opt))
-            for a, b in zip(params + (avg or []), ref + (ref_avg or [])):
-                assert np.array_equal(a, b), (name, np.abs(a - b).max())
-            for mode in ("replicated", "sharded"):  # one process: within rounding
-                for a, b in zip(results[mode][0], results[None][0]):
-                    np.testing.assert_allclose(a, b, rtol=1e-5 if a.dtype == np.float32
-                                               else 1e-12, atol=1e-7, err_msg=name)
-                d, d1 = results[mode][2][0]["d"], results[None][2][0]["d"]
-                assert abs(d - d1) <= 1e-12 * d1, (name, mode, d, d1)
-            assert results[None][2][0]["d"] > 1e-6, name  # d moved: the sums matter
-        for mode in exact:
+            assert results[None][2][0]["d"] > 1e-5, name  # d moved: its sums matter
+        for mode in ("replicated", "sharded"):
             params, avg, sc = results[mode]
             assert sc == results[None][2], (name, mode, sc, results[None][2])
             for a, b in zip(params + (avg or []), results[None][0] + (results[None][1] or [])):
@@ -773,10 +763,7 @@ def engines_checkpoint_resume():
                     if sf:
                         opt.train()
             end = (straight, opt.ema_params, scalars(opt))
-            # blockwise sums (sharded Prodigy) resume in the same mode only; the rest
-            # anywhere, one process included
-            targets = [mode] if cls is adamc.Prodigy else ["replicated", "sharded", None]
-            for target in targets:
+            for target in ("replicated", "sharded", None):
                 again = problem(6)
                 loaded = adamc.load(path, again)
                 if sf:
