@@ -249,6 +249,15 @@ def inconsistent_input_raises_everywhere():
         adamc.Adam(params) if rank else adamc.AdamW(params), comm), "class")
     raises_everywhere(ValueError, lambda: DistributedOptimizer(
         adamc.Adam(params, max_grad_norm=1.0 if rank else None), comm), "max_grad_norm")
+    raises_everywhere(ValueError, lambda: DistributedOptimizer(
+        adamc.Adam(params, ema=0.9 if rank else 0.8), comm, "sharded"), "weight averaging")
+    # Prodigy's estimate of d (scalar state mirrored into the groups) differing
+    prodigy = adamc.Prodigy(params)
+    state = prodigy.state_dict()
+    state["param_groups"][0].update(d=2e-6 if rank else 1e-6, d_max=2e-6)
+    prodigy.load_state_dict(state)
+    raises_everywhere(ValueError, lambda: DistributedOptimizer(prodigy, comm, "sharded"),
+                      "param_groups[0]['d']")
     # values
     other = [p + rank for p in params]
     raises_everywhere(ValueError, lambda: DistributedOptimizer(adamc.Adam(other), comm),
