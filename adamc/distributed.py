@@ -161,6 +161,8 @@ class DistributedOptimizer:
         self._has_state = [[a is not None for a in st] for st in payload["state"]]
         self._ema = payload["ema"]  # the settings (arrays: the inner optimizer's)
         self._mirrored = self._port.mirrored
+        self._skip_keys = ("params",) + self._mirrored  # group keys that are not inputs
+        self._schedulefree = self._port.engine == "_ScheduleFreeEngine"
         # sharded: every rank's inner optimizer holds every group (a zero-size piece
         # where it holds none), so that the groups' scalar state (Prodigy's d, the
         # schedule-free weight sums, the ema count) is kept on every rank
@@ -340,7 +342,7 @@ class DistributedOptimizer:
     def _sync_hyper(self) -> BaseException | None:
         """Copy changed hyperparameters of param_groups to the inner optimizer and
         refresh their fingerprint; return a validation error instead of raising."""
-        skip = ("params",) + self._mirrored  # the engine's mirrors are not inputs
+        skip = self._skip_keys
         seen = [[v for k, v in g.items() if k not in skip] for g in self.param_groups] \
             if isinstance(self.param_groups, list) else None
         if seen is not None and len(seen) == len(self._hyper_seen) and all(
@@ -399,7 +401,7 @@ class DistributedOptimizer:
             On every rank, with ``nonfinite="raise"``, when the averaged gradient
             holds a NaN or infinity; nothing is updated then.
         """
-        if not self.train_mode:  # the same on every rank: no need to agree
+        if self._schedulefree and not self.train_mode:  # the same on every rank
             raise RuntimeError("the optimizer is in eval mode (the parameters hold the "
                                "averaged point x); call opt.train() before step(), on "
                                "every rank")
@@ -447,7 +449,8 @@ class DistributedOptimizer:
         self._completed()
 
     def _completed(self) -> None:
-        self._mirror()
+        if self._mirrored:
+            self._mirror()
         self._step_count += 1
         for gi in range(len(self._group_steps)):
             self._group_steps[gi] += 1
@@ -567,8 +570,7 @@ class DistributedOptimizer:
     def train_mode(self) -> bool:
         """False after :meth:`eval` (a schedule-free optimizer's parameters hold x),
         else True."""
-        return self._inner.train_mode if self._port.engine == "_ScheduleFreeEngine" \
-            else True
+        return self._inner.train_mode if self._schedulefree else True
 
     def eval(self) -> None:
         """Schedule-free optimizers: put the averaged point x into the parameters on
@@ -595,7 +597,7 @@ class DistributedOptimizer:
         self._switch(True)
 
     def _switch(self, train: bool) -> None:
-        if self._port.engine != "_ScheduleFreeEngine":
+        if not self._schedulefree:
             raise TypeError(f"{'train' if train else 'eval'}() is for the schedule-free "
                             f"optimizers, not {self._port.name}")
         if self.train_mode == train:
