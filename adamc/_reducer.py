@@ -3,6 +3,7 @@ ranks: reproducible (every rank adds its shard's pieces in rank order) or throug
 MPI's Allreduce / Reduce_scatter, and the global checks of the reduced gradient."""
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, Sequence
 
@@ -15,7 +16,8 @@ __all__: list[str] = []
 
 # Shards begin at multiples of this many elements of the flat buffer, and the global
 # gradient norm is summed in blocks of this size: the blocks lie wholly on one rank,
-# so their sums, and the norm, are the same bits for every mode.
+# so their sums, and the norm, are the same bits for every mode. (Partitioned buckets,
+# sharded Prodigy's, are cut between the kernels' sum partitions instead.)
 BLOCK = 1024
 # The reproducible reduce-scatter receives at most about this many elements per
 # round (4 Mi: 16 MiB of float32) whatever the size, up to 4096 ranks (beyond,
@@ -34,7 +36,6 @@ def _shard_bounds(total: int, size: int) -> list[int]:
 def _cut_bounds(total: int, size: int, cuts: Sequence[int]) -> list[int]:
     """Like _shard_bounds, but every bound is one of ``cuts`` (sorted, from 0 to
     total): the one nearest to the even split."""
-    import bisect
     bounds = [0]
     for target in _shard_bounds(total, size)[1:-1]:
         j = bisect.bisect_left(cuts, target)
