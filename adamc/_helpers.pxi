@@ -59,6 +59,22 @@ def max_abs_diff(a, b):
                          <const double *>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(x))
 
 
+cdef inline Py_ssize_t _sum_parts(Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t parts = n // ADAMC_SUM_PART
+    return 1 if parts < 1 else ADAMC_SUM_PARTS if parts > ADAMC_SUM_PARTS else parts
+
+
+def sum_partitions(Py_ssize_t n):
+    """The boundaries ``[b0 = 0, b1, ..., n]`` of the partitions in which the kernels
+    sum over an array of n elements (the sum of squares of max_grad_norm, Prodigy's
+    statistics): they depend on n only; each partition is summed in a fixed 16-lane
+    order from its start and the partitions' sums are added in order."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    cdef Py_ssize_t k, parts = _sum_parts(n)
+    return [n * k // parts for k in range(parts + 1)]
+
+
 def block_sum_squares(a, Py_ssize_t first, Py_ssize_t block, double clip, out):
     """Add the sums of squares of ``a``'s elements (clamped to [-clip, clip]), in
     double, to ``out[k]`` for the blocks ``k`` of a grid of ``block`` elements in

@@ -41,7 +41,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from libc.math cimport INFINITY, M_PI, NAN, cos, fabs, isfinite, isnan, pow, sqrt
 from libc.stdint cimport int64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
@@ -124,6 +124,8 @@ cdef extern from "adamc.h" nogil:
                              int kind, Py_ssize_t nbytes)
     void adamc_reduce2(adamc_reduce_fn fn, const adamc_task *task, Py_ssize_t n, int kind,
                        Py_ssize_t nbytes, double *out)
+    enum: ADAMC_SUM_PARTS
+    enum: ADAMC_SUM_PART
     int adamc_have_threads()
     int adamc_get_num_threads()
     void adamc_set_num_threads(int n)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _kernels
 from .optim import Optimizer
 
 __all__ = ["Port"]
@@ -30,7 +31,7 @@ class Port:
         An adamc optimizer class.
     """
 
-    __slots__ = ("cls", "name", "state_keys", "engine", "_checker")
+    __slots__ = ("cls", "name", "state_keys", "engine", "mirrored", "_checker")
 
     def __init__(self, cls: type[Optimizer]) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
@@ -42,6 +43,9 @@ class Port:
         #: the compiled engine of an algorithm with optimizer-wide state (Prodigy's
         #: estimate of d, the schedule-free averaging), or None for the plain engine
         self.engine: str | None = cls._spec.engine
+        #: the param-group keys that mirror the engine's scalar state after each step
+        #: (Prodigy's d, the schedule-free weight sums): not hyperparameters
+        self.mirrored: tuple[str, ...] = cls._mirrored
         self._checker = cls.__new__(cls)  # validates hyperparameters, holds nothing
 
     # -- snapshots: everything that defines an optimizer, arrays by reference --------
@@ -79,6 +83,17 @@ class Port:
         """step(grads) whose max_grad_norm clipping uses ``sumsq``, the sum of squares
         of the (clamped) gradient reduced by the caller over every process."""
         opt._step_reduced(grads, sumsq)
+
+    @staticmethod
+    def step_with_reducer(opt: Optimizer, grads: Any, reducer: Callable, sumsq: float | None,
+                          grid: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Prodigy's step whose two global sums come from ``reducer`` (see
+        ``adamc._kernels._ProdigyEngine._step_with_reducer``): with ``grid``, the
+        optimizer's parameters are pieces of larger arrays, and the caller reduces
+        the sums of their partitions over every process."""
+        if not isinstance(opt, _kernels._ProdigyEngine):
+            raise TypeError(f"{type(opt).__name__} has no reduced statistics (Prodigy has)")
+        opt._step_with_reducer(grads, reducer, sumsq, grid)
 
     # -- state ------------------------------------------------------------------------
     @staticmethod

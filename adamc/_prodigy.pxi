@@ -137,6 +137,10 @@ cdef class _ProdigyEngine(_Engine):
     cdef ProdigyScalars _pd
     cdef object _reducer        # callable (delta, denom) -> (delta, denom), or None
     cdef void **_anchor         # per param: p0's data
+    cdef object _grid           # (layout, acc) of a step over pieces, or None
+    cdef const int64_t *_grid_layout
+    cdef double *_grid_acc
+    cdef Py_ssize_t _grid_len
 
     def __cinit__(self):
         self._pd.d = self._pd.d_max = 1e-6
@@ -190,7 +194,7 @@ cdef class _ProdigyEngine(_Engine):
                 (<dict>group).update(st)
         return 0
 
-    def _step_with_reducer(self, grads, reducer, sumsq=None):
+    def _step_with_reducer(self, grads, reducer, sumsq=None, grid=None):
         """step() with the two sums of the statistics pass (sum of (d/d0) dlr g (p0 -
         p) and of |s|, over this process's parameters) passed through
         ``reducer(delta, denom) -> (delta, denom)`` before the estimate of d: the hook
@@ -198,9 +202,58 @@ cdef class _ProdigyEngine(_Engine):
         of the parameters). It is called once per step, with the GIL, after every
         check and before anything is written; if it raises, nothing has changed
         (except p0 at the first step, which is then set again). ``sumsq``: the global
-        sum of squares for max_grad_norm, as for ``_step_reduced``."""
+        sum of squares for max_grad_norm, as for ``_step_reduced``.
+
+        ``grid = (layout, acc)``: this optimizer's parameters are pieces of larger
+        arrays (the shards of adamc.distributed), each cut at the boundaries of the
+        larger array's partitions (:func:`sum_partitions`). ``layout`` (int64, three
+        entries per parameter): the size of the whole array, the offset of the piece
+        in it, and where the piece's first partition goes in ``acc``. The two sums of
+        each partition of the piece (sum g (p0 - p) and sum |s|, as one process sums
+        them) are written to ``acc[2 j]`` and ``acc[2 j + 1]`` (acc is zeroed
+        first); the reducer is then called as ``reducer(acc, factor)`` and returns
+        the two totals, delta = sum over the arrays of factor * (the array's first
+        sum), denom = sum of the second sums, added as one process adds them."""
         if not callable(reducer):
             raise TypeError("reducer must be callable")
+        cdef Py_ssize_t i, n, offset, index, size, k, parts, inside, slots
+        cdef cnp.ndarray layout_arr, acc_arr
+        cdef const int64_t *lay
+        if grid is not None:
+            layout, acc = grid
+            if not (cnp.PyArray_Check(layout) and cnp.PyArray_TYPE(<cnp.ndarray>layout) == cnp.NPY_INT64
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>layout)):
+                raise TypeError("grid: layout must be a C-contiguous int64 ndarray")
+            if not (cnp.PyArray_Check(acc) and cnp.PyArray_TYPE(<cnp.ndarray>acc) == cnp.NPY_DOUBLE
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>acc)
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>acc)):
+                raise TypeError("grid: acc must be a writeable C-contiguous float64 ndarray")
+            layout_arr, acc_arr = <cnp.ndarray>layout, <cnp.ndarray>acc
+            if cnp.PyArray_SIZE(layout_arr) != 3 * self._nparams:
+                raise ValueError(f"grid: layout must have {3 * self._nparams} entries "
+                                 f"(3 per parameter)")
+            lay = <const int64_t *>cnp.PyArray_DATA(layout_arr)
+            slots = cnp.PyArray_SIZE(acc_arr) // 2
+            for i in range(self._nparams):
+                size = self._slots[i].size
+                n, offset, index = lay[3 * i], lay[3 * i + 1], lay[3 * i + 2]
+                if size == 0:
+                    continue
+                if offset < 0 or n < offset + size or index < 0:
+                    raise ValueError(f"grid: parameter {i} (size {size}) is not a piece "
+                                     f"of an array of {n} elements at offset {offset}")
+                parts = _sum_parts(n)
+                inside = 0
+                for k in range(parts):
+                    if n * k // parts >= offset and n * (k + 1) // parts <= offset + size:
+                        inside += 1
+                if index + inside > slots:
+                    raise ValueError("grid: acc is too short for the partitions of the "
+                                     "parameters")
+            self._grid = (layout_arr, acc_arr)
+            self._grid_layout = lay
+            self._grid_acc = <double *>cnp.PyArray_DATA(acc_arr)
+            self._grid_len = cnp.PyArray_SIZE(acc_arr)
         self._reducer = reducer
         try:
             if sumsq is None:
@@ -209,6 +262,9 @@ cdef class _ProdigyEngine(_Engine):
                 self._step_reduced(grads, sumsq)
         finally:
             self._reducer = None
+            self._grid = None
+            self._grid_layout = NULL
+            self._grid_acc = NULL
 
     cdef int _update(self) except -1:
         cdef Py_ssize_t i, gi, total = 0, bad = -1
@@ -252,7 +308,10 @@ cdef class _ProdigyEngine(_Engine):
                 self._skipped += 1
                 return 0
             self._raise_nonfinite(bad)
-        if self._reducer is not None:
+        if self._reducer is not None and self._grid is not None:
+            # the factor of every group (they share d0: checked), as _stats applies it
+            delta, denom = self._reducer(self._grid[1], (self._pd.d / h0.d0) * dlr)
+        elif self._reducer is not None:
             delta, denom = self._reducer(delta, denom)
         moved = _prodigy_estimate(h0, &self._pd, delta, denom, &nxt)
         for gi in range(self._ngroups):
@@ -309,6 +368,8 @@ cdef class _ProdigyEngine(_Engine):
                     self._groups[i].coef.grad_scale *= scale
         delta[0] = 0.0
         denom[0] = 0.0
+        if self._grid_acc != NULL:
+            memset(self._grid_acc, 0, self._grid_len * sizeof(double))
         for i in range(self._nparams):
             s = &self._slots[i]
             grp = &self._groups[s.group]
@@ -325,11 +386,35 @@ cdef class _ProdigyEngine(_Engine):
             task.average = NULL
             task.coef = &grp.coef
             task.anchor = self._anchor[i]
+            if self._grid_acc != NULL:
+                self._block_stats(i, &task)
+                continue
             adamc_reduce2(kern.prodigy_stats[s.dtype_index], &task, s.size,
                           ADAMC_KIND_REDUCE(s.dtype_index), s.nbytes, out)
             delta[0] += (self._pd.d / grp.hyper.d0) * dlr * out[0]
             denom[0] += out[1]
         return -1
+
+    cdef void _block_stats(self, Py_ssize_t i, const adamc_task *task) noexcept nogil:
+        """The statistics of parameter i, a piece of a larger array, over the
+        partitions of that array inside the piece (each as one process sums it),
+        into the grid's accumulators."""
+        cdef Py_ssize_t n = self._grid_layout[3 * i], offset = self._grid_layout[3 * i + 1]
+        cdef Py_ssize_t j = self._grid_layout[3 * i + 2], size = self._slots[i].size
+        cdef Py_ssize_t k, b, e, parts = _sum_parts(n)
+        cdef adamc_reduce_fn fn = _kernels.prodigy_stats[self._slots[i].dtype_index]
+        cdef double out[2]
+        if size == 0:
+            return
+        for k in range(parts):
+            b = n * k // parts
+            e = n * (k + 1) // parts
+            if b < offset or e > offset + size:
+                continue
+            fn(task, b - offset, e - offset, out)
+            self._grid_acc[2 * j] = out[0]
+            self._grid_acc[2 * j + 1] = out[1]
+            j += 1
 
     cdef void _apply(self, Py_ssize_t total) noexcept nogil:
         cdef Py_ssize_t i

@@ -3,6 +3,7 @@ ranks: reproducible (every rank adds its shard's pieces in rank order) or throug
 MPI's Allreduce / Reduce_scatter, and the global checks of the reduced gradient."""
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, Sequence
 
@@ -15,7 +16,8 @@ __all__: list[str] = []
 
 # Shards begin at multiples of this many elements of the flat buffer, and the global
 # gradient norm is summed in blocks of this size: the blocks lie wholly on one rank,
-# so their sums, and the norm, are the same bits for every mode.
+# so their sums, and the norm, are the same bits for every mode. (Partitioned buckets,
+# sharded Prodigy's, are cut between the kernels' sum partitions instead.)
 BLOCK = 1024
 # The reproducible reduce-scatter receives at most about this many elements per
 # round (4 Mi: 16 MiB of float32) whatever the size, up to 4096 ranks (beyond,
@@ -29,6 +31,17 @@ def _shard_bounds(total: int, size: int) -> list[int]:
     """Shard r is [b[r], b[r+1]): whole blocks, spread as evenly as possible."""
     blocks = -(-total // BLOCK)
     return [min(total, (blocks * r // size) * BLOCK) for r in range(size + 1)]
+
+
+def _cut_bounds(total: int, size: int, cuts: Sequence[int]) -> list[int]:
+    """Like _shard_bounds, but every bound is one of ``cuts`` (sorted, from 0 to
+    total): the one nearest to the even split."""
+    bounds = [0]
+    for target in _shard_bounds(total, size)[1:-1]:
+        j = bisect.bisect_left(cuts, target)
+        near = [c for c in cuts[max(j - 1, 0):j + 1] if c >= bounds[-1]] or [bounds[-1]]
+        bounds.append(min(near, key=lambda c: (abs(c - target), c)))
+    return bounds + [total]
 
 
 def _blocks(n: int) -> int:
@@ -45,7 +58,7 @@ class _Bucket:
 
     def __init__(self, dtype: np.dtype, members: list[int], params: list[np.ndarray],
                  rank: int, size: int, sharded: bool = False, reproducible: bool = True,
-                 recv_elements: int = RECV_ELEMENTS):
+                 recv_elements: int = RECV_ELEMENTS, partitioned: bool = False):
         MPI = _mpi()
         self.dtype = np.dtype(dtype)
         self.mpitype = MPI.FLOAT if self.dtype == np.float32 else MPI.DOUBLE
@@ -53,7 +66,12 @@ class _Bucket:
         self.sizes = [params[i].size for i in members]
         self.starts = [int(s) for s in np.cumsum([0] + self.sizes[:-1])]
         self.total = sum(self.sizes)
-        self.bounds = _shard_bounds(self.total, size)
+        if partitioned:  # shards cut between the partitions of the kernels' sums
+            cuts = sorted({s + b for s, n in zip(self.starts, self.sizes)
+                           for b in _kernels.sum_partitions(n)} | {0, self.total})
+            self.bounds = _cut_bounds(self.total, size, cuts)
+        else:
+            self.bounds = _shard_bounds(self.total, size)
         self.counts = [self.bounds[r + 1] - self.bounds[r] for r in range(size)]
         self.displs = self.bounds[:-1]
         self.lo, self.hi = self.bounds[rank], self.bounds[rank + 1]
@@ -105,6 +123,53 @@ class _Bucket:
 
     def nbytes(self) -> int:
         return self.send.nbytes + self.recv.nbytes
+
+
+class _Partitions:
+    """The partitions of the kernels' sums (``_kernels.sum_partitions``) of every
+    non-empty parameter, when the shards are cut between them (partitioned buckets):
+    each lies on one rank, which sums it as one process does; every rank's partition
+    sums are all-gathered, and ``totals`` adds them as one process adds them."""
+
+    def __init__(self, buckets: list[_Bucket], params: list[np.ndarray], rank: int,
+                 size: int):
+        bucket_of = {i: b for b in buckets for i in b.members}
+        owned: list[list[int]] = [[] for _ in range(size)]
+        self.spans: list[tuple[int, int]] = []  # per non-empty parameter, in order
+        self.first: dict[tuple[int, int], int] = {}  # (param, offset): local index
+        self.ranges: list[tuple[_Bucket, int, int]] = []  # local: (bucket, begin, end)
+        g = 0
+        for i, p in enumerate(params):
+            if p.size == 0:
+                continue  # one process adds +0.0 for it: nothing
+            b = bucket_of[i]
+            start = b.starts[b.members.index(i)]
+            cuts = _kernels.sum_partitions(p.size)
+            self.spans.append((g, g + len(cuts) - 1))
+            for lo, hi in zip(cuts, cuts[1:]):
+                r = next(r for r in range(size)
+                         if b.bounds[r] <= start + lo and start + hi <= b.bounds[r + 1])
+                if r == rank:
+                    self.first.setdefault((i, lo), len(owned[r]))
+                    self.ranges.append((b, start + lo - b.lo, start + hi - b.lo))
+                owned[r].append(g)
+                g += 1
+        self.counts = [len(o) for o in owned]
+        self.order = np.array([x for o in owned for x in o], np.intp)
+
+    def totals(self, values: np.ndarray) -> list[float]:
+        """Per parameter, the sum of its partitions' values in order (``values``: one
+        per partition, in rank order, as all-gathered)."""
+        ordered = np.empty(len(values))
+        ordered[self.order] = values
+        v = ordered.tolist()
+        out = []
+        for lo, hi in self.spans:
+            s = 0.0
+            for x in v[lo:hi]:
+                s += x
+            out.append(s)
+        return out
 
 
 def _uniform(weights: Sequence[float] | None) -> bool:
@@ -190,11 +255,17 @@ class _GradientCheck:
     of its blocks, at fixed offsets of one buffer."""
 
     def __init__(self, comm: Any, buckets: list[_Bucket], params: list[np.ndarray],
-                 options: dict[str, Any], sharded: bool):
+                 options: dict[str, Any], sharded: bool,
+                 partitions: _Partitions | None = None):
         self.comm, self.buckets, self.params, self.options = comm, buckets, params, options
         self.sharded = sharded
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.counts = [2 + sum(_blocks(b.counts[r]) for b in buckets) for r in range(self.size)]
+        # with partitions (sharded Prodigy): the norm summed as one process sums it
+        self.partitions = partitions
+        self.partition_sums = np.zeros(0 if partitions is None
+                                       else partitions.counts[self.rank])
+        self.counts = [2 + (sum(_blocks(b.counts[r]) for b in buckets) if partitions is None
+                            else partitions.counts[r]) for r in range(self.size)]
         self.displs = [int(d) for d in np.cumsum([0] + self.counts[:-1])]
         self.all = np.zeros(sum(self.counts))
         here = self.displs[self.rank]
@@ -226,7 +297,14 @@ class _GradientCheck:
                     local = [float(b.members[k]), float(flat - b.starts[k])]
                     break
         sums = []
-        if mgn is not None:  # the kernels' sum of squares of the clamped gradient
+        if mgn is not None and self.partitions is not None:
+            out = self.partition_sums
+            out.fill(0.0)
+            for j, (b, lo, hi) in enumerate(self.partitions.ranges):
+                _kernels.block_sum_squares(b.shard[lo:hi], 0, hi - lo,
+                                           np.inf if clip is None else clip, out[j:j + 1])
+            sums.append(out)
+        elif mgn is not None:  # the kernels' sum of squares of the clamped gradient
             for b, part, _ in parts:
                 b.norm_sums.fill(0.0)
                 _kernels.block_sum_squares(part, 0, BLOCK, np.inf if clip is None else clip,
@@ -258,6 +336,11 @@ class _GradientCheck:
                 f"{where}; nothing was updated on any rank (nonfinite='raise')")
         if mgn is None:
             return True, None
+        if self.partitions is not None:  # as the engine adds them in one process
+            total = 0.0
+            for t in self.partitions.totals(np.asarray(block_sums)):
+                total += t
+            return True, total
         # fsum is correctly rounded: the same total from the same blocks, in any order
         # and on any rank layout; the kernels turn it into torch's clip_grad_norm_ factor
         return True, math.fsum(block_sums)

@@ -17,6 +17,9 @@ does not depend on the MPI library's reduction algorithm or on the process layou
 and both modes give the same bits. ``reproducible=False`` uses ``Allreduce`` /
 ``Reduce_scatter`` instead.
 
+Every optimizer is supported, Prodigy, the schedule-free optimizers and weight
+averaging (``ema``) included, with the bits of one process (docs/distributed.md).
+
 Failures are collective: wrong or inconsistent input on any rank raises the same
 exception on every rank before anything is updated, and an exception in user code
 called by adamc (the objective and callback of :func:`adamc.minimize` with
@@ -37,7 +40,7 @@ import numpy as np
 from . import _kernels
 from ._collective import RankError, _agree, _check_same, _communicator, _mpi, abort_on_error
 from ._format import _fingerprint, _write
-from ._reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Reducer
+from ._reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Partitions, _Reducer
 from ._port import Port
 from .optim import Optimizer
 
@@ -45,20 +48,6 @@ __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]
 
 # documented here, where users import them
 RankError.__module__ = abort_on_error.__module__ = __name__
-
-def _check_supported(optimizer: Optimizer) -> None:
-    """Refuse what the wrapper cannot distribute yet (it would silently diverge from
-    one process): optimizer-wide state reduced inside the step, and weight averages."""
-    port = Port(type(optimizer))
-    hint = ("; adamc.minimize(..., options={'comm': comm}) fits it over the ranks "
-            "(every rank steps the whole optimizer with the averaged gradient)")
-    if port.engine is not None:
-        raise TypeError(f"DistributedOptimizer does not support {port.name} yet: its "
-                        f"step keeps optimizer-wide state{hint}")
-    if optimizer.ema is not None:
-        raise ValueError(f"DistributedOptimizer does not support weight averaging "
-                         f"(ema={optimizer.ema!r}) yet{hint}")
-
 
 _NO_OPTIONS = {"max_grad_norm": None, "clip_value": None, "nonfinite": "propagate"}
 
@@ -94,9 +83,22 @@ class DistributedOptimizer:
 
     Notes
     -----
+    Optimizer-wide state works in both modes. Prodigy's estimate of ``d``, the
+    schedule-free weight sums and the ``ema`` count are kept by every rank (in
+    sharded mode every rank holds every param group, with an empty piece where its
+    shard has none) and mirrored into :attr:`param_groups` after each step, as
+    the plain optimizer does. Prodigy's step needs two sums over every parameter
+    (and max_grad_norm's sum of squares), which the kernels add in partitions that
+    depend on each parameter's size only: sharded Prodigy cuts the shards between
+    partitions, each rank sums its partitions, and every rank adds all of them in
+    the order of one process. So Prodigy (max_grad_norm included), the
+    schedule-free optimizers and ``ema`` give the bits of one process in both
+    modes. :meth:`eval` and :meth:`train` switch a schedule-free optimizer's
+    parameters on every rank; :attr:`ema_params` gives the weight average.
+
     ``max_grad_norm``, ``clip_value`` and ``nonfinite`` of ``optimizer`` are applied
     to the averaged gradient by the wrapper: the global norm is summed in blocks of
-    ``BLOCK`` elements in a fixed order, and a NaN or infinity on any rank's shard
+    ``BLOCK`` elements in a fixed order (Prodigy: in the partitions above), and a NaN or infinity on any rank's shard
     raises or skips on every rank. Hyperparameters may be changed between steps
     through :attr:`param_groups`, identically on every rank (checked at each step).
     Schedules from :mod:`adamc.schedules` are compared by value; a Python callable as
@@ -125,7 +127,6 @@ class DistributedOptimizer:
                 raise ValueError(f"mode must be 'replicated' or 'sharded', got {mode!r}")
             if not isinstance(reproducible, (bool, np.bool_)):
                 raise TypeError(f"reproducible must be a bool, got {reproducible!r}")
-            _check_supported(optimizer)
             payload = Port.export(optimizer)
         except Exception as exc:
             error = exc
@@ -158,13 +159,28 @@ class DistributedOptimizer:
         for i, gi in enumerate(self._group_of):
             self._group_members[gi].append(i)
         self._has_state = [[a is not None for a in st] for st in payload["state"]]
+        self._ema = payload["ema"]  # the settings (arrays: the inner optimizer's)
+        self._mirrored = self._port.mirrored
+        self._skip_keys = ("params",) + self._mirrored  # group keys that are not inputs
+        self._schedulefree = self._port.engine == "_ScheduleFreeEngine"
+        # sharded: every rank's inner optimizer holds every group (a zero-size piece
+        # where it holds none), so that the groups' scalar state (Prodigy's d, the
+        # schedule-free weight sums, the ema count) is kept on every rank
+        self._all_groups = mode == "sharded" and (self._port.engine is not None
+                                                  or self._ema is not None)
+        prodigy = self._port.engine == "_ProdigyEngine"
+        # sharded Prodigy: shards cut between the partitions of its sums (see _Partitions)
+        self._partitioned = mode == "sharded" and prodigy
         self._reducer = _Reducer(self.comm, self.reproducible)
         dtypes: dict[np.dtype, list[int]] = {}
         for i, p in enumerate(self._params):
             dtypes.setdefault(p.dtype, []).append(i)
         self._buckets = [_Bucket(dt, members, self._params, self.rank, self.size,
-                                 mode == "sharded", self.reproducible, RECV_ELEMENTS)
+                                 mode == "sharded", self.reproducible, RECV_ELEMENTS,
+                                 partitioned=self._partitioned)
                          for dt, members in dtypes.items()]
+        self._partitions = _Partitions(self._buckets, self._params, self.rank, self.size) \
+            if self._partitioned else None
         self._bucket_of = {i: b for b in self._buckets for i in b.members}
         # the parts of the parameters each rank updates in sharded mode
         self._mine = [p for b in self._buckets for p in b.pieces(b.lo, b.hi)]
@@ -172,9 +188,15 @@ class DistributedOptimizer:
         self._theirs = [(b, [p for r in range(self.size) if r != self.rank
                              for p in b.pieces(b.bounds[r], b.bounds[r + 1])])
                         for b in self._buckets]
-        self._check = _GradientCheck(self.comm, self._buckets, self._params, self._options,
-                                     mode == "sharded")
+        # replicated Prodigy clips by its own norm of the whole (averaged) gradient, as
+        # one process does: it sums it in its partitions
+        check_options = dict(self._options, max_grad_norm=None) \
+            if prodigy and mode == "replicated" else self._options
+        self._check = _GradientCheck(self.comm, self._buckets, self._params, check_options,
+                                     mode == "sharded", self._partitions)
         self._inner, self._inner_groups, self._grad_views = self._build_inner(payload)
+        if self._partitioned:
+            self._plan_grid()
         # one rank and nothing for the wrapper to apply: step the gradients themselves
         self._direct = self.size == 1 and self._options == _NO_OPTIONS
         self._user_grads: Any = None
@@ -214,6 +236,12 @@ class DistributedOptimizer:
             if payload["box"] is not None:
                 fields.append((f"bounds of params[{i}]", _fingerprint(payload["box"][0][i])
                                + _fingerprint(payload["box"][1][i])))
+        ema = payload["ema"]
+        fields.append(("the weight averaging (ema, ema_start, count)", "off" if ema is None
+                       else repr((ema["ema"], ema["ema_start"], ema["count"]))))
+        if ema is not None:
+            fields += [(f"the weight average of params[{i}]", _fingerprint(a))
+                       for i, a in enumerate(ema["params"])]
         return fields
 
     def _build_inner(self, payload: dict[str, Any]):
@@ -234,12 +262,17 @@ class DistributedOptimizer:
             return (self._port.build(base), list(range(len(self.param_groups))),
                     views)
         groups, state, steps, aux, lower, upper, kept, views = [], [], [], [], [], [], [], []
+        ema = payload["ema"]
+        averages: list[np.ndarray] = []
         for gi, g in enumerate(payload["groups"]):
             mine = [t for t in self._mine if self._group_of[t[0]] == gi]
             if not mine and self.rank == 0 and all(
                     self._params[i].size == 0 for i in self._group_members[gi]):
                 # a group of empty parameters: rank 0 keeps it, and its counters
                 mine = [(i, 0, 0, -1) for i in self._group_members[gi]]
+            if not mine and self._all_groups:  # a zero-size piece of its first parameter
+                first = self._group_members[gi][0]
+                mine = [(first, 0, 0, self._bucket_of[first].lo)]
             if not mine:
                 continue
             ps = []
@@ -249,6 +282,9 @@ class DistributedOptimizer:
                 ps.append(p if whole else p.reshape(-1)[a:e])
                 state.append([None if st is None else st if whole else st.reshape(-1)[a:e]
                               for st in payload["state"][i]])
+                if ema is not None:
+                    avg = ema["params"][i]
+                    averages.append(avg if whole else avg.reshape(-1)[a:e])
                 b = self._bucket_of[i]
                 views.append(np.zeros(p.shape, p.dtype) if whole
                              else b.send[flat - b.base:flat - b.base + e - a])
@@ -264,14 +300,50 @@ class DistributedOptimizer:
             return None, [], []
         inner = self._port.build(dict(
             base, groups=groups, state=state, steps=steps, aux=aux,
-            box=(lower, upper) if self._box is not None else None))
+            box=(lower, upper) if self._box is not None else None,
+            ema=None if ema is None else dict(ema, params=averages)))
         return inner, kept, views
+
+    def _plan_grid(self) -> None:
+        """Sharded Prodigy: where each piece of its inner optimizer lies in its
+        parameter (the piece's partitions are summed as one process sums them), and
+        the buffer into which every rank's partition sums are all-gathered."""
+        assert self._inner is not None and self._partitions is not None
+        layout = np.zeros(3 * len(self._inner_index), np.int64)
+        for j, (i, a, e, flat) in enumerate(self._inner_index):
+            if e > a:
+                layout[3 * j:3 * j + 3] = self._params[i].size, a, self._partitions.first[i, a]
+        counts = [2 * c for c in self._partitions.counts]
+        self._stats_counts = counts
+        self._stats_displs = [sum(counts[:r]) for r in range(self.size)]
+        self._stats_all = np.zeros(sum(counts))
+        here = self._stats_displs[self.rank]
+        self._grid = (layout, self._stats_all[here:here + counts[self.rank]])
+
+    def _reduce_stats(self, acc: np.ndarray, factor: float) -> tuple[float, float]:
+        """Prodigy's reducer (called inside its step, on every rank): its two sums over
+        every partition of every rank, added in the order and with the operations
+        of one process (per parameter in order: factor * the sum of its partitions'
+        first sums; and the sum of their second sums)."""
+        if self.size > 1:  # acc is this rank's part of _stats_all
+            MPI = _mpi()
+            self.comm.Allgatherv(MPI.IN_PLACE, [self._stats_all, self._stats_counts,
+                                                self._stats_displs, MPI.DOUBLE])
+        assert self._partitions is not None
+        every = self._stats_all
+        delta = denom = 0.0
+        for t in self._partitions.totals(every[0::2]):
+            delta += factor * t
+        for t in self._partitions.totals(every[1::2]):
+            denom += t
+        return delta, denom
 
     # -- hyperparameters ------------------------------------------------------------
     def _sync_hyper(self) -> BaseException | None:
         """Copy changed hyperparameters of param_groups to the inner optimizer and
         refresh their fingerprint; return a validation error instead of raising."""
-        seen = [[v for k, v in g.items() if k != "params"] for g in self.param_groups] \
+        skip = self._skip_keys
+        seen = [[v for k, v in g.items() if k not in skip] for g in self.param_groups] \
             if isinstance(self.param_groups, list) else None
         if seen is not None and len(seen) == len(self._hyper_seen) and all(
                 len(a) == len(b) and all(x is y for x, y in zip(a, b))
@@ -300,11 +372,12 @@ class DistributedOptimizer:
         if self._inner is not None:
             for inner_gi, gi in enumerate(self._inner_groups):
                 target = self._inner.param_groups[inner_gi]
-                target.update((k, v) for k, v in self.param_groups[gi].items() if k != "params")
+                target.update((k, v) for k, v in self.param_groups[gi].items()
+                              if k not in skip)
         text = "|".join(f"{k}={_fingerprint(v)}" for g in self.param_groups
-                        for k, v in g.items() if k != "params")
+                        for k, v in g.items() if k not in skip)
         self._hyper_code = zlib.crc32(text.encode())
-        self._hyper_seen = [[v for k, v in g.items() if k != "params"]
+        self._hyper_seen = [[v for k, v in g.items() if k not in skip]
                             for g in self.param_groups]  # after _group_hyper's edits
         return None
 
@@ -328,6 +401,10 @@ class DistributedOptimizer:
             On every rank, with ``nonfinite="raise"``, when the averaged gradient
             holds a NaN or infinity; nothing is updated then.
         """
+        if self._schedulefree and not self.train_mode:  # the same on every rank
+            raise RuntimeError("the optimizer is in eval mode (the parameters hold the "
+                               "averaged point x); call opt.train() before step(), on "
+                               "every rank")
         self._python_lr_values = {}
         error = self._sync_hyper()
         if error is None:
@@ -360,7 +437,10 @@ class DistributedOptimizer:
             self._skipped += 1
             return
         if self._inner is not None:
-            if sumsq is None:
+            if self._partitioned:  # Prodigy: its sums over the partitions of every rank
+                Port.step_with_reducer(self._inner, self._grad_views, self._reduce_stats,
+                                       sumsq, self._grid)
+            elif sumsq is None:
                 self._inner.step(self._grad_views)
             else:  # the inner kernels clip by the norm of the gradient of all ranks
                 Port.step_reduced(self._inner, self._grad_views, sumsq)
@@ -369,6 +449,8 @@ class DistributedOptimizer:
         self._completed()
 
     def _completed(self) -> None:
+        if self._mirrored:
+            self._mirror()
         self._step_count += 1
         for gi in range(len(self._group_steps)):
             self._group_steps[gi] += 1
@@ -379,6 +461,17 @@ class DistributedOptimizer:
         self._last_lr = [held[gi] if gi in held else self._python_lr_values[gi]
                          if gi in self._python_lr_values else self._lr_at(gi)
                          for gi in range(len(self._group_steps))]
+
+    def _mirror(self) -> None:
+        """Copy the inner optimizer's scalar state (Prodigy's d, the schedule-free
+        weight sums and mode) into param_groups, where the plain optimizer keeps it:
+        every rank holds every group then, with the same values."""
+        if not self._mirrored or self._inner is None:
+            return
+        for inner_gi, gi in enumerate(self._inner_groups):
+            source = self._inner.param_groups[inner_gi]
+            self.param_groups[gi].update((k, source[k]) for k in self._mirrored
+                                         if k in source)
 
     def _lr_at(self, gi: int) -> float:
         """Group gi's rate at its current step count (at least 1)."""
@@ -472,6 +565,121 @@ class DistributedOptimizer:
             for i, a, e, flat in theirs:
                 _kernels.copy_into(self._params[i].reshape(-1)[a:e], b.send[flat:flat + e - a])
 
+    # -- schedule-free modes and weight averages ---------------------------------------
+    @property
+    def train_mode(self) -> bool:
+        """False after :meth:`eval` (a schedule-free optimizer's parameters hold x),
+        else True."""
+        return self._inner.train_mode if self._schedulefree else True
+
+    def eval(self) -> None:
+        """Schedule-free optimizers: put the averaged point x into the parameters on
+        every rank, as :meth:`adamc.AdamWScheduleFree.eval` does in one process
+        (collective in sharded mode, where the shards are all-gathered); no-op in
+        eval mode.
+
+        Raises
+        ------
+        TypeError
+            When the wrapped optimizer is not schedule-free.
+        """
+        self._switch(False)
+
+    def train(self) -> None:
+        """Schedule-free optimizers: put y back into the parameters, exactly as
+        :meth:`eval` found it (collective in sharded mode); no-op in train mode.
+
+        Raises
+        ------
+        TypeError
+            When the wrapped optimizer is not schedule-free.
+        """
+        self._switch(True)
+
+    def _switch(self, train: bool) -> None:
+        if not self._schedulefree:
+            raise TypeError(f"{'train' if train else 'eval'}() is for the schedule-free "
+                            f"optimizers, not {self._port.name}")
+        if self.train_mode == train:
+            return
+        if train:
+            self._inner.train()
+        else:
+            self._inner.eval()
+        if self.mode == "sharded":  # every rank switched its shard: gather the rest
+            self._gather_params()
+        self._mirror()
+
+    @property
+    def ema(self) -> float | str | None:
+        """The weight averaging of the wrapped optimizer: a decay, "uniform" or None."""
+        return None if self._ema is None else self._ema["ema"]
+
+    @property
+    def ema_params(self) -> list[np.ndarray] | None:
+        """The weight average of each parameter (see
+        :attr:`adamc.Optimizer.ema_params`), the same on every rank; None without
+        ``ema``. Replicated mode: the inner optimizer's read-only views. Sharded
+        mode: each rank averages its shard only, so reading this is collective
+        (every rank must read it): the shards are all-gathered into new arrays."""
+        if self._ema is None:
+            return None
+        if self.mode == "replicated":
+            assert self._inner is not None
+            return self._inner.ema_params
+        k = len(self._port.state_keys)  # the index of the average in _local_arrays
+        flats = self._collect([(bi, k) for bi in range(len(self._buckets))], None)
+        out: list[Any] = [None] * len(self._params)
+        for bi, b in enumerate(self._buckets):
+            for i, s, n in zip(b.members, b.starts, b.sizes):
+                out[i] = flats[bi, k][s:s + n].reshape(self._params[i].shape)
+        return out
+
+    def _local_arrays(self) -> list[list[np.ndarray | None]]:
+        """Per piece of the inner optimizer: its state arrays, then its average."""
+        if self._inner is None:
+            return []
+        state = Port.state_arrays(self._inner)
+        if self._ema is None:
+            return state
+        return [st + [avg] for st, avg in zip(state, self._inner.ema_params)]
+
+    def _collect(self, wanted: list[tuple[int, int]], root: int | None
+                 ) -> dict[tuple[int, int], np.ndarray]:
+        """Sharded: array k of every piece (k < len(state_keys): a state array, else
+        the average) of bucket bi, for each (bi, k) in ``wanted`` (the same on every
+        rank), as one flat array of the bucket: gathered on ``root`` (the others get
+        {}), or on every rank when root is None."""
+        flats: dict[tuple[int, int], np.ndarray] = {}
+        error = None
+        if root is None or self.rank == root:
+            try:  # the whole arrays: allocated before anyone sends
+                flats = {(bi, k): np.zeros(self._buckets[bi].total, self._buckets[bi].dtype)
+                         for bi, k in wanted}
+            except MemoryError as exc:
+                error = exc
+        _agree(self.comm, error)
+        local = self._local_arrays()
+        MPI = _mpi()
+        for bi, k in wanted:
+            b = self._buckets[bi]
+            # root None: this rank's pieces go straight into place, then in-place gather
+            target = flats[bi, k] if root is None else b.shard
+            shift = 0 if root is None else b.lo
+            for (i, a, e, flat), arrays in zip(self._inner_index, local):
+                arr = arrays[k]
+                if e > a and i in b.members and arr is not None:
+                    target[flat - shift:flat - shift + e - a] = arr.reshape(-1)
+            if root is None:
+                if self.size > 1:
+                    self.comm.Allgatherv(MPI.IN_PLACE, [flats[bi, k], b.counts, b.displs,
+                                                        b.mpitype])
+            else:
+                self.comm.Gatherv([b.shard, b.count, b.mpitype],
+                                  [flats[bi, k], b.counts, b.displs, b.mpitype]
+                                  if self.rank == root else None, root=root)
+        return flats
+
     # -- state ----------------------------------------------------------------------
     @property
     def step_count(self) -> int:
@@ -544,48 +752,41 @@ class DistributedOptimizer:
                 return None
             assert self._inner is not None
             inner = Port.export(self._inner)
-            return dict(common, state=inner["state"], steps=inner["steps"], aux=inner["aux"])
-        keys = range(len(self._port.state_keys))
+            return dict(common, state=inner["state"], steps=inner["steps"], aux=inner["aux"],
+                        ema=inner["ema"])
+        nkeys = len(self._port.state_keys)
+        keys = range(nkeys + (self._ema is not None))  # the last: the average
         wanted = [(bi, k) for bi, b in enumerate(self._buckets) for k in keys
-                  if any(self._has_state[i][k] for i in b.members)]  # the same on every rank
-        flats: dict[tuple[int, int], np.ndarray] = {}
-        error = None
-        if self.rank == root:
-            try:  # the whole state, on root: allocated before anyone sends
-                flats = {(bi, k): np.empty(self._buckets[bi].total, self._buckets[bi].dtype)
-                         for bi, k in wanted}
-            except MemoryError as exc:
-                error = exc
-        _agree(self.comm, error)
+                  if k == nkeys or any(self._has_state[i][k] for i in b.members)]
         counters = {}
         if self._inner is not None:
             counters = {gi: (t, a) for gi, t, a in zip(
                 self._inner_groups, *Port.counters(self._inner))}
         everyone = self.comm.gather(counters, root=root)
-        inner_state = Port.state_arrays(self._inner) if self._inner is not None else []
-        for bi, k in wanted:
-            b = self._buckets[bi]
-            for (i, a, e, flat), st in zip(self._inner_index, inner_state):
-                if e > a and i in b.members and st[k] is not None:
-                    b.shard[flat - b.lo:flat - b.lo + e - a] = st[k]
-            self.comm.Gatherv([b.shard, b.count, b.mpitype],
-                              [flats[bi, k], b.counts, b.displs, b.mpitype]
-                              if self.rank == root else None, root=root)
+        flats = self._collect(wanted, root)
         if self.rank != root:
             return None
-        full: list[list[np.ndarray | None]] = [[None] * 3 for _ in self._params]
+        full: list[list[np.ndarray | None]] = [[None] * nkeys for _ in self._params]
+        averages: list[Any] = [None] * len(self._params)
         for bi, k in wanted:
             b = self._buckets[bi]
             for i, s, n in zip(b.members, b.starts, b.sizes):
-                if self._has_state[i][k]:
-                    full[i][k] = flats[bi, k][s:s + n].reshape(self._params[i].shape)
+                arr = flats[bi, k][s:s + n].reshape(self._params[i].shape)
+                if k == nkeys:
+                    averages[i] = arr
+                elif self._has_state[i][k]:
+                    full[i][k] = arr
         merged: dict[int, tuple] = {}
         for d in everyone:
             for gi, v in d.items():
                 merged.setdefault(gi, v)
         groups = range(len(self.param_groups))
+        ema = None
+        if self._ema is not None:  # every rank holds every group, so root has the count
+            assert self._inner is not None
+            ema = dict(Port.export(self._inner)["ema"], params=averages)
         return dict(common, state=full, steps=[merged[gi][0] for gi in groups],
-                    aux=[merged[gi][1] for gi in groups])
+                    aux=[merged[gi][1] for gi in groups], ema=ema)
 
     def _save_collectively(self, path: Any, extra: dict[str, Any] | None,
                            extra_arrays: dict[str, np.ndarray] | None) -> None:

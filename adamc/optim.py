@@ -115,6 +115,9 @@ class Optimizer(_kernels._Engine):
     _hyper_keys: ClassVar[tuple[str, ...]]
     _state_requires: ClassVar[dict[str, str]] = {}
     _state_unstarted: ClassVar[frozenset[str]] = frozenset()  # state that may be None
+    # group keys into which the engine mirrors its optimizer-wide scalar state after
+    # every step (not hyperparameters: edits are ignored, the engine keeps the values)
+    _mirrored: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, defaults: dict[str, Any], *,
                  max_grad_norm: float | None = None, clip_value: float | None = None,
@@ -681,6 +684,8 @@ class _ProdigyOptimizer(Optimizer, _kernels._ProdigyEngine):
     (kept by the compiled ``_ProdigyEngine``), mirrored into the param groups under
     prodigyopt's keys, which state dicts and checkpoints carry."""
 
+    _mirrored = ("d", "d_max", "d_numerator", "k", "d_hat", "d_denom")  # _prodigy_state()
+
     def _init_scalars(self) -> None:
         d0 = self.param_groups[0]["d0"]
         self._set_prodigy_state(d0, d0, 0.0, 0)
@@ -704,6 +709,8 @@ class _ScheduleFreeOptimizer(Optimizer, _kernels._ScheduleFreeEngine):
     """Base of the schedule-free optimizers: train/eval and the per-group averaging
     state (kept by the compiled ``_ScheduleFreeEngine``, mirrored into the param
     groups under the schedulefree package's keys)."""
+
+    _mirrored = ("k", "weight_sum", "lr_max", "scheduled_lr", "train_mode")  # _publish()
 
     def _momentum(self, group: dict[str, Any]) -> float:
         return group["betas"][0] if "betas" in group else group["momentum"]

@@ -25,7 +25,8 @@ SECTIONS = [
     ("Configuration", ["show_config", "set_num_threads", "get_num_threads"]),
 ]
 DISTRIBUTED_MEMBERS = ["step", "step_count", "skipped_steps", "get_last_lr", "state_nbytes",
-                       "buffer_nbytes", "consolidate"]
+                       "buffer_nbytes", "consolidate", "eval", "train", "train_mode", "ema",
+                       "ema_params"]
 OPTIMIZER_MEMBERS = ["step", "step_count", "skipped_steps", "state_dict", "load_state_dict",
                      "reset", "add_param_group", "get_last_lr", "max_grad_norm", "clip_value",
                      "nonfinite"]

@@ -201,6 +201,11 @@ void adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, p
 void adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int kind,
                ptrdiff_t nbytes);
 
+/* The partitions of the two functions below: parts = n / ADAMC_SUM_PART clamped to
+ * [1, ADAMC_SUM_PARTS], partition k = [n k / parts, n (k + 1) / parts). adamc.distributed
+ * cuts sharded Prodigy at these boundaries (adamc._kernels.sum_partitions). */
+enum { ADAMC_SUM_PARTS = 64, ADAMC_SUM_PART = 1 << 15 };
+
 /* Sum of squares of a whole array: split into partitions that depend on n only, each
  * summed by fn, partial sums added in order; the same bits for any thread count. */
 double adamc_sum_squares(adamc_sumsq_fn fn, const void *grad, ptrdiff_t n, double clip,

@@ -825,7 +825,7 @@ adamc_run(adamc_chunk_fn fn, const adamc_task *task, ptrdiff_t n, int kind, ptrd
     adamc_parallel(kind, nbytes, step_body, &c, n, RLOAD(&P.step_chunk));
 }
 
-enum { MAX_PARTS = 64, PART = 1 << 15 };
+enum { MAX_PARTS = ADAMC_SUM_PARTS, PART = ADAMC_SUM_PART };
 
 typedef struct {
     adamc_sumsq_fn fn;

@@ -249,6 +249,15 @@ def inconsistent_input_raises_everywhere():
         adamc.Adam(params) if rank else adamc.AdamW(params), comm), "class")
     raises_everywhere(ValueError, lambda: DistributedOptimizer(
         adamc.Adam(params, max_grad_norm=1.0 if rank else None), comm), "max_grad_norm")
+    raises_everywhere(ValueError, lambda: DistributedOptimizer(
+        adamc.Adam(params, ema=0.9 if rank else 0.8), comm, "sharded"), "weight averaging")
+    # Prodigy's estimate of d (scalar state mirrored into the groups) differing
+    prodigy = adamc.Prodigy(params)
+    state = prodigy.state_dict()
+    state["param_groups"][0].update(d=2e-6 if rank else 1e-6, d_max=2e-6)
+    prodigy.load_state_dict(state)
+    raises_everywhere(ValueError, lambda: DistributedOptimizer(prodigy, comm, "sharded"),
+                      "param_groups[0]['d']")
     # values
     other = [p + rank for p in params]
     raises_everywhere(ValueError, lambda: DistributedOptimizer(adamc.Adam(other), comm),
@@ -624,6 +633,159 @@ def get_last_lr_in_both_modes():
         assert opt.get_last_lr() == [sched(5), 1e-3], (mode, opt.get_last_lr())
         everyone = comm.allgather(opt.get_last_lr())
         assert all(e == everyone[0] for e in everyone), everyone
+
+
+# Optimizers with optimizer-wide state (Prodigy's d, the schedule-free weight sums)
+# or a weight average.
+ENGINES = [
+    (adamc.Prodigy, dict(weight_decay=1e-2)),
+    (adamc.Prodigy, dict(safeguard_warmup=True, ema=0.9, max_grad_norm=2.0)),
+    (adamc.AdamWScheduleFree, dict(lr=1e-2, warmup_steps=2, weight_decay=1e-3)),
+    (adamc.SGDScheduleFree, dict(lr=0.1, r=1.0)),
+    (adamc.Adam, dict(lr=1e-2, ema=0.9)),
+    (adamc.AdamW, dict(ema="uniform", ema_start=2)),
+]
+
+
+def big_problem(seed=0):
+    """Arrays large enough to have several partitions in the kernels' sums (3 and 2):
+    sharded Prodigy cuts them between partitions."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(3 * 32768 + 101).astype(np.float32),
+            rng.standard_normal(50).astype(np.float32), rng.standard_normal(70000)]
+
+
+def engine_groups(params, cls):
+    """Two groups; Prodigy's share lr (it estimates one step size)."""
+    if cls is adamc.Prodigy:
+        return [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}]
+    return groups(params)
+
+
+def scalars(opt):
+    """The mirrored scalar state of every group (d, weight_sum, ...)."""
+    keys = ("d", "d_max", "d_numerator", "k", "weight_sum", "lr_max", "train_mode")
+    return [{k: g[k] for k in keys if k in g} for g in opt.param_groups]
+
+
+@scenario
+def engines_equal_single_process():
+    """Prodigy (with max_grad_norm too), the schedule-free optimizers and ema, in
+    both modes: the bits of one process fed the averaged gradients (sharded Prodigy
+    sums each partition of its statistics on one rank, and adds them in one
+    process's order); every rank holds the same parameters, averages and scalars."""
+    cases = [(cls, kw, problem) for cls, kw in ENGINES] + [
+        (adamc.Prodigy, dict(max_grad_norm=1.0, ema="uniform"), big_problem)]
+    for cls, kw, make in cases:
+        results = {}
+        for mode in ("replicated", "sharded", None):
+            params = make(4)
+            base = cls(engine_groups(params, cls), **kw)
+            opt = base if mode is None else DistributedOptimizer(base, comm, mode)
+            for t in range(8):  # slowly drifting gradients: Prodigy's d grows
+                u = 0.01 * t
+                opt.step(averaged(params, u) if mode is None else local_grads(params, u))
+            if make is big_problem and mode == "sharded" and size > 1:
+                # the large arrays are split between ranks (between partitions)
+                inner = [b.bounds[1:-1] for b in opt._buckets]
+                assert 0 < inner[0][0] < params[0].size, inner
+                assert 0 < inner[1][0] < params[2].size, inner
+            avg = opt.ema_params
+            results[mode] = params, avg, scalars(opt)
+            same_everywhere(*params, *(avg or []))
+            everyone = comm.allgather(scalars(opt))
+            assert all(e == everyone[0] for e in everyone), everyone
+        name = f"{cls.__name__} {kw} {make.__name__}"
+        assert (results[None][1] is None) == ("ema" not in kw)
+        if cls is adamc.Prodigy:
+            assert results[None][2][0]["d"] > 1e-5, name  # d moved: its sums matter
+        for mode in ("replicated", "sharded"):
+            params, avg, sc = results[mode]
+            assert sc == results[None][2], (name, mode, sc, results[None][2])
+            for a, b in zip(params + (avg or []), results[None][0] + (results[None][1] or [])):
+                assert np.array_equal(a, b), (name, mode, np.abs(a - b).max())
+
+
+@scenario
+def schedulefree_eval_train_round_trip():
+    """eval() puts x into the parameters on every rank (those of one process), train()
+    puts y back bit for bit, a step in eval mode is refused everywhere; eval() of a
+    wrapper of another optimizer is refused."""
+    for mode in ("replicated", "sharded"):
+        for cls, kw in ENGINES[2:4]:
+            params = problem(5)
+            opt = DistributedOptimizer(cls(engine_groups(params, cls), **kw), comm, mode)
+            ref_params = problem(5)
+            ref = cls(engine_groups(ref_params, cls), **kw)
+            for t in range(3):
+                opt.step(local_grads(params, 0.01 * t))
+                ref.step(averaged(ref_params, 0.01 * t))
+            y = [p.copy() for p in params]
+            opt.eval()
+            ref.eval()
+            assert not opt.train_mode and opt.param_groups[0]["train_mode"] is False
+            same_everywhere(*params)
+            for a, b in zip(params, ref_params):
+                assert np.array_equal(a, b), (cls.__name__, mode)
+            assert not all(np.array_equal(a, b) for a, b in zip(params, y))
+            opt.eval()  # no-op
+            raises_everywhere(RuntimeError, lambda: opt.step(local_grads(params, 0.03)),
+                              "eval mode")
+            opt.train()
+            ref.train()
+            assert opt.train_mode
+            for a, b in zip(params, y):
+                assert np.array_equal(a, b)
+            opt.step(local_grads(params, 0.03))
+            ref.step(averaged(ref_params, 0.03))
+            for a, b in zip(params, ref_params):
+                assert np.array_equal(a, b)
+        plain = DistributedOptimizer(adamc.Adam(problem()), comm, mode)
+        raises_everywhere(TypeError, plain.eval, "schedule-free", "Adam")
+
+
+@scenario
+def engines_checkpoint_resume():
+    """Saved collectively (in eval mode for schedule-free), resumed in one process,
+    in the other mode or in the same one: the bits of an uninterrupted run, with the
+    scalar state and the weight average."""
+    for j, (cls, kw) in enumerate(ENGINES):
+        for mode in ("replicated", "sharded"):
+            path = os.path.join(TMP, f"engine-{size}-{j}-{mode}.npz")
+            straight = problem(6)
+            opt = DistributedOptimizer(cls(engine_groups(straight, cls), **kw), comm, mode)
+            sf = "ScheduleFree" in cls.__name__
+            for t in range(6):
+                opt.step(local_grads(straight, 0.01 * t))
+                if t == 2:
+                    if sf:
+                        opt.eval()
+                    adamc.save(opt, path)
+                    whole = opt.consolidate()
+                    if whole is not None:
+                        assert scalars(whole) == scalars(opt)
+                        if whole.ema_params is not None:
+                            for a, b in zip(whole.ema_params, opt.ema_params):
+                                assert np.array_equal(a, b)
+                    elif opt.ema is not None:
+                        opt.ema_params  # collective in sharded mode
+                    if sf:
+                        opt.train()
+            end = (straight, opt.ema_params, scalars(opt))
+            for target in ("replicated", "sharded", None):
+                again = problem(6)
+                loaded = adamc.load(path, again)
+                if sf:
+                    assert not loaded.train_mode
+                    loaded.train()
+                o = loaded if target is None else DistributedOptimizer(loaded, comm, target)
+                for t in range(3, 6):
+                    u = 0.01 * t
+                    o.step(averaged(again, u) if target is None else local_grads(again, u))
+                avg = o.ema_params
+                for a, b in zip(again + (avg or []), end[0] + (end[1] or [])):
+                    assert np.array_equal(a, b), (cls.__name__, mode, target)
+                assert scalars(o) == end[2], (cls.__name__, mode, target)
 
 
 def main():

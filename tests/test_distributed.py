@@ -118,7 +118,9 @@ SCENARIOS = ["sharded_equals_single_process", "clipping_replicated_equals_sharde
              "more_collective_failures", "empty_parameter_group",
              "checkpoint_any_number_of_ranks", "minimize_weighted_batches",
              "minimize_matches_single_process", "minimize_collective_stops",
-             "minimize_checkpoint_resume", "get_last_lr_in_both_modes"]
+             "minimize_checkpoint_resume", "get_last_lr_in_both_modes",
+             "engines_equal_single_process", "schedulefree_eval_train_round_trip",
+             "engines_checkpoint_resume"]
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +167,9 @@ ONE_RANK = ["sharded_equals_single_process", "clipping_replicated_equals_sharded
             "empty_parameter_group",
             "fast_reduction_within_rounding", "sharded_state_memory", "nonfinite_on_one_rank",
             "checkpoint_any_number_of_ranks", "minimize_matches_single_process",
-            "minimize_checkpoint_resume", "get_last_lr_in_both_modes"]
+            "minimize_checkpoint_resume", "get_last_lr_in_both_modes",
+            "engines_equal_single_process", "schedulefree_eval_train_round_trip",
+            "engines_checkpoint_resume"]
 
 
 @needs_mpi
@@ -259,28 +263,14 @@ def test_reproducible_whatever_algorithm_the_mpi_library_picks():
 
 
 @needs_mpi
-def test_refuses_what_it_cannot_distribute_and_minimize_fits_it():
-    """Prodigy and the schedule-free methods keep optimizer-wide state, and ema an
-    average: DistributedOptimizer refuses them on every rank before anything; the
-    distributed minimize (every rank steps the whole optimizer with the mean f and g)
-    fits them, with the bits of one process."""
+def test_minimize_fits_the_engines_with_the_bits_of_one_process():
+    """Prodigy, the schedule-free methods and ema through the distributed minimize
+    (every rank steps the whole optimizer with the mean f and g): the bits of one
+    process."""
     code = textwrap.dedent("""
         import numpy as np, adamc
         from mpi4py import MPI
-        from adamc.distributed import DistributedOptimizer
         comm = MPI.COMM_WORLD
-        for make, exc, text in [
-                (lambda x: adamc.Prodigy(x), TypeError, "does not support Prodigy"),
-                (lambda x: adamc.AdamWScheduleFree(x), TypeError,
-                 "does not support AdamWScheduleFree"),
-                (lambda x: adamc.Adam(x, ema=0.9), ValueError, "weight averaging")]:
-            x = np.linspace(-1, 1, 10)
-            try:
-                DistributedOptimizer(make(x), comm)
-            except exc as e:
-                assert text in str(e), e
-            else:
-                raise AssertionError("not refused")
         f = lambda x: (float(np.sum((x - 0.3) ** 2)), 2 * (x - 0.3))
         for method, options in [("prodigy", {}), ("adamw_schedulefree", {"lr": 0.05}),
                                 ("adam", {"lr": 0.05, "ema": 0.9})]:

@@ -17,7 +17,7 @@ import pytest
 
 import adamc
 import emulate
-from adamc import _reference
+from adamc import _kernels, _reference
 from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits, noisy_quadratic
 
 # Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside).
@@ -413,3 +413,88 @@ def test_reducer_over_shards_gives_the_bits_of_one_optimizer():
         t.join()
     assert np.array_equal(bits(np.concatenate(shards)), bits(p))
     assert opts[0].param_groups[0]["d"] == opts[1].param_groups[0]["d"] == whole.param_groups[0]["d"]
+
+
+def _pieces_run(full, grads, cuts, **kw):
+    """Prodigy over the pieces full[cuts[r]:cuts[r+1]] (cut between partitions of the
+    kernels' sums), one thread ("rank") each, with the reducer of adamc.distributed:
+    every partition's sums, added in order as one process adds them."""
+    bounds = _kernels.sum_partitions(full.size)
+    pieces = [full[a:b].copy() for a, b in zip(cuts, cuts[1:])]
+    opts = [adamc.Prodigy(p, weight_decay=0.1, **kw) for p in pieces]
+    n = len(pieces)
+    accs = [np.zeros(2 * sum(a <= lo and hi <= b for lo, hi in zip(bounds, bounds[1:])))
+            for a, b in zip(cuts, cuts[1:])]
+    barrier = threading.Barrier(n)
+
+    def reduce(acc, factor):
+        barrier.wait()  # every rank's acc is filled
+        every = np.concatenate(accs)  # the ranks' partitions, in order
+        s0 = s1 = 0.0
+        for x in every[0::2].tolist():
+            s0 += x
+        for x in every[1::2].tolist():
+            s1 += x
+        barrier.wait()
+        return 0.0 + factor * s0, 0.0 + s1
+
+    def work(r):
+        grid = (np.array([full.size, cuts[r], 0], np.int64), accs[r])
+        for g in grads:
+            opts[r]._step_with_reducer(g[cuts[r]:cuts[r + 1]], reduce, None, grid)
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return np.concatenate(pieces), [o.param_groups[0]["d"] for o in opts]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pieces_cut_between_partitions_give_the_bits_of_one_optimizer(dtype):
+    """The grid of _step_with_reducer (adamc.distributed's sharded Prodigy): an
+    array cut between the partitions of the kernels' sums, on 1, 2 or 3 "ranks",
+    gives the bits of one optimizer."""
+    rng = np.random.default_rng(43)
+    n = 3 * 32768 + 11
+    bounds = _kernels.sum_partitions(n)
+    assert len(bounds) == 4
+    full = rng.standard_normal(n).astype(dtype)
+    grads = [(np.sin(2 * full + 0.01 * t) + 0.1).astype(dtype) for t in range(10)]
+    plain = full.copy()
+    ref = adamc.Prodigy(plain, weight_decay=0.1)
+    for g in grads:
+        ref.step(g)
+    assert ref.param_groups[0]["d"] > 1e-5  # d moved: the sums matter
+    for cuts in ([0, n], [0, bounds[2], n], bounds):
+        p, d = _pieces_run(full, grads, cuts)
+        assert np.array_equal(bits(p), bits(plain)), cuts
+        assert d == [ref.param_groups[0]["d"]] * len(d), (d, ref.param_groups[0]["d"])
+
+
+def test_sum_partitions():
+    assert _kernels.sum_partitions(0) == [0, 0]
+    assert _kernels.sum_partitions(5) == [0, 5]
+    assert _kernels.sum_partitions(2 * 32768 + 1) == [0, 32768, 2 * 32768 + 1]
+    big = _kernels.sum_partitions(10**8)
+    assert len(big) == 65 and big[-1] == 10**8
+    with pytest.raises(ValueError, match=">= 0"):
+        _kernels.sum_partitions(-1)
+
+
+def test_grid_is_checked_before_anything():
+    p = np.ones(5)
+    o = adamc.Prodigy(p)
+    o.step(np.arange(5.0))
+    before = _snapshot(o, [p])
+    ok = lambda acc, factor: (0.0, 0.0)  # noqa: E731
+    for grid, exc, msg in [
+            ((np.array([5, 0, 0.0]), np.zeros(2)), TypeError, "int64"),
+            ((np.array([5, 0, 0, 1], np.int64), np.zeros(2)), ValueError, "3 per parameter"),
+            ((np.array([4, 0, 0], np.int64), np.zeros(2)), ValueError, "not a piece"),
+            ((np.array([5, -1, 0], np.int64), np.zeros(2)), ValueError, "not a piece"),
+            ((np.array([5, 0, 1], np.int64), np.zeros(2)), ValueError, "too short"),
+            ((np.array([5, 0, 0], np.int64), np.zeros(2, np.float32)), TypeError, "float64")]:
+        with pytest.raises(exc, match=msg):
+            o._step_with_reducer(np.arange(5.0), ok, None, grid)
+        _same(before, _snapshot(o, [p]))
