@@ -43,7 +43,9 @@ class Hyperparameter:
     """What a hyperparameter name means, for every algorithm that has it.
 
     ``kind`` is the compiled check of the stateless steps ("lr", "beta", "nonneg",
-    "unit", "flag"; ``betas`` is split into two "beta" arguments there)."""
+    "unit", "flag", "positive", "optional_beta", "growth"; ``betas`` is split into two
+    "beta" arguments there); it must accept and refuse what ``check`` does, with the
+    same messages (tests/test_functional.py compares them)."""
 
     check: Callable[[Any, str], Any]
     kind: str
@@ -74,13 +76,13 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "nesterov": Hyperparameter(check_flag, "flag", "bool", "Nesterov momentum."),
     "centered": Hyperparameter(check_flag, "flag", "bool",
                                "Normalize by the estimated variance of the gradient."),
-    "beta3": Hyperparameter(check_optional_beta, "beta", "float | None",
+    "beta3": Hyperparameter(check_optional_beta, "optional_beta", "float | None",
                             "Decay of Prodigy's sums (None: sqrt(beta2))."),
-    "d0": Hyperparameter(check_positive, "nonneg", "float",
+    "d0": Hyperparameter(check_positive, "positive", "float",
                          "Initial estimate of the distance to the solution."),
-    "d_coef": Hyperparameter(check_positive, "nonneg", "float",
+    "d_coef": Hyperparameter(check_positive, "positive", "float",
                              "Factor of the estimate of the distance."),
-    "growth_rate": Hyperparameter(check_growth_rate, "nonneg", "float",
+    "growth_rate": Hyperparameter(check_growth_rate, "growth", "float",
                                   "Largest factor by which the estimate grows per step."),
     "decouple": Hyperparameter(check_flag, "flag", "bool",
                                "Decoupled (AdamW-style) weight decay."),

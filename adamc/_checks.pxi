@@ -29,6 +29,23 @@ cdef double _beta(object value, str name) except? -1.0:
     return x
 
 
+cdef double _positive(object value, str name) except? -1.0:
+    cdef double x = _nonneg(value, name)
+    if x == 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return x
+
+
+cdef double _growth(object value, str name) except? -1.0:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    cdef double x = float(value)
+    if not x > 0:
+        raise ValueError(f"{name} must be > 0 (inf: no limit), got {value!r}")
+    return x
+
+
 cdef bint _flag(object value, str name) except -1:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -62,6 +79,17 @@ def check_betas(value, name="betas"):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {value!r}")
     return (_beta(value[0], f"{name}[0]"), _beta(value[1], f"{name}[1]"))
+
+
+def check_positive(value, name):
+    """Return ``value`` as a float after checking that it is finite and > 0."""
+    return _positive(value, name)
+
+
+def check_growth_rate(value, name):
+    """Return ``value`` as a float after checking that it is > 0 (infinity included:
+    no limit)."""
+    return _growth(value, name)
 
 
 def check_flag(value, name):

@@ -113,20 +113,32 @@ cdef str _prodigy_mismatch(const adamc_hyper *a, const adamc_hyper *b):
     return None
 
 
+cdef int _prodigy_scalars(object d, object d_max, object d_numerator, str where,
+                          ProdigyScalars *out) except -1:
+    """Check d, d_max and d_numerator (numbers; the names in messages prefixed with
+    ``where``) into out."""
+    cdef double x, y, z
+    x = PyFloat_AS_DOUBLE(d) if PyFloat_Check(d) else _real(d, where + "d")
+    y = PyFloat_AS_DOUBLE(d_max) if PyFloat_Check(d_max) else _real(d_max, where + "d_max")
+    z = PyFloat_AS_DOUBLE(d_numerator) if PyFloat_Check(d_numerator) else \
+        _real(d_numerator, where + "d_numerator")
+    if not (x > 0 and isfinite(x)):
+        raise ValueError(f"{where}d must be a finite number > 0, got {x!r}")
+    if not (y >= x and isfinite(y)):
+        raise ValueError(f"{where}d_max must be a finite number >= d, got {y!r}")
+    if not isfinite(z):
+        raise ValueError(f"{where}d_numerator must be finite, got {z!r}")
+    out.d, out.d_max, out.d_numerator = x, y, z
+    return 0
+
+
 def _check_prodigy_scalars(d, d_max, d_numerator, k, d0, where=""):
     """Validated optimizer-wide scalar state of Prodigy: (d, d_max, d_numerator, k)."""
-    d = _real(d, where + "d")
-    d_max = _real(d_max, where + "d_max")
-    d_numerator = _real(d_numerator, where + "d_numerator")
-    if not (d > 0 and isfinite(d)):
-        raise ValueError(f"{where}d must be a finite number > 0, got {d!r}")
-    if not (d_max >= d and isfinite(d_max)):
-        raise ValueError(f"{where}d_max must be a finite number >= d, got {d_max!r}")
-    if not isfinite(d_numerator):
-        raise ValueError(f"{where}d_numerator must be finite, got {d_numerator!r}")
+    cdef ProdigyScalars st
+    _prodigy_scalars(d, d_max, d_numerator, where, &st)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= 2**62:
         raise ValueError(f"{where}k must be an int in [0, 2**62], got {k!r}")
-    return float(d), float(d_max), float(d_numerator), int(k)
+    return st.d, st.d_max, st.d_numerator, int(k)
 
 
 @cython.auto_pickle(False)
@@ -437,43 +449,96 @@ cdef class _ProdigyEngine(_Engine):
                       ADAMC_KIND_STEP(ADAMC_PRODIGY, s.dtype_index), s.nbytes)
 
 
-def _prodigy_step(param, grad, exp_avg, exp_avg_sq, s, p0, int64_t step, double d,
-                  double d_max, double d_numerator, dict hyper):
-    """The stateless Prodigy step of one array (adamc.functional.prodigy_step, which
-    checks the hyperparameters and the scalars): returns (d, d_max, d_numerator)."""
-    check_param(param, "param")
-    check_operand(grad, "grad", param)
-    names = ("exp_avg", "exp_avg_sq", "s", "p0")
-    arrays = (exp_avg, exp_avg_sq, s, p0)
-    for name, arr in zip(names, arrays):
-        check_operand(arr, name, param, writeable=True)
-    check_disjoint([("param", param)] + list(zip(names, arrays)), [("grad", grad)])
-    if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
+cdef object _prodigy_core(_StepFunction fn, object param, object grad, PyObject **states,
+                         object step, PyObject **scalars, PyObject **hyper):
+    """adamc.functional.prodigy_step after the binding of its arguments (see
+    _step_vectorcall): the stateless Prodigy step of one array. The checks run in the
+    order of the Python function it replaced: the hyperparameters in call order (a
+    schedule lr refused at once), eps > 0 (adamc._validation.check_positive_eps), step,
+    the scalars (None: d0), the arrays, their overlaps; then p0 is set at step 1, the
+    statistics pass, the estimate of d, the update pass. Returns (d, d_max,
+    d_numerator) after the step."""
+    cdef _StepSpec spec = fn.spec
+    cdef double fv[_F_COUNT]
+    cdef int k
+    cdef double x
+    cdef PyObject *obj
+    for k in range(_F_COUNT):
+        fv[k] = 0.0
+    for k in range(spec.nhyper):
+        obj = hyper[k]
+        if obj == fn.hyper_default[k]:  # the default object, checked once
+            x = fn.hyper_default_value[k]
+        else:
+            x = _hyper_value(spec.kinds[k], <object>obj, <str>spec.names[k])
+            if x == -2.0:
+                raise TypeError("lr of a stateless step must be a number; pass "
+                                "schedule(step) (schedules belong to the optimizer classes)")
+        fv[spec.fields[k]] = x
+    if not fv[_F_EPS] > 0:
+        raise ValueError(f"eps must be > 0 for Prodigy, got {fv[_F_EPS]!r}")
+    cdef int64_t t
+    cdef int overflow = 0
+    if PyLong_CheckExact(step):
+        t = PyLong_AsLongLongAndOverflow(step, &overflow)
+        if overflow or not 1 <= t <= (<int64_t>1) << 62:
+            t = _step_number(step, "step")
+    else:
+        t = _step_number(step, "step")
+    cdef ProdigyScalars st, nxt
+    d0 = fv[_F_D0]
+    _prodigy_scalars(d0 if scalars[0] == <PyObject *>None else <object>scalars[0],
+                     d0 if scalars[1] == <PyObject *>None else <object>scalars[1],
+                     d0 if scalars[2] == <PyObject *>None else <object>scalars[2], "", &st)
+    st.k = t - 1
+    st.d_hat = st.d_denom = 0.0
+    # arrays: the messages of check_param and check_operand (the optimizers' ones)
+    if not cnp.PyArray_Check(param) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>param)):
+        raise _operand_error(param, "param", None, "", True)
+    cdef int type_num = cnp.PyArray_TYPE(<cnp.ndarray>param)
+    cdef int ndim = cnp.PyArray_NDIM(<cnp.ndarray>param)
+    cdef const cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>param)
+    if not _operand_ok(param, type_num, ndim, dims, _REQ_WRITE):
+        raise _operand_error(param, "param", None, "", True)
+    if not _operand_ok(grad, type_num, ndim, dims, _REQ_READ):
+        raise _operand_error(grad, "grad", param, "param", False)
+    cdef void *data[4]
+    for k in range(4):
+        obj = states[k]
+        if not _operand_ok(<object>obj, type_num, ndim, dims, _REQ_WRITE):
+            raise _operand_error(<object>obj, spec.state_names[k], param, "param", True)
+        data[k] = cnp.PyArray_DATA(<cnp.ndarray>obj)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef Py_ssize_t nbytes = n * (4 if type_num == cnp.NPY_FLOAT else 8)
+    cdef adamc_task task
+    task.param = cnp.PyArray_DATA(<cnp.ndarray>param)
+    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    if nbytes > 0:
+        _check_step_disjoint(spec, <const char *>task.param, <const char *>task.grad, data,
+                             nbytes)
+    # (the fields of _fill_hyper for Prodigy's hyperparameters; the others are 0)
     cdef adamc_hyper h
+    memset(&h, 0, sizeof(h))
+    h.lr, h.beta1, h.beta2 = fv[_F_LR], fv[_F_BETA1], fv[_F_BETA2]
+    h.beta3 = -1.0 if fv[_F_BETA3] == _NONE_BETA else fv[_F_BETA3]
+    h.eps, h.weight_decay = fv[_F_EPS], fv[_F_WD]
+    h.decoupled = fv[_F_DECOUPLE] != 0.0
+    h.bias_correction = fv[_F_BIAS_CORRECTION] != 0.0
+    h.safeguard_warmup = fv[_F_SAFEGUARD] != 0.0
+    h.d0, h.d_coef, h.growth_rate = fv[_F_D0], fv[_F_D_COEF], fv[_F_GROWTH]
+    h.maximize = fv[_F_MAXIMIZE] != 0.0
     cdef adamc_coef coef
     cdef double aux_next, dlr, out[2]
-    cdef ProdigyScalars st, nxt
-    _fill_hyper(&h, hyper)
-    st.d, st.d_max, st.d_numerator, st.k = d, d_max, d_numerator, step - 1
-    st.d_hat = st.d_denom = 0.0
-    adamc_prepare(ADAMC_PRODIGY, &h, step, 0.0, &coef, &aux_next)
-    cdef cnp.ndarray pa = <cnp.ndarray>param
-    cdef int dt = ADAMC_F32 if cnp.PyArray_TYPE(pa) == cnp.NPY_FLOAT else ADAMC_F64
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(pa), nbytes = cnp.PyArray_NBYTES(pa)
-    cdef adamc_task task
-    task.param = cnp.PyArray_DATA(pa)
-    task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
-    task.state[0] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg)
-    task.state[1] = cnp.PyArray_DATA(<cnp.ndarray>exp_avg_sq)
-    task.state[2] = cnp.PyArray_DATA(<cnp.ndarray>s)
-    task.anchor = cnp.PyArray_DATA(<cnp.ndarray>p0)
+    adamc_prepare(ADAMC_PRODIGY, &h, t, 0.0, &coef, &aux_next)
+    cdef int dt = ADAMC_F32 if type_num == cnp.NPY_FLOAT else ADAMC_F64
+    task.state[0], task.state[1], task.state[2] = data[0], data[1], data[2]
+    task.anchor = data[3]
     task.lower = task.upper = NULL
     task.average = NULL
     task.coef = &coef
     dlr = _prodigy_dlr(&h, &st, h.lr)
     _prodigy_stats_coef(&h, &st, dlr, &coef)
-    if step == 1:
+    if t == 1:
         memcpy(task.anchor, task.param, nbytes)
     out[0] = out[1] = 0.0
     cdef adamc_reduce_fn stats = _kernels.prodigy_stats[dt]
@@ -487,7 +552,7 @@ def _prodigy_step(param, grad, exp_avg, exp_avg_sq, s, p0, int64_t step, double 
             _enter_holding_gil()
             adamc_reduce2(stats, &task, n, ADAMC_KIND_REDUCE(dt), nbytes, out)
             adamc_leave()
-    moved = _prodigy_estimate(&h, &st, (d / h.d0) * dlr * out[0], out[1], &nxt)
+    moved = _prodigy_estimate(&h, &st, (st.d / h.d0) * dlr * out[0], out[1], &nxt)
     _prodigy_update_coef(&h, dlr, nxt.d, moved, &coef)
     _run_task(_kernels.step[ADAMC_PRODIGY][dt], &task, n, ADAMC_KIND_STEP(ADAMC_PRODIGY, dt),
               nbytes)

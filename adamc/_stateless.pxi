@@ -82,18 +82,31 @@ cdef enum:
     _KIND_NONNEG = 2
     _KIND_UNIT = 3
     _KIND_FLAG = 4
+    _KIND_POSITIVE = 5
+    _KIND_OPTIONAL_BETA = 6
+    _KIND_GROWTH = 7
 
-_STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag")
+# (the kinds of adamc._algorithms.HYPERPARAMETERS)
+_STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag", "positive", "optional_beta", "growth")
 # Fields of adamc_hyper a stateless step can set, by argument name.
 _STEP_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "momentum",
                 "dampening", "alpha", "decoupled_weight_decay", "amsgrad", "maximize",
-                "nesterov", "centered")
+                "nesterov", "centered", "beta3", "d0", "d_coef", "growth_rate", "decouple",
+                "use_bias_correction", "safeguard_warmup")
 cdef enum:
     _F_LR, _F_BETA1, _F_BETA2, _F_EPS, _F_WD, _F_MDECAY, _F_MOMENTUM, _F_DAMPENING
-    _F_ALPHA, _F_DECOUPLED, _F_AMSGRAD, _F_MAXIMIZE, _F_NESTEROV, _F_CENTERED, _F_COUNT
+    _F_ALPHA, _F_DECOUPLED, _F_AMSGRAD, _F_MAXIMIZE, _F_NESTEROV, _F_CENTERED
+    _F_BETA3, _F_D0, _F_D_COEF, _F_GROWTH, _F_DECOUPLE, _F_BIAS_CORRECTION, _F_SAFEGUARD
+    _F_COUNT
     _MAX_ARGS = 16
+    _MAX_SLOTS = _MAX_ARGS + 8
+    _AUX_PRODIGY = 3
+    _NONE_BETA = -3             # _hyper_value of an optional beta passed as None
 
-_STEP_AUX = ("none", "mu_product", "buffer_started")
+# "prodigy": Prodigy's optimizer-wide scalars d, d_max, d_numerator (arguments, returned
+# after the step; see _prodigy_core)
+_STEP_AUX = ("none", "mu_product", "buffer_started", "prodigy")
+_AUX_NAMES = ((None,), ("mu_product",), (None,), ("d", "d_max", "d_numerator"))
 
 
 cdef double _unit(object value, str name) except? -1.0:
@@ -121,19 +134,20 @@ cdef class _StepSpec:
         Hyperparameter arguments in call order, and their checks (``_STEP_KINDS``);
         every name must be one of ``_STEP_FIELDS``.
     state_names : sequence of str
-        State arrays in kernel order (at most 3).
+        State arrays in kernel order (at most 3; Prodigy: 4, the last one p0).
     state_flags : sequence of str or None
         Per state, the argument whose truth requires it (None: always required).
     state_needs : sequence of str
         Per state, how messages name that condition (e.g. ``"amsgrad=True"``).
     aux : str
         The per-group scalar state: ``"none"``, ``"mu_product"`` (an argument,
-        returned after the step) or ``"buffer_started"`` (from the step number).
+        returned after the step), ``"buffer_started"`` (from the step number) or
+        ``"prodigy"`` (the three scalars of Prodigy, arguments and returned).
     """
-    cdef int algo, nhyper, nstates, aux_mode
+    cdef int algo, nhyper, nstates, aux_mode, naux
     cdef int kinds[_MAX_ARGS]
     cdef int fields[_MAX_ARGS]
-    cdef int state_flag[3]
+    cdef int state_flag[4]
     cdef readonly tuple names, state_names, state_needs
 
     def __init__(self, int algo, names, kinds, state_names, state_flags, state_needs,
@@ -145,9 +159,13 @@ cdef class _StepSpec:
         if len(names) != len(kinds) or len(names) > _MAX_ARGS:
             raise ValueError("names and kinds must have the same length (at most 16)")
         state_names, state_flags = tuple(state_names), tuple(state_flags)
-        if not 1 <= len(state_names) <= 3 or len(state_flags) != len(state_names) \
-                or len(state_needs) != len(state_names):
-            raise ValueError("one to three states, each with a flag and a condition")
+        if len(state_flags) != len(state_names) or len(state_needs) != len(state_names):
+            raise ValueError("each state needs a flag and a condition")
+        if aux not in _STEP_AUX:
+            raise ValueError(f"unknown aux {aux!r}")
+        if not (len(state_names) == 4 and all(f is None for f in state_flags)
+                if aux == "prodigy" else 1 <= len(state_names) <= 3):
+            raise ValueError("one to three states (prodigy: four, all required)")
         self.algo = algo
         self.names, self.state_names = names, state_names
         self.state_needs = tuple(state_needs)
@@ -158,6 +176,9 @@ cdef class _StepSpec:
         for k in range(self.nstates):
             self.state_flag[k] = -1 if state_flags[k] is None else names.index(state_flags[k])
         self.aux_mode = _STEP_AUX.index(aux)
+        self.naux = len(_AUX_NAMES[self.aux_mode])
+        if 4 + self.nstates + self.naux + self.nhyper > _MAX_SLOTS:
+            raise ValueError("too many arguments")
 
 
 cdef void _run_task(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int kind,
@@ -193,7 +214,8 @@ cdef extern from "Python.h":
 
 cdef double _hyper_value(int kind, object v, str name) except -1.0:
     """The checked value of one hyperparameter argument (see _STEP_KINDS); -2.0 for
-    a schedule or callable lr (refused by the caller once every value is checked)."""
+    a schedule or callable lr (refused by the caller), _NONE_BETA for an optional
+    beta passed as None."""
     if kind == _KIND_FLAG:
         if v is True:
             return 1.0
@@ -201,7 +223,7 @@ cdef double _hyper_value(int kind, object v, str name) except -1.0:
             return 0.0
         return 1.0 if _flag(v, name) else 0.0
     cdef double x
-    if PyFloat_Check(v) and kind != _KIND_BETA and kind != _KIND_UNIT:
+    if PyFloat_Check(v) and kind <= _KIND_NONNEG and kind != _KIND_BETA:
         x = PyFloat_AS_DOUBLE(v)
         if not (x >= 0.0) or not isfinite(x):
             _nonneg(v, name)  # raises with the usual message
@@ -214,6 +236,12 @@ cdef double _hyper_value(int kind, object v, str name) except -1.0:
         return _beta(v, name)
     if kind == _KIND_UNIT:
         return _unit(v, name)
+    if kind == _KIND_OPTIONAL_BETA:
+        return _NONE_BETA if v is None else _beta(v, name)
+    if kind == _KIND_POSITIVE:
+        return _positive(v, name)
+    if kind == _KIND_GROWTH:
+        return _growth(v, name)
     return _nonneg(v, name)
 
 
@@ -358,7 +386,8 @@ cdef class _StepFunction:
     defaults : sequence
         Default values of the hyperparameters, in spec order (checked here).
     aux_default : object
-        Default of ``mu_product`` (used only with ``aux="mu_product"``).
+        Default of ``mu_product`` (used only with ``aux="mu_product"``); with
+        ``aux="prodigy"``, the defaults of the three scalars.
     """
     cdef vectorcallfunc vectorcall     # read by CPython at tp_vectorcall_offset
     cdef _StepSpec spec
@@ -366,8 +395,8 @@ cdef class _StepFunction:
     cdef list defaults           # slot -> default value or _MISSING (owns the references)
     cdef list slot_names         # slot -> interned name (owns the references) or None
     cdef int npos_max, npos_min, nslots, s_states, s_step, s_aux, s_hyper
-    cdef PyObject *slot_default[_MAX_ARGS + 8]
-    cdef PyObject *slot_name[_MAX_ARGS + 8]
+    cdef PyObject *slot_default[_MAX_SLOTS]
+    cdef PyObject *slot_name[_MAX_SLOTS]
     cdef PyObject *hyper_default[_MAX_ARGS]
     cdef double hyper_default_value[_MAX_ARGS]
     cdef readonly str name
@@ -382,17 +411,23 @@ cdef class _StepFunction:
         self.spec = spec
         self.name = name
         self.s_states, self.s_step = 2, 2 + ns
-        self.s_aux, self.s_hyper = 3 + ns, 4 + ns
-        self.nslots = 4 + ns + spec.nhyper
+        self.s_aux, self.s_hyper = 3 + ns, 3 + ns + spec.naux
+        self.nslots = 3 + ns + spec.naux + spec.nhyper
         names = ["param", "grad", *spec.state_names, "step",
-                 "mu_product" if spec.aux_mode == 1 else None, *spec.names]
+                 *_AUX_NAMES[spec.aux_mode], *spec.names]
         # interned: the keyword names of a call are found by identity first
         names = [None if n is None else sys.intern(n) for n in names]
         self.slot_names = names
         self.defaults = [_MISSING, _MISSING]
         for k in range(ns):
             self.defaults.append(_MISSING if spec.state_flag[k] < 0 else None)
-        self.defaults += [_MISSING, aux_default if spec.aux_mode == 1 else None, *defaults]
+        if spec.aux_mode == _AUX_PRODIGY:
+            aux_defaults = list(aux_default)
+            if len(aux_defaults) != 3:
+                raise ValueError("prodigy: three scalar defaults")
+        else:
+            aux_defaults = [aux_default if spec.aux_mode == 1 else None]
+        self.defaults += [_MISSING, *aux_defaults, *defaults]
         self.npos_max = 2 + npositional
         self.npos_min = 2
         for k in range(npositional):
@@ -430,33 +465,48 @@ cdef class _StepFunction:
         obj = PyDict_GetItemWithError(self.index, <object>key)  # an equal, other string
         return -1 if obj == NULL else <Py_ssize_t><object>obj
 
-    def _takes(self, Py_ssize_t n):
+    def _takes(self, Py_ssize_t n, Py_ssize_t kwonly_given):
+        # CPython's too_many_positional (Python/ceval.c), word for word
         if self.npos_min == self.npos_max:
-            return (f"{self.name}() takes {self.npos_max} positional arguments but {n} "
-                    f"were given")
-        return (f"{self.name}() takes from {self.npos_min} to {self.npos_max} positional "
-                f"arguments but {n} were given")
+            sig = f"{self.npos_max}"
+        else:
+            sig = f"from {self.npos_min} to {self.npos_max}"
+        given = f"{n}"
+        if kwonly_given:
+            given += (f" positional arguments (and {kwonly_given} keyword-only "
+                      f"argument{'s' if kwonly_given != 1 else ''})")
+        return f"{self.name}() takes {sig} positional arguments but {given} were given"
 
-    def _missing(self, Py_ssize_t k):
-        kind = "positional" if k < self.npos_max else "keyword-only"
-        return (f"{self.name}() missing 1 required {kind} argument: "
-                f"'{self.slot_names[k]}'")
+    def _missing(self, list missing, bint positional):
+        # CPython's missing_arguments and format_missing
+        names = [repr(self.slot_names[k]) for k in missing]
+        cdef Py_ssize_t last = len(names) - 1   # (no wraparound: no names[-1])
+        if last == 0:
+            listed = names[0]
+        elif last == 1:
+            listed = f"{names[0]} and {names[1]}"
+        else:
+            listed = ", ".join(names[:last]) + f", and {names[last]}"
+        kind = "positional" if positional else "keyword-only"
+        return (f"{self.name}() missing {len(names)} required {kind} "
+                f"argument{'s' if len(names) != 1 else ''}: {listed}")
 
 
 cdef object _step_vectorcall(object callable, PyObject **args, size_t nargsf,
                              PyObject *kwnames):
-    """The vectorcall entry of a _StepFunction: binds the arguments to slots (the
-    errors of a Python function with the same signature), then runs _step_core."""
+    """The vectorcall entry of a _StepFunction: binds the arguments to slots with the
+    errors of a Python function of the same signature, in CPython's order (the
+    keywords, then the number of positional arguments, then the missing ones), then
+    runs the step."""
     cdef _StepFunction self = <_StepFunction>callable
-    cdef PyObject *slots[_MAX_ARGS + 8]
-    cdef Py_ssize_t n = PyVectorcall_NARGS(nargsf), k, j, nkw
+    cdef PyObject *slots[_MAX_SLOTS]
+    cdef Py_ssize_t n = PyVectorcall_NARGS(nargsf), k, j, nkw, kwonly_given = 0
+    cdef Py_ssize_t nbound = n if n < self.npos_max else self.npos_max
     cdef PyObject *key
-    if n > self.npos_max:
-        raise TypeError(self._takes(n))
-    for k in range(n):
+    for k in range(nbound):
         slots[k] = args[k]
-    for k in range(n, self.nslots):
-        slots[k] = self.slot_default[k]
+    for k in range(nbound, self.nslots):
+        slots[k] = NULL
     if kwnames != NULL:
         nkw = PyTuple_GET_SIZE(<object>kwnames)
         for k in range(nkw):
@@ -465,13 +515,30 @@ cdef object _step_vectorcall(object callable, PyObject **args, size_t nargsf,
             if j < 0:
                 raise TypeError(f"{self.name}() got an unexpected keyword argument "
                                 f"'{<object>key}'")
-            if j < n:
+            if slots[j] != NULL:
                 raise TypeError(f"{self.name}() got multiple values for argument "
                                 f"'{<object>key}'")
             slots[j] = args[n + k]
-    for k in range(self.nslots):
-        if slots[k] == <PyObject *>_MISSING:
-            raise TypeError(self._missing(k))
+            if j >= self.npos_max:
+                kwonly_given += 1
+    if n > self.npos_max:
+        raise TypeError(self._takes(n, kwonly_given))
+    cdef bint missing = False
+    for k in range(nbound, self.nslots):
+        if slots[k] == NULL:
+            slots[k] = self.slot_default[k]
+            if slots[k] == <PyObject *>_MISSING:
+                missing = True
+    if missing:
+        for positional in (True, False):
+            absent = [k for k in range(self.nslots) if slots[k] == <PyObject *>_MISSING
+                      and (k < self.npos_max) == positional]
+            if absent:
+                raise TypeError(self._missing(absent, positional))
+    if self.spec.aux_mode == _AUX_PRODIGY:
+        return _prodigy_core(self, <object>slots[0], <object>slots[1], &slots[self.s_states],
+                             <object>slots[self.s_step], &slots[self.s_aux],
+                             &slots[self.s_hyper])
     return _step_core(self, <object>slots[0], <object>slots[1], &slots[self.s_states],
                       <object>slots[self.s_step], <object>slots[self.s_aux],
                       &slots[self.s_hyper])

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._kernels import Schedule, check_beta, check_betas, check_flag, check_nonnegative
+from ._kernels import (Schedule, check_beta, check_betas, check_flag, check_growth_rate,
+                       check_nonnegative, check_positive)
 
 
 def is_schedule(value: Any) -> bool:
@@ -28,28 +29,9 @@ def check_unit(value: Any, name: str) -> float:
     return x
 
 
-def check_positive(value: Any, name: str) -> float:
-    """A finite number > 0."""
-    x = check_nonnegative(value, name)
-    if x == 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return x
-
-
 def check_optional_beta(value: Any, name: str) -> float | None:
     """None (a default derived from other hyperparameters) or a number in [0, 1)."""
     return None if value is None else check_beta(value, name)
-
-
-def check_growth_rate(value: Any, name: str) -> float:
-    """A number > 0, infinity included (no limit)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    x = float(value)
-    if not x > 0:
-        raise ValueError(f"{name} must be > 0 (inf: no limit), got {value!r}")
-    return x
 
 
 def check_count_value(value: Any, name: str) -> int:

@@ -445,7 +445,7 @@ def stateless_contenders(n: int) -> dict[str, Callable[[int], None]]:
         exec("def run(calls):\n    for _ in range(calls):\n        s(g)\n", env)
         out[f"Adam.step {dt}"] = env["run"]
         for algorithm in ALGORITHMS.values():
-            if dt == "float32" and algorithm.name != "adam":
+            if not algorithm.stateless or (dt == "float32" and algorithm.name != "adam"):
                 continue
             positional, _, _ = functional.step_signature(algorithm)
             required = [a for a in positional if "=" not in a]

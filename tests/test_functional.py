@@ -318,6 +318,30 @@ BAD = [
     ("rmsprop_step", dict(lr=lambda t: 0.1), TypeError, "must be a number"),
     ("radam_step", dict(shared=True), ValueError, "exp_avg and exp_avg_sq share memory"),
     ("adamax_step", dict(grad_f32=True), TypeError, "grad has dtype float32"),
+    ("prodigy_step", dict(lr=-1.0), ValueError, "lr must be a finite number >= 0"),
+    ("prodigy_step", dict(lr=lambda t: 1.0, beta1=2.0), TypeError, "must be a number"),
+    ("prodigy_step", dict(beta1=2.0, eps=0.0), ValueError, r"beta1 must be in \[0, 1\)"),
+    ("prodigy_step", dict(beta3=1.0), ValueError, r"beta3 must be in \[0, 1\)"),
+    ("prodigy_step", dict(beta3="x"), TypeError, "beta3 must be a real number, got str"),
+    ("prodigy_step", dict(eps=0.0), ValueError, "eps must be > 0 for Prodigy, got 0.0"),
+    ("prodigy_step", dict(eps=0.0, step=0), ValueError, "eps must be > 0 for Prodigy"),
+    ("prodigy_step", dict(d0=0.0), ValueError, "d0 must be > 0, got 0.0"),
+    ("prodigy_step", dict(d_coef=-1), ValueError, "d_coef must be a finite number >= 0"),
+    ("prodigy_step", dict(growth_rate=0), ValueError, r"growth_rate must be > 0 \(inf: no limit\)"),
+    ("prodigy_step", dict(growth_rate=np.array(2.0)), TypeError,
+     "growth_rate must be a real number, got ndarray"),
+    ("prodigy_step", dict(decouple=1), TypeError, "decouple must be a bool, got int 1"),
+    ("prodigy_step", dict(maximize=None), TypeError, "maximize must be a bool"),
+    ("prodigy_step", dict(step=0, d=-1.0), ValueError, "step must be >= 1"),
+    ("prodigy_step", dict(d=-1.0, grad_f32=True), ValueError,
+     "d must be a finite number > 0, got -1.0"),
+    ("prodigy_step", dict(d=1e-3), ValueError, "d_max must be a finite number >= d, got 1e-06"),
+    ("prodigy_step", dict(d_numerator=float("inf")), ValueError, "d_numerator must be finite"),
+    ("prodigy_step", dict(d="1"), TypeError, "d must be a real number, got str"),
+    ("prodigy_step", dict(grad_f32=True), TypeError, "grad has dtype float32"),
+    ("prodigy_step", dict(shared=True), ValueError, "exp_avg and exp_avg_sq share memory"),
+    ("prodigy_step", dict(noncontig=True), ValueError,
+     "p0 is not C-contiguous; adamc updates arrays in place"),
 ]
 
 
@@ -329,7 +353,8 @@ def test_bad_input_rejected_without_mutation(fn, kw, exc, msg):
         g = g.astype(np.float32)
     if kw.pop("shared", False):
         s1 = s0
-    snapshot = [a.copy() for a in (p, g, s0, s1, s2)]
+    s3 = np.zeros(12)[::2] if kw.pop("noncontig", False) else np.zeros(6)
+    snapshot = [a.copy() for a in (p, g, s0, s1, s2, s3)]
     step = kw.pop("step", 2)
     with pytest.raises(exc, match=msg):
         if fn == "sgd_step":
@@ -339,9 +364,11 @@ def test_bad_input_rejected_without_mutation(fn, kw, exc, msg):
             adamc.sgd_step(p, g, buf, step=step, **kw)
         elif fn == "rmsprop_step":
             adamc.rmsprop_step(p, g, s0, step=step, **kw)
+        elif fn == "prodigy_step":
+            adamc.prodigy_step(p, g, s0, s1, s2, s3, step=step, **kw)
         else:
             getattr(adamc, fn)(p, g, s0, s1, step=step, **kw)
-    for a, b in zip((p, g, s0, s1, s2), snapshot):
+    for a, b in zip((p, g, s0, s1, s2, s3), snapshot):
         np.testing.assert_array_equal(a, b)
 
 
@@ -356,11 +383,14 @@ def _bind_calls(f):
     those of a Python function with the step's signature."""
     a = _arrays(6)
     return [
-        (lambda: f(), "adam_step() missing 1 required positional argument: 'param'"),
+        (lambda: f(), "adam_step() missing 4 required positional arguments: 'param', "
+                      "'grad', 'exp_avg', and 'exp_avg_sq'"),
         (lambda: f(a[0], a[1], a[2], step=1),
          "adam_step() missing 1 required positional argument: 'exp_avg_sq'"),
         (lambda: f(*a[:4]), "adam_step() missing 1 required keyword-only argument: 'step'"),
-        (lambda: f(*a[:5], step=1), "adam_step() takes 4 positional arguments but 5 were given"),
+        (lambda: f(*a[:5]), "adam_step() takes 4 positional arguments but 5 were given"),
+        (lambda: f(*a[:5], step=1), "adam_step() takes 4 positional arguments but 5 "
+                                    "positional arguments (and 1 keyword-only argument) were given"),
         (lambda: f(*a[:4], step=1, bogus=1),
          "adam_step() got an unexpected keyword argument 'bogus'"),
         (lambda: f(*a[:4], step=1, grad=a[5]),
@@ -370,7 +400,7 @@ def _bind_calls(f):
     ]
 
 
-@pytest.mark.parametrize("k", range(7))
+@pytest.mark.parametrize("k", range(8))
 def test_bad_calls_get_the_messages_of_a_function(k):
     call, msg = _bind_calls(adamc.adam_step)[k]
     with pytest.raises(TypeError) as info:
@@ -381,8 +411,60 @@ def test_bad_calls_get_the_messages_of_a_function(k):
 def test_optional_positional_state_message():
     a = _arrays(4)
     with pytest.raises(TypeError, match=r"^sgd_step\(\) takes from 2 to 3 positional "
-                                        r"arguments but 4 were given$"):
+                                        r"arguments but 4 positional arguments \(and 1 "
+                                        r"keyword-only argument\) were given$"):
         adamc.sgd_step(*a, step=1)
+    with pytest.raises(TypeError, match=r"^sgd_step\(\) takes from 2 to 3 positional "
+                                        r"arguments but 4 were given$"):
+        adamc.sgd_step(*a)
+
+
+def _python_twin(name):
+    """A Python function with the signature of step ``name`` (from the table)."""
+    algorithm = next(a for a in ALGORITHMS.values() if a.step_name == name)
+    positional, keyword, _ = adamc.functional.step_signature(algorithm)
+    namespace = {"inf": float("inf")}
+    exec(f"def {name}({', '.join(positional)}, *, {', '.join(keyword)}): pass", namespace)
+    return namespace[name]
+
+
+def _mistakes(f):
+    """Calls binding arguments wrongly (or rightly), as (args, kwargs)."""
+    names = list(inspect.signature(f).parameters)
+    npos = sum(p.kind == p.POSITIONAL_OR_KEYWORD for p in inspect.signature(f).parameters.values())
+    a = _arrays(npos + 1)
+    by_name = dict(zip(names, a))
+    out = [((), {}), (a[:1], {}), (a[:2], {}), (a[:2], {"step": 1}), (a[:npos], {}),
+           (a[:npos + 1], {}), (a[:npos + 1], {"step": 1}), (a[:npos + 1], {"step": 1, "lr": 0.1}),
+           (a[:npos + 1], {"bogus": 1}), (a[:npos], {"step": 1, "bogus": 1}),
+           (a[:npos], {"step": 1, "grad": a[0]}), (a[:npos + 1], {"param": a[0]}),
+           (a[:1], {"step": 1, names[npos - 1]: a[0]}), ((), {"step": 1, "lr": 0.1}),
+           ((), {names[1]: a[1]}), ((), {names[-1]: None}), (a[:npos - 1], {})]
+    out.append(((), {**{k: v for k, v in by_name.items() if k in names[:npos]}, "step": 1}))
+    return out
+
+
+@pytest.mark.parametrize("name", adamc.functional.__all__)
+def test_bad_calls_match_a_python_function_of_the_same_signature(name):
+    """Every binding error of a compiled step, word for word that of CPython's for a
+    ``def`` with the same signature (including several missing arguments, the count
+    of keyword-only ones given with too many positional ones, and which of two
+    mistakes is reported first)."""
+    f, twin = getattr(adamc, name), _python_twin(name)
+    assert inspect.signature(f) == inspect.signature(twin)
+    checked = 0
+    for args, kwargs in _mistakes(f):
+        try:
+            twin(*args, **kwargs)
+        except TypeError as e:
+            expected = str(e)
+        else:
+            continue
+        with pytest.raises(TypeError) as info:
+            f(*args, **kwargs)
+        assert str(info.value) == expected, (args, kwargs)
+        checked += 1
+    assert checked >= 14
 
 
 def _steps_of_every_call_form():
@@ -431,12 +513,34 @@ def test_steps_look_like_functions():
     for name in adamc.functional.__all__:
         f = getattr(adamc, name)
         assert f.__name__ == f.__qualname__ == name and f.__module__ == "adamc.functional"
-        # the steps of algorithms with optimizer-wide scalars (Prodigy) are Python
-        compiled = not next(a for a in ALGORITHMS.values() if a.step_name == name).scalars
-        if compiled:
-            assert repr(f) == f"<compiled function adamc.functional.{name}>"
+        assert repr(f) == f"<compiled function adamc.functional.{name}>"
         assert pickle.loads(pickle.dumps(f)) is f
         assert list(inspect.signature(f).parameters)[:2] == ["param", "grad"]
     with pytest.raises(TypeError):
         class Sub(type(adamc.adam_step)):  # final: no subclass inherits its call slot
             pass
+
+
+def test_prodigy_step_every_call_form_gives_the_same_bits_and_scalars():
+    f = adamc.prodigy_step
+    lr, dn = "".join(["l", "r"]), "".join(["d_", "max"])
+    names = ["param", "grad", "exp_avg", "exp_avg_sq", "s", "p0"]
+    forms = [
+        lambda a, t, sc: f(*a, step=t, d=sc[0], d_max=sc[1], d_numerator=sc[2], lr=0.5),
+        lambda a, t, sc: f(*a, **{"step": t, "d": sc[0], dn: sc[1], "d_numerator": sc[2],
+                                  lr: 0.5}),
+        lambda a, t, sc: f(**dict(zip(names, a)), lr=0.5, d_numerator=sc[2], d_max=sc[1],
+                           d=sc[0], step=t),
+        lambda a, t, sc: type(f).__call__(f, *a, step=t, d=sc[0], d_max=sc[1],
+                                          d_numerator=sc[2], lr=0.5),
+    ]
+    out = []
+    for form in forms:
+        a = [np.linspace(-1, 1, 9), np.linspace(0.5, -0.3, 9)] + [np.zeros(9) for _ in range(4)]
+        sc = (None, None, 0.0)
+        for t in range(1, 5):
+            sc = form(a, t, sc)
+            assert type(sc) is tuple and len(sc) == 3 and all(type(x) is float for x in sc)
+        out.append((sc, np.concatenate(a).tobytes()))
+    assert out[0][0][0] != 1e-6  # d moved
+    assert all(o == out[0] for o in out[1:])

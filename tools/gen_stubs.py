@@ -83,17 +83,13 @@ def functional_stub() -> str:
              "def step_signature(algorithm: Algorithm) -> tuple[list[str], list[str], "
              "list[str]]: ...",
              "def _make_step(algorithm: Algorithm) -> Callable[..., Any]: ...",
-             "def _make_scalar_step(algorithm: Algorithm) -> Callable[..., Any]: ...", "",
+             "",
              "# The steps are _kernels._StepFunction instances at run time (compiled",
              "# callables); typed here as the functions they behave like.", ""]
     for algorithm in ALGORITHMS.values():
         if not algorithm.stateless:
             continue
         positional, keyword, _ = functional.step_signature(algorithm)
-        if algorithm.scalars:  # _make_scalar_step: all states positional, the scalars
-            positional = ["param", "grad"] + [s.name for s in algorithm.states]
-            keyword = ["step"] + [f"{n}=_" for n, _ in algorithm.scalars] + \
-                [f"{n}=_" for n, _, _ in functional.step_arguments(algorithm)]
         kinds = {name: kind for name, _, kind in functional.step_arguments(algorithm)}
 
         def typed(arg: str) -> str:
