@@ -84,6 +84,19 @@ def _step_rows(algo: int, hyper: dict[str, Any], step: int, param: NDArray[np.fl
                clip_value: float, rows: NDArray[np.float64] | None, fields: tuple[int, ...],
                aux: NDArray[np.float64]) -> None: ...
 
+# the iterations of minimize_many with a Python objective (_many_loop.pxi)
+def many_loop(problems: Any, algo: int, hyper: dict[str, Any], lr_fn: Any,
+              x: NDArray[np.floating[Any]], f: NDArray[np.float64],
+              g: NDArray[np.floating[Any]], states: list[NDArray[np.floating[Any]] | None],
+              aux: NDArray[np.float64], lower: NDArray[np.floating[Any]] | None,
+              upper: NDArray[np.floating[Any]] | None, max_grad_norm: float,
+              clip_value: float, rows: NDArray[np.float64] | None, fields: tuple[int, ...],
+              gtol: NDArray[np.float64], ftol: NDArray[np.float64], xtol: NDArray[np.float64],
+              maxiter: NDArray[np.int64] | None, maxfev: NDArray[np.int64] | None,
+              X: NDArray[np.floating[Any]], F: NDArray[np.float64],
+              G: NDArray[np.floating[Any]], NIT: NDArray[np.int64], STATUS: NDArray[np.int64],
+              hooks: Callable[..., bool] | None = ..., sync: Any = ...) -> None: ...
+
 # minimize_many with a C objective (_fits.pxi)
 def _fit_rows(capsule: Any, first: int, algo: int, hyper: dict[str, Any], t0: int, t1: int,
               start: bool, lrs: NDArray[np.float64] | None, x: NDArray[np.float64],

@@ -140,7 +140,10 @@ def test_many_fits(tmp_path):
 
 def test_compiled_objective(tmp_path):
     pytest.importorskip("numba")
-    out = run("compiled_objective.py", tmp_path, "--iters", "5000")
+    out = run("compiled_objective.py", tmp_path, "--iters", "5000", "--curves", "200")
     assert "identical results: True" in out
+    assert "1 and 2 threads give identical results: True" in out
+    assert "identical to the Python objective: True" in out
+    assert "200 converged (status 0)" in out
     fit = re.search(r"compiled objective: a, k, c = \[([-0-9. ]+)\]", out).group(1)
     np.testing.assert_allclose([float(v) for v in fit.split()], [2.5, 1.3, 0.5], atol=0.05)
