@@ -154,6 +154,7 @@ cdef extern from "adamc.h" nogil:
     int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
                       adamc_coef *coef, double *aux_next)
     double adamc_aux_initial(int algo)
+    double adamc_bias_correction(double beta, int64_t step)
     const char *adamc_algorithm_name(int algo)
 
 
@@ -398,6 +399,11 @@ def _occupancy_probe(Py_ssize_t n, Py_ssize_t nbytes, long long spin):
 
 def _reset_occupancy():
     __atomic_store_n(&_occupied_most, 0, __ATOMIC_SEQ_CST)
+
+
+def _bias_correction(double beta, int64_t step):
+    """The kernels' 1 - beta**step (tests check it against 1.0 - beta ** step)."""
+    return adamc_bias_correction(beta, step)
 
 
 _select_level_from_environment()

@@ -262,6 +262,10 @@ int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
 /* Initial value of an algorithm's per-group scalar state. */
 double adamc_aux_initial(int algo);
 
+/* A bias correction 1 - beta**step in double: the same bits as 1.0 - pow(beta, step),
+ * without the pow once the result is 1.0 (most steps of a long fit). */
+double adamc_bias_correction(double beta, int64_t step);
+
 #ifdef __cplusplus
 }
 #endif
