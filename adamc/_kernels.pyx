@@ -114,6 +114,7 @@ cdef extern from "adamc.h" nogil:
     void adamc_enter()
     bint adamc_try_enter()
     void adamc_leave()
+    bint adamc_may_keep_token()
     void adamc_parallel(int kind, Py_ssize_t nbytes, adamc_body_fn body, void *ctx,
                         Py_ssize_t n, Py_ssize_t chunk_min)
     void adamc_run(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int kind,

@@ -403,3 +403,22 @@ def test_numpy_scalars_and_ints_mean_what_python_numbers_mean():
     c = fresh(np.float32)
     call(c, lr=0.01, beta1=0.8, eps=0.0, weight_decay=1.0, step=2, maximize=False)
     assert not np.array_equal(a["param"], c["param"])  # maximize=np.bool_(True) took effect
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_max_abs_of_the_minimize_loop(dtype):
+    # four maxima without branches (adamc/_helpers.pxi): NaN wherever one is, inf, -0.0
+    rng = np.random.default_rng(9)
+    for n in [*range(0, 14), 17, 63, 1023]:
+        a = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)).astype(dtype)
+        want = float(np.max(np.abs(a))) if n else 0.0
+        assert _kernels.max_abs(a) == want
+        for i in range(min(n, 9)):
+            b = a.copy()
+            b[i] = -np.inf
+            assert _kernels.max_abs(b) == np.inf
+            b[i] = np.nan
+            assert np.isnan(_kernels.max_abs(b))
+            b[:] = -0.0
+            b[i] = -a[i]
+            assert _kernels.max_abs(b) == abs(float(a[i]))
