@@ -58,7 +58,10 @@ class BuildExt(build_ext):
             flags, link = ["/O2", "/fp:precise"], []
             use_threads = False
         else:
-            flags, link = list(BASE_FLAGS), []
+            # libm named at link time: an extension that leaves pow unversioned binds
+            # glibc's oldest pow (its SVID-compatible wrapper, a little slower) instead
+            # of the one Python calls (the same code inside, the same bits).
+            flags, link = list(BASE_FLAGS), ["-lm"]
             use_threads = os.environ.get("ADAMC_NO_THREADS", "") in ("", "0")
             if use_threads:
                 flags.append("-pthread")

@@ -116,6 +116,7 @@ cdef extern from "adamc.h" nogil:
     void adamc_enter()
     bint adamc_try_enter()
     void adamc_leave()
+    bint adamc_may_keep_token()
     void adamc_parallel(int kind, Py_ssize_t nbytes, adamc_body_fn body, void *ctx,
                         Py_ssize_t n, Py_ssize_t chunk_min)
     void adamc_run(adamc_chunk_fn fn, const adamc_task *task, Py_ssize_t n, int kind,
@@ -158,6 +159,7 @@ cdef extern from "adamc.h" nogil:
     int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
                       adamc_coef *coef, double *aux_next)
     double adamc_aux_initial(int algo)
+    double adamc_bias_correction(double beta, int64_t step)
     const char *adamc_algorithm_name(int algo)
 
 
@@ -402,6 +404,11 @@ def _occupancy_probe(Py_ssize_t n, Py_ssize_t nbytes, long long spin):
 
 def _reset_occupancy():
     __atomic_store_n(&_occupied_most, 0, __ATOMIC_SEQ_CST)
+
+
+def _bias_correction(double beta, int64_t step):
+    """The kernels' 1 - beta**step (tests check it against 1.0 - beta ** step)."""
+    return adamc_bias_correction(beta, step)
 
 
 _select_level_from_environment()

@@ -91,6 +91,7 @@ cdef class _Fit:
     cdef object fun, jac, args, objective, evaluate, hooks, checkpoint, batches
     cdef int source, dtype_index, type_num, cur, reason, lr_pos, lr_len
     cdef bint py_step, released, schedule, has_hooks, has_batches, main_thread
+    cdef bint holding               # a token kept from the last step (released loop)
     cdef clock_t last_signals
     cdef void *xp
     cdef void *keep                 # keep_x's data: x before the step
@@ -191,11 +192,19 @@ cdef class _Fit:
         return 0
 
     # -- the loop -----------------------------------------------------------------
+    cdef inline void _drop_token(self) noexcept nogil:
+        """Give back a token kept from the last step (before taking the GIL, and at
+        the end of the loop)."""
+        if self.holding:
+            self.holding = False
+            adamc_leave()
+
     cdef int _step_c(self) except -1 nogil:
         """One step through the engine's compiled part (a C objective: the gradient
         is the loop's own buffer; hyperparameters validated before the loop)."""
         if self.schedule:
             if self.lr_pos == self.lr_len:
+                self._drop_token()
                 with gil:
                     self._refill_lrs()
                 if self.lr_len == 0:
@@ -208,12 +217,18 @@ cdef class _Fit:
         self.opt._prepare_coef(0)
         self.opt._grad_ptr[0] = self.gp
         if self.released:
-            adamc_enter()
+            # a token kept from the last step when that kept nobody out (see
+            # adamc_may_keep_token): no atomic operations per step then
+            if not self.holding:
+                adamc_enter()
+                self.holding = True
         else:
             with gil:
                 _enter_holding_gil()
         self.opt._run(self.total)
-        adamc_leave()
+        if not (self.released and adamc_may_keep_token()):
+            self.holding = False
+            adamc_leave()
         self.opt._busy = 0
         self.opt._advance()
         return 0
@@ -253,6 +268,7 @@ cdef class _Fit:
                     since_signals = 0
                     if self.main_thread and \
                             clock() - self.last_signals > CLOCKS_PER_SEC // _SIGNAL_CLOCKS_DIV:
+                        self._drop_token()
                         with gil:
                             PyErr_CheckSignals()
                         self.last_signals = clock()
@@ -305,6 +321,7 @@ cdef class _Fit:
                 self.reason = _R_MAXFEV
                 return 0
             if self.every > 0 and self.nit % self.every == 0:
+                self._drop_token()
                 with gil:
                     self._sync_counts()
                     self.checkpoint(self.nit, self.f, self._gradient_object())
@@ -388,8 +405,11 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
     fit.main_thread = threading.current_thread() is threading.main_thread()
     fit.last_signals = clock()
     if fit.released:
-        with nogil:
-            fit.run()
+        try:
+            with nogil:
+                fit.run()
+        finally:
+            fit._drop_token()
     else:
         fit.run()
     fit._sync_counts()

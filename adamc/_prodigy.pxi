@@ -30,8 +30,8 @@ cdef double _prodigy_dlr(const adamc_hyper *h, const ProdigyScalars *st,
     """d * lr * bias correction (prodigyopt's dlr) before this step's estimate."""
     cdef double bc = 1.0
     if h.bias_correction:
-        bc = sqrt(1.0 - pow(h.beta2, <double>(st.k + 1))) / \
-            (1.0 - pow(h.beta1, <double>(st.k + 1)))
+        bc = sqrt(adamc_bias_correction(h.beta2, st.k + 1)) / \
+            adamc_bias_correction(h.beta1, st.k + 1)
     return st.d * lr * bc
 
 

@@ -191,6 +191,8 @@ typedef void (*adamc_body_fn)(void *ctx, ptrdiff_t begin, ptrdiff_t end);
 void adamc_enter(void);
 int adamc_try_enter(void); /* 1 with a token, 0 (at once) when none is free */
 void adamc_leave(void);
+/* 1 when a token holder between two kernel calls keeps nobody out by keeping it */
+int adamc_may_keep_token(void);
 
 /* Run body over [0, n) in chunks of at least chunk_min (one thread when nbytes is
  * under the threshold, the limit is 1, or the policy measured one to be faster). */
@@ -269,6 +271,10 @@ int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
 
 /* Initial value of an algorithm's per-group scalar state. */
 double adamc_aux_initial(int algo);
+
+/* A bias correction 1 - beta**step in double: the same bits as 1.0 - pow(beta, step),
+ * without the pow once the result is 1.0 (most steps of a long fit). */
+double adamc_bias_correction(double beta, int64_t step);
 
 #ifdef __cplusplus
 }

@@ -50,11 +50,28 @@ adamc_aux_initial(int algo)
     return algo == ADAMC_NADAM ? 1.0 : 0.0;
 }
 
-/* Adam-style bias corrections: 1 - beta**t in double. */
-static double
+/* 1.0 - pow(beta, t) to the bit, for 0 <= beta < 1, without the pow once it is 1.0.
+ * ln(beta) <= beta - 1, so beta**t <= exp(-t (1 - beta)); once t (1 - beta) > 40,
+ * beta**t < exp(-40) < 2**-57, well under 2**-54 (half the spacing of the doubles
+ * just below 1, even with pow's error and the rounding of t (1 - beta)), and
+ * 1 - beta**t rounds to 1.0 (round to nearest). Why it matters: an Adam step
+ * makes two of these, pow was a third of a C-objective fit's loop at n = 10, and
+ * glibc's pow is several times slower once beta**t underflows (0.9**t from t of
+ * about 6700 on). A negative or NaN beta (rejected by the validation anyway) fails
+ * the test and takes pow. tests/test_kernels.py checks the bits over many (beta, t). */
+static inline double
 bias_correction(double beta, int64_t step)
 {
-    return 1.0 - pow(beta, (double)step);
+    const double t = (double)step;
+    if (beta >= 0.0 && t * (1.0 - beta) > 40.0)
+        return 1.0;
+    return 1.0 - pow(beta, t);
+}
+
+double
+adamc_bias_correction(double beta, int64_t step)
+{
+    return bias_correction(beta, step);
 }
 
 static void
@@ -217,7 +234,7 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         c->decay = 1.0;
         c->u.schedulefree.beta2 = h->beta2;
         c->u.schedulefree.one_minus_beta2 = 1.0 - h->beta2;
-        c->u.schedulefree.bc2 = 1.0 - pow(h->beta2, t);
+        c->u.schedulefree.bc2 = bias_correction(h->beta2, step);
         c->u.schedulefree.eps = h->eps;
         c->u.schedulefree.wd = h->weight_decay;
         break;

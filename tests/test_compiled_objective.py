@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -280,6 +281,85 @@ def test_the_c_fit_releases_the_gil(lib):
     assert during > 1000
 
 
+
+def test_the_c_fit_gives_its_thread_token_back_however_it_ends(lib):
+    """Between steps the loop may keep its thread token (adamc_may_keep_token); every
+    way out of the loop gives it back (otherwise, with one token, the next step would
+    wait for ever)."""
+    from adamc import _kernels
+    llc = LowLevelCallable(lib.quartic)
+    state = (ctypes.c_long * 2)(0, 40)
+    ends = [dict(options=dict(lr=0.05, maxiter=500, gtol=0)),
+            dict(options=dict(lr=0.05, gtol=1e-3)),
+            dict(options=dict(lr=0.05, ftol=1e-9)),
+            dict(options=dict(lr=0.05, maxfev=77)),
+            dict(options=dict(lr=schedules.cosine_decay(0.05, 600), maxiter=700))]
+    for kw in ends:
+        adamc.minimize(llc, X0, **kw)
+        assert _kernels.thread_stats()["active"] == 0, kw
+    res = adamc.minimize(LowLevelCallable(lib.nan_later, ctypes.cast(state, ctypes.c_void_p)),
+                         X0, options=dict(lr=0.05, maxiter=100))
+    assert res.status == 3 and _kernels.thread_stats()["active"] == 0
+    with pytest.raises(ValueError, match="not finite"):
+        # 1e-300, 1, then inf: refused at step 3, inside the loop
+        adamc.minimize(llc, X0, options=dict(lr=schedules.exponential_decay(1e-300, 1e300),
+                                             maxiter=10))
+    assert _kernels.thread_stats()["active"] == 0
+    saved = adamc.get_num_threads()
+    adamc.set_num_threads(1)
+    try:
+        x = np.zeros(3)
+        adamc.Adam(x).step(np.ones(3))  # would wait for ever for a token left taken
+    finally:
+        adamc.set_num_threads(saved)
+    assert x[0] == pytest.approx(-0.001)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_other_threads_get_tokens_while_a_c_fit_runs(lib, threads):
+    """The loop keeps its token between steps only while another is free and no one
+    waits: with 2 tokens it keeps it (the fit's thread counts as active nearly all the
+    time), with 1 it gives it back after every step; either way, steps in another
+    thread go on during the fit."""
+    from adamc import _kernels
+    saved = adamc.get_num_threads()
+    adamc.set_num_threads(threads)
+    done = threading.Event()
+    out = {}
+
+    def fit():
+        out["res"] = adamc.minimize(LowLevelCallable(lib.quartic), np.zeros(10),
+                                    options=dict(lr=1e-9, maxiter=4 * 10**6, gtol=0))
+        done.set()
+
+    t = threading.Thread(target=fit)
+    try:
+        t.start()
+        while _kernels.thread_stats()["active"] == 0 and not done.is_set():
+            pass
+        samples = []
+        for _ in range(300):  # spread over the fit, not all in one of its time slices
+            samples.append(_kernels.thread_stats()["active"])
+            time.sleep(0.0005)
+        x = np.zeros(10)
+        opt = adamc.Adam(x, lr=0.1)
+        steps = 0
+        while not done.is_set() and steps < 2000:
+            opt.step(np.ones(10))
+            steps += 1
+        t.join(120)
+    finally:
+        done.wait(120)
+        adamc.set_num_threads(saved)
+    assert not t.is_alive() and out["res"].nit == 4 * 10**6
+    assert steps == 2000 or opt.step_count == steps
+    assert _kernels.thread_stats()["active"] == 0
+    kept = np.mean(np.array(samples) >= 1)  # about 0.3 when given back after each step
+    if threads == 2:
+        assert kept > 0.9, kept
+    else:
+        assert kept < 0.9 and max(samples) <= 1, kept
+
 CYTHON_SOURCE = """
 # cython: language_level=3
 cdef api double quad(int n, double *x, double *g, void *data) noexcept nogil:
@@ -321,7 +401,6 @@ def test_a_cython_function(tmp_path, monkeypatch):
 def test_a_signal_interrupts_a_c_fit(lib):
     """Without the GIL, the loop still looks for signals (Ctrl-C) now and then."""
     import signal
-    import time
 
     class Interrupted(Exception):
         pass

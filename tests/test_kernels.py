@@ -18,7 +18,7 @@ import pytest
 
 import adamc
 import emulate
-from adamc import _reference
+from adamc import _kernels, _reference
 from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
 
 STEPS = 50
@@ -165,6 +165,67 @@ def test_bit_exact_operation_order(level_threads, dtype, opt):
                 if got is not None:
                     np.testing.assert_array_equal(bits(got), bits(want))
 
+
+
+def bias_correction_cases():
+    """(beta, t) pairs: small t, t on both sides of the kernels' shortcut (taken once
+    t (1 - beta) > 40) and of the point where 1 - beta**t first rounds to 1.0 (near
+    t (1 - beta) = 37.4 for beta near 1), and huge t; beta from 0 to the largest
+    double below 1."""
+    rng = np.random.default_rng(7)
+    betas = [0.0, 5e-324, 1e-300, 1e-10, 0.1, 0.25, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995,
+             0.999, 0.9995, 0.9999, 0.99999, 1 - 1e-7, 1 - 2.0 ** -30, 1 - 2.0 ** -52,
+             np.nextafter(1.0, 0.0)]
+    betas += list(rng.uniform(0.0, 1.0, 60)) + list(1.0 - 10.0 ** rng.uniform(-12, -0.5, 60))
+    huge = [10 ** k for k in range(2, 19)] + [2 ** 53, 2 ** 53 + 1, 2 ** 62, 2 ** 63 - 1]
+    cases = []
+    for beta in map(float, betas):
+        ts = set(range(1, 80)) | set(huge)
+        if beta > 0.0:
+            for edge in (30.0, 37.0, 37.43, 38.0, 40.0):
+                at = edge / (1.0 - beta)
+                if at < 2.0 ** 62:
+                    centre = int(at)
+                    ts |= {max(1, centre + d) for d in range(-3, 4)}
+                    ts |= {max(1, int(at * f)) for f in rng.uniform(0.9, 1.1, 12)}
+        cases += [(beta, t) for t in sorted(ts)]
+    return cases
+
+
+def test_bias_correction_has_the_bits_of_one_minus_pow():
+    # 1 - beta**t without pow once t (1 - beta) > 40 (src_c/adamc_runtime.c): the same
+    # double as 1.0 - pow(beta, t) (Python's float ** calls the C library's pow) for
+    # every pair, so that steps, fits and the references agree to the bit.
+    cases = bias_correction_cases()
+    shortcut = near_miss = 0
+    for beta, t in cases:
+        want = 1.0 - beta ** float(t)
+        got = _kernels._bias_correction(beta, t)
+        assert got.hex() == want.hex(), (beta, t, got, want)
+        shortcut += float(t) * (1.0 - beta) > 40.0
+        # pairs a threshold much below 40 would get wrong: 1 - beta**t is not 1 there
+        near_miss += 30.0 < float(t) * (1.0 - beta) <= 40.0 and want != 1.0
+    assert shortcut > 2000 and near_miss > 200, (shortcut, near_miss)
+
+
+@pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[3], OPTIONS[5]], ids=option_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_bit_exact_at_late_steps(dtype, opt):
+    # the steps around the bias corrections' shortcut (beta1 = 0.9: t = 400; beta2 =
+    # 0.999: t = 40000) and far beyond it, against the emulation's 1 - beta ** t
+    rng = np.random.default_rng(4)
+    p, m, v, vm = new_state(17, dtype, rng, opt.get("amsgrad"))
+    m[:] = rng.standard_normal(17).astype(dtype)
+    v[:] = rng.random(17).astype(dtype)
+    e = [None if a is None else a.copy() for a in (p, m, v, vm)]
+    steps = [*range(370, 420), *range(37400, 37420), *range(39990, 40010), 10 ** 6, 2 ** 40]
+    for t in steps:
+        g = grad_at(rng, 17, dtype, t)
+        adamc.adam_step(p, g, m, v, step=t, lr=0.01, max_exp_avg_sq=vm, **opt)
+        e = emulate_kernel(e[0], g, e[1], e[2], e[3], step=t, lr=0.01, **opt)
+        for got, want in zip((p, m, v, vm), e):
+            if got is not None:
+                np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"step {t}")
 
 def trajectory(n, dtype, opt, steps=STEPS, seed=3):
     rng = np.random.default_rng(seed)
@@ -342,3 +403,22 @@ def test_numpy_scalars_and_ints_mean_what_python_numbers_mean():
     c = fresh(np.float32)
     call(c, lr=0.01, beta1=0.8, eps=0.0, weight_decay=1.0, step=2, maximize=False)
     assert not np.array_equal(a["param"], c["param"])  # maximize=np.bool_(True) took effect
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_max_abs_of_the_minimize_loop(dtype):
+    # four maxima without branches (adamc/_helpers.pxi): NaN wherever one is, inf, -0.0
+    rng = np.random.default_rng(9)
+    for n in [*range(0, 14), 17, 63, 1023]:
+        a = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)).astype(dtype)
+        want = float(np.max(np.abs(a))) if n else 0.0
+        assert _kernels.max_abs(a) == want
+        for i in range(min(n, 9)):
+            b = a.copy()
+            b[i] = -np.inf
+            assert _kernels.max_abs(b) == np.inf
+            b[i] = np.nan
+            assert np.isnan(_kernels.max_abs(b))
+            b[:] = -0.0
+            b[i] = -a[i]
+            assert _kernels.max_abs(b) == abs(float(a[i]))
