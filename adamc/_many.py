@@ -480,6 +480,22 @@ class _Local:
         return stopped, running
 
 
+def _start(evaluate: Callable[[], Any], sync, disp: bool) -> Any:
+    """The first evaluation (in a lockstep run its error is raised on every rank) and
+    the header of disp."""
+    out, error = None, None
+    try:
+        out = evaluate()
+    except Exception as exc:
+        if not sync.lockstep:
+            raise
+        error = exc
+    sync.iteration(False, error, True)
+    if disp:
+        print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
+    return out
+
+
 def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProblems,
            x: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None, callback, style,
            sync) -> dict:
@@ -496,18 +512,8 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
     states += [None] * (3 - len(states))
     maxiter, maxfev = setup.maxiter, setup.maxfev
     disp, every = setup.loop["disp"], setup.loop["disp_every"]
-    error = None
-    f, g = np.zeros(0), np.zeros((0, n), x.dtype)
-    try:
-        if B:
-            f, g = problems(x, lower, upper)
-    except Exception as exc:
-        if not sync.lockstep:
-            raise
-        error = exc
-    sync.iteration(False, error, True)
-    if disp:
-        print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
+    f, g = _start(lambda: problems(x, lower, upper) if B else
+                  (np.zeros(0), np.zeros((0, n), x.dtype)), sync, disp)
     hooks = None
     if style is not None or disp:
         def hooks(nit, m, xs, fs, gs, idx):
@@ -581,16 +587,7 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
                            setup.fields, gtol, ftol, xtol, maxiter, maxfev, NIT, nfev,
                            STATUS)
 
-    error = None
-    try:
-        advance(0, 0, True, 0)
-    except Exception as exc:
-        if not sync.lockstep:
-            raise
-        error = exc
-    sync.iteration(False, error, True)
-    if disp:
-        print(f"{'iter':>8} {'running':>9} {'median f':>14}", file=sys.stdout)
+    _start(lambda: advance(0, 0, True, 0), sync, disp)
     nit = 0
     # Blocks of iterations: one per callback; else growing while a block takes under
     # 30 ms (a block is one job on the threads, whose end waits for the slowest chunk;
