@@ -279,6 +279,9 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     c.sumsq_fn = _kernels.sumsq[ADAMC_F64]
     if B == 0:
         return
+    for j in range(B):
+        if c.status[j] < 0 and c.nit[j] != t0:
+            raise ValueError(f"problem {j} is running at iteration {c.nit[j]}, not t0 = {t0}")
     cdef cnp.ndarray coefs, coefs_aux
     cdef adamc_hyper h
     cdef double a

@@ -39,6 +39,9 @@ cdef enum:
     # at a time (they are pure functions of the step).
     _BLOCK = 256
     _SIGNAL_CLOCKS_DIV = 20
+    # A block of _BLOCK iterations is short under 1/_SHORT_BLOCKS_PER_SECOND s: about
+    # 1 us per iteration
+    _SHORT_BLOCKS_PER_SECOND = 3906
 
 
 cdef _objective_fn _capsule_function(object capsule, void **data) except NULL:
@@ -92,6 +95,8 @@ cdef class _Fit:
     cdef int source, dtype_index, type_num, cur, reason, lr_pos, lr_len
     cdef bint py_step, released, schedule, has_hooks, has_batches, main_thread
     cdef bint holding               # a token kept from the last step (released loop)
+    cdef bint short_iterations      # the last _BLOCK iterations took under 1 us each
+    cdef clock_t block_clock
     cdef clock_t last_signals
     cdef void *xp
     cdef void *keep                 # keep_x's data: x before the step
@@ -226,7 +231,10 @@ cdef class _Fit:
             with gil:
                 _enter_holding_gil()
         self.opt._run(self.total)
-        if not (self.released and adamc_may_keep_token()):
+        # (kept only while iterations are short: the token is then held through the
+        # objective's call, and a slow objective would keep another caller's workers
+        # out of its parallel updates for that long)
+        if not (self.released and self.short_iterations and adamc_may_keep_token()):
             self.holding = False
             adamc_leave()
         self.opt._busy = 0
@@ -238,6 +246,7 @@ cdef class _Fit:
         cdef int next_buf
         cdef bint stopped
         cdef int64_t since_signals = 0
+        cdef clock_t now
         while True:
             if self.maxiter >= 0 and self.nit >= self.maxiter:
                 self.reason = _R_MAXITER
@@ -266,8 +275,14 @@ cdef class _Fit:
                 since_signals += 1
                 if since_signals == _BLOCK:
                     since_signals = 0
+                    now = clock()
+                    # (process CPU time: other busy threads make a block look slower,
+                    # which only gives the token back more often)
+                    self.short_iterations = \
+                        (now - self.block_clock) <= CLOCKS_PER_SEC // _SHORT_BLOCKS_PER_SECOND
+                    self.block_clock = now
                     if self.main_thread and \
-                            clock() - self.last_signals > CLOCKS_PER_SEC // _SIGNAL_CLOCKS_DIV:
+                            now - self.last_signals > CLOCKS_PER_SEC // _SIGNAL_CLOCKS_DIV:
                         self._drop_token()
                         with gil:
                             PyErr_CheckSignals()
@@ -403,7 +418,8 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
                 fit.jac = objective.jac
     fit.released = fit.source == _SRC_C and not fit.py_step and hooks is None
     fit.main_thread = threading.current_thread() is threading.main_thread()
-    fit.last_signals = clock()
+    fit.last_signals = fit.block_clock = clock()
+    fit.short_iterations = False  # (until a block has been timed)
     if fit.released:
         try:
             with nogil:

@@ -118,6 +118,8 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     """
     cdef _ManyRows c
     memset(&c, 0, sizeof(c))
+    if not 0 <= algo < ADAMC_NUM_ALGOS:
+        raise ValueError(f"unknown algorithm {algo}")
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2):
         raise TypeError("x must be a 2-D array")
     cdef cnp.ndarray xa = <cnp.ndarray>x
@@ -168,6 +170,8 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
                                                           c.k, True))
         for j in range(c.k):
             fidx[j] = fields[j]
+            if not 0 <= fidx[j] < _R_COUNT:
+                raise ValueError(f"unknown row field {fidx[j]}")
     c.aux = <double *>cnp.PyArray_DATA(<cnp.ndarray>aux)
     c.gtol = <double *>cnp.PyArray_DATA(<cnp.ndarray>gtol)
     c.ftol = <double *>cnp.PyArray_DATA(<cnp.ndarray>ftol)

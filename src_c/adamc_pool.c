@@ -16,7 +16,8 @@
  *    adamc kernels at once in the whole process, whatever the number of callers.
  *    Callers wait for a token; workers join only when one is free, and leave after
  *    their current chunk when a caller is waiting. A caller between two kernel calls
- *    may keep its token only while that keeps nobody out (adamc_may_keep_token);
+ *    may keep its token only while that keeps nobody out (adamc_may_keep_token; the
+ *    minimize loop also only while its iterations are short);
  *  - with the adaptive policy, each (kernel kind, size class) remembers how fast it
  *    ran on one thread and on several, uses the faster, and re-measures the other
  *    now and then (rarely while the choice keeps being confirmed).

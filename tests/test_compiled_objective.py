@@ -46,6 +46,12 @@ double nan_later(int n, double *x, double *g, void *data) {
     return f;
 }
 double wrong_arity(int n, double *x) { return x[0]; }
+/* quartic after some 20k dependent additions (tens of us): a slow objective */
+double slow_quartic(int n, double *x, double *g, void *data) {
+    volatile double s = 0.0;
+    for (int k = 0; k < 20000; k++) s += k;
+    return quartic(n, x, g, data) + 0.0 * s;
+}
 /* minimize_many: problem i is quartic around the centre data[i n .. i n + n) */
 double quartic_rows(int n, double *x, double *g, long i, void *data) {
     return quartic(n, x, g, data ? (double *)data + i * n : 0);
@@ -72,7 +78,7 @@ def lib(tmp_path_factory):
     subprocess.run([cc, "-O2", "-shared", "-fPIC", str(d / "obj.c"), "-o", str(so_path),
                     "-lm"], check=True)
     lib = ctypes.CDLL(str(so_path))
-    for name in ("quartic", "nan_later"):
+    for name in ("quartic", "nan_later", "slow_quartic"):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = ctypes.c_double, SIGNATURE
     for name in ("quartic_rows", "nan_rows"):
@@ -366,6 +372,40 @@ def test_other_threads_get_tokens_while_a_c_fit_runs(lib, threads):
         assert kept > 0.9, kept
     else:
         assert kept < 0.9 and max(samples) <= 1, kept
+
+def test_a_slow_c_objective_holds_no_token_while_it_runs(lib):
+    """With 2 tokens the loop keeps its token between steps only while its iterations
+    are short: through a slow objective's call it would keep another caller's workers
+    out of that caller's parallel updates."""
+    from adamc import _kernels
+    if not _kernels.have_threads():
+        pytest.skip("built without threads")
+    saved = adamc.get_num_threads()
+    adamc.set_num_threads(2)
+    done = threading.Event()
+    out = {}
+
+    def fit():
+        out["res"] = adamc.minimize(LowLevelCallable(lib.slow_quartic), np.zeros(10),
+                                    options=dict(lr=1e-9, maxiter=6000, gtol=0))
+        done.set()
+
+    t = threading.Thread(target=fit)
+    try:
+        t.start()
+        time.sleep(0.05)  # past the first timed block of iterations
+        samples = []
+        while not done.is_set() and len(samples) < 300:
+            samples.append(_kernels.thread_stats()["active"])
+            time.sleep(0.0005)
+        t.join(120)
+    finally:
+        done.wait(120)
+        adamc.set_num_threads(saved)
+    assert out["res"].nit == 6000 and len(samples) > 50
+    held = np.mean(np.array(samples) >= 1)
+    assert held < 0.2, held
+
 
 CYTHON_SOURCE = """
 # cython: language_level=3
