@@ -63,29 +63,6 @@ cdef struct _RowFits:
     int failed                     # 1: out of memory, 2: unknown algorithm
 
 
-cdef inline bint _row_converged(const _RowFits *c, Py_ssize_t i, double f_prev, double f,
-                                double gnorm, const double *x, const double *keep) noexcept nogil:
-    """The stopping tests of adamc._many._solve for problem i (every value finite)."""
-    cdef Py_ssize_t n = c.n
-    cdef double scale, a, b
-    if c.gtol[i] > 0 and gnorm <= c.gtol[i]:
-        return True
-    if c.ftol[i] > 0:
-        a, b = fabs(f_prev), fabs(f)
-        scale = a if a > b else b
-        if scale < 1.0:
-            scale = 1.0
-        if fabs(f_prev - f) <= c.ftol[i] * scale:
-            return True
-    if c.xtol[i] > 0:
-        scale = _max_abs(x, n)
-        if scale < 1.0:
-            scale = 1.0
-        if _max_abs_diff(x, keep, n) <= c.xtol[i] * scale:
-            return True
-    return False
-
-
 cdef inline int _prepare_row(const _RowFits *c, const adamc_hyper *h, int64_t step,
                              double aux, double clip, adamc_coef *coef,
                              double *aux_next) noexcept nogil:
@@ -168,7 +145,8 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
             break
         memcpy(g, g_new, nbytes)
         nit += 1
-        if _row_converged(c, i, f_prev, f, gnorm, x, keep):
+        if _tolerances_met(c.gtol[i], c.ftol[i], c.xtol[i], gnorm, f_prev, f, x, keep, n,
+                           ADAMC_F64):
             c.status[i] = _FIT_CONVERGED
             break
         if c.maxfev != NULL and c.nfev[i] >= c.maxfev[i]:
@@ -193,26 +171,14 @@ cdef void _fit_rows_body(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept n
     free(scratch)
 
 
-cdef const void *_fit_array(object a, str name, Py_ssize_t size, int type_num,
-                            bint write) except? NULL:
-    if not (cnp.PyArray_CheckExact(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == type_num
-            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
-            and cnp.PyArray_SIZE(<cnp.ndarray>a) == size
-            and (not write or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))):
-        raise TypeError(f"{name} must be a C-contiguous{' writeable' if write else ''} "
-                        f"{'float64' if type_num == cnp.NPY_DOUBLE else 'int64'} array of "
-                        f"{size} values")
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
-def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t t1, bint start, lrs,
-              x, g, f, list states, aux, lower, upper, double max_grad_norm,
+def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t t1,
+              bint start, lrs, x, g, f, list states, aux, lower, upper, double max_grad_norm,
               double clip_value, rows, tuple fields, gtol, ftol, xtol, maxiter, maxfev,
               nit, nfev, status):
     """Advance every running problem (``status`` -1) of a minimize_many run with a C
     objective (``capsule``: ``double (int, double *, double *, intptr_t, void *)``,
-    called with index ``first + i`` for row i) until it stops or has made ``t1`` iterations; ``t0``: the iterations made so far
-    (every running problem's ``nit``). ``start``: evaluate every problem at x first
+    called with index ``first + i`` for row i) until it stops or has made ``t1``
+    iterations; ``t0``: the iterations made so far (every running problem's ``nit``). ``start``: evaluate every problem at x first
     (t0 = 0). ``lrs``: None, or the float64 learning rates of steps t0 + 1 .. t1.
 
     x, g (B, n), f, aux, gtol, ftol, xtol (B,) are float64; maxiter, maxfev (B,) int64
@@ -238,37 +204,37 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     if t1 < t0 or (start and t0 != 0):
         raise ValueError("the iterations must go forwards, and start at 0")
     c.algo, c.n, c.t0, c.t1, c.start = algo, n, t0, t1, start
-    c.x = <double *>_fit_array(x, "x", B * n, cnp.NPY_DOUBLE, True)
-    c.g = <double *>_fit_array(g, "g", B * n, cnp.NPY_DOUBLE, True)
-    c.f = <double *>_fit_array(f, "f", B, cnp.NPY_DOUBLE, True)
+    c.x = <double *>_rows_data(x, "x", cnp.NPY_DOUBLE, B, n, True)
+    c.g = <double *>_rows_data(g, "g", cnp.NPY_DOUBLE, B, n, True)
+    c.f = <double *>_rows_data(f, "f", cnp.NPY_DOUBLE, B, 1, True)
     if len(states) != 3:
         raise ValueError("states must list 3 arrays or None")
     for j in range(3):
         if states[j] is not None:
-            c.state[j] = <double *>_fit_array(states[j], "states", B * n, cnp.NPY_DOUBLE, True)
+            c.state[j] = <double *>_rows_data(states[j], "states", cnp.NPY_DOUBLE, B, n, True)
     if (lower is None) != (upper is None):
         raise ValueError("lower and upper must both be given or both be None")
     if lower is not None:
-        c.lower = <const double *>_fit_array(lower, "lower", B * n, cnp.NPY_DOUBLE, False)
-        c.upper = <const double *>_fit_array(upper, "upper", B * n, cnp.NPY_DOUBLE, False)
-    c.aux = <double *>_fit_array(aux, "aux", B, cnp.NPY_DOUBLE, True)
-    c.gtol = <const double *>_fit_array(gtol, "gtol", B, cnp.NPY_DOUBLE, False)
-    c.ftol = <const double *>_fit_array(ftol, "ftol", B, cnp.NPY_DOUBLE, False)
-    c.xtol = <const double *>_fit_array(xtol, "xtol", B, cnp.NPY_DOUBLE, False)
+        c.lower = <const double *>_rows_data(lower, "lower", cnp.NPY_DOUBLE, B, n, False)
+        c.upper = <const double *>_rows_data(upper, "upper", cnp.NPY_DOUBLE, B, n, False)
+    c.aux = <double *>_rows_data(aux, "aux", cnp.NPY_DOUBLE, B, 1, True)
+    c.gtol = <const double *>_rows_data(gtol, "gtol", cnp.NPY_DOUBLE, B, 1, False)
+    c.ftol = <const double *>_rows_data(ftol, "ftol", cnp.NPY_DOUBLE, B, 1, False)
+    c.xtol = <const double *>_rows_data(xtol, "xtol", cnp.NPY_DOUBLE, B, 1, False)
     if maxiter is not None:
-        c.maxiter = <const int64_t *>_fit_array(maxiter, "maxiter", B, cnp.NPY_INT64, False)
+        c.maxiter = <const int64_t *>_rows_data(maxiter, "maxiter", cnp.NPY_INT64, B, 1, False)
     if maxfev is not None:
-        c.maxfev = <const int64_t *>_fit_array(maxfev, "maxfev", B, cnp.NPY_INT64, False)
-    c.nit = <int64_t *>_fit_array(nit, "nit", B, cnp.NPY_INT64, True)
-    c.nfev = <int64_t *>_fit_array(nfev, "nfev", B, cnp.NPY_INT64, True)
-    c.status = <int64_t *>_fit_array(status, "status", B, cnp.NPY_INT64, True)
+        c.maxfev = <const int64_t *>_rows_data(maxfev, "maxfev", cnp.NPY_INT64, B, 1, False)
+    c.nit = <int64_t *>_rows_data(nit, "nit", cnp.NPY_INT64, B, 1, True)
+    c.nfev = <int64_t *>_rows_data(nfev, "nfev", cnp.NPY_INT64, B, 1, True)
+    c.status = <int64_t *>_rows_data(status, "status", cnp.NPY_INT64, B, 1, True)
     if lrs is not None:
-        c.lrs = <const double *>_fit_array(lrs, "lrs", t1 - t0, cnp.NPY_DOUBLE, False)
+        c.lrs = <const double *>_rows_data(lrs, "lrs", cnp.NPY_DOUBLE, t1 - t0, 1, False)
     c.k = len(fields)
     if c.k:
         if c.k > _R_COUNT or rows is None:
             raise TypeError("rows must be a C-contiguous float64 (B, len(fields)) array")
-        c.rows = <const double *>_fit_array(rows, "rows", B * c.k, cnp.NPY_DOUBLE, False)
+        c.rows = <const double *>_rows_data(rows, "rows", cnp.NPY_DOUBLE, B, c.k, False)
         for j in range(c.k):
             c.fidx[j] = fields[j]
             if not 0 <= c.fidx[j] < _R_COUNT:

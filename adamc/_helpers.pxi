@@ -148,3 +148,40 @@ def copy_into(dst, src):
         raise ValueError("dst is read-only")
     memcpy(cnp.PyArray_DATA(d), cnp.PyArray_DATA(s), cnp.PyArray_NBYTES(s))
 
+
+cdef inline double _norm_inf(const void *a, Py_ssize_t n, int dtype_index) noexcept nogil:
+    if dtype_index == ADAMC_F32:
+        return _max_abs(<const float *>a, n)
+    return _max_abs(<const double *>a, n)
+
+
+cdef inline double _diff_inf(const void *a, const void *b, Py_ssize_t n,
+                             int dtype_index) noexcept nogil:
+    if dtype_index == ADAMC_F32:
+        return _max_abs_diff(<const float *>a, <const float *>b, n)
+    return _max_abs_diff(<const double *>a, <const double *>b, n)
+
+
+cdef inline bint _tolerances_met(double gtol, double ftol, double xtol, double gnorm,
+                                 double f_prev, double f, const void *x, const void *keep,
+                                 Py_ssize_t n, int dtype_index) noexcept nogil:
+    """minimize_many's stopping tests of one problem after a step (values finite; a
+    tolerance <= 0 is off): |g|_inf <= gtol, the relative change of f <= ftol, or the
+    relative change of x <= xtol."""
+    cdef double scale, a, b
+    if gtol > 0 and gnorm <= gtol:
+        return True
+    if ftol > 0:
+        a, b = fabs(f_prev), fabs(f)
+        scale = a if a > b else b
+        if scale < 1.0:
+            scale = 1.0
+        if fabs(f_prev - f) <= ftol * scale:
+            return True
+    if xtol > 0:
+        scale = _norm_inf(x, n, dtype_index)
+        if scale < 1.0:
+            scale = 1.0
+        if _diff_inf(x, keep, n, dtype_index) <= xtol * scale:
+            return True
+    return False

@@ -70,19 +70,6 @@ def call_objective(capsule, x, g):
               <double *>cnp.PyArray_DATA(b), data)
 
 
-cdef inline double _norm_inf(const void *a, Py_ssize_t n, int dtype_index) noexcept nogil:
-    if dtype_index == ADAMC_F32:
-        return _max_abs(<const float *>a, n)
-    return _max_abs(<const double *>a, n)
-
-
-cdef inline double _diff_inf(const void *a, const void *b, Py_ssize_t n,
-                             int dtype_index) noexcept nogil:
-    if dtype_index == ADAMC_F32:
-        return _max_abs_diff(<const float *>a, <const float *>b, n)
-    return _max_abs_diff(<const double *>a, <const double *>b, n)
-
-
 @cython.final
 @cython.auto_pickle(False)
 cdef class _Fit:

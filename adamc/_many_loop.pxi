@@ -39,18 +39,6 @@ cdef struct _ManyRows:
     int64_t *STATUS
 
 
-cdef inline double _row_norm(const _ManyRows *c, const char *a) noexcept nogil:
-    if c.dtype_index == ADAMC_F32:
-        return _max_abs(<const float *>a, c.n)
-    return _max_abs(<const double *>a, c.n)
-
-
-cdef inline double _row_change(const _ManyRows *c, const char *a, const char *b) noexcept nogil:
-    if c.dtype_index == ADAMC_F32:
-        return _max_abs_diff(<const float *>a, <const float *>b, c.n)
-    return _max_abs_diff(<const double *>a, <const double *>b, c.n)
-
-
 cdef inline void _move_row(char *base, Py_ssize_t width, Py_ssize_t dst,
                            Py_ssize_t src) noexcept nogil:
     memcpy(base + dst * width, base + src * width, width)
@@ -127,7 +115,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     cdef Py_ssize_t B = cnp.PyArray_DIM(xa, 0), n = cnp.PyArray_DIM(xa, 1)
     cdef Py_ssize_t r, j, m, rb, stopping
     cdef int64_t nit = 0, t, nf = 0
-    cdef double gnorm, a, b, scale
+    cdef double gnorm
     cdef bint stopped, more, conv, lockstep = sync is not None, has_hooks = hooks is not None
     c.n, c.k = n, len(fields)
     c.item = cnp.PyArray_ITEMSIZE(xa)
@@ -157,17 +145,15 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     c.gnorm = <double *>cnp.PyArray_DATA(<cnp.ndarray>gnorms)
     for j in range(3):
         if states[j] is not None:
-            c.state[j] = <char *>cnp.PyArray_DATA(_rows_operand(states[j], "states", type_num,
-                                                                B, n, True))
+            c.state[j] = <char *>_rows_data(states[j], "states", type_num, B, n, True)
     if lower is not None:
-        c.lower = <char *>cnp.PyArray_DATA(_rows_operand(lower, "lower", type_num, B, n, True))
-        c.upper = <char *>cnp.PyArray_DATA(_rows_operand(upper, "upper", type_num, B, n, True))
+        c.lower = <char *>_rows_data(lower, "lower", type_num, B, n, True)
+        c.upper = <char *>_rows_data(upper, "upper", type_num, B, n, True)
     cdef int fidx[_R_COUNT]
     if c.k:
         if c.k > _R_COUNT:
             raise ValueError("too many row fields")
-        c.rows = <double *>cnp.PyArray_DATA(_rows_operand(rows, "rows", cnp.NPY_DOUBLE, B,
-                                                          c.k, True))
+        c.rows = <double *>_rows_data(rows, "rows", cnp.NPY_DOUBLE, B, c.k, True)
         for j in range(c.k):
             fidx[j] = fields[j]
             if not 0 <= fidx[j] < _R_COUNT:
@@ -177,11 +163,9 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     c.ftol = <double *>cnp.PyArray_DATA(<cnp.ndarray>ftol)
     c.xtol = <double *>cnp.PyArray_DATA(<cnp.ndarray>xtol)
     if maxiter is not None:
-        c.maxiter = <int64_t *>cnp.PyArray_DATA(_rows_operand(maxiter, "maxiter",
-                                                              cnp.NPY_INT64, B, 1, True))
+        c.maxiter = <int64_t *>_rows_data(maxiter, "maxiter", cnp.NPY_INT64, B, 1, True)
     if maxfev is not None:
-        c.maxfev = <int64_t *>cnp.PyArray_DATA(_rows_operand(maxfev, "maxfev",
-                                                             cnp.NPY_INT64, B, 1, True))
+        c.maxfev = <int64_t *>_rows_data(maxfev, "maxfev", cnp.NPY_INT64, B, 1, True)
     c.idx = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
     c.done = <unsigned char *>cnp.PyArray_DATA(<cnp.ndarray>done)
     c.X = <char *>cnp.PyArray_DATA(<cnp.ndarray>X)
@@ -189,13 +173,8 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     c.F = <double *>cnp.PyArray_DATA(<cnp.ndarray>F)
     c.NIT = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>NIT)
     c.STATUS = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>STATUS)
-    cdef int64_t *nfev = <int64_t *>cnp.PyArray_DATA(
-        _rows_operand(problems.nfev, "nfev", cnp.NPY_INT64, B, 1, True))
-    # (a tolerance that is off for every problem stays off as problems stop)
-    cdef bint use_ftol = False, use_xtol = False
-    for r in range(B):
-        use_ftol |= c.ftol[r] > 0
-        use_xtol |= c.xtol[r] > 0
+    cdef int64_t *nfev = <int64_t *>_rows_data(problems.nfev, "nfev", cnp.NPY_INT64, B, 1,
+                                               True)
     cdef adamc_hyper base
     _fill_hyper(&base, hyper)
     c.m = B
@@ -203,7 +182,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     # the first evaluation: non-finite (status 3) and converged (status 0) problems
     stopping = 0
     for r in range(B):
-        gnorm = _row_norm(&c, c.g + r * rb)
+        gnorm = _norm_inf(c.g + r * rb, n, c.dtype_index)
         if not (isfinite(c.f[r]) and isfinite(gnorm)):
             c.STATUS[r] = 3
             c.done[r] = 1
@@ -248,7 +227,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
                 c.g = <char *>cnp.PyArray_DATA(<cnp.ndarray>g_cur)
                 stopping = 0
                 for r in range(m):
-                    gnorm = _row_norm(&c, c.g + r * rb)
+                    gnorm = _norm_inf(c.g + r * rb, n, c.dtype_index)
                     c.gnorm[r] = gnorm
                     if isfinite(c.f[r]) and isfinite(gnorm):
                         c.done[r] = 0
@@ -289,18 +268,8 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
         if c.maxfev != NULL:
             nf = problems.pending
         for r in range(c.m):
-            conv = c.gtol[r] > 0 and c.gnorm[r] <= c.gtol[r]
-            if use_ftol and not conv and c.ftol[r] > 0:
-                a, b = fabs(c.f_prev[r]), fabs(c.f[r])
-                scale = a if a > b else b
-                if scale < 1.0:
-                    scale = 1.0
-                conv = fabs(c.f_prev[r] - c.f[r]) <= c.ftol[r] * scale
-            if use_xtol and not conv and c.xtol[r] > 0:
-                scale = _row_norm(&c, c.x + r * rb)
-                if scale < 1.0:
-                    scale = 1.0
-                conv = _row_change(&c, c.x + r * rb, c.keep + r * rb) <= c.xtol[r] * scale
+            conv = _tolerances_met(c.gtol[r], c.ftol[r], c.xtol[r], c.gnorm[r], c.f_prev[r],
+                                   c.f[r], c.x + r * rb, c.keep + r * rb, n, c.dtype_index)
             if conv:
                 c.STATUS[c.idx[r]] = 0
                 c.done[r] = 1

@@ -51,6 +51,12 @@ cdef cnp.ndarray _rows_operand(object a, str name, int type_num, Py_ssize_t m, P
     return <cnp.ndarray>a
 
 
+cdef void *_rows_data(object a, str name, int type_num, Py_ssize_t m, Py_ssize_t n,
+                      bint write) except? NULL:
+    """The data of a checked (m, n) operand (see _rows_operand)."""
+    return cnp.PyArray_DATA(_rows_operand(a, name, type_num, m, n, write))
+
+
 def _step_rows(int algo, dict hyper, int64_t step, param, grad, list states, lower, upper,
                double max_grad_norm, double clip_value, rows, tuple fields, aux):
     """Update every row of ``param`` (m, n) in place as step ``step`` (1-based) of its
