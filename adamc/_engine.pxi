@@ -516,14 +516,30 @@ cdef class _Engine:
 
     cdef int _prepare_coef(self, Py_ssize_t gi) noexcept nogil:
         """The coefficients of group gi's next step from its hyperparameters (lr
-        included, already set); the compiled minimize loop calls it without the GIL."""
+        included, already set)."""
         cdef Group *grp = &self._groups[gi]
-        if adamc_prepare(self._algo, &grp.hyper, grp.step + 1, grp.aux, &grp.coef,
-                         &grp.aux_next) != 0:
-            return -1
-        grp.coef.clip_value = self._clip_value
-        if self._bounded:
-            grp.coef.flags |= ADAMC_BOUNDED
+        return self._prepare_coefs(gi, NULL, 1, &grp.coef, &grp.aux_next)
+
+    cdef int _prepare_coefs(self, Py_ssize_t gi, const double *lrs, Py_ssize_t count,
+                            adamc_coef *coefs, double *aux_after) noexcept nogil:
+        """The coefficients of group gi's next `count` steps (step k's lr lrs[k], or the
+        group's lr when lrs is NULL) and the scalar state after each; the group itself
+        is unchanged. The compiled minimize loop prepares blocks of steps ahead without
+        the GIL: adamc_prepare's pow calls are then independent of each other and of the
+        steps, instead of on each step's critical path."""
+        cdef Group *grp = &self._groups[gi]
+        cdef adamc_hyper h = grp.hyper
+        cdef double aux = grp.aux
+        cdef Py_ssize_t k
+        for k in range(count):
+            if lrs != NULL:
+                h.lr = lrs[k]
+            if adamc_prepare(self._algo, &h, grp.step + 1 + k, aux, &coefs[k], &aux) != 0:
+                return -1
+            coefs[k].clip_value = self._clip_value
+            if self._bounded:
+                coefs[k].flags |= ADAMC_BOUNDED
+            aux_after[k] = aux
         return 0
 
     cdef int _refresh(self, Py_ssize_t gi) except -1:

@@ -81,7 +81,9 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
     cdef Py_ssize_t n = c.n, j
     cdef size_t nbytes = n * sizeof(double)
     cdef double *x = c.x + i * n
-    cdef double *g = c.g + i * n
+    cdef double *row_g = c.g + i * n
+    # the gradient at x and the buffer of the next one, swapped after an evaluation
+    cdef double *g = row_g
     cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, total, scale
     cdef int64_t nit
     cdef adamc_hyper h
@@ -116,7 +118,11 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
         f_prev = f
         maxnorm, clip = c.max_grad_norm, c.clip_value
         if c.coefs != NULL:
-            coef = c.coefs[nit - c.t0]
+            if maxnorm > 0:  # (a copy: the norm's factor goes into grad_scale)
+                coef = c.coefs[nit - c.t0]
+                task.coef = &coef
+            else:
+                task.coef = &c.coefs[nit - c.t0]
             aux_next = c.coefs_aux[nit - c.t0]
         else:
             h = c.base
@@ -143,7 +149,7 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
             f = f_prev
             c.status[i] = _FIT_NONFINITE
             break
-        memcpy(g, g_new, nbytes)
+        g, g_new = g_new, g
         nit += 1
         if _tolerances_met(c.gtol[i], c.ftol[i], c.xtol[i], gnorm, f_prev, f, x, keep, n,
                            ADAMC_F64):
@@ -152,6 +158,8 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
         if c.maxfev != NULL and c.nfev[i] >= c.maxfev[i]:
             c.status[i] = _FIT_MAXFEV
             break
+    if g != row_g:
+        memcpy(row_g, g, nbytes)
     c.nit[i], c.f[i] = nit, f
     return 0
 

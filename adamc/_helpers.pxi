@@ -8,30 +8,11 @@ ctypedef fused real:
     double
 
 
-cdef double _max_abs(const real *a, Py_ssize_t n) noexcept nogil:
-    # It runs at every iteration of a C-objective fit: no branches in the loop (a NaN
-    # never wins a comparison and is noted on the side), four independent maxima.
-    cdef double m0 = 0.0, m1 = 0.0, m2 = 0.0, m3 = 0.0, x0, x1, x2, x3
-    cdef bint nan = False
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        x0, x1, x2, x3 = fabs(a[i]), fabs(a[i + 1]), fabs(a[i + 2]), fabs(a[i + 3])
-        m0 = x0 if x0 > m0 else m0
-        m1 = x1 if x1 > m1 else m1
-        m2 = x2 if x2 > m2 else m2
-        m3 = x3 if x3 > m3 else m3
-        nan = nan | (x0 != x0) | (x1 != x1) | (x2 != x2) | (x3 != x3)
-        i += 4
-    while i < n:
-        x0 = fabs(a[i])
-        m0 = x0 if x0 > m0 else m0
-        nan = nan | (x0 != x0)
-        i += 1
-    if nan:
-        return NAN
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    return m2 if m2 > m0 else m0
+cdef inline double _max_abs(const real *a, Py_ssize_t n) noexcept nogil:
+    # (it runs at every iteration of a C-objective fit: the SIMD kernel of the level)
+    if real is float:
+        return _kernels.max_abs[ADAMC_F32](a, n)
+    return _kernels.max_abs[ADAMC_F64](a, n)
 
 
 cdef double _max_abs_diff(const real *a, const real *b, Py_ssize_t n) noexcept nogil:

@@ -97,6 +97,7 @@ cdef extern from "adamc.h" nogil:
     ctypedef double (*adamc_sumsq_fn)(const void *grad, Py_ssize_t begin, Py_ssize_t end,
                                       double clip) noexcept nogil
     ctypedef Py_ssize_t (*adamc_scan_fn)(const void *grad, Py_ssize_t n) noexcept nogil
+    ctypedef double (*adamc_norm_fn)(const void *a, Py_ssize_t n) noexcept nogil
     ctypedef void (*adamc_reduce_fn)(const adamc_task *task, Py_ssize_t begin, Py_ssize_t end,
                                      double *out) noexcept nogil
 
@@ -106,6 +107,7 @@ cdef extern from "adamc.h" nogil:
         adamc_sumsq_fn sumsq[2]
         adamc_scan_fn first_nonfinite[2]
         adamc_reduce_fn prodigy_stats[2]
+        adamc_norm_fn max_abs[2]
 
     const adamc_kernels *adamc_kernels_at(int level)
     int adamc_cpu_level()
@@ -158,6 +160,7 @@ cdef extern from "adamc.h" nogil:
 
     int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
                       adamc_coef *coef, double *aux_next)
+    int adamc_steady(int algo, const adamc_hyper *h, int64_t step, double aux)
     double adamc_aux_initial(int algo)
     double adamc_bias_correction(double beta, int64_t step)
     const char *adamc_algorithm_name(int algo)

@@ -39,6 +39,9 @@ cdef enum:
     # at a time (they are pure functions of the step).
     _BLOCK = 256
     _SIGNAL_CLOCKS_DIV = 20
+    # The coefficients of a compiled step are prepared _COEF_BLOCK steps ahead
+    # (_Engine._prepare_coefs)
+    _COEF_BLOCK = 64
     # A block of _BLOCK iterations is short under 1/_SHORT_BLOCKS_PER_SECOND s: about
     # 1 us per iteration
     _SHORT_BLOCKS_PER_SECOND = 3906
@@ -96,6 +99,17 @@ cdef class _Fit:
     cdef _objective_fn cfun
     cdef void *data
     cdef double lrs[_BLOCK]
+    cdef adamc_coef coefs[_COEF_BLOCK]  # the next steps' coefficients ...
+    cdef double coef_aux[_COEF_BLOCK]   # ... and the scalar state after each
+    cdef int coef_pos, coef_len
+    cdef bint steady                    # coefs[0] is every remaining step's (adamc_steady)
+    # without clipping by the norm, a compiled step calls the algorithm's kernel on
+    # this task (what _Engine._run does for one parameter, without its loops and the
+    # copy of the coefficients)
+    cdef bint direct
+    cdef adamc_task task
+    cdef adamc_chunk_fn step_fn
+    cdef int step_kind
 
     # -- Python points ------------------------------------------------------------
     cdef int _step_python(self, object g) except -1:
@@ -194,20 +208,41 @@ cdef class _Fit:
     cdef int _step_c(self) except -1 nogil:
         """One step through the engine's compiled part (a C objective: the gradient
         is the loop's own buffer; hyperparameters validated before the loop)."""
-        if self.schedule:
-            if self.lr_pos == self.lr_len:
-                self._drop_token()
+        cdef Group *grp = &self.opt._groups[0]
+        if self.schedule and self.lr_pos == self.lr_len:
+            self._drop_token()
+            with gil:
+                self._refill_lrs()
+            if self.lr_len == 0:
                 with gil:
-                    self._refill_lrs()
-                if self.lr_len == 0:
-                    with gil:
-                        self._step_python(self._gradient_object())  # raises the bad lr
-                    return 0
-            self.opt._groups[0].hyper.lr = self.lrs[self.lr_pos]
+                    self._step_python(self._gradient_object())  # raises the bad lr
+                return 0
+            self.coef_pos = self.coef_len = 0  # (prepared with the last block's lrs)
+        if self.coef_pos == self.coef_len:
+            self.coef_pos = 0
+            if self.schedule:
+                self.coef_len = min(_COEF_BLOCK, self.lr_len - self.lr_pos)
+            elif adamc_steady(self.opt._algo, &grp.hyper, grp.step + 1, grp.aux):
+                # every later step has these coefficients: prepared once for the rest
+                # of the loop (the position never reaches the length)
+                self.coef_len = 1
+                self.steady = True
+            else:
+                self.coef_len = _COEF_BLOCK
+            self.opt._prepare_coefs(0, &self.lrs[self.lr_pos] if self.schedule else NULL,
+                                    self.coef_len, self.coefs, self.coef_aux)
+        if self.schedule:
+            grp.hyper.lr = self.lrs[self.lr_pos]
             self.lr_pos += 1
+        grp.aux_next = self.coef_aux[self.coef_pos]
+        if self.direct:
+            self.task.coef = &self.coefs[self.coef_pos]
+            self.task.grad = self.gp
+        else:
+            grp.coef = self.coefs[self.coef_pos]
+            self.opt._grad_ptr[0] = self.gp
+        self.coef_pos += not self.steady
         self.opt._busy = 1
-        self.opt._prepare_coef(0)
-        self.opt._grad_ptr[0] = self.gp
         if self.released:
             # a token kept from the last step when that kept nobody out (see
             # adamc_may_keep_token): no atomic operations per step then
@@ -217,7 +252,10 @@ cdef class _Fit:
         else:
             with gil:
                 _enter_holding_gil()
-        self.opt._run(self.total)
+        if self.direct:
+            adamc_run(self.step_fn, &self.task, self.n, self.step_kind, self.nbytes)
+        else:
+            self.opt._run(self.total)
         # (kept only while iterations are short: the token is then held through the
         # objective's call, and a slow objective would keep another caller's workers
         # out of its parallel updates for that long)
@@ -350,6 +388,7 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
     no stopping rule holds; ``batches.exhausted`` is read after every iteration.
     """
     cdef _Fit fit = _Fit.__new__(_Fit)
+    cdef int k
     cdef cnp.ndarray xa = _vector(x, "x")
     if not cnp.PyArray_ISWRITEABLE(xa):
         raise ValueError("x must be writeable")
@@ -391,6 +430,15 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
         fit.cur = 0
         fit.gp = fit.gptr[0]
         fit.py_step = not _compiled_step_ok(opt, fit)
+        fit.direct = not fit.py_step and opt._max_grad_norm <= 0
+        if fit.direct:
+            fit.task.param = opt._slots[0].data
+            for k in range(3):
+                fit.task.state[k] = opt._slots[0].state[k]
+            fit.task.lower, fit.task.upper = opt._slots[0].lower, opt._slots[0].upper
+            fit.task.average = fit.task.anchor = NULL
+            fit.step_fn = _kernels.step[opt._algo][ADAMC_F64]
+            fit.step_kind = ADAMC_KIND_STEP(opt._algo, ADAMC_F64)
     else:
         fit.g, fit.gp = ga, cnp.PyArray_DATA(ga)
         fit.keep_g = np.empty_like(xa)
@@ -407,6 +455,8 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
     fit.main_thread = threading.current_thread() is threading.main_thread()
     fit.last_signals = fit.block_clock = clock()
     fit.short_iterations = False  # (until a block has been timed)
+    fit.coef_pos = fit.coef_len = 0
+    fit.steady = False
     if fit.released:
         try:
             with nogil:

@@ -18,7 +18,8 @@ def _kernel_algorithms():
         if k == NULL:
             continue
         for d in range(2):
-            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL or k.prodigy_stats[d] == NULL:
+            if k.sumsq[d] == NULL or k.first_nonfinite[d] == NULL or k.prodigy_stats[d] == NULL \
+                    or k.max_abs[d] == NULL:
                 raise ImportError(f"adamc: {LEVEL_NAMES[level]} lacks a reduction kernel")
             for a in range(ADAMC_NUM_ALGOS):
                 if k.step[a][d] == NULL:
@@ -608,3 +609,17 @@ def _unchecked_adam(param, grad, exp_avg, exp_avg_sq):
     task.coef = &coef
     _run_task(_kernels.step[algo][ADAMC_F64], &task, cnp.PyArray_SIZE(<cnp.ndarray>param),
               ADAMC_KIND_STEP(algo, ADAMC_F64), cnp.PyArray_NBYTES(<cnp.ndarray>param))
+
+
+def _coefficients(str algorithm, dict hyper, int64_t step, double aux):
+    """(the bytes of adamc_prepare's coefficients, aux after the step, adamc_steady) for
+    one step of an algorithm (tests compare steps beyond a steady one to the bit)."""
+    cdef adamc_hyper h
+    cdef adamc_coef coef
+    cdef double aux_next
+    memset(&coef, 0, sizeof(coef))  # (padding included: the bytes are compared)
+    _fill_hyper(&h, hyper)
+    cdef int algo = ALGORITHMS[algorithm]
+    if adamc_prepare(algo, &h, step, aux, &coef, &aux_next) != 0:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    return ((<char *>&coef)[:sizeof(coef)], aux_next, bool(adamc_steady(algo, &h, step, aux)))

@@ -156,12 +156,16 @@ typedef void (*adamc_reduce_fn)(const adamc_task *task, ptrdiff_t begin, ptrdiff
 /* Index of the first NaN or infinity in grad[0, n), or -1. */
 typedef ptrdiff_t (*adamc_scan_fn)(const void *grad, ptrdiff_t n);
 
+/* max |a[i]| over [0, n) as a double (0 when n = 0), NaN when a holds a NaN. */
+typedef double (*adamc_norm_fn)(const void *a, ptrdiff_t n);
+
 typedef struct adamc_kernels {
     const char *name;
     adamc_chunk_fn step[ADAMC_NUM_ALGOS][2]; /* [algorithm][ADAMC_F32 / ADAMC_F64] */
     adamc_sumsq_fn sumsq[2];
     adamc_scan_fn first_nonfinite[2];
     adamc_reduce_fn prodigy_stats[2];
+    adamc_norm_fn max_abs[2];
 } adamc_kernels;
 
 /* Kernel table of a level, or NULL when that level was not compiled in. */
@@ -268,6 +272,12 @@ typedef struct adamc_hyper {
  * (coef is then zeroed and must not be used). */
 int adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux,
                   adamc_coef *coef, double *aux_next);
+
+/* 1 when adamc_prepare gives step `step` (scalar state aux) the coefficients and the
+ * *aux_next of every later step with the same hyperparameters (its *aux_next fed back
+ * as aux): a loop that steps with fixed hyperparameters may then prepare once. 0 when
+ * not, or not known. */
+int adamc_steady(int algo, const adamc_hyper *h, int64_t step, double aux);
 
 /* Initial value of an algorithm's per-group scalar state. */
 double adamc_aux_initial(int algo);

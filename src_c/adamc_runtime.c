@@ -59,13 +59,18 @@ adamc_aux_initial(int algo)
  * glibc's pow is several times slower once beta**t underflows (0.9**t from t of
  * about 6700 on). A negative or NaN beta (rejected by the validation anyway) fails
  * the test and takes pow. tests/test_kernels.py checks the bits over many (beta, t). */
+static inline int
+past_shortcut(double beta, int64_t step)
+{
+    return beta >= 0.0 && (double)step * (1.0 - beta) > 40.0;
+}
+
 static inline double
 bias_correction(double beta, int64_t step)
 {
-    const double t = (double)step;
-    if (beta >= 0.0 && t * (1.0 - beta) > 40.0)
+    if (past_shortcut(beta, step))
         return 1.0;
-    return 1.0 - pow(beta, t);
+    return 1.0 - pow(beta, (double)step);
 }
 
 double
@@ -100,6 +105,27 @@ adamc_algorithm_name(int algo)
 #undef ADAMC_NAME_
     default:
         return NULL;
+    }
+}
+
+/* (t (1 - beta) only grows with t, also in floating point: once past the shortcut, a
+ * bias correction stays exactly 1.0.) tests/test_kernels.py compares the coefficients
+ * of steps far beyond a steady one, for every algorithm. */
+int
+adamc_steady(int algo, const adamc_hyper *h, int64_t step, double aux)
+{
+    switch (algo) {
+    case ADAMC_ADAM:
+        return past_shortcut(h->beta1, step) && past_shortcut(h->beta2, step);
+    case ADAMC_ADAMAX:
+        return past_shortcut(h->beta1, step);
+    case ADAMC_SGD: /* after the first step with momentum: aux marks it */
+        return h->momentum == 0.0 || aux != 0.0;
+    case ADAMC_RMSPROP:
+    case ADAMC_LION:
+        return 1;
+    default: /* NAdam's product of the mu, RAdam's rho_t, Prodigy's d, schedule-free */
+        return 0;
     }
 }
 

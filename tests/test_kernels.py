@@ -208,6 +208,56 @@ def test_bias_correction_has_the_bits_of_one_minus_pow():
     assert shortcut > 2000 and near_miss > 200, (shortcut, near_miss)
 
 
+STEADY_HYPERS = {
+    "adam": [dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8),
+             dict(lr=0.3, betas=(0.0, 0.99), eps=0.0, weight_decay=0.1, amsgrad=True),
+             dict(lr=0.01, betas=(0.5, 0.9999), eps=1e-6, weight_decay=0.01,
+                  decoupled_weight_decay=True, maximize=True)],
+    "adamax": [dict(lr=0.002, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.5)],
+    "nadam": [dict(lr=0.002, betas=(0.9, 0.999), eps=1e-8, momentum_decay=0.004)],
+    "radam": [dict(lr=0.001, betas=(0.9, 0.999), eps=1e-8)],
+    "sgd": [dict(lr=0.1), dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+            dict(lr=0.1, momentum=0.9, nesterov=True)],
+    "rmsprop": [dict(lr=0.01, alpha=0.99, eps=1e-8, momentum=0.5, centered=True)],
+    "lion": [dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=1.0)],
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(_kernels.ALGORITHMS))
+def test_steady_coefficients_are_those_of_every_later_step(algorithm):
+    # adamc_steady (src_c/adamc_runtime.c) lets the C-objective loop of adamc.minimize
+    # prepare a step's coefficients once for all later steps: wherever it says so, the
+    # coefficients (bytes, padding zeroed) and the scalar state of far later steps are
+    # the same
+    hypers = STEADY_HYPERS.get(algorithm, [dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8)])
+    later = [1, 2, 3, 17, 1000, 40_001, 10**6, 10**9, 10**15, 2**62]
+    for hyper in hypers:
+        aux = _kernels.aux_initial(_kernels.ALGORITHMS[algorithm])
+        for step in [*range(1, 60), 399, 400, 401, 402, 39_999, 40_000, 40_001, 10**6]:
+            coef, aux_next, steady = _kernels._coefficients(algorithm, hyper, step, aux)
+            # (the chain of aux is exact up to step 59; past it the steps jump, and only
+            # NAdam's aux, which is never steady, keeps changing)
+            aux = aux_next
+            if not steady:
+                continue
+            for d in later:
+                got, got_aux, still = _kernels._coefficients(algorithm, hyper, step + d,
+                                                              aux_next)
+                assert (got, got_aux, still) == (coef, aux_next, True), (hyper, step, d)
+    # where the coefficients still change, no step is steady
+    adam = STEADY_HYPERS["adam"][0]
+    assert not _kernels._coefficients("adam", adam, 39_999, 0.0)[2]
+    assert _kernels._coefficients("adam", adam, 40_000, 0.0)[2]
+    assert _kernels._coefficients("adam", adam, 30_000, 0.0)[0] != \
+        _kernels._coefficients("adam", adam, 40_000, 0.0)[0]  # 1 - 0.999**30000 < 1
+    for name in ("nadam", "radam", "prodigy", "adamw_schedulefree", "sgd_schedulefree"):
+        assert not _kernels._coefficients(name, STEADY_HYPERS.get(name, [adam])[0], 10**6,
+                                          _kernels.aux_initial(_kernels.ALGORITHMS[name]))[2]
+    sgd = STEADY_HYPERS["sgd"][1]
+    assert not _kernels._coefficients("sgd", sgd, 1, 0.0)[2]  # the first momentum step
+    assert _kernels._coefficients("sgd", sgd, 2, 1.0)[2]
+
+
 @pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[3], OPTIONS[5]], ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_bit_exact_at_late_steps(dtype, opt):
@@ -405,19 +455,33 @@ def test_numpy_scalars_and_ints_mean_what_python_numbers_mean():
     assert not np.array_equal(a["param"], c["param"])  # maximize=np.bool_(True) took effect
 
 
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_max_abs_of_the_minimize_loop(dtype):
-    # four maxima without branches (adamc/_helpers.pxi): NaN wherever one is, inf, -0.0
+def test_max_abs_of_the_minimize_loop(dtype, level):
+    # the level's integer maxima on the bits (max_abs in src_c/adamc_algos.inc): NaN
+    # wherever one is, inf, -0.0, subnormals, every vector body and remainder
     rng = np.random.default_rng(9)
-    for n in [*range(0, 14), 17, 63, 1023]:
+    with kernel_config(level, 1):
+        _check_max_abs(dtype, rng)
+
+
+def _check_max_abs(dtype, rng):
+    tiny = np.finfo(dtype).smallest_subnormal
+    assert _kernels.max_abs(np.array([tiny, -2 * tiny], dtype)) == 2 * float(tiny)
+    assert _kernels.max_abs(np.array([-0.0, 0.0], dtype)) == 0.0
+    big = np.finfo(dtype).max
+    assert _kernels.max_abs(np.array([1.0, -big, np.inf, 3.0], dtype)) == np.inf
+    for n in [*range(0, 18), 31, 32, 33, 63, 64, 1023]:
         a = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)).astype(dtype)
         want = float(np.max(np.abs(a))) if n else 0.0
         assert _kernels.max_abs(a) == want
-        for i in range(min(n, 9)):
+        for i in sorted({*range(min(n, 9)), *range(max(n - 3, 0), n)}):
             b = a.copy()
             b[i] = -np.inf
             assert _kernels.max_abs(b) == np.inf
             b[i] = np.nan
+            assert np.isnan(_kernels.max_abs(b))
+            b[i] = np.copysign(np.nan, -1.0)
             assert np.isnan(_kernels.max_abs(b))
             b[:] = -0.0
             b[i] = -a[i]
