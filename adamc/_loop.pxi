@@ -39,8 +39,8 @@ cdef enum:
     # at a time (they are pure functions of the step).
     _BLOCK = 256
     _SIGNAL_CLOCKS_DIV = 20
-    # The coefficients of a compiled step are prepared _COEF_BLOCK steps ahead
-    # (_Engine._prepare_coefs)
+    # The coefficients of a compiled step are prepared _COEF_BLOCK steps ahead when no
+    # Python runs between the steps (_Engine._prepare_coefs)
     _COEF_BLOCK = 64
     # A block of _BLOCK iterations is short under 1/_SHORT_BLOCKS_PER_SECOND s: about
     # 1 us per iteration
@@ -220,7 +220,11 @@ cdef class _Fit:
             self.coef_pos = self.coef_len = 0  # (prepared with the last block's lrs)
         if self.coef_pos == self.coef_len:
             self.coef_pos = 0
-            if self.schedule:
+            if not self.released:
+                # (Python runs between the steps: prepared one step at a time, as the
+                # engine's own path does)
+                self.coef_len = 1
+            elif self.schedule:
                 self.coef_len = min(_COEF_BLOCK, self.lr_len - self.lr_pos)
             elif adamc_steady(self.opt._algo, &grp.hyper, grp.step + 1, grp.aux):
                 # every later step has these coefficients: prepared once for the rest

@@ -123,6 +123,18 @@ CASES = {
     "python_lr": dict(options=dict(lr=lambda t: 0.1 / np.sqrt(t), maxiter=300)),
     "return_all": dict(options=dict(lr=0.05, maxiter=30, return_all=True)),
     "clipping": dict(options=dict(lr=0.05, maxiter=300, max_grad_norm=0.5)),
+    # the compiled loop prepares the coefficients 64 steps ahead, and once for good
+    # where adamc_steady says so (Adam from t (1 - beta2) > 40: step 4001 here; SGD
+    # after its first momentum step; RMSprop, Lion from the start): long fits of every
+    # plain algorithm, across blocks and the steady point
+    "adam_steady": dict(options=dict(lr=0.01, betas=(0.9, 0.99), maxiter=4500)),
+    "adamax": dict(method="adamax", options=dict(lr=0.01, maxiter=450)),
+    "nadam": dict(method="nadam", options=dict(lr=0.01, maxiter=450)),
+    "radam": dict(method="radam", options=dict(lr=0.01, maxiter=450)),
+    "sgd_momentum": dict(method="sgd", options=dict(lr=0.01, momentum=0.9, maxiter=450)),
+    "sgd": dict(method="sgd", options=dict(lr=0.01, maxiter=450)),
+    "rmsprop": dict(method="rmsprop", options=dict(lr=0.001, momentum=0.5, maxiter=450)),
+    "lion": dict(method="lion", options=dict(lr=1e-3, weight_decay=0.1, maxiter=450)),
     # engines beyond the plain one (stepped through the engine's full path)
     "prodigy": dict(method="prodigy", options=dict(maxiter=300)),
     "schedulefree": dict(method="adamw_schedulefree", options=dict(lr=0.05, maxiter=300)),
