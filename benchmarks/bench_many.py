@@ -442,9 +442,9 @@ def plot(results: list[dict], path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     big = results[-1]
     names = list(big["contenders"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(4.8, 0.42 * len(names))))
     rates = [big["contenders"][k]["fits_per_second"] for k in names]
     axes[0].barh(range(len(names)), rates, color=["#888" if "adamc" not in k else "#1f77b4"
                                                   for k in names])
