@@ -17,7 +17,10 @@ Contenders, on 1 thread unless stated, in float64, timed in interleaved rounds (
   compile excluded (when jax and optax are installed);
 - ``adamc.minimize_many`` with a numba ``cfunc`` objective (a ``scipy.LowLevelCallable``
   that gets the problem's index; when numba is installed): every fit runs in C, on 1
-  and on 2 adamc threads (the only contenders on 2 threads).
+  and on 2 adamc threads (the only contenders on 2 threads). Two versions of the same
+  objective: "plain" (the loop written plainly; numba calls the C library's scalar
+  ``exp`` per point) and "SIMD" (written so that LLVM vectorises it; see
+  ``cfunc_runner``).
 
 The adamc runs call the same NumPy objective (rows in blocks of 512, which keeps its
 temporaries in the cache). The cost of an iteration against the number of running
