@@ -217,7 +217,6 @@ cdef class _Fit:
                 with gil:
                     self._step_python(self._gradient_object())  # raises the bad lr
                 return 0
-            self.coef_pos = self.coef_len = 0  # (prepared with the last block's lrs)
         if self.coef_pos == self.coef_len:
             self.coef_pos = 0
             if not self.released:

@@ -189,8 +189,7 @@ class _Reducer:
     def reduce_shard(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
         """b.shard = the mean over the ranks of their b.source[b.lo:b.hi]."""
         if self.size == 1:
-            if b.source is not b.send:
-                _kernels.copy_into(b.send, b.source)
+            self._alone(b)
             return
         if self.reproducible:
             scale = None if weights is None or _uniform(weights) else \
@@ -225,8 +224,7 @@ class _Reducer:
     def allreduce_mean(self, b: _Bucket, weights: Sequence[float] | None = None) -> None:
         """b.send = the mean of b.source over the ranks, on every rank."""
         if self.size == 1:
-            if b.source is not b.send:
-                _kernels.copy_into(b.send, b.source)
+            self._alone(b)
             return
         if self.reproducible:
             self.reduce_shard(b, weights)
@@ -236,6 +234,12 @@ class _Reducer:
             send = self.MPI.IN_PLACE if b.source is b.send else [b.source, b.mpitype]
             self.comm.Allreduce(send, [b.send, b.mpitype], op=self.MPI.SUM)
             self._divide(b.send, weights)
+
+    @staticmethod
+    def _alone(b: _Bucket) -> None:
+        """One rank: the mean is the source itself (the shard is the whole buffer)."""
+        if b.source is not b.send:
+            _kernels.copy_into(b.send, b.source)
 
     def _divide(self, out: np.ndarray, weights: Sequence[float] | None) -> None:
         total = self.size if weights is None or _uniform(weights) else sum(weights)
