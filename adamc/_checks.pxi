@@ -97,6 +97,23 @@ def check_flag(value, name):
     return _flag(value, name)
 
 
+def check_max_grad_norm(value, name="max_grad_norm"):
+    """The stored value of ``max_grad_norm``: 0.0 for None (no clipping by the norm),
+    else a finite number > 0."""
+    if value is None:
+        return 0.0
+    cdef double x = _nonneg(value, name)
+    if x == 0:
+        raise ValueError(f"{name} must be > 0 (use None to turn clipping off)")
+    return x
+
+
+def check_clip_value(value, name="clip_value"):
+    """The stored value of ``clip_value``: infinity for None (no clamping), else a
+    finite number >= 0."""
+    return INFINITY if value is None else _nonneg(value, name)
+
+
 def check_step(value, name="step"):
     """Return ``value`` as an int after checking that it is >= 1."""
     return _step_number(value, name)

@@ -130,13 +130,7 @@ cdef class _Engine:
     @max_grad_norm.setter
     def max_grad_norm(self, value):
         self._check_idle()
-        if value is None:
-            self._max_grad_norm = 0.0
-            return
-        cdef double x = _nonneg(value, "max_grad_norm")
-        if x == 0:
-            raise ValueError("max_grad_norm must be > 0 (use None to turn clipping off)")
-        self._max_grad_norm = x
+        self._max_grad_norm = check_max_grad_norm(value)
 
     @property
     def clip_value(self):
@@ -146,10 +140,7 @@ cdef class _Engine:
     @clip_value.setter
     def clip_value(self, value):
         self._check_idle()
-        if value is None:
-            self._clip_value = INFINITY
-            return
-        self._clip_value = _nonneg(value, "clip_value")
+        self._clip_value = check_clip_value(value)
 
     @property
     def nonfinite(self):

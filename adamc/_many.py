@@ -21,7 +21,7 @@ from . import _kernels
 from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._lowlevel import capsule_of, is_lowlevel
-from ._minimize import _METHODS, _Method, _check_options
+from ._minimize import NO_LIMIT, _METHODS, _Method, _check_options, check_count, check_tolerance
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds)
 from ._validation import is_schedule
@@ -35,6 +35,12 @@ _PER_PROBLEM_HYPER = ("lr", "eps", "weight_decay", "momentum_decay", "momentum",
                       "alpha", "max_grad_norm", "clip_value")
 _PER_PROBLEM_LOOP = ("gtol", "ftol", "xtol", "maxiter", "maxfev")
 # minimize's options that have no meaning for many problems at once
+# the scalar checks of per-problem values other than HYPERPARAMETERS' (an lr schedule
+# is one for every problem; the clipping options are the optimizer's keyword-only
+# ones)
+_ROW_CHECKS = {"lr": _kernels.check_nonnegative,
+               "max_grad_norm": _kernels.check_max_grad_norm,
+               "clip_value": _kernels.check_clip_value}
 _UNSUPPORTED = ("batches", "return_all", "checkpoint", "checkpoint_every", "resume",
                 "progress", "ema")
 
@@ -94,11 +100,11 @@ def _prepare_bounds_many(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _per_problem(value: Any, name: str, B: int) -> np.ndarray | None:
-    """value as a float64 (B,) array when it is one (None for a scalar)."""
+    """value as a (B,) array when it is one (None for a scalar), its dtype unchanged."""
     if callable(value) or np.ndim(value) == 0:
         return None
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or an array of B = {B} numbers") from None
     if arr.shape != (B,):
@@ -107,20 +113,35 @@ def _per_problem(value: Any, name: str, B: int) -> np.ndarray | None:
     return arr
 
 
-def _check_rows(arr: np.ndarray, name: str, check: Callable[[Any, str], Any]) -> None:
-    """Every element of a per-problem array passes the scalar check (vectorised; the
-    first failing element raises with the check's own message)."""
-    ok = np.isfinite(arr) & (arr >= 0)
-    if name.startswith("options['betas']"):
-        ok &= arr < 1
-    elif name in ("options['momentum']", "options['dampening']", "options['alpha']"):
-        ok &= arr <= 1
-    elif name == "options['max_grad_norm']":
-        ok &= arr > 0
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        check(float(arr[i]), f"{name}[{i}]")
-        raise ValueError(f"{name}[{i}] = {arr[i]} is out of range")
+def _each(arr: np.ndarray, name: str, check: Callable[[Any, str], Any]) -> list[Any]:
+    """``check(arr[i], f"{name}[{i}]")`` of every element: the check of the scalar option
+    the array replaces, whose error for the first bad element is raised. Returns the
+    checked distinct values and, for each element, the index of its value."""
+    if arr.dtype.kind in "biufc":  # each distinct value once, in order of appearance
+        values, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+        checked: list[Any] = [None] * len(values)
+        for k in np.argsort(first, kind="stable"):
+            checked[k] = check(values[k].item(), f"{name}[{first[k]}]")
+        return [checked, inverse.reshape(-1)]
+    return [[check(v.item() if isinstance(v, np.generic) else v, f"{name}[{i}]")
+             for i, v in enumerate(arr)], np.arange(arr.size)]
+
+
+def _float_column(arr: np.ndarray, name: str, check: Callable[[Any, str], Any]) -> np.ndarray:
+    """A per-problem hyperparameter or tolerance: every element through the scalar
+    check; float64 values (exactly the elements' values when they are real numbers)."""
+    checked, index = _each(arr, name, check)
+    if arr.dtype.kind in "iuf":
+        return arr.astype(np.float64)
+    return np.asarray(checked, np.float64)[index]
+
+
+def _count_column(arr: np.ndarray, name: str, minimum: int,
+                  default: int | None) -> np.ndarray:
+    """A per-problem maxiter or maxfev: every element through the scalar check; int64
+    values, NO_LIMIT for no limit (None without a default, or counts past 2**63 - 1)."""
+    checked, index = _each(arr, name, lambda v, where: check_count(v, where, minimum, default))
+    return np.asarray([NO_LIMIT if c is None else c for c in checked], np.int64)[index]
 
 
 class _Setup:
@@ -136,43 +157,51 @@ class _Setup:
                 raise ValueError(f"options[{key!r}] is not supported by minimize_many")
             options.pop(key, None)
         self.algorithm: Algorithm = METHODS[method.name][0]
-        # per-problem arrays leave the options; a representative value is checked with
-        # the scalar checks, the arrays themselves by _check_rows
+        # per-problem arrays leave the options: every element goes through the check of
+        # the scalar it replaces (before anything else is checked), and the scalar
+        # checks below see its first value
         columns: dict[str, np.ndarray] = {}
         for key in _PER_PROBLEM_HYPER:
             if key in options and key in method.hyper:
-                arr = _per_problem(options[key], f"options[{key!r}]", B)
+                name = f"options[{key!r}]"
+                arr = _per_problem(options[key], name, B)
                 if arr is not None:
-                    columns[key] = arr
-                    options[key] = float(arr[0]) if B else 1.0
+                    check = _ROW_CHECKS[key] if key in _ROW_CHECKS else \
+                        HYPERPARAMETERS[key].check
+                    columns[key] = _float_column(arr, name, check)
+                    options[key] = (None if key in _ROW_CHECKS and key != "lr" else
+                                    float(columns[key][0]) if B else method.hyper[key])
         if "betas" in options and "betas" in method.hyper:
             betas = options["betas"]
             if isinstance(betas, (tuple, list)) and len(betas) == 2:
                 pair = list(betas)
                 for k, b in enumerate(betas):
-                    arr = _per_problem(b, f"options['betas'][{k}]", B)
+                    name = f"options['betas'][{k}]"
+                    arr = _per_problem(b, name, B)
                     if arr is not None:
-                        columns[f"beta{k + 1}"] = arr
-                        pair[k] = float(arr[0]) if B else 0.5
+                        columns[f"beta{k + 1}"] = _float_column(arr, name, _kernels.check_beta)
+                        pair[k] = float(columns[f"beta{k + 1}"][0]) if B else 0.5
                 options["betas"] = tuple(pair)
-        # every value is checked before the scalar checks see the first one
-        for key, arr in columns.items():
-            checker = (HYPERPARAMETERS[key].check if key in HYPERPARAMETERS else
-                       _kernels.check_nonnegative)
-            name = (f"options['betas'][{int(key[-1]) - 1}]" if key.startswith("beta")
-                    else f"options[{key!r}]")
-            if key.startswith("beta"):
-                checker = _kernels.check_beta
-            _check_rows(arr, name, checker)
-        loop_arrays: dict[str, np.ndarray] = {}
-        for key in _PER_PROBLEM_LOOP:
-            if key in options:
-                arr = _per_problem(options[key], f"options[{key!r}]", B)
-                if arr is not None:
-                    loop_arrays[key] = arr
-                    options[key] = (1 if key in ("maxiter", "maxfev") else 0.0)
+        # (None in a per-problem array of maxiter, maxfev or gtol is the scalar
+        # default, as an option of None is: a placeholder of None lets
+        # _check_options say what it is)
+        arrays = {key: arr for key in _PER_PROBLEM_LOOP if key in options
+                  for arr in [_per_problem(options[key], f"options[{key!r}]", B)]
+                  if arr is not None}
+        for key in arrays:
+            options[key] = None if key in ("maxiter", "maxfev", "gtol") else 0.0
         parsed = _check_options(method, options, stacklevel + 1)
         loop = parsed["loop"]
+        loop_arrays: dict[str, np.ndarray] = {}
+        for key, arr in arrays.items():
+            name = f"options[{key!r}]"
+            if key in ("maxiter", "maxfev"):
+                loop_arrays[key] = _count_column(arr, name, int(key == "maxfev"), loop[key])
+            elif key == "gtol":
+                loop_arrays[key] = _float_column(arr, name, lambda v, where: loop["gtol"]
+                                                 if v is None else check_tolerance(v, where))
+            else:
+                loop_arrays[key] = _float_column(arr, name, check_tolerance)
         hyper = parsed["hyper"]
         # the optimizer class's own checks (and the values it fixes, e.g. AdamW's
         # decoupled weight decay), on a representative problem
@@ -182,8 +211,6 @@ class _Setup:
         self.hyper = {k: HYPERPARAMETERS[k].check(group[k], k) for k in names}
         self.lr_fn = None
         if is_schedule(self.hyper["lr"]):
-            if "lr" in columns:
-                raise TypeError("options['lr'] must be numbers when given per problem")
             self.lr_fn, self.hyper["lr"] = self.hyper["lr"], 0.0
         self.max_grad_norm = probe.max_grad_norm or 0.0
         clip = probe.clip_value
@@ -229,31 +256,17 @@ class _Setup:
                 used = used or bool(columns[st.requires].any())
             self.state_used.append(used)
         self.loop = loop
-        maxiter = loop["maxiter"]
 
-        def per_problem(key, scalar, dtype):
+        def per_problem(key, dtype):  # (None: no maxiter or maxfev)
             if key in loop_arrays:
-                arr = loop_arrays[key]
-                if dtype is np.int64:
-                    if not (np.isfinite(arr) & (arr == np.round(arr))).all() or \
-                            (arr < (1 if key == "maxfev" else 0)).any():
-                        raise ValueError(f"options[{key!r}] must hold ints >= "
-                                         f"{1 if key == 'maxfev' else 0}")
-                    return arr.astype(np.int64)
-                _check_rows(arr, f"options[{key!r}]", _kernels.check_nonnegative)
-                return arr
-            return np.full(B, scalar, dtype)
+                return loop_arrays[key]
+            return None if loop[key] is None else np.full(B, loop[key], dtype)
 
-        self.maxiter = per_problem("maxiter", -1 if maxiter is None else maxiter, np.int64)
-        if "maxiter" not in loop_arrays and maxiter is None:
-            self.maxiter = None
-        maxfev = loop["maxfev"]
-        self.maxfev = per_problem("maxfev", 0 if maxfev is None else maxfev, np.int64)
-        if "maxfev" not in loop_arrays and maxfev is None:
-            self.maxfev = None
-        self.gtol = per_problem("gtol", loop["gtol"], np.float64)
-        self.ftol = per_problem("ftol", loop["ftol"], np.float64)
-        self.xtol = per_problem("xtol", loop["xtol"], np.float64)
+        self.maxiter = per_problem("maxiter", np.int64)
+        self.maxfev = per_problem("maxfev", np.int64)
+        self.gtol = per_problem("gtol", np.float64)
+        self.ftol = per_problem("ftol", np.float64)
+        self.xtol = per_problem("xtol", np.float64)
         self.aux_initial = self.algorithm.aux_initial
 
     def fields_text(self) -> list[tuple[str, str]]:
@@ -284,6 +297,18 @@ class _Setup:
 # ----------------------------------------------------------------------------------
 # The objective of the running problems
 
+def _read_only(arrays) -> tuple:
+    """The batch rows as fun sees them: NumPy arrays as read-only views (a write would
+    reach the caller's array only while every problem runs, and be lost after)."""
+    out = []
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            a = a.view()
+            a.flags.writeable = False
+        out.append(a)
+    return tuple(out)
+
+
 class _Problems:
     """Evaluates f (m,) and g (m, n) of the running problems, counting evaluations
     per problem. ``select(idx)`` sets the running problems (increasing indices)."""
@@ -305,7 +330,7 @@ class _Problems:
                                  f"must have length B = {B} (one row per problem of x0)")
             batch.append(a)
         self.batch = tuple(batch)
-        self.rows = self.batch
+        self.rows = _read_only(self.batch)
         self.n, self.dtype = n, x.dtype
         self.nfev = np.zeros(B, np.int64)
         self.njev = np.zeros(B, np.int64)
@@ -330,8 +355,8 @@ class _Problems:
     def select(self, idx: np.ndarray) -> None:
         self.flush()
         self.idx = idx
-        self.rows = tuple(a.take(idx, axis=0) if isinstance(a, np.ndarray) else a[idx]
-                          for a in self.batch)
+        self.rows = _read_only(a.take(idx, axis=0) if isinstance(a, np.ndarray) else a[idx]
+                               for a in self.batch)
 
     def values(self, out: Any, m: int, source: str) -> np.ndarray:
         f = np.asarray(out)
@@ -421,7 +446,7 @@ class _Problems:
                     sub = work[rows]
                     sub.flags.writeable = False
                     fm_c = self.values(self.fun(sub, *self.args,
-                                                *(a[rows] for a in self.rows)),
+                                                *_read_only(a[rows] for a in self.rows)),
                                        rows.size, "fun")
                     fm = np.zeros(m)
                     fm[rows] = fm_c
@@ -574,6 +599,8 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
     maxiter, maxfev = setup.maxiter, setup.maxfev
     disp, every = setup.loop["disp"], setup.loop["disp_every"]
 
+    pace = _Pace(B)
+
     def advance(t0: int, t1: int, start: bool, last_step: int) -> None:
         lrs = None
         if setup.lr_fn is not None and t1 > t0:
@@ -581,35 +608,37 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
             lrs = np.full(t1 - t0, np.nan)
             for t in range(t0 + 1, min(t1, last_step) + 1):
                 lrs[t - t0 - 1] = _kernels.lr_at(setup.lr_fn, t, 0)
-        _kernels._fit_rows(problems.capsule, problems.first, setup.algorithm.c_id,
-                           setup.hyper, t0, t1, start, lrs, x, G, F, states, aux, lower,
-                           upper, setup.max_grad_norm, setup.clip_value, setup.rows,
-                           setup.fields, gtol, ftol, xtol, maxiter, maxfev, NIT, nfev,
-                           STATUS)
+        begin = 0
+        while begin < B:  # pace.rows problems per compiled call
+            sl = slice(begin, min(B, begin + pace.rows))
+            begin = sl.stop
+            if not (STATUS[sl] < 0).any():
+                continue
+            start_time = time.perf_counter()
+            _kernels._fit_rows(
+                problems.capsule, problems.first + sl.start, setup.algorithm.c_id,
+                setup.hyper, t0, t1, start, lrs, x[sl], G[sl], F[sl],
+                [None if a is None else a[sl] for a in states], aux[sl],
+                None if lower is None else lower[sl], None if upper is None else upper[sl],
+                setup.max_grad_norm, setup.clip_value,
+                None if setup.rows is None else setup.rows[sl], setup.fields, gtol[sl],
+                ftol[sl], xtol[sl], None if maxiter is None else maxiter[sl],
+                None if maxfev is None else maxfev[sl], NIT[sl], nfev[sl], STATUS[sl])
+            pace.took(time.perf_counter() - start_time)
 
     _start(lambda: advance(0, 0, True, 0), sync, disp)
     nit = 0
-    # Blocks of iterations: one per callback; else growing while a block takes under
-    # 30 ms (a block is one job on the threads, whose end waits for the slowest chunk;
-    # between blocks Python sees Ctrl-C). At most 4096: the table of coefficients.
-    block = 1
     while True:
         running = STATUS < 0
         took = np.zeros(B, bool)  # the problems that made iteration nit (then running)
         stopped, error = False, None
         try:
             if running.any():
-                t1 = nit + (block if style is None else 1)
+                t1 = nit + (pace.block if style is None else 1)
                 if disp:
                     t1 = min(t1, (nit // every + 1) * every)
                 last_step = t1 if maxiter is None else min(t1, int(maxiter[running].max()))
-                start_time = time.perf_counter()
                 advance(nit, t1, False, last_step)
-                elapsed = time.perf_counter() - start_time
-                if elapsed < 0.03:
-                    block = min(2 * block, 1 << 12)
-                elif elapsed > 0.2:
-                    block = max(block // 2, 1)
                 nit = t1
                 took = running & ((STATUS < 0) | ((NIT == nit) & ((STATUS == 0) |
                                                                    (STATUS == 2))))
@@ -641,6 +670,32 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
                 break
             nit += 1  # a lockstep rank whose problems are done waits for the others
     return dict(x=x, fun=F, jac=G, nit=NIT, nfev=nfev, njev=nfev.copy(), status=STATUS)
+
+
+class _Pace:
+    """How much one compiled call of _solve_compiled does: ``rows`` problems (a slice)
+    for ``block`` iterations, adapted so that a call takes 30-60 ms. Python runs
+    between calls: Ctrl-C is seen within one call, whatever B and the objective's
+    cost (down to one problem's iterations), and a call's end, which waits for the
+    slowest thread's last chunk, is rare. The first calls are small (a few problems),
+    then grow: first the rows, up to every problem, then the block of iterations, up
+    to 4096 (the table of coefficients)."""
+
+    def __init__(self, B: int):
+        self.B, self.rows, self.block = B, min(B, 4), 1
+
+    def took(self, seconds: float) -> None:
+        if seconds < 0.03:
+            if self.rows < self.B:
+                self.rows = min(self.B, 2 * self.rows)
+            else:
+                self.block = min(2 * self.block, 1 << 12)
+        elif seconds > 0.06:
+            shrink = 0.03 / seconds
+            if self.block > 1:
+                self.block = max(1, int(self.block * shrink))
+            else:
+                self.rows = max(1, int(self.rows * shrink))
 
 
 def _message(status: np.ndarray) -> str:
@@ -778,7 +833,9 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
         ``return_all`` and ``progress`` are not supported.
     batch_args : tuple of array_like, optional
         Per-problem data: arrays whose first axis has length B. ``fun`` receives
-        their rows of the running problems after ``args``.
+        their rows of the running problems after ``args``, as read-only arrays (the
+        rows are copies once some problems have stopped, so writes could not reach
+        your arrays; keep state that ``fun`` updates in ``args``).
 
     Returns
     -------

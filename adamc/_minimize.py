@@ -61,6 +61,34 @@ _LOOP_DEFAULTS: dict[str, Any] = dict(
     comm=None)
 
 
+#: A count of iterations or evaluations of this size or more means no limit (the loops
+#: count in int64).
+NO_LIMIT = 2**63 - 1
+
+
+def check_count(value: Any, name: str, minimum: int, default: int | None) -> int | None:
+    """An iteration or evaluation count: None (``default``), an int >= ``minimum`` or a
+    float with an integral value (SciPy's methods accept ``maxiter=2e4``). Counts past
+    2**63 - 1 mean no limit: they become :data:`NO_LIMIT`."""
+    if value is None:
+        return default
+    ok = isinstance(value, (int, np.integer, float, np.floating)) and \
+        not isinstance(value, (bool, np.bool_))
+    if ok and isinstance(value, (float, np.floating)):
+        ok = math.isfinite(value) and float(value).is_integer()
+    if not ok or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
+    return min(int(value), NO_LIMIT)
+
+
+def check_tolerance(value: Any, name: str) -> float:
+    """A stopping tolerance: a finite number >= 0."""
+    try:
+        return _kernels.check_nonnegative(value, name)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(str(exc)) from None
+
+
 def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) -> dict[str, Any]:
     from scipy.optimize import OptimizeWarning
 
@@ -73,34 +101,21 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
     opts.update({k: v for k, v in options.items() if k in _LOOP_DEFAULTS})
     batched = opts["batches"] is not None
 
-    def count(name, value, minimum, default):
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
-        return int(value)
-
-    def tolerance(name, value):
-        try:
-            return _kernels.check_nonnegative(value, name)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc)) from None
-
-    opts["maxiter"] = count("maxiter", opts["maxiter"], 0, None if batched else 10000)
-    opts["maxfev"] = count("maxfev", opts["maxfev"], 1, None)
+    opts["maxiter"] = check_count(opts["maxiter"], "maxiter", 0, None if batched else 10000)
+    opts["maxfev"] = check_count(opts["maxfev"], "maxfev", 1, None)
     gtol = opts["gtol"]
     if gtol is None:
         gtol = opts["tol"] if opts["tol"] is not None else (0.0 if batched else 1e-5)
-    opts["gtol"] = tolerance("gtol", gtol)
-    opts["ftol"] = tolerance("ftol", opts["ftol"])
-    opts["xtol"] = tolerance("xtol", opts["xtol"])
+    opts["gtol"] = check_tolerance(gtol, "gtol")
+    opts["ftol"] = check_tolerance(opts["ftol"], "ftol")
+    opts["xtol"] = check_tolerance(opts["xtol"], "xtol")
     for flag in ("disp", "return_all", "progress", "resume"):
         if not isinstance(opts[flag], (bool, np.bool_)):
             raise TypeError(f"{flag} must be a bool, got {opts[flag]!r}")
     every = opts["disp_every"]
     if every is None:
         every = max(1, (opts["maxiter"] or 2000) // 20)
-    opts["disp_every"] = count("disp_every", every, 1, 1)
+    opts["disp_every"] = check_count(every, "disp_every", 1, 1)
     step = opts["finite_diff_rel_step"]
     if step is not None:
         step = _kernels.check_nonnegative(step, "finite_diff_rel_step")
@@ -109,7 +124,7 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
     opts["finite_diff_rel_step"] = step
     if opts["checkpoint"] is not None and not isinstance(opts["checkpoint"], (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a file path, got {opts['checkpoint']!r}")
-    opts["checkpoint_every"] = count("checkpoint_every", opts["checkpoint_every"], 1, 100)
+    opts["checkpoint_every"] = check_count(opts["checkpoint_every"], "checkpoint_every", 1, 100)
     hyper = dict(method.hyper)
     hyper.update({k: v for k, v in options.items() if k in method.hyper})
     hyper.update(method.fixed)

@@ -52,6 +52,15 @@ double slow_quartic(int n, double *x, double *g, void *data) {
     for (int k = 0; k < 20000; k++) s += k;
     return quartic(n, x, g, data) + 0.0 * s;
 }
+/* quartic after 100k dependent additions (a few hundred us): a costly objective */
+double costly_quartic(int n, double *x, double *g, void *data) {
+    volatile double s = 0.0;
+    for (int k = 0; k < 100000; k++) s += k;
+    return quartic(n, x, g, data) + 0.0 * s;
+}
+double costly_rows(int n, double *x, double *g, long i, void *data) {
+    return costly_quartic(n, x, g, 0);
+}
 /* minimize_many: problem i is quartic around the centre data[i n .. i n + n) */
 double quartic_rows(int n, double *x, double *g, long i, void *data) {
     return quartic(n, x, g, data ? (double *)data + i * n : 0);
@@ -78,10 +87,10 @@ def lib(tmp_path_factory):
     subprocess.run([cc, "-O2", "-shared", "-fPIC", str(d / "obj.c"), "-o", str(so_path),
                     "-lm"], check=True)
     lib = ctypes.CDLL(str(so_path))
-    for name in ("quartic", "nan_later", "slow_quartic"):
+    for name in ("quartic", "nan_later", "slow_quartic", "costly_quartic"):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = ctypes.c_double, SIGNATURE
-    for name in ("quartic_rows", "nan_rows"):
+    for name in ("quartic_rows", "nan_rows", "costly_rows"):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = ctypes.c_double, ROW_SIGNATURE
     lib.wrong_arity.restype = ctypes.c_double
@@ -479,6 +488,61 @@ def test_a_signal_interrupts_a_c_fit(lib):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="no setitimer")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("entry", ["minimize", "minimize-python", "many", "many-python"])
+def test_signal_latency_of_the_long_running_entry_points(lib, entry, threads):
+    """Ctrl-C (here SIGALRM's handler) ends every long fit soon, whatever the number of
+    problems: each fit below would run for minutes, and one iteration of minimize_many
+    over its B = 20,000 costly problems takes seconds (it once answered only between
+    such iterations, 5-6 s late). Bound: 20x the 100 ms target."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    fired = []
+
+    def handler(signum, frame):
+        fired.append(time.perf_counter())
+        raise Interrupted
+
+    B, n = 20_000, 3
+    if entry == "minimize":
+        run = lambda: adamc.minimize(LowLevelCallable(lib.costly_quartic), np.zeros(n),
+                                     options=dict(lr=1e-9, maxiter=10**8, gtol=0))
+    elif entry == "minimize-python":
+        twin = python_twin(lib.costly_quartic)
+        run = lambda: adamc.minimize(twin, np.zeros(n), jac=True,
+                                     options=dict(lr=1e-9, maxiter=10**8, gtol=0))
+    elif entry == "many":
+        run = lambda: adamc.minimize_many(LowLevelCallable(lib.costly_rows), np.zeros((B, n)),
+                                          options=dict(lr=1e-9, maxiter=10**8, gtol=0))
+    else:
+        def costly(x):  # about as costly per problem as the C one
+            f = np.empty(len(x))
+            g = np.empty_like(x)
+            for i in range(len(x)):
+                f[i], g[i] = python_twin(lib.costly_quartic)(np.ascontiguousarray(x[i]))
+            return f, g
+        run = lambda: adamc.minimize_many(costly, np.zeros((B, n)), jac=True,
+                                          options=dict(lr=1e-9, maxiter=10**8, gtol=0))
+    previous = adamc.get_num_threads()
+    adamc.set_num_threads(threads)
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(Interrupted):
+            run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        adamc.set_num_threads(previous)
+    latency = fired[0] - (start + 0.3)
+    assert latency < 2.0, f"{entry}, {threads} threads: {latency:.2f} s"
 
 
 # ----------------------------------------------------------------------------------

@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import optimize as so
 
 import adamc
@@ -278,6 +282,135 @@ def test_bad_input_gets_a_clear_error():
         run(options={"foo": 1, "maxiter": 1})
     with pytest.raises(ValueError, match="jac must be"):
         run(jac="5-point")
+
+
+def test_a_per_problem_count_of_2_63_or_more_means_no_limit():
+    """maxiter and maxfev per problem at or past int64's maximum are no limit, as a
+    scalar of the same value is (they once wrapped to negative counts: status 1 at
+    iteration 0, or status 2 after one iteration)."""
+    T = np.random.default_rng(0).normal(size=(3, 2))
+
+    def fq(x, t):
+        return ((x - t) ** 2).sum(1), 2 * (x - t)
+
+    def run(**opts):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (not even a warning of NumPy's casts)
+            return adamc.minimize_many(fq, np.zeros((3, 2)), jac=True, batch_args=(T,),
+                                       options={"lr": 0.1, "gtol": 1e-6, **opts})
+
+    alone = run()
+    assert (alone.status == 0).all()
+    for big in (np.iinfo(np.int64).max, 2**63, 1e19, 2.0**63):
+        for key in ("maxiter", "maxfev"):
+            arr = np.array([big, 10**6, 10**6], dtype=object if big == 2**63 else None)
+            r = run(**{key: arr})
+            np.testing.assert_array_equal(r.status, alone.status, err_msg=f"{key}={big!r}")
+            np.testing.assert_array_equal(r.nit, alone.nit)
+            np.testing.assert_array_equal(r.x, alone.x)
+            s = run(**{key: big})  # the scalar means the same
+            np.testing.assert_array_equal(s.nit, alone.nit)
+    r = run(maxiter=np.array([np.iinfo(np.int64).max, 100, 100]))
+    assert r.status.tolist() == [0, 1, 1] and r.nit[1:].tolist() == [100, 100]
+    assert r.nit[0] == alone.nit[0] > 100
+    assert run(maxiter=2e4).nit.tolist() == alone.nit.tolist()  # (as SciPy accepts)
+
+
+# Every option minimize_many takes per problem, the method that has it and a good
+# value; "betas[k]" is member k of the pair.
+PER_PROBLEM_OPTIONS = {
+    "lr": ("adam", 0.1), "eps": ("adam", 1e-8), "weight_decay": ("adam", 0.01),
+    "momentum_decay": ("nadam", 4e-3), "momentum": ("sgd", 0.5), "dampening": ("sgd", 0.1),
+    "alpha": ("rmsprop", 0.9), "max_grad_norm": ("adam", 10.0), "clip_value": ("adam", 10.0),
+    "betas[0]": ("adam", 0.9), "betas[1]": ("adam", 0.99), "gtol": ("adam", 1e-6),
+    "ftol": ("adam", 1e-12), "xtol": ("adam", 1e-12), "maxiter": ("adam", 40),
+    "maxfev": ("adam", 50),
+}
+ODD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 100), st.integers(2**62, 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1.5),
+    st.complex_numbers(max_magnitude=10), st.text(max_size=2),
+    st.sampled_from([0, 1, 0.5, -0.0, 1e-300, 0.999, 1.0, 20.0, 1e19, 2.0**63, 2**63 - 1]))
+
+
+def _set_option(opts, key, value):
+    if key.startswith("betas"):
+        pair = [0.9, 0.99]
+        pair[int(key[-2])] = value
+        opts["betas"] = tuple(pair)
+    else:
+        opts[key] = value
+    return opts
+
+
+def _outcome(method, key, value):
+    T = np.random.default_rng(1).normal(size=(3, 2))
+
+    def fq(x, t):
+        return ((x - t) ** 2).sum(1), 2 * (x - t)
+
+    opts = _set_option({"lr": 0.1, "maxiter": 40, "gtol": 1e-6}, key, value)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return adamc.minimize_many(fq, np.zeros((3, 2)), method=method, jac=True,
+                                       batch_args=(T,), options=opts)
+    except Exception as exc:  # (compared below: the same type and message)
+        return exc
+
+
+@settings(max_examples=int(__import__("os").environ.get("ADAMC_FUZZ_EXAMPLES", "150")),
+          derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(sorted(PER_PROBLEM_OPTIONS)), value=ODD_VALUES)
+def test_every_per_problem_value_gets_the_check_of_its_scalar(key, value):
+    """A per-problem array is refused exactly when the scalar it replaces is, element
+    by element, with the scalar's message naming the element; when accepted, each
+    problem gets the result of the scalar run (complex and bool arrays were once cast
+    to float, counts past 2**63 wrapped around)."""
+    method, good = PER_PROBLEM_OPTIONS[key]
+    scalar = _outcome(method, key, value)
+    name = f"options['betas'][{key[-2]}]" if key.startswith("betas") else f"options['{key}']"
+    variants = [(np.array([good, value, good], dtype=object), 1)]
+    native = np.asarray(value)
+    if native.dtype != object:
+        variants.append((np.full(3, value, dtype=native.dtype), 0))
+    for arr, i in variants:
+        got = _outcome(method, key, arr)
+        if isinstance(scalar, Exception):
+            assert type(got) is type(scalar), (arr, got, scalar)
+            assert str(got) == str(scalar).replace(key, f"{name}[{i}]", 1), (got, scalar)
+        else:
+            assert not isinstance(got, Exception), (arr, got)
+            for field in ("x", "fun", "nit", "nfev", "status"):
+                np.testing.assert_array_equal(got[field][i], scalar[field][i], err_msg=field)
+
+
+def test_batch_rows_are_read_only_to_the_objective():
+    """fun gets the rows of batch_args as read-only arrays, before and after problems
+    stop (a write reached the caller's array only while every problem ran)."""
+    T = np.random.default_rng(2).normal(size=(4, 2))
+    seen = []
+
+    def fun(x, t):
+        seen.append((len(x), t.flags.writeable))
+        with pytest.raises(ValueError, match="read-only"):
+            t[...] = 0
+        return ((x - t) ** 2).sum(1), 2 * (x - t)
+
+    kept = T.copy()
+    r = adamc.minimize_many(fun, np.zeros((4, 2)), jac=True, batch_args=(T,),
+                            options={"lr": 0.1, "gtol": 1e-6,
+                                     "maxiter": np.array([5, 50, 10**4, 10**4])})
+    assert {m for m, _ in seen} >= {4, 3, 2} and not any(w for _, w in seen)
+    np.testing.assert_array_equal(T, kept)
+    assert T.flags.writeable  # (the caller's array itself is left as it was)
+    assert r.status.tolist() == [1, 1, 0, 0]
+    for jac in ("2-point", "3-point"):  # finite differences: the same rows
+        seen.clear()
+        adamc.minimize_many(lambda x, t: fun(x, t)[0], np.zeros((4, 2)), jac=jac,
+                            batch_args=(T,), bounds=[(-1, 0.5)] * 2,
+                            options={"lr": 0.1, "maxiter": 3})
+        assert seen and not any(w for _, w in seen)
 
 
 def test_empty_and_zero_width_problems():
