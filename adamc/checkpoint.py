@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import optim
-from ._format import CheckpointError, _payload, _read, _write
+from ._format import CheckpointError, _Archive, _payload, _write
 from ._port import Port
 
 __all__ = ["save", "load"]
@@ -81,25 +81,33 @@ def load(path: str | os.PathLike, params: Any) -> optim.Optimizer:
         When ``path`` does not exist.
     ValueError
         (``adamc.checkpoint.CheckpointError``) When the file is corrupt, truncated, not
-        an adamc checkpoint, or does not match ``params``. Nothing is modified then.
+        an adamc checkpoint (a plain ``.npy`` or ``.npz`` file, any other file, a
+        directory), or does not match ``params``. Nothing is modified then.
     TypeError
         When ``params`` are not float arrays.
     """
+    return _load(path, params, extras=False)[0]
+
+
+def _load(path: str | os.PathLike, params: Any, extras: bool
+          ) -> tuple[optim.Optimizer, dict[str, Any], dict[str, np.ndarray]]:
+    """load(), and with ``extras`` the extra meta data and arrays that minimize's
+    checkpoints hold. Everything is read and checked before ``params`` are written."""
     params = [params] if isinstance(params, np.ndarray) else list(params)
-    meta, arrays = _read(path)
-    cls, payload, saved_values = _payload(meta, arrays, params, path)
+    with _Archive(path) as archive:
+        cls, payload, saved_values = _payload(archive, params)
+        extra_arrays = {name[len("extra_"):]: archive.array(name) for name in archive.names()
+                        if extras and name.startswith("extra_")}
+        extra = archive.meta.get("extra", {})
     try:
         opt = Port(cls).build(payload)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} does not describe a valid optimizer: {exc}") from None
     for p, value in zip(params, saved_values):  # last: nothing above could fail after it
         np.copyto(p, value)
-    return opt
+    return opt, extra, extra_arrays
 
 
 def _load_with_extra(path, params):
     """load() plus the extra meta data and arrays saved by minimize's checkpoints."""
-    meta, arrays = _read(path)
-    opt = load(path, params)
-    extra_arrays = {k[len("extra_"):]: v for k, v in arrays.items() if k.startswith("extra_")}
-    return opt, meta.get("extra", {}), extra_arrays
+    return _load(path, params, extras=True)
