@@ -7,9 +7,12 @@ the other.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,9 +23,16 @@ import numpy as np
 from . import _kernels, optim
 from ._port import Port
 
+try:
+    import fcntl
+except ImportError:  # Windows: no locks on temporary files, hence no sweep of stale ones
+    fcntl = None  # type: ignore[assignment]
+
 FORMAT = "adamc-checkpoint"
 VERSION = 1
 _SCHEDULES = {cls.__name__: cls for cls in _kernels._COMPILED_SCHEDULES}
+# flock on a file system without locks (some network and FUSE file systems)
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
 _CLASSES = {name: getattr(optim, name) for name in optim.__all__ if name != "Optimizer"}
 
 
@@ -69,20 +79,156 @@ def _decode(value: Any, where: str) -> Any:
 
 
 def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    """Write ``arrays`` as an .npz file that replaces ``path`` in one rename.
+
+    The temporary file sits next to the file it replaces (through a symbolic link: next
+    to the link's target, and the link stays), has that file's mode (a new file: the
+    umask's), is locked while it is written, and is flushed to disk before the rename;
+    the directory is flushed after it. Each save first removes the temporary files that
+    earlier saves of the same file left when their process was killed.
+    """
+    target = _target(path)
+    directory, name = os.path.split(target)
+    directory = directory or "."
+    try:
+        old: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    _sweep(directory, name)
+    fd, tmp = _create_temp(directory, name,
+                           0o666 if old is None else stat.S_IMODE(old.st_mode) & 0o777)
+    lock = None
     try:
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:  # holds the lock after f is closed, until the rename:
+                lock = os.dup(fd)  # a sweep never sees the file unlocked
+            if old is not None:
+                _keep_group_and_mode(f.fileno(), old)
             cast(Any, np.savez)(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
+    _fsync_directory(directory)
+
+
+def _target(path: Path) -> str:
+    """The file a save replaces: ``path``, or the file a symbolic link there points to."""
+    if not os.path.islink(path):
+        return os.fspath(path)
+    try:
+        return os.path.realpath(path, strict=True)  # a loop of links: OSError (ELOOP)
+    except FileNotFoundError:  # a dangling link: create its target, as open() does
+        return os.path.realpath(path)
+
+
+def _temp_names(name: str) -> re.Pattern[str]:
+    """The names of the temporary files of saves to the file ``name`` (the 8 characters
+    are those of tempfile.mkstemp, which earlier versions of adamc used)."""
+    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def _create_temp(directory: str, name: str, mode: int) -> tuple[int, str]:
+    """A new temporary file for a save to ``directory/name``, locked where fcntl exists:
+    (its descriptor, its path). ``mode`` is given to open(), which applies the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, mode)
+        except FileExistsError:
+            continue
+        if fcntl is None:
+            return fd, tmp
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A sweep may have found the file in the instant before the lock, and
+            # removed it (it removes only what it has locked): then start again.
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                return fd, tmp
+        except (BlockingIOError, FileNotFoundError):  # a sweep has it, or removed it
+            pass
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise
+            return fd, tmp  # a file system without locks: no sweep can remove it either
+        os.close(fd)
+    raise FileExistsError(f"no free name for a temporary file in {directory}")
+
+
+def _sweep(directory: str, name: str) -> None:
+    """Remove the temporary files that saves to ``directory/name`` left when their
+    process died (by SIGKILL, say): the unlocked ones. A running save holds the lock
+    on its file, and the kernel releases it when the process ends."""
+    if fcntl is None:
+        return
+    pattern = _temp_names(name)
+    try:
+        entries = [e.name for e in os.scandir(directory) if pattern.fullmatch(e.name)]
+    except OSError:
+        return
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    for entry in entries:
+        path = os.path.join(directory, entry)
+        try:
+            fd = os.open(path, flags)
+        except OSError:  # gone meanwhile, a link, or not ours to read
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its save runs
+                if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                    os.unlink(path)
+        except OSError:  # locked, renamed meanwhile (a save that finished), or not ours
+            pass
+        finally:
+            os.close(fd)
+
+
+def _keep_group_and_mode(fd: int, old: os.stat_result) -> None:
+    """Give the new file the group (where permitted) and the mode of the file it
+    replaces: on a shared file system, the rest of the group keeps its access."""
+    if not hasattr(os, "fchmod"):
+        return
+    if hasattr(os, "fchown") and os.fstat(fd).st_gid != old.st_gid:
+        try:
+            os.fchown(fd, -1, old.st_gid)
+        except PermissionError:  # not a member of that group: keep ours
+            pass
+    mode = stat.S_IMODE(old.st_mode)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+        try:
+            os.fchmod(fd, mode)
+        except OSError as exc:  # a file system without modes (FAT, some network mounts)
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+
+
+def _fsync_directory(directory: str) -> None:
+    """Flush the rename to disk (POSIX; some file systems refuse, which is harmless)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write(cls: type[optim.Optimizer], payload: dict[str, Any], path: str | os.PathLike,

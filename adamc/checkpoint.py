@@ -2,10 +2,12 @@
 
 A checkpoint is an ``.npz`` file (NumPy's zip of ``.npy`` arrays) holding the
 parameter values, every state array, and a JSON description of the optimizer (class,
-hyperparameters of each group, step counts, options). It is read with
-``allow_pickle=False``: loading never executes code. Files are written atomically
-(a temporary file in the same directory, flushed to disk, then renamed), so a crash
-leaves either the old checkpoint or the new one, never a mixture.
+hyperparameters of each group, step counts, options). Loading never executes code
+(nothing is unpickled) and checks every array's header against the description
+before reading its data. Files are written atomically (a temporary file in the same
+directory, locked while it is written, flushed to disk, then renamed), so a crash
+leaves either the old checkpoint or the new one, never a mixture; the temporary file
+of a save killed half-way is removed by the next save to the same path.
 """
 from __future__ import annotations
 
@@ -32,13 +34,27 @@ def save(optimizer: optim.Optimizer, path: str | os.PathLike) -> None:
         which ``load`` reads with any number of ranks, or in a single process).
     path : str or path-like
         Destination, written atomically (replaced if it exists). The name is used
-        as given (``.npz`` is not appended).
+        as given (``.npz`` is not appended). A file that is replaced keeps its mode
+        (and its group, where permitted); a new file gets the umask's default mode,
+        as ``open()`` gives it. A symbolic link stays: the file it points to is
+        replaced.
 
     Raises
     ------
     ValueError
         When a hyperparameter cannot be stored without pickle (a Python callable as
         ``lr``, or an arbitrary object in a param group).
+    OSError
+        When the file cannot be written (the old file, if any, is then unchanged).
+
+    Notes
+    -----
+    The data go to a temporary file ``.<name>.XXXXXXXX.tmp`` next to the file, which
+    is flushed to disk and renamed over it. On POSIX systems the temporary file is
+    locked while it is written, and each save first removes the unlocked temporary
+    files of earlier saves to the same path (those of killed processes), never one
+    that a running save is writing. Without ``fcntl`` (Windows) there is no such
+    sweep: a killed save's temporary file stays until it is removed by hand.
     """
     _save_with_extra(optimizer, path)
 

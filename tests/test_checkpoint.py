@@ -1,9 +1,16 @@
 """adamc.save / adamc.load, pickling and copies, and minimize's checkpoints."""
+import contextlib
 import copy
 import io
 import json
 import os
 import pickle
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
 import zipfile
 
 import numpy as np
@@ -676,3 +683,282 @@ def test_meta_data_of_the_wrong_kind_raises_checkpoint_error(original):
             assert all(np.all(t == 7) for t in targets)
 
     prop()
+
+
+# ----------------------------------------------------------------------------------
+# save: kill -9 leaves no temporary file behind that a later save does not remove, and
+# a save never removes the temporary file of a save still running
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="temp-file locks need fcntl")
+
+
+def _temps(directory, name="ckpt.npz"):
+    return sorted(p.name for p in directory.iterdir()
+                  if p.name.startswith(f".{name}.") and p.name.endswith(".tmp"))
+
+
+def _child(code):
+    """A Python process running ``code`` with this adamc."""
+    root = os.path.dirname(os.path.dirname(adamc.__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _version(n, k):
+    """Params and optimizer after k steps of the saving loop below."""
+    x = np.linspace(-1.0, 1.0, n)
+    opt = adamc.Adam(x, lr=1e-3)
+    for t in range(1, k + 1):
+        opt.step(np.cos(x * t))
+    return x, opt
+
+
+def _saving_child(n, path):
+    """Fork a process that saves versions 1, 2, ... of an optimizer to ``path`` until
+    it is killed; return its pid once version 1 is on disk."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            x = np.linspace(-1.0, 1.0, n)
+            opt = adamc.Adam(x, lr=1e-3)
+            for k in range(1, 10**6):
+                opt.step(np.cos(x * k))
+                adamc.save(opt, path)
+                if k == 1:
+                    os.write(write, b"1")
+        finally:
+            os._exit(1)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+    return pid
+
+
+@posix_only
+def test_kill_during_save_keeps_the_checkpoint_and_the_next_save_sweeps(tmp_path):
+    """SIGKILL a process that saves a 3 MB checkpoint again and again, at random
+    moments: the file at the path is always one of the saved versions, and the next
+    save removes the temporary file the killed save left (fails before the sweep)."""
+    n, path = 2**17, tmp_path / "ckpt.npz"
+    rng = np.random.default_rng(0)
+    left = 0
+    for _ in range(8):
+        pid = _saving_child(n, path)
+        time.sleep(rng.uniform(0.0, 0.1))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        y = np.zeros(n)
+        loaded = adamc.load(path, y)  # intact: loads, and is one of the saved versions
+        x, opt = _version(n, loaded.step_count)
+        np.testing.assert_array_equal(bits(y), bits(x))
+        assert _same(loaded.state_dict(), opt.state_dict())
+        left += bool(_temps(tmp_path))
+        adamc.save(opt, path)
+        assert _temps(tmp_path) == []
+        assert _same(adamc.load(path, np.zeros(n)).state_dict(), opt.state_dict())
+    assert left, "no kill landed inside a save: the test did not test the sweep"
+
+
+@posix_only
+def test_save_never_sweeps_the_temp_file_of_a_running_save(tmp_path):
+    """A save that is writing (here: stopped half-way) holds a lock on its temporary
+    file; another process's save of the same path leaves it alone, and both saves
+    complete."""
+    path = tmp_path / "ckpt.npz"
+    proc = _child(f"""
+        import sys
+        import numpy as np
+        import adamc
+        real = np.savez
+        def slow(f, **arrays):
+            f.write(b"half")
+            f.flush()
+            print("writing", flush=True)
+            sys.stdin.readline()  # until the other save has run
+            f.seek(0)
+            f.truncate()
+            real(f, **arrays)
+        np.savez = slow
+        adamc.save(adamc.Adam(np.full(3, 2.0)), {str(path)!r})
+        print("done", flush=True)
+    """)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        live = _temps(tmp_path)
+        assert len(live) == 1
+        stale = tmp_path / ".ckpt.npz.abcd1234.tmp"  # an earlier save's, killed
+        stale.write_bytes(b"partial")
+        adamc.save(adamc.Adam(np.full(3, 1.0)), path)
+        assert _temps(tmp_path) == live  # the stale one swept, the live one kept
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "done"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _temps(tmp_path) == []
+    y = np.zeros(3)
+    adamc.load(path, y)
+    assert np.all(y == 2.0)  # the later rename wins
+
+
+@posix_only
+def test_sweep_only_touches_the_temp_files_of_this_path(tmp_path):
+    names = [".ckpt.npz.abcd1234.tmp", ".ckpt.npz.abcd_xyz.tmp", ".ckpt.npz.abc.tmp",
+             ".other.npz.abcd1234.tmp", ".ckpt.npz.abcd1234.tmp.keep", "ckpt.npz.abcd1234.tmp",
+             ".ckpt.npz.x.abcd1234.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".ckpt.npz.dir12345.tmp").mkdir()
+    adamc.save(adamc.Adam(np.zeros(2)), tmp_path / "ckpt.npz")
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted(set(names + [".ckpt.npz.dir12345.tmp", "ckpt.npz"])
+                          - {".ckpt.npz.abcd1234.tmp", ".ckpt.npz.abcd_xyz.tmp"})
+
+
+@posix_only
+def test_save_retries_when_a_sweep_removes_its_temp_file_before_it_is_locked(
+        tmp_path, monkeypatch):
+    """Between creating its temporary file and locking it, a save can lose the file to
+    another process's sweep: it notices and writes a new one."""
+    from adamc import _format
+    real, swept = _format.fcntl.flock, []
+
+    def flock(fd, op):
+        if not swept:  # a sweep in another process gets there first
+            name = os.readlink(f"/proc/self/fd/{fd}")
+            os.unlink(name)
+            swept.append(name)
+        return real(fd, op)
+
+    if not os.path.exists("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    monkeypatch.setattr(_format.fcntl, "flock", flock)
+    x = np.arange(3.0)
+    adamc.save(adamc.Adam(x), tmp_path / "ckpt.npz")
+    assert swept and _temps(tmp_path) == []
+    y = np.zeros(3)
+    adamc.load(tmp_path / "ckpt.npz", y)
+    np.testing.assert_array_equal(y, x)
+
+
+def test_save_without_file_locks_still_works(tmp_path, monkeypatch):
+    """Where fcntl is missing (Windows), a save writes atomically without the sweep."""
+    from adamc import _format
+    monkeypatch.setattr(_format, "fcntl", None)
+    stale = tmp_path / ".ckpt.npz.abcd1234.tmp"
+    stale.write_bytes(b"partial")
+    adamc.save(adamc.Adam(np.ones(2)), tmp_path / "ckpt.npz")
+    y = np.zeros(2)
+    adamc.load(tmp_path / "ckpt.npz", y)
+    assert np.all(y == 1) and stale.exists()
+
+
+# ----------------------------------------------------------------------------------
+# save: the mode of the file it replaces, or the umask's default; symbolic links
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@contextlib.contextmanager
+def _umask(mask):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@posix_only
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600),
+                                        (0o002, 0o664)])
+def test_new_checkpoint_gets_the_umask_default_mode(tmp_path, umask, mode):
+    # failed before: always 0600 (mkstemp)
+    with _umask(umask):
+        adamc.save(adamc.Adam(np.zeros(2)), tmp_path / "new.npz")
+        adamc.minimize(quad, np.zeros(2), jac=True,
+                       options=dict(maxiter=2, checkpoint=tmp_path / "run.npz"))
+    assert _mode(tmp_path / "new.npz") == mode and _mode(tmp_path / "run.npz") == mode
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o444, 0o664])
+def test_replaced_checkpoint_keeps_its_mode(tmp_path, mode):
+    # failed before: always 0600 (mkstemp)
+    path = tmp_path / "ckpt.npz"
+    adamc.save(adamc.Adam(np.zeros(2)), path)
+    os.chmod(path, mode)
+    with _umask(0o077):  # the old file's mode wins over the umask
+        adamc.save(adamc.Adam(np.ones(2)), path)
+    assert _mode(path) == mode
+    y = np.zeros(2)
+    adamc.load(path, y)
+    assert np.all(y == 1)
+
+
+@posix_only
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_save_writes_through_a_symlink(tmp_path, relative):
+    # failed before: the link was replaced by a regular file (with mode 0600)
+    store = tmp_path / "store"
+    store.mkdir()
+    target = store / "real.npz"
+    adamc.save(adamc.Adam(np.zeros(2)), target)
+    os.chmod(target, 0o640)
+    link = tmp_path / "ckpt.npz"
+    link.symlink_to(os.path.join("store", "real.npz") if relative else target)
+    (store / ".real.npz.abcd1234.tmp").write_bytes(b"stale")  # the target's stale temp
+    adamc.save(adamc.Adam(np.ones(2)), link)
+    assert link.is_symlink() and os.readlink(link) == (
+        os.path.join("store", "real.npz") if relative else str(target))
+    assert _mode(target) == 0o640
+    assert sorted(p.name for p in store.iterdir()) == ["real.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz", "store"]
+    y = np.zeros(2)
+    adamc.load(target, y)
+    assert np.all(y == 1)
+
+
+@posix_only
+def test_save_through_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "ckpt.npz"
+    link.symlink_to(tmp_path / "later.npz")
+    with _umask(0o022):
+        adamc.save(adamc.Adam(np.ones(2)), link)
+    assert link.is_symlink() and _mode(tmp_path / "later.npz") == 0o644
+    y = np.zeros(2)
+    adamc.load(link, y)
+    assert np.all(y == 1)
+
+
+@posix_only
+def test_save_to_a_symlink_loop_raises_oserror(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(OSError):
+        adamc.save(adamc.Adam(np.ones(2)), a)
+    assert a.is_symlink() and b.is_symlink() and len(list(tmp_path.iterdir())) == 2
+
+
+@posix_only
+def test_replaced_checkpoint_keeps_its_group_where_permitted(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    adamc.save(adamc.Adam(np.zeros(2)), path)
+    others = [g for g in os.getgroups() if g != os.stat(path).st_gid]
+    if os.geteuid() == 0:
+        others.append(os.stat(path).st_gid + 4242)
+    if not others:
+        pytest.skip("the user belongs to a single group")
+    os.chown(path, -1, others[0])
+    os.chmod(path, 0o640)
+    adamc.save(adamc.Adam(np.ones(2)), path)
+    assert os.stat(path).st_gid == others[0] and _mode(path) == 0o640
