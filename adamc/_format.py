@@ -95,8 +95,10 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except FileNotFoundError:
         old = None
     _sweep(directory, name)
-    fd, tmp = _create_temp(directory, name,
-                           0o666 if old is None else stat.S_IMODE(old.st_mode) & 0o777)
+    # never more permissive than the old file, even before _keep_group_and_mode (on
+    # Windows, where a mode only says read-only, the temporary file stays writable)
+    mode = 0o666 if old is None or os.name != "posix" else stat.S_IMODE(old.st_mode) & 0o777
+    fd, tmp = _create_temp(directory, name, mode)
     lock = None
     try:
         with os.fdopen(fd, "wb") as f:
@@ -199,9 +201,9 @@ def _sweep(directory: str, name: str) -> None:
 def _keep_group_and_mode(fd: int, old: os.stat_result) -> None:
     """Give the new file the group (where permitted) and the mode of the file it
     replaces: on a shared file system, the rest of the group keeps its access."""
-    if not hasattr(os, "fchmod"):
+    if os.name != "posix":  # a mode that only says read-only is not copied
         return
-    if hasattr(os, "fchown") and os.fstat(fd).st_gid != old.st_gid:
+    if os.fstat(fd).st_gid != old.st_gid:
         try:
             os.fchown(fd, -1, old.st_gid)
         except PermissionError:  # not a member of that group: keep ours
