@@ -405,10 +405,11 @@ def _npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 def _read_into(member: Any, out: np.ndarray) -> None:
     """Fill the bytes ``out`` from ``member`` in pieces (no second copy of a large
-    array in memory), then check that the member ends there (and so its CRC)."""
+    array in memory), then check that the member ends there (and so its CRC). Pieces
+    of 256 KiB, as np.load reads: 16 MiB pieces made a load of 48 MB 3x slower."""
     done, total = 0, out.size
     while done < total:
-        piece = member.read(min(total - done, 1 << 24))
+        piece = member.read(min(total - done, 1 << 18))
         if not piece:
             raise EOFError(f"the data ends after {done} of {total} bytes")
         out[done:done + len(piece)] = np.frombuffer(piece, np.uint8)
