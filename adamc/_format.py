@@ -83,9 +83,9 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
     The temporary file sits next to the file it replaces (through a symbolic link: next
     to the link's target, and the link stays), has that file's mode (a new file: the
-    umask's), is locked while it is written, and is flushed to disk before the rename;
-    the directory is flushed after it. Each save first removes the temporary files that
-    earlier saves of the same file left when their process was killed.
+    umask's), is locked while it is written, and is flushed to disk before the rename.
+    Each save first removes the temporary files that earlier saves of the same file
+    left when their process was killed.
     """
     target = _target(path)
     directory, name = os.path.split(target)
@@ -119,7 +119,6 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     finally:
         if lock is not None:
             os.close(lock)
-    _fsync_directory(directory)
 
 
 def _target(path: Path) -> str:
@@ -215,22 +214,6 @@ def _keep_group_and_mode(fd: int, old: os.stat_result) -> None:
         except OSError as exc:  # a file system without modes (FAT, some network mounts)
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-
-
-def _fsync_directory(directory: str) -> None:
-    """Flush the rename to disk (POSIX; some file systems refuse, which is harmless)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write(cls: type[optim.Optimizer], payload: dict[str, Any], path: str | os.PathLike,
