@@ -31,7 +31,7 @@ class Port:
         An adamc optimizer class.
     """
 
-    __slots__ = ("cls", "name", "state_keys", "engine", "mirrored", "_checker")
+    __slots__ = ("cls", "name", "state_keys", "options", "engine", "mirrored", "_checker")
 
     def __init__(self, cls: type[Optimizer]) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
@@ -47,6 +47,8 @@ class Port:
         #: (Prodigy's d, the schedule-free weight sums): not hyperparameters
         self.mirrored: tuple[str, ...] = cls._mirrored
         self._checker = cls.__new__(cls)  # validates hyperparameters, holds nothing
+        #: the names of the optimizer-wide options, the keys of a snapshot's "options"
+        self.options: tuple[str, ...] = tuple(self._checker._options())
 
     # -- snapshots: everything that defines an optimizer, arrays by reference --------
     @staticmethod

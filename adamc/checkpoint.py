@@ -2,10 +2,12 @@
 
 A checkpoint is an ``.npz`` file (NumPy's zip of ``.npy`` arrays) holding the
 parameter values, every state array, and a JSON description of the optimizer (class,
-hyperparameters of each group, step counts, options). It is read with
-``allow_pickle=False``: loading never executes code. Files are written atomically
-(a temporary file in the same directory, flushed to disk, then renamed), so a crash
-leaves either the old checkpoint or the new one, never a mixture.
+hyperparameters of each group, step counts, options). Loading never executes code
+(nothing is unpickled) and checks every array's header against the description
+before reading its data. Files are written atomically (a temporary file in the same
+directory, locked while it is written, flushed to disk, then renamed), so a crash
+leaves either the old checkpoint or the new one, never a mixture; the temporary file
+of a save killed half-way is removed by the next save to the same path.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import optim
-from ._format import CheckpointError, _payload, _read, _write
+from ._format import CheckpointError, _Archive, _payload, _write
 from ._port import Port
 
 __all__ = ["save", "load"]
@@ -32,13 +34,27 @@ def save(optimizer: optim.Optimizer, path: str | os.PathLike) -> None:
         which ``load`` reads with any number of ranks, or in a single process).
     path : str or path-like
         Destination, written atomically (replaced if it exists). The name is used
-        as given (``.npz`` is not appended).
+        as given (``.npz`` is not appended). A file that is replaced keeps its mode
+        (and its group, where permitted); a new file gets the umask's default mode,
+        as ``open()`` gives it. A symbolic link stays: the file it points to is
+        replaced.
 
     Raises
     ------
     ValueError
         When a hyperparameter cannot be stored without pickle (a Python callable as
         ``lr``, or an arbitrary object in a param group).
+    OSError
+        When the file cannot be written (the old file, if any, is then unchanged).
+
+    Notes
+    -----
+    The data go to a temporary file ``.<name>.XXXXXXXX.tmp`` next to the file, which
+    is flushed to disk and renamed over it. On POSIX systems the temporary file is
+    locked while it is written, and each save first removes the unlocked temporary
+    files of earlier saves to the same path (those of killed processes), never one
+    that a running save is writing. Without ``fcntl`` (Windows) there is no such
+    sweep: a killed save's temporary file stays until it is removed by hand.
     """
     _save_with_extra(optimizer, path)
 
@@ -81,25 +97,33 @@ def load(path: str | os.PathLike, params: Any) -> optim.Optimizer:
         When ``path`` does not exist.
     ValueError
         (``adamc.checkpoint.CheckpointError``) When the file is corrupt, truncated, not
-        an adamc checkpoint, or does not match ``params``. Nothing is modified then.
+        an adamc checkpoint (a plain ``.npy`` or ``.npz`` file, any other file, a
+        directory), or does not match ``params``. Nothing is modified then.
     TypeError
         When ``params`` are not float arrays.
     """
+    return _load(path, params, extras=False)[0]
+
+
+def _load(path: str | os.PathLike, params: Any, extras: bool
+          ) -> tuple[optim.Optimizer, dict[str, Any], dict[str, np.ndarray]]:
+    """load(), and with ``extras`` the extra meta data and arrays that minimize's
+    checkpoints hold. Everything is read and checked before ``params`` are written."""
     params = [params] if isinstance(params, np.ndarray) else list(params)
-    meta, arrays = _read(path)
-    cls, payload, saved_values = _payload(meta, arrays, params, path)
+    with _Archive(path) as archive:
+        cls, payload, saved_values = _payload(archive, params)
+        extra_arrays = {name[len("extra_"):]: archive.array(name) for name in archive.names()
+                        if extras and name.startswith("extra_")}
+        extra = archive.meta.get("extra", {})
     try:
         opt = Port(cls).build(payload)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} does not describe a valid optimizer: {exc}") from None
     for p, value in zip(params, saved_values):  # last: nothing above could fail after it
         np.copyto(p, value)
-    return opt
+    return opt, extra, extra_arrays
 
 
 def _load_with_extra(path, params):
     """load() plus the extra meta data and arrays saved by minimize's checkpoints."""
-    meta, arrays = _read(path)
-    opt = load(path, params)
-    extra_arrays = {k[len("extra_"):]: v for k, v in arrays.items() if k.startswith("extra_")}
-    return opt, meta.get("extra", {}), extra_arrays
+    return _load(path, params, extras=True)
