@@ -44,7 +44,20 @@ cdef struct _RowFits:
     double max_grad_norm, clip_value
     adamc_chunk_fn step_fn
     adamc_sumsq_fn sumsq_fn
-    const double *rows             # (B, k) per-problem hyperparameters
+    double *rows                   # (B, k) per-problem hyperparameters
+    int lr_col                     # the column of each problem's own lr (-1: none)
+    # x_scale and f_scale (s NULL: none): x holds u, the objective gets
+    # clip(s u, ulo, uhi), the step gs g
+    const double *s
+    const double *gs
+    const double *ulo
+    const double *uhi
+    # a reduce_on_plateau lr (NULL: none): the rule, each problem's best f and counters
+    const _Plateau *plateau
+    double *pbest
+    int64_t *pcounts
+    bint backtrack
+    int64_t *nback                 # halvings made, by problem
     double *x
     double *g
     double *f
@@ -75,7 +88,30 @@ cdef inline int _prepare_row(const _RowFits *c, const adamc_hyper *h, int64_t st
     return 0
 
 
-cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexcept nogil:
+cdef inline bint _fit_eval(_RowFits *c, Py_ssize_t i, double *x, double *xu, double *g,
+                           double *gu, double *f, double *gnorm) noexcept nogil:
+    """Problem i's f and gradient g at its iterate x (at clip(s x) when scaled: xu),
+    and the step's gradient gu = gs g; whether all are finite (gu not at the start:
+    gs is not known before f(x0) is, adamc._many checks it then)."""
+    cdef Py_ssize_t n = c.n
+    cdef double *arg = x
+    if c.s != NULL:
+        _scaled_x(xu, c.s + i * n, x, NULL if c.ulo == NULL else c.ulo + i * n,
+                  NULL if c.uhi == NULL else c.uhi + i * n, n)
+        arg = xu
+    f[0] = c.fun(<int>n, arg, g, c.first + <intptr_t>i, c.data)
+    c.nfev[i] += 1
+    gnorm[0] = _max_abs(<const double *>g, n)
+    if not (isfinite(f[0]) and isfinite(gnorm[0])):
+        return False
+    if c.s != NULL and not c.start:
+        _scaled_g(gu, c.gs + i * n, g, n)
+        return isfinite(_max_abs(<const double *>gu, n))
+    return True
+
+
+cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
+                  double *xu, double *gu) noexcept nogil:
     """Problem i from iteration c.t0 (after its first evaluation when c.start) until
     it stops or has made c.t1 iterations. Returns -1 for an unknown algorithm."""
     cdef Py_ssize_t n = c.n, j
@@ -84,24 +120,26 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
     cdef double *row_g = c.g + i * n
     # the gradient at x and the buffer of the next one, swapped after an evaluation
     cdef double *g = row_g
-    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, total, scale
+    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, total, scale, factor
     cdef int64_t nit
+    cdef int k
+    cdef bint ok
     cdef adamc_hyper h
     cdef adamc_coef coef
     cdef adamc_task task
     if c.status[i] >= 0:
         return 0
     if c.start:
-        f = c.fun(<int>n, x, g, c.first + <intptr_t>i, c.data)
+        ok = _fit_eval(c, i, x, xu, g, gu, &f, &gnorm)
         c.f[i] = f
-        c.nfev[i] += 1
-        gnorm = _max_abs(<const double *>g, n)
-        if not (isfinite(f) and isfinite(gnorm)):
+        if not ok:
             c.status[i] = _FIT_NONFINITE
             return 0
         if c.gtol[i] > 0 and gnorm <= c.gtol[i]:
             c.status[i] = _FIT_CONVERGED
             return 0
+    elif c.s != NULL:  # (the step's gradient of the last accepted evaluation)
+        _scaled_g(gu, c.gs + i * n, g, n)
     memset(&task, 0, sizeof(task))
     task.param = x
     task.lower = NULL if c.lower == NULL else c.lower + i * n
@@ -132,25 +170,39 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
                 h.lr = c.lrs[nit - c.t0]
             if _prepare_row(c, &h, nit + 1, c.aux[i], clip, &coef, &aux_next) != 0:
                 return -1
-        task.grad = g
+        task.grad = g if c.s == NULL else gu
         if maxnorm > 0:  # as _step_rows: the problem's own norm
-            total = adamc_sum_squares(c.sumsq_fn, g, n, clip, ADAMC_KIND_SUMSQ(ADAMC_F64),
-                                      nbytes)
+            total = adamc_sum_squares(c.sumsq_fn, task.grad, n, clip,
+                                      ADAMC_KIND_SUMSQ(ADAMC_F64), nbytes)
             scale = maxnorm / (sqrt(total) + 1e-6)
             if not (scale >= 1.0):
                 coef.grad_scale *= scale
         c.step_fn(&task, 0, n)
         c.aux[i] = aux_next
-        f = c.fun(<int>n, x, g_new, c.first + <intptr_t>i, c.data)
-        c.nfev[i] += 1
-        gnorm = _max_abs(<const double *>g_new, n)
-        if not (isfinite(f) and isfinite(gnorm)):
+        ok = _fit_eval(c, i, x, xu, g_new, gu, &f, &gnorm)
+        if not ok and c.backtrack:
+            factor = 1.0
+            for k in range(_MAX_BACKTRACKS):
+                _halve_step(x, <const double *>keep, n)
+                factor *= 0.5
+                c.nback[i] += 1
+                ok = _fit_eval(c, i, x, xu, g_new, gu, &f, &gnorm)
+                if ok:
+                    break
+            if ok and c.lr_col >= 0:
+                c.rows[i * c.k + c.lr_col] *= factor
+        if not ok:
             memcpy(x, keep, nbytes)  # the last finite iterate, its f and g
             f = f_prev
             c.status[i] = _FIT_NONFINITE
             break
         g, g_new = g_new, g
         nit += 1
+        if c.plateau != NULL and _plateau_row(c.plateau, &c.rows[i * c.k + c.lr_col],
+                                              &c.pbest[i], &c.pcounts[3 * i],
+                                              f) == _PLATEAU_EXHAUSTED:
+            c.status[i] = _FIT_CONVERGED
+            break
         if _tolerances_met(c.gtol[i], c.ftol[i], c.xtol[i], gnorm, f_prev, f, x, keep, n,
                            ADAMC_F64):
             c.status[i] = _FIT_CONVERGED
@@ -167,13 +219,14 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new) noexce
 cdef void _fit_rows_body(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
     cdef _RowFits *c = <_RowFits *>ctx
     cdef Py_ssize_t i
-    # (a chunk's scratch: the iterate before the step and the new gradient)
-    cdef double *scratch = <double *>malloc((2 * c.n + 1) * sizeof(double))
+    # (a chunk's scratch: the iterate before the step, the new gradient, and the
+    # scaled iterate and gradient)
+    cdef double *scratch = <double *>malloc((4 * c.n + 1) * sizeof(double))
     if scratch == NULL:
         __atomic_store_n(&c.failed, 1, __ATOMIC_SEQ_CST)
         return
     for i in range(begin, end):
-        if _fit_row(c, i, scratch, scratch + c.n) != 0:
+        if _fit_row(c, i, scratch, scratch + c.n, scratch + 2 * c.n, scratch + 3 * c.n) != 0:
             __atomic_store_n(&c.failed, 2, __ATOMIC_SEQ_CST)
             break
     free(scratch)
@@ -182,7 +235,9 @@ cdef void _fit_rows_body(void *ctx, Py_ssize_t begin, Py_ssize_t end) noexcept n
 def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t t1,
               bint start, lrs, x, g, f, list states, aux, lower, upper, double max_grad_norm,
               double clip_value, rows, tuple fields, gtol, ftol, xtol, maxiter, maxfev,
-              nit, nfev, status):
+              nit, nfev, status, scale=None, grad_scale=None, user_lower=None,
+              user_upper=None, _ReduceOnPlateau plateau=None, int lr_col=-1,
+              pbest=None, pcounts=None, bint backtrack=False, nbacktrack=None):
     """Advance every running problem (``status`` -1) of a minimize_many run with a C
     objective (``capsule``: ``double (int, double *, double *, intptr_t, void *)``,
     called with index ``first + i`` for row i) until it stops or has made ``t1``
@@ -193,8 +248,13 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     or None; nit, nfev, status (B,) int64 are updated in place (status: -1 running, then
     minimize_many's codes 0, 1, 2, 3).
     ``hyper``, ``states``, ``lower``/``upper``, ``max_grad_norm``, ``clip_value``,
-    ``rows`` and ``fields`` are those of _step_rows. The problems are split across
-    the adamc threads; the results do not depend on the split."""
+    ``rows`` and ``fields`` are those of _step_rows (rows writeable: column ``lr_col``
+    is each problem's own lr, reduced by ``plateau`` with the problem's ``pbest`` (B,)
+    and ``pcounts`` (B, 3), and backed off by ``backtrack``, whose halvings count in
+    ``nbacktrack``). ``scale``, ``grad_scale``, ``user_lower``, ``user_upper``: the
+    x_scale and f_scale options, as in many_loop (x holds the scaled variables). The
+    problems are split across the adamc threads; the results do not depend on the
+    split."""
     cdef _RowFits c
     memset(&c, 0, sizeof(c))
     cdef void *data
@@ -242,11 +302,30 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     if c.k:
         if c.k > _R_COUNT or rows is None:
             raise TypeError("rows must be a C-contiguous float64 (B, len(fields)) array")
-        c.rows = <const double *>_rows_data(rows, "rows", cnp.NPY_DOUBLE, B, c.k, False)
+        c.rows = <double *>_rows_data(rows, "rows", cnp.NPY_DOUBLE, B, c.k, True)
         for j in range(c.k):
             c.fidx[j] = fields[j]
             if not 0 <= c.fidx[j] < _R_COUNT:
                 raise ValueError(f"unknown row field {c.fidx[j]}")
+    if not (-1 <= lr_col < c.k) or (plateau is not None and lr_col < 0):
+        raise ValueError("lr_col must be a column of rows (with a plateau schedule)")
+    c.lr_col = lr_col
+    if scale is not None:
+        c.s = <const double *>_rows_data(scale, "scale", cnp.NPY_DOUBLE, B, n, False)
+        c.gs = <const double *>_rows_data(grad_scale, "grad_scale", cnp.NPY_DOUBLE, B, n,
+                                          False)
+        if user_lower is not None:
+            c.ulo = <const double *>_rows_data(user_lower, "user_lower", cnp.NPY_DOUBLE, B,
+                                               n, False)
+            c.uhi = <const double *>_rows_data(user_upper, "user_upper", cnp.NPY_DOUBLE, B,
+                                               n, False)
+    if plateau is not None:
+        c.plateau = &plateau.p
+        c.pbest = <double *>_rows_data(pbest, "pbest", cnp.NPY_DOUBLE, B, 1, True)
+        c.pcounts = <int64_t *>_rows_data(pcounts, "pcounts", cnp.NPY_INT64, B, 3, True)
+    c.backtrack = backtrack
+    if backtrack:
+        c.nback = <int64_t *>_rows_data(nbacktrack, "nbacktrack", cnp.NPY_INT64, B, 1, True)
     _fill_hyper(&c.base, hyper)
     c.max_grad_norm, c.clip_value = max_grad_norm, clip_value
     c.step_fn = _kernels.step[algo][ADAMC_F64]

@@ -42,6 +42,9 @@ class CheckpointError(ValueError):
 
 def _encode(value: Any, where: str) -> Any:
     """A JSON value for a hyperparameter (schedules by their constructor arguments)."""
+    if isinstance(value, _kernels._ReduceOnPlateau):  # (with its state)
+        return {"__schedule__": "_ReduceOnPlateau", "args": list(value._args()),
+                "state": value.state_dict()}
     if isinstance(value, _kernels.Schedule):
         cls, args = cast(tuple, value.__reduce__())
         return {"__schedule__": cls.__name__, "args": list(args)}
@@ -69,11 +72,15 @@ def _decode(value: Any, where: str) -> Any:
         name = value.get("__schedule__")
         cls = _SCHEDULES.get(name) if isinstance(name, str) else None
         args = value.get("args")
-        if cls is None or not isinstance(args, list) or len(value) != 2:
+        stateful = cls is _kernels._ReduceOnPlateau  # (and its state)
+        if cls is None or not isinstance(args, list) or len(value) != 2 + stateful:
             raise CheckpointError(f"{where} is not a value adamc writes: {value!r}")
         try:
-            return cls(*args)
-        except (TypeError, ValueError, OverflowError) as exc:
+            schedule = cls(*args)
+            if stateful:
+                schedule.load_state_dict(value["state"])
+            return schedule
+        except (TypeError, ValueError, OverflowError, KeyError) as exc:
             raise CheckpointError(f"{where}: {exc}") from None
     return value
 

@@ -27,6 +27,64 @@ cdef double _max_abs_diff(const real *a, const real *b, Py_ssize_t n) noexcept n
     return m
 
 
+# Scaled variables (the x_scale option of minimize and minimize_many): the optimizer
+# steps u, the objective sees x = s u (clipped into the bounds, which rounding could
+# leave), and the optimizer gets the gradient s g.
+
+cdef void _scaled_x(real *x, const real *s, const real *u, const real *lower,
+                    const real *upper, Py_ssize_t n) noexcept nogil:
+    """x = s u, clipped into [lower, upper] when given."""
+    cdef Py_ssize_t i
+    cdef real v
+    for i in range(n):
+        v = s[i] * u[i]
+        if lower != NULL:
+            if v < lower[i]:
+                v = lower[i]
+            elif v > upper[i]:
+                v = upper[i]
+        x[i] = v
+
+
+cdef void _scaled_g(real *gu, const real *s, const real *g, Py_ssize_t n) noexcept nogil:
+    """gu = s g."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        gu[i] = s[i] * g[i]
+
+
+cdef enum:
+    # Backtracking halves a step at most this often (to 2**-30 of it) before the
+    # objective's non-finite values end the problem's fit
+    _MAX_BACKTRACKS = 30
+
+
+cdef void _halve_step(real *u, const real *keep, Py_ssize_t n) noexcept nogil:
+    """u = keep + (u - keep) / 2: half the step just made (backtracking from a point
+    where the objective is not finite)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        u[i] = keep[i] + (u[i] - keep[i]) * <real>0.5
+
+
+cdef inline void _scaled_x_any(void *x, const void *s, const void *u, const void *lower,
+                               const void *upper, Py_ssize_t n, int dtype_index) noexcept nogil:
+    if dtype_index == ADAMC_F32:
+        _scaled_x(<float *>x, <const float *>s, <const float *>u, <const float *>lower,
+                  <const float *>upper, n)
+    else:
+        _scaled_x(<double *>x, <const double *>s, <const double *>u, <const double *>lower,
+                  <const double *>upper, n)
+
+
+cdef inline void _halve_step_any(void *u, const void *keep, Py_ssize_t n,
+                                 int dtype_index) noexcept nogil:
+    if dtype_index == ADAMC_F32:
+        _halve_step(<float *>u, <const float *>keep, n)
+    else:
+        _halve_step(<double *>u, <const double *>keep, n)
+
+
 cdef inline cnp.ndarray _vector(object a, str name):
     if not cnp.PyArray_Check(a) or not _float_type(cnp.PyArray_TYPE(<cnp.ndarray>a)) \
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):

@@ -20,7 +20,7 @@ ctypedef double (*_objective_fn)(int n, double *x, double *g, void *data) noexce
 #: What the loop returns as the reason it ended; adamc._minimize maps each to a
 #: status and a message.
 LOOP_REASONS = ("maxiter", "nonfinite", "callback", "batches", "gtol", "ftol", "xtol",
-                "maxfev")
+                "maxfev", "plateau")
 #: How the loop evaluates the objective: a C function (no Python), fun -> (f, g),
 #: fun -> f and jac -> g, or a Python evaluate() (batches, finite differences, comm).
 LOOP_SOURCES = ("c", "pair", "separate", "python")
@@ -29,7 +29,8 @@ cdef enum:
     _SRC_C, _SRC_PAIR, _SRC_SEPARATE, _SRC_PYTHON
 
 cdef enum:
-    _R_MAXITER, _R_NONFINITE, _R_CALLBACK, _R_BATCHES, _R_GTOL, _R_FTOL, _R_XTOL, _R_MAXFEV
+    _R_MAXITER, _R_NONFINITE, _R_CALLBACK, _R_BATCHES, _R_GTOL, _R_FTOL, _R_XTOL, _R_MAXFEV,
+    _R_PLATEAU
 
 cdef enum:
     # A C objective's loop reads the clock every _BLOCK iterations and, in the main
@@ -95,6 +96,23 @@ cdef class _Fit:
     cdef double *gptr[2]
     cdef Py_ssize_t n, nbytes, total
     cdef double f, gtol, ftol, xtol
+    cdef double gnorm               # |g|_inf (the user's variables)
+    # the x_scale and f_scale options: the optimizer steps u (x above), the objective
+    # gets x = s u (xup, clipped into [lop, hip]) and the optimizer s g / f_scale
+    # (guptr; gu for a Python objective)
+    cdef bint scaled
+    cdef cnp.ndarray s_arr, gs_arr, xu_arr, lo_arr, hi_arr, gua, gub
+    cdef void *sp
+    cdef void *gsp                  # the gradient's scale: s / f_scale
+    cdef void *xup
+    cdef void *lop
+    cdef void *hip
+    cdef double *guptr[2]
+    cdef object gu
+    cdef bint backtrack             # nonfinite="backtrack"
+    cdef int64_t nbacktrack         # the halvings made
+    cdef _ReduceOnPlateau plateau   # the lr, when it is a plateau schedule
+    cdef bint stop_on_plateau       # its exhaustion ends the run
     cdef int64_t nit, maxiter, maxfev, nfev, njev, every
     cdef _objective_fn cfun
     cdef void *data
@@ -171,9 +189,21 @@ cdef class _Fit:
         return 0
 
     cdef object _gradient_object(self):
+        """The gradient at the iterate, in the user's variables."""
         if self.source == _SRC_C:
             return self.ga if self.cur == 0 else self.gb
         return self.g
+
+    cdef object _step_gradient(self):
+        """The gradient the optimizer steps with (s g when scaled)."""
+        if not self.scaled:
+            return self._gradient_object()
+        if self.source == _SRC_C:
+            return self.gua if self.cur == 0 else self.gub
+        return self.gu
+
+    cdef void *_user_gp(self) noexcept:
+        return cnp.PyArray_DATA(<cnp.ndarray>self.g) if self.scaled else self.gp
 
     cdef int _sync_counts(self) except -1:
         if self.source != _SRC_PYTHON:
@@ -269,10 +299,72 @@ cdef class _Fit:
         self.opt._advance()
         return 0
 
+    # -- scaled variables, backtracking, the plateau schedule ------------------------
+    cdef bint _try_c(self, int buf) noexcept nogil:
+        """Evaluate the C objective at the iterate (at x = s u when scaled) into gradient
+        buffer buf (and its scaled copy); self.f and self.gnorm (|g|_inf in the user's
+        variables). Whether f and the gradients are finite."""
+        cdef double *arg = <double *>self.xp
+        if self.scaled:
+            _scaled_x(<double *>self.xup, <const double *>self.sp, <const double *>self.xp,
+                      <const double *>self.lop, <const double *>self.hip, self.n)
+            arg = <double *>self.xup
+        self.f = self.cfun(<int>self.n, arg, self.gptr[buf], self.data)
+        self.nfev += 1
+        self.njev += 1
+        self.gnorm = _max_abs(<const double *>self.gptr[buf], self.n)
+        if not (isfinite(self.f) and isfinite(self.gnorm)):
+            return False
+        if self.scaled:  # (s g / f_scale may overflow where g does not)
+            _scaled_g(self.guptr[buf], <const double *>self.gsp, self.gptr[buf], self.n)
+            return isfinite(_max_abs(<const double *>self.guptr[buf], self.n))
+        return True
+
+    cdef bint _try_python(self) except -1:
+        """_try_c for a Python objective (with the GIL): self.f, self.g (the user's
+        variables), self.gu (scaled) and self.gp (the one the optimizer steps with)."""
+        if self.scaled:
+            _scaled_x_any(self.xup, self.sp, self.xp, self.lop, self.hip, self.n,
+                          self.dtype_index)
+        self._evaluate_python()
+        self.gnorm = _norm_inf(self.gp, self.n, self.dtype_index)
+        if not (isfinite(self.f) and isfinite(self.gnorm)):
+            return False
+        if self.scaled:
+            self.gu = np.multiply(self.g, self.gs_arr)
+            self.gp = cnp.PyArray_DATA(<cnp.ndarray>self.gu)
+            return isfinite(_norm_inf(self.gp, self.n, self.dtype_index))
+        return True
+
+    cdef int _back_off(self, double factor) except -1:
+        """After backtracking: later steps use the learning rate times factor (a
+        number is changed in the param group, a plateau schedule's current rate; any
+        other schedule is left alone: only this step was shortened)."""
+        cdef _Engine eng = self.opt
+        group = eng.param_groups[0]
+        lr = group["lr"]
+        if type(lr) is _ReduceOnPlateau:
+            (<_ReduceOnPlateau>lr).p.lr *= factor
+        elif not callable(lr):
+            group["lr"] = float(lr) * factor
+            eng._refresh(0)
+        else:
+            return 0
+        self._lr_changed()
+        return 0
+
+    cdef void _lr_changed(self) noexcept nogil:
+        """The learning rate changed (a plateau, a back-off): the prepared rates and
+        coefficients of the compiled step are stale."""
+        self.lr_pos = self.lr_len
+        self.coef_pos = self.coef_len
+        self.steady = False
+
+    # -- the loop -----------------------------------------------------------------
     cdef int run(self) except -1 nogil:
-        cdef double f_prev, gnorm, scale, a, b
-        cdef int next_buf
-        cdef bint stopped
+        cdef double f_prev, factor, scale, a, b
+        cdef int next_buf, k
+        cdef bint stopped, ok
         cdef int64_t since_signals = 0
         cdef clock_t now
         while True:
@@ -284,22 +376,31 @@ cdef class _Fit:
             if self.source == _SRC_C:
                 if self.py_step:
                     with gil:
-                        self._step_python(self._gradient_object())
+                        self._step_python(self._step_gradient())
                 else:
                     self._step_c()
                 next_buf = 1 - self.cur
-                self.f = self.cfun(<int>self.n, <double *>self.xp, self.gptr[next_buf],
-                                   self.data)
-                self.nfev += 1
-                self.njev += 1
-                gnorm = _max_abs(<const double *>self.gptr[next_buf], self.n)
-                if not (isfinite(self.f) and isfinite(gnorm)):
+                ok = self._try_c(next_buf)
+                if not ok and self.backtrack:
+                    factor = 1.0
+                    for k in range(_MAX_BACKTRACKS):
+                        _halve_step(<double *>self.xp, <const double *>self.keep, self.n)
+                        factor *= 0.5
+                        self.nbacktrack += 1
+                        ok = self._try_c(next_buf)
+                        if ok:
+                            break
+                    if ok:
+                        self._drop_token()
+                        with gil:
+                            self._back_off(factor)
+                if not ok:
                     memcpy(self.xp, self.keep, self.nbytes)
                     self.f = f_prev
                     self.reason = _R_NONFINITE
                     return 0
                 self.cur = next_buf
-                self.gp = self.gptr[next_buf]
+                self.gp = self.guptr[next_buf] if self.scaled else self.gptr[next_buf]
                 since_signals += 1
                 if since_signals == _BLOCK:
                     since_signals = 0
@@ -316,23 +417,42 @@ cdef class _Fit:
                             PyErr_CheckSignals()
                         self.last_signals = clock()
             else:
-                memcpy(self.keep_gp, self.gp, self.nbytes)
                 with gil:
-                    self._step_python(self.g)
-                    self._evaluate_python()
-                gnorm = _norm_inf(self.gp, self.n, self.dtype_index)
-                if not (isfinite(self.f) and isfinite(gnorm)):
-                    memcpy(self.xp, self.keep, self.nbytes)
-                    self.f = f_prev
-                    with gil:
+                    memcpy(self.keep_gp, self._user_gp(), self.nbytes)
+                    keep_gu = self.gu
+                    self._step_python(self._step_gradient())
+                    ok = self._try_python()
+                    if not ok and self.backtrack:
+                        factor = 1.0
+                        for k in range(_MAX_BACKTRACKS):
+                            _halve_step_any(self.xp, self.keep, self.n, self.dtype_index)
+                            factor *= 0.5
+                            self.nbacktrack += 1
+                            ok = self._try_python()
+                            if ok:
+                                break
+                        if ok:
+                            self._back_off(factor)
+                    if not ok:
+                        memcpy(self.xp, self.keep, self.nbytes)
+                        self.f = f_prev
                         self.g = self.keep_g
-                    self.gp = self.keep_gp
-                    self.reason = _R_NONFINITE
-                    return 0
+                        self.gu = keep_gu
+                        self.gp = self.keep_gp if not self.scaled else \
+                            cnp.PyArray_DATA(<cnp.ndarray>keep_gu)
+                        self.reason = _R_NONFINITE
+                        return 0
             self.nit += 1
+            if self.plateau is not None:
+                k = _plateau_step(&self.plateau.p, self.f)
+                if k == _PLATEAU_REDUCED:
+                    self._lr_changed()
+                elif k == _PLATEAU_EXHAUSTED and self.stop_on_plateau:
+                    self.reason = _R_PLATEAU
+                    return 0
             if self.has_hooks:
                 with gil:
-                    stopped = self.hooks(self.nit, self.f, gnorm)
+                    stopped = self.hooks(self.nit, self.f, self.gnorm)
                 if stopped:
                     self.reason = _R_CALLBACK
                     return 0
@@ -342,7 +462,7 @@ cdef class _Fit:
                 if stopped:
                     self.reason = _R_BATCHES
                     return 0
-            if self.gtol > 0 and gnorm <= self.gtol:
+            if self.gtol > 0 and self.gnorm <= self.gtol:
                 self.reason = _R_GTOL
                 return 0
             if self.ftol > 0:
@@ -373,10 +493,23 @@ cdef class _Fit:
 def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objective,
                   evaluate=None, capsule=None, hooks=None, checkpoint=None,
                   int64_t checkpoint_every=0, batches=None, maxiter=None, maxfev=None,
-                  double gtol=0.0, double ftol=0.0, double xtol=0.0):
+                  double gtol=0.0, double ftol=0.0, double xtol=0.0, scale=None,
+                  grad_scale=None, x_user=None, lower=None, upper=None, bint backtrack=False,
+                  bint stop_on_plateau=False):
     """The iterations of adamc.minimize from x (f, g evaluated there, nit done) until a
-    stopping rule holds; returns ``(reason, nit, f, g)``, reason in LOOP_REASONS and
-    (f, g) evaluated at the returned x.
+    stopping rule holds; returns ``(reason, nit, f, g, nbacktrack)``, reason in
+    LOOP_REASONS and (f, g) evaluated at the returned x.
+
+    With ``scale`` (an array like x), opt steps the scaled variables u (``x``) and the
+    objective sees ``x_user = clip(scale * u, lower, upper)`` (``x_user`` is
+    ``objective.x`` for a Python objective); ``g`` and the returned gradient are in
+    the user's variables, the optimizer gets ``grad_scale * g`` (gtol tests g).
+    ``backtrack``: where f or g is not finite after a step, halve the step (up to
+    _MAX_BACKTRACKS times) and continue, the learning rate times the factor found; else
+    the run ends at the last finite iterate. When the lr of opt's group is a
+    reduce_on_plateau schedule, it is stepped with f after every iteration;
+    ``stop_on_plateau``: the run ends (reason "plateau") when a reduction is due with
+    the rate already at its min_lr.
 
     opt steps x in place. ``source`` (LOOP_SOURCES) says how the objective is
     evaluated: ``"c"`` calls the C function of ``capsule``; ``"pair"`` and
@@ -454,6 +587,40 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
             fit.args = (objective.view,) + tuple(objective.args)
             if fit.source == _SRC_SEPARATE:
                 fit.jac = objective.jac
+    fit.scaled = scale is not None
+    if fit.scaled:
+        fit.s_arr, fit.xu_arr = _vector(scale, "scale"), _vector(x_user, "x_user")
+        fit.gs_arr = _vector(grad_scale, "grad_scale")
+        for a in (fit.s_arr, fit.gs_arr, fit.xu_arr):
+            if cnp.PyArray_TYPE(<cnp.ndarray>a) != fit.type_num or \
+                    cnp.PyArray_SIZE(<cnp.ndarray>a) != fit.n:
+                raise ValueError("scale, grad_scale and x_user must be arrays like x")
+        if not cnp.PyArray_ISWRITEABLE(fit.xu_arr):
+            raise ValueError("x_user must be writeable")
+        fit.sp, fit.xup = cnp.PyArray_DATA(fit.s_arr), cnp.PyArray_DATA(fit.xu_arr)
+        fit.gsp = cnp.PyArray_DATA(fit.gs_arr)
+        if (lower is None) != (upper is None):
+            raise ValueError("lower and upper must both be given or both be None")
+        if lower is not None:
+            fit.lo_arr, fit.hi_arr = _vector(lower, "lower"), _vector(upper, "upper")
+            if cnp.PyArray_TYPE(fit.lo_arr) != fit.type_num or \
+                    cnp.PyArray_TYPE(fit.hi_arr) != fit.type_num or \
+                    cnp.PyArray_SIZE(fit.lo_arr) != fit.n or cnp.PyArray_SIZE(fit.hi_arr) != fit.n:
+                raise ValueError("lower and upper must be arrays like x")
+            fit.lop, fit.hip = cnp.PyArray_DATA(fit.lo_arr), cnp.PyArray_DATA(fit.hi_arr)
+        if fit.source == _SRC_C:
+            fit.gua, fit.gub = np.multiply(fit.ga, fit.gs_arr), np.empty_like(fit.ga)
+            fit.guptr[0] = <double *>cnp.PyArray_DATA(fit.gua)
+            fit.guptr[1] = <double *>cnp.PyArray_DATA(fit.gub)
+            fit.gp = fit.guptr[0]
+        else:
+            fit.gu = np.multiply(fit.g, fit.gs_arr)
+            fit.gp = cnp.PyArray_DATA(<cnp.ndarray>fit.gu)
+    fit.backtrack = backtrack
+    fit.nbacktrack = 0
+    lr = (<dict>opt.param_groups[0]).get("lr") if opt._ngroups == 1 else None
+    fit.plateau = lr if type(lr) is _ReduceOnPlateau else None
+    fit.stop_on_plateau = stop_on_plateau
     fit.released = fit.source == _SRC_C and not fit.py_step and hooks is None
     fit.main_thread = threading.current_thread() is threading.main_thread()
     fit.last_signals = fit.block_clock = clock()
@@ -469,7 +636,7 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
     else:
         fit.run()
     fit._sync_counts()
-    return LOOP_REASONS[fit.reason], fit.nit, fit.f, fit._gradient_object()
+    return LOOP_REASONS[fit.reason], fit.nit, fit.f, fit._gradient_object(), fit.nbacktrack
 
 
 cdef bint _compiled_step_ok(_Engine opt, _Fit fit) except -1:

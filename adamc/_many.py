@@ -21,9 +21,10 @@ from . import _kernels
 from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._lowlevel import capsule_of, is_lowlevel
-from ._minimize import NO_LIMIT, _METHODS, _Method, _check_options, check_count, check_tolerance
+from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
+                        check_count, check_tolerance)
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
-                       _is_scipy_jac_wrapper, _prepare_bounds)
+                       _is_scipy_jac_wrapper, _prepare_bounds, _prepare_scale)
 from ._validation import is_schedule
 
 __all__ = ["minimize_many"]
@@ -209,9 +210,14 @@ class _Setup:
         group = probe.param_groups[0]
         names = [k for k, _ in self.algorithm.hyper]
         self.hyper = {k: HYPERPARAMETERS[k].check(group[k], k) for k in names}
+        # a reduce_on_plateau lr: each problem steps its own copy (its lr a column)
+        lr = self.hyper["lr"]
+        self.plateau = lr if isinstance(lr, _kernels._ReduceOnPlateau) else None
         self.lr_fn = None
-        if is_schedule(self.hyper["lr"]):
-            self.lr_fn, self.hyper["lr"] = self.hyper["lr"], 0.0
+        if self.plateau is not None:
+            self.hyper["lr"] = self.plateau.lr
+        elif is_schedule(lr):
+            self.lr_fn, self.hyper["lr"] = lr, 0.0
         self.max_grad_norm = probe.max_grad_norm or 0.0
         clip = probe.clip_value
         self.clip_value = float("inf") if clip is None else float(clip)
@@ -233,6 +239,14 @@ class _Setup:
                     self.max_grad_norm = value
                 else:
                     self.clip_value = value
+        # each problem's own lr, where it can change: on its plateaus, and backing off
+        # at its domain edges (a number; another schedule is the same for every problem)
+        self.backtrack = loop["nonfinite"] == "backtrack"
+        if "lr" not in columns and (self.plateau is not None or
+                                    (self.backtrack and self.lr_fn is None)):
+            columns["lr"] = np.full(B, self.hyper["lr"])
+        self.lr_col = list(columns).index("lr") if "lr" in columns else -1
+        self.x_scale, self.f_scale = loop["x_scale"], loop["f_scale"]
         self.fields = tuple(_ROW_FIELD[k] for k in columns)
         self.rows = (np.ascontiguousarray(np.stack(list(columns.values()), axis=1))
                      if columns else None)
@@ -357,6 +371,22 @@ class _Problems:
         self.idx = idx
         self.rows = _read_only(a.take(idx, axis=0) if isinstance(a, np.ndarray) else a[idx]
                                for a in self.batch)
+
+    def some(self, rows: np.ndarray, x: np.ndarray, lower, upper
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """f and g of some of the running problems (their positions among the running
+        ones) at x, counted for them alone (backtracking)."""
+        self.flush()
+        idx, data = self.idx, self.rows
+        self.idx = idx[rows]
+        self.rows = _read_only(a.take(rows, axis=0) if isinstance(a, np.ndarray) else
+                               a[rows] for a in data)
+        try:
+            out = self(np.ascontiguousarray(x), lower, upper)
+            self.flush()
+        finally:
+            self.idx, self.rows = idx, data
+        return out
 
     def values(self, out: Any, m: int, source: str) -> np.ndarray:
         f = np.asarray(out)
@@ -521,6 +551,55 @@ def _start(evaluate: Callable[[], Any], sync, disp: bool) -> Any:
     return out
 
 
+class _RowScaling:
+    """minimize's x_scale and f_scale for every problem (row): the optimizer steps
+    u = x / s within the bounds divided by s, the objective sees x = clip(s u), the
+    step gets (s / f_scale) g with f_scale from each problem's f(x0) ("auto")."""
+
+    def __init__(self, setup: _Setup, x: np.ndarray,
+                 box: tuple[np.ndarray, np.ndarray] | None):
+        self.box = None if box is None else (np.ascontiguousarray(box[0]).copy(),
+                                             np.ascontiguousarray(box[1]).copy())
+        self.s = _prepare_scale(setup.x_scale, x)
+        self.auto_f = setup.f_scale == "auto"
+        self.f_scale = _prepare_f_scale(setup.f_scale)
+        if self.s is None and (self.auto_f or self.f_scale != 1.0):
+            self.s = np.ones_like(x)
+        self.gs = None
+        if self.s is None:  # the optimizer steps x itself
+            self.u, self.x_user, self.bounds = x, None, self.box
+            return
+        self.u = x / self.s
+        self.x_user = self.user(self.u)
+        self.bounds = None if box is None else (self.box[0] / self.s, self.box[1] / self.s)
+
+    @property
+    def xs(self) -> np.ndarray:
+        """The x the objective sees."""
+        return self.u if self.s is None else self.x_user
+
+    def user(self, u: np.ndarray) -> np.ndarray:
+        x = self.s * u
+        return x if self.box is None else np.clip(x, *self.box, out=x)
+
+    def start(self, f0: np.ndarray) -> None:
+        """The step's gradient scale, once each f(x0) is known."""
+        if self.s is None:
+            return
+        if self.auto_f:
+            fs = np.where(np.isfinite(f0) & (f0 != 0), np.abs(f0), 1.0)
+        else:
+            fs = np.full(len(f0), self.f_scale)
+        self.gs = self.s / fs.astype(self.s.dtype)[:, None]
+
+    def loop_arguments(self) -> dict[str, Any]:
+        if self.s is None:
+            return {}
+        return dict(scale=self.s, grad_scale=self.gs,
+                    user_lower=None if self.box is None else self.box[0],
+                    user_upper=None if self.box is None else self.box[1])
+
+
 def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProblems,
            x: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None, callback, style,
            sync) -> dict:
@@ -529,16 +608,19 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
     B, n = x.shape
     if box is not None:
         np.clip(x, box[0], box[1], out=x)
-    lower, upper = ((None, None) if box is None else
-                    (np.ascontiguousarray(box[0]).copy(), np.ascontiguousarray(box[1]).copy()))
-    X, F, G = x.copy(), np.full(B, np.nan), np.zeros_like(x)
+    sc = _RowScaling(setup, x, box)
+    lower, upper = (None, None) if sc.bounds is None else sc.bounds
+    user_lower, user_upper = (None, None) if sc.box is None else sc.box
+    X, F, G = sc.xs.copy(), np.full(B, np.nan), np.zeros_like(x)
     NIT, STATUS = np.zeros(B, np.int64), np.full(B, -1, np.int64)
+    NB = np.zeros(B, np.int64)
     states = [np.zeros_like(x) if used else None for used in setup.state_used]
     states += [None] * (3 - len(states))
     maxiter, maxfev = setup.maxiter, setup.maxfev
     disp, every = setup.loop["disp"], setup.loop["disp_every"]
-    f, g = _start(lambda: problems(x, lower, upper) if B else
+    f, g = _start(lambda: problems(sc.xs, user_lower, user_upper) if B else
                   (np.zeros(0), np.zeros((0, n), x.dtype)), sync, disp)
+    sc.start(np.asarray(f, np.float64))
     hooks = None
     if style is not None or disp:
         def hooks(nit, m, xs, fs, gs, idx):
@@ -564,7 +646,7 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
                 print(f"{nit:>8} {m:>9} {np.median(fs[:m]):>14.6e}", file=sys.stdout)
             return stopped
     copy = np.ascontiguousarray
-    _kernels.many_loop(problems, setup.algorithm.c_id, setup.hyper, setup.lr_fn, x,
+    _kernels.many_loop(problems, setup.algorithm.c_id, setup.hyper, setup.lr_fn, sc.u,
                        copy(f, np.float64).copy(), g, states,
                        np.full(B, setup.aux_initial), lower, upper, setup.max_grad_norm,
                        setup.clip_value, None if setup.rows is None else setup.rows.copy(),
@@ -572,9 +654,11 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
                        copy(setup.ftol, np.float64).copy(), copy(setup.xtol, np.float64).copy(),
                        None if maxiter is None else copy(maxiter, np.int64).copy(),
                        None if maxfev is None else copy(maxfev, np.int64).copy(),
-                       X, F, G, NIT, STATUS, hooks, sync if sync.lockstep else None)
+                       X, F, G, NIT, STATUS, hooks, sync if sync.lockstep else None,
+                       x_user=sc.x_user, plateau=setup.plateau, lr_col=setup.lr_col,
+                       backtrack=setup.backtrack, nbacktrack=NB, **sc.loop_arguments())
     return dict(x=X, fun=F, jac=G, nit=NIT, nfev=problems.nfev, njev=problems.njev,
-                status=STATUS)
+                status=STATUS, nbacktrack=NB)
 
 
 def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
@@ -586,10 +670,16 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
     B, n = x.shape
     if box is not None:
         np.clip(x, box[0], box[1], out=x)
-    lower, upper = ((None, None) if box is None else
-                    (np.ascontiguousarray(box[0]), np.ascontiguousarray(box[1])))
+    sc = _RowScaling(setup, x, box)
+    u = sc.u
+    lower, upper = (None, None) if sc.bounds is None else sc.bounds
     F, G = np.full(B, np.nan), np.zeros_like(x)
     NIT, STATUS = np.zeros(B, np.int64), np.full(B, -1, np.int64)
+    NB = np.zeros(B, np.int64)
+    rows = None if setup.rows is None else setup.rows.copy()  # (each problem's own lr)
+    pbest = pcounts = None
+    if setup.plateau is not None:
+        pbest, pcounts = np.full(B, setup.plateau.best), np.zeros((B, 3), np.int64)
     nfev = problems.nfev
     states = [np.zeros_like(x) if used else None for used in setup.state_used]
     states += [None] * (3 - len(states))
@@ -609,24 +699,33 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
             for t in range(t0 + 1, min(t1, last_step) + 1):
                 lrs[t - t0 - 1] = _kernels.lr_at(setup.lr_fn, t, 0)
         begin = 0
+        scaled = {} if start else sc.loop_arguments()  # (gs: once f(x0) is known)
+        if start and sc.s is not None:
+            scaled = dict(sc.loop_arguments(), grad_scale=sc.s)
         while begin < B:  # pace.rows problems per compiled call
             sl = slice(begin, min(B, begin + pace.rows))
             begin = sl.stop
             if not (STATUS[sl] < 0).any():
                 continue
+            part = lambda a: None if a is None else a[sl]  # noqa: E731
             start_time = time.perf_counter()
             _kernels._fit_rows(
                 problems.capsule, problems.first + sl.start, setup.algorithm.c_id,
-                setup.hyper, t0, t1, start, lrs, x[sl], G[sl], F[sl],
-                [None if a is None else a[sl] for a in states], aux[sl],
-                None if lower is None else lower[sl], None if upper is None else upper[sl],
-                setup.max_grad_norm, setup.clip_value,
-                None if setup.rows is None else setup.rows[sl], setup.fields, gtol[sl],
-                ftol[sl], xtol[sl], None if maxiter is None else maxiter[sl],
-                None if maxfev is None else maxfev[sl], NIT[sl], nfev[sl], STATUS[sl])
+                setup.hyper, t0, t1, start, lrs, u[sl], G[sl], F[sl],
+                [part(a) for a in states], aux[sl], part(lower), part(upper),
+                setup.max_grad_norm, setup.clip_value, part(rows), setup.fields, gtol[sl],
+                ftol[sl], xtol[sl], part(maxiter), part(maxfev), NIT[sl], nfev[sl],
+                STATUS[sl], plateau=setup.plateau, lr_col=setup.lr_col, pbest=part(pbest),
+                pcounts=part(pcounts), backtrack=setup.backtrack, nbacktrack=NB[sl],
+                **{k: part(v) for k, v in scaled.items()})
             pace.took(time.perf_counter() - start_time)
 
     _start(lambda: advance(0, 0, True, 0), sync, disp)
+    sc.start(F)
+    if sc.s is not None:  # (as adamc.minimize: a step gradient that overflows at x0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = (STATUS < 0) & ~np.isfinite(sc.gs * G).all(axis=1)
+        STATUS[bad] = 3
     nit = 0
     while True:
         running = STATUS < 0
@@ -646,12 +745,12 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
                 if style is not None and m:
                     try:
                         if style == "x":
-                            callback(x.copy())
+                            callback(u.copy() if sc.s is None else sc.user(u))
                         else:
                             from scipy.optimize import OptimizeResult
 
                             callback(intermediate_result=OptimizeResult(
-                                x=x.copy(), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
+                                x=u.copy() if sc.s is None else sc.user(u), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
                                 running=took.copy()))
                     except StopIteration:
                         stopped = True
@@ -669,7 +768,8 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
             if not more:
                 break
             nit += 1  # a lockstep rank whose problems are done waits for the others
-    return dict(x=x, fun=F, jac=G, nit=NIT, nfev=nfev, njev=nfev.copy(), status=STATUS)
+    return dict(x=u if sc.s is None else sc.user(u), fun=F, jac=G, nit=NIT, nfev=nfev,
+                njev=nfev.copy(), status=STATUS, nbacktrack=NB)
 
 
 class _Pace:

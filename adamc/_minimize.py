@@ -7,6 +7,7 @@ one ``step()`` of an adamc optimizer, whose kernel also projects onto the bounds
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -17,11 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _kernels, optim
+from . import _kernels, optim, schedules
 from ._algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
 from ._batches import _Batches, minibatches
 from ._format import _fingerprint
-from ._problem import _callback_style, _Objective, _prepare_bounds, _prepare_x0
+from ._problem import (_callback_style, _Objective, _prepare_bounds, _prepare_scale,
+                       _prepare_x0)
 from ._port import Port
 from .optim import Optimizer
 
@@ -54,11 +56,42 @@ def _register(name: str, cls: type[Optimizer], **fixed: Any) -> None:
 for _name, (_, _m) in METHODS.items():
     _register(_name, getattr(optim, _m.cls), **_m.fixed)
 
+# gtol of a run whose lr is reduced on plateaus: |g|_inf <= this holds for 0 only
+_ZERO_GRADIENT = float(np.finfo(np.float64).tiny)
+
+# (the default of an option whose default depends on others)
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<default>"})()
+
 _LOOP_DEFAULTS: dict[str, Any] = dict(
     maxiter=None, maxfev=None, gtol=None, ftol=0.0, xtol=0.0, tol=None, disp=False,
     disp_every=None, progress=False, batches=None, return_all=False,
     finite_diff_rel_step=None, checkpoint=None, checkpoint_every=None, resume=False,
-    comm=None)
+    comm=None, x_scale=_UNSET, f_scale=_UNSET, nonfinite=_UNSET)
+
+# Methods whose learning rate stays a number by default: their designs need no
+# schedule (Prodigy estimates the step size, schedule-free averages the iterates).
+_NO_DEFAULT_SCHEDULE = ("prodigy", "adamw_schedulefree", "sgd_schedulefree")
+# Methods whose step is not normalized by the gradient's size: x_scale and f_scale
+# would change what their lr means, so they are off by default.
+_UNSCALED_BY_DEFAULT = ("sgd", "sgd_schedulefree")
+
+
+def default_lr(method: _Method) -> Any:
+    """The learning rate of a deterministic run (no batches) when options give none:
+    the method's default rate, reduced on plateaus of f (docs/scipy.md, "Defaults")."""
+    lr = method.hyper.get("lr")
+    if method.name in _NO_DEFAULT_SCHEDULE or not isinstance(lr, float):
+        return lr
+    return schedules.reduce_on_plateau(lr * PLATEAU["lr_multiplier"], factor=PLATEAU["factor"],
+                                       patience=PLATEAU["patience"],
+                                       threshold=PLATEAU["threshold"],
+                                       min_lr=lr * PLATEAU["lr_multiplier"] * PLATEAU["min_lr"])
+
+
+#: The plateau schedule of default_lr: its first rate (the method's default times
+#: lr_multiplier), factor, patience, threshold, and min_lr relative to the first rate
+#: (chosen on benchmarks/bench_fitting.py's problems: docs/scipy.md, "Defaults").
+PLATEAU = dict(lr_multiplier=10.0, factor=0.5, patience=30, threshold=0.0, min_lr=1e-9)
 
 
 #: A count of iterations or evaluations of this size or more means no limit (the loops
@@ -101,12 +134,22 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
     opts.update({k: v for k, v in options.items() if k in _LOOP_DEFAULTS})
     batched = opts["batches"] is not None
 
-    opts["maxiter"] = check_count(opts["maxiter"], "maxiter", 0, None if batched else 10000)
+    opts["maxiter"] = check_count(opts["maxiter"], "maxiter", 0, None if batched else 20000)
     opts["maxfev"] = check_count(opts["maxfev"], "maxfev", 1, None)
-    gtol = opts["gtol"]
-    if gtol is None:
-        gtol = opts["tol"] if opts["tol"] is not None else (0.0 if batched else 1e-5)
-    opts["gtol"] = check_tolerance(gtol, "gtol")
+    gtol = opts["gtol"] if opts["gtol"] is not None else opts["tol"]
+    for key in ("x_scale", "f_scale"):
+        if opts[key] is _UNSET:
+            opts[key] = None if batched or method.name in _UNSCALED_BY_DEFAULT else "auto"
+    nonfinite = opts["nonfinite"]
+    if nonfinite is _UNSET:
+        nonfinite = "stop" if batched else "backtrack"
+    if nonfinite not in ("backtrack", "stop"):
+        raise ValueError(f"nonfinite must be 'backtrack' or 'stop', got {nonfinite!r}")
+    if nonfinite == "backtrack" and batched:
+        raise ValueError("nonfinite='backtrack' evaluates f again at shorter steps: it needs "
+                         "a deterministic objective, not batches (use nonfinite='stop')")
+    opts["nonfinite"] = nonfinite
+    opts["gtol"] = None if gtol is None else check_tolerance(gtol, "gtol")
     opts["ftol"] = check_tolerance(opts["ftol"], "ftol")
     opts["xtol"] = check_tolerance(opts["xtol"], "xtol")
     for flag in ("disp", "return_all", "progress", "resume"):
@@ -126,8 +169,17 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
         raise TypeError(f"checkpoint must be a file path, got {opts['checkpoint']!r}")
     opts["checkpoint_every"] = check_count(opts["checkpoint_every"], "checkpoint_every", 1, 100)
     hyper = dict(method.hyper)
+    if not batched and "lr" in hyper:
+        hyper["lr"] = default_lr(method)
     hyper.update({k: v for k, v in options.items() if k in method.hyper})
     hyper.update(method.fixed)
+    plateau = isinstance(hyper.get("lr"), _kernels._ReduceOnPlateau)
+    if plateau:
+        hyper["lr"] = copy.deepcopy(hyper["lr"])  # (the run steps its own copy)
+    if opts["gtol"] is None:
+        # a plateau schedule ends the run when it is exhausted; until then only a
+        # gradient of exactly 0 (a point the steps cannot leave) ends it
+        opts["gtol"] = 0.0 if batched else _ZERO_GRADIENT if plateau else 1e-5
     return {"loop": opts, "hyper": hyper}
 
 
@@ -147,7 +199,8 @@ def _run_fields(method: _Method, parsed: dict[str, Any], x: np.ndarray,
     fields += [(f"options['{k}']", _fingerprint(v)) for k, v in parsed["hyper"].items()]
     fields += [(f"options['{k}']", repr(loop[k])) for k in (
         "maxiter", "maxfev", "gtol", "ftol", "xtol", "return_all", "checkpoint_every",
-        "resume")]
+        "resume", "nonfinite")]
+    fields += [(f"options['{k}']", _fingerprint(loop[k])) for k in ("x_scale", "f_scale")]
     fields += [("options['checkpoint']", repr(None if loop["checkpoint"] is None
                                               else os.fspath(loop["checkpoint"]))),
                ("whether options['batches'] is given", repr(loop["batches"] is not None))]
@@ -175,14 +228,16 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         box = _prepare_bounds(bounds, x)
         if box is not None:
             np.clip(x, box[0], box[1], out=x)
+        # (a resumed run steps the variables of the checkpoint, scaled or not: separate)
+        scaling = _Scaling(loop["x_scale"], loop["f_scale"], x, box, separate=loop["resume"])
         style = _callback_style(callback)
         objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
         _check_compiled(objective, loop)
-        opt = method.cls(x, **parsed["hyper"])
+        opt = method.cls(scaling.u, **parsed["hyper"])
         if box is not None:
-            Port.set_bounds(opt, [box[0]], [box[1]])
+            Port.set_bounds(opt, *scaling.bounds)
         batches = _Batches(loop["batches"])
-        ckpt = _Checkpointer(loop, method, peers)
+        ckpt = _Checkpointer(loop, method, peers, scaling)
     except Exception as exc:
         error = exc
     # every rank agrees on its inputs before any collective step (no rank waits)
@@ -195,7 +250,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     gtol = loop["gtol"]
     status = message = None
 
-    restored = ckpt.restore(x, objective, batches)
+    restored = ckpt.restore(objective, batches)
+    scaling.to_user()
     if restored is not None:
         opt, nit, f, g, status, message = restored
         gnorm = _kernels.max_abs(g)
@@ -209,6 +265,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
                        "(x0 is returned).")
         elif gtol > 0 and gnorm <= gtol:
             status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
+    scaling.start(f)
     allvecs = [x.copy()] if loop["return_all"] else None
     reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) and \
         peers.rank == 0 else None
@@ -221,8 +278,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         local = isinstance(peers, _Local) and loop["batches"] is None
         source = _SOURCES[objective.mode] if local else "python"
         hooks = _Hooks(x, allvecs, reporter, callback, style, peers)
-        reason, nit, f, g = _kernels.minimize_loop(
-            opt, x, f, g, nit, source=source, objective=objective,
+        reason, nit, f, g, nbacktrack = _kernels.minimize_loop(
+            opt, scaling.u, f, g, nit, source=source, objective=objective,
             evaluate=evaluate if source == "python" else None,
             capsule=getattr(objective, "capsule", None),
             hooks=hooks if hooks.needed else None,
@@ -230,7 +287,10 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             checkpoint_every=loop["checkpoint_every"],
             batches=None if loop["batches"] is None else batches,
             maxiter=loop["maxiter"], maxfev=loop["maxfev"], gtol=gtol, ftol=loop["ftol"],
-            xtol=loop["xtol"])
+            xtol=loop["xtol"], backtrack=loop["nonfinite"] == "backtrack",
+            stop_on_plateau=True, **scaling.loop_arguments())
+        scaling.nbacktrack += nbacktrack
+        scaling.to_user()
         status, message = _OUTCOMES[reason]
         if reason == "nonfinite":
             message = message.format(nit + 1, nit)
@@ -241,17 +301,89 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
     if status != 3 and hasattr(opt, "eval") and loop["batches"] is None:
         # schedule-free methods: the result is the averaged point x, evaluated there
         opt.eval()
+        scaling.to_user()
         f, g = evaluate(False)
     result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
                             nfev=objective.nfev, njev=objective.njev, status=status,
-                            success=status == 0, message=message)
+                            success=status == 0, message=message,
+                            nbacktrack=scaling.nbacktrack)
     if opt.ema_params is not None:  # the ema option: the weight average of the iterates
-        result["x_ema"] = opt.ema_params[0].copy()
+        result["x_ema"] = scaling.user(opt.ema_params[0])
     if allvecs is not None:
         result["allvecs"] = allvecs
     if reporter:
         reporter.close(result)
     return result
+
+
+class _Scaling:
+    """The x_scale and f_scale options: the optimizer minimizes f / f_scale over
+    u = x / s; the objective, the callback, the bounds the user gave and the result
+    see x = s u (clipped into the bounds). The optimizer's gradient is
+    (s / f_scale) g. Without either option u is x itself and nothing is converted."""
+
+    def __init__(self, x_scale: Any, f_scale: Any, x: np.ndarray,
+                 box: tuple[np.ndarray, np.ndarray] | None, separate: bool = False):
+        self.x, self.box = x, box
+        self.s = _prepare_scale(x_scale, x)
+        self.f_scale = _prepare_f_scale(f_scale)  # (None: from f(x0), "auto")
+        self.auto_f = f_scale == "auto"
+        self.nbacktrack = 0  # (with those of the run a checkpoint resumed)
+        self.gs = None
+        if self.s is None and (separate or self.auto_f or self.f_scale != 1.0):
+            self.s = np.ones_like(x)  # (the same bits as no scale: s u = u)
+        if self.s is None:
+            self.u = x
+            self.bounds = None if box is None else ([box[0]], [box[1]])
+            return
+        self.u = x / self.s
+        self.bounds = None if box is None else ([box[0] / self.s], [box[1] / self.s])
+        self.to_user()
+
+    def start(self, f0: float) -> None:
+        """The gradient's scale, once f(x0) is known ("auto": abs(f(x0)), or 1 where
+        that is 0 or not finite)."""
+        if self.s is None:
+            return
+        if self.auto_f:
+            self.f_scale = abs(f0) if math.isfinite(f0) and f0 != 0 else 1.0
+        self.gs = self.s / self.x.dtype.type(self.f_scale) if self.f_scale != 1.0 \
+            else self.s.copy()
+
+    def adopt(self, saved: np.ndarray | None, f_scale: float) -> None:
+        """The scales of a resumed checkpoint (None, 1.0: it was written without)."""
+        self.s[...] = 1 if saved is None else saved
+        self.auto_f, self.f_scale = False, f_scale
+
+    def user(self, u: np.ndarray) -> np.ndarray:
+        """x = s u, clipped into the bounds, as a new array."""
+        if self.s is None:
+            return u.copy()
+        x = self.s * u
+        return x if self.box is None else np.clip(x, *self.box, out=x)
+
+    def to_user(self) -> None:
+        """x = s u, in place."""
+        if self.s is not None:
+            np.multiply(self.s, self.u, out=self.x)
+            if self.box is not None:
+                np.clip(self.x, *self.box, out=self.x)
+
+    def loop_arguments(self) -> dict[str, Any]:
+        if self.s is None:
+            return {}
+        return dict(scale=self.s, grad_scale=self.gs, x_user=self.x,
+                    lower=None if self.box is None else self.box[0],
+                    upper=None if self.box is None else self.box[1])
+
+
+def _prepare_f_scale(value: Any) -> float | None:
+    """The f_scale option: "auto" (None here: decided at x0), or a number > 0."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"f_scale must be 'auto' or a number > 0, got {value!r}")
+        return None
+    return 1.0 if value is None else _kernels.check_positive(value, "f_scale")
 
 
 def _check_compiled(objective: _Objective, loop: dict[str, Any]) -> None:
@@ -283,6 +415,8 @@ _OUTCOMES = {
                 "ftol."),
     "xtol": (0, "Optimization terminated successfully: the change of x is <= xtol."),
     "maxfev": (2, _MAXFEV_MESSAGE),
+    "plateau": (0, "Optimization terminated successfully: f stopped improving with the "
+                   "learning rate at its min_lr (reduce_on_plateau)."),
 }
 assert set(_OUTCOMES) == set(_kernels.LOOP_REASONS)
 
@@ -365,12 +499,13 @@ class _Local:
 class _Checkpointer:
     """The ``checkpoint``, ``checkpoint_every`` and ``resume`` options."""
 
-    def __init__(self, loop: dict[str, Any], method: _Method, peers: Any):
+    def __init__(self, loop: dict[str, Any], method: _Method, peers: Any, scaling: _Scaling):
         self.path = loop["checkpoint"]
         self.every = loop["checkpoint_every"]
         self.resume = loop["resume"]
         self.method = method
         self.sync = peers  # the run's collaborator (_Local or _MinimizeSync)
+        self.scaling = scaling
         if self.resume and self.path is None:
             raise ValueError("resume=True needs options['checkpoint'], the file to resume from")
 
@@ -388,7 +523,11 @@ class _Checkpointer:
 
         extra = dict(method=self.method.name, nit=nit, fun=f, nfev=objective.nfev,
                      njev=objective.njev, batches_consumed=batches.consumed, status=status,
-                     message=message)
+                     message=message, nbacktrack=self.scaling.nbacktrack,
+                     f_scale=self.scaling.f_scale)
+        arrays = {"jac": g}
+        if self.scaling.s is not None:  # (the optimizer's state is in scaled variables)
+            arrays["x_scale"] = self.scaling.s
         # every rank holds the same optimizer: rank 0 writes, every rank learns the outcome
         by_rank = self.sync.gather_int(batches.consumed)
         if len(by_rank) > 1:
@@ -396,16 +535,16 @@ class _Checkpointer:
         error = None
         if self.sync.rank == 0:
             try:
-                _save_with_extra(opt, self.path, extra, {"jac": g})
+                _save_with_extra(opt, self.path, extra, arrays)
             except Exception as exc:
                 error = exc
         self.sync.agree(error)
 
-    def restore(self, x, objective, batches):
+    def restore(self, objective, batches):
         """restore_local, agreed by every rank with options['comm']."""
         result = error = None
         try:
-            result = self.restore_local(x, objective, batches)
+            result = self.restore_local(objective, batches)
         except Exception as exc:
             error = exc
         self.sync.agree(error)
@@ -419,20 +558,26 @@ class _Checkpointer:
                              f"every rank sees it")
         return result
 
-    def restore_local(self, x, objective, batches):
+    def restore_local(self, objective, batches):
         """Continue from the checkpoint file, if resuming and it exists: writes the saved
-        iterate into x; returns (optimizer, nit, f, g, status, message) or None."""
+        iterate into the scaled variables and adopts the file's scale; returns
+        (optimizer, nit, f, g, status, message) or None."""
         if not self.resume or not os.path.exists(self.path):
             return None
         from .checkpoint import CheckpointError, _load_with_extra
 
-        opt, extra, arrays = _load_with_extra(self.path, x)
+        u = self.scaling.u
+        opt, extra, arrays = _load_with_extra(self.path, u)
         if extra.get("method") != self.method.name:
             raise CheckpointError(f"{self.path} was written by method "
                                   f"{extra.get('method')!r}, not {self.method.name!r}")
         g = arrays["jac"]
-        if g.shape != x.shape or g.dtype != x.dtype:
-            raise CheckpointError(f"{self.path}: the saved gradient does not match x")
+        saved_scale = arrays.get("x_scale")
+        for name, arr in (("gradient", g), ("x_scale", saved_scale)):
+            if arr is not None and (arr.shape != u.shape or arr.dtype != u.dtype):
+                raise CheckpointError(f"{self.path}: the saved {name} does not match x")
+        self.scaling.adopt(saved_scale, float(extra.get("f_scale", 1.0)))
+        self.scaling.nbacktrack = int(extra.get("nbacktrack", 0))
         objective.nfev, objective.njev = int(extra["nfev"]), int(extra["njev"])
         consumed = extra["batches_consumed"]
         by_rank = extra.get("batches_consumed_by_rank")

@@ -100,6 +100,38 @@ def _bounds_in_dtype(lb: np.ndarray, ub: np.ndarray,
     return lower, upper
 
 
+def _prepare_scale(x_scale: Any, x: np.ndarray) -> np.ndarray | None:
+    """The x_scale option as an array like x (positive, finite, in x's dtype), or None
+    for no scaling (None, or the number 1). ``"auto"``: abs(x0), 1 where x0 is 0.
+    x may hold many problems (rows); an array of x's last dimension serves every row."""
+    if x_scale is None:
+        return None
+    if isinstance(x_scale, str):
+        if x_scale != "auto":
+            raise ValueError(f"x_scale must be 'auto', a number > 0 or an array of numbers "
+                             f"> 0 (the parameters' typical magnitudes), got {x_scale!r}")
+        return np.where(x != 0, np.abs(x), x.dtype.type(1))
+    if np.ndim(x_scale) == 0 and not isinstance(x_scale, np.ndarray):
+        value = _kernels.check_positive(x_scale, "x_scale")  # (its own type errors)
+        return None if value == 1.0 else np.full_like(x, value)
+    arr = np.asarray(x_scale)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"x_scale must hold real numbers, got an array of dtype {arr.dtype}")
+    with np.errstate(over="ignore"):
+        cast = arr.astype(x.dtype)
+    bad = ~(np.isfinite(cast) & (cast > 0))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"x_scale must be finite and > 0 in {x.dtype}; "
+                         f"x_scale[{', '.join(map(str, where))}] is {arr[where]!r}")
+    try:
+        return np.ascontiguousarray(np.broadcast_to(cast, x.shape)).copy()
+    except ValueError:
+        per_problem = f" or {x.shape} (per problem)" if x.ndim == 2 else ""
+        raise ValueError(f"x_scale has shape {arr.shape}; expected {x.shape[-1:]} (one "
+                         f"scale per parameter){per_problem}") from None
+
+
 def _callback_style(callback: Callable | None) -> str | None:
     if callback is None:
         return None

@@ -214,7 +214,7 @@ def test_c_objective_checkpoint_and_resume(lib, tmp_path):
 def test_a_non_finite_c_objective_follows_the_status_rules(lib, first_nan):
     state_c = (ctypes.c_long * 2)(0, first_nan)
     state_py = (ctypes.c_long * 2)(0, first_nan)
-    opts = dict(lr=0.05, maxiter=50)
+    opts = dict(lr=0.05, maxiter=50, nonfinite="stop")
     res_c = adamc.minimize(LowLevelCallable(lib.nan_later, ctypes.cast(state_c, ctypes.c_void_p)),
                            X0, options=opts)
     res_py = adamc.minimize(python_twin(lib.nan_later, ctypes.cast(state_py, ctypes.c_void_p)),
@@ -592,7 +592,9 @@ def test_python_objective_matches_a_hand_written_step_loop(dtype):
         return float(np.sum((x - c) ** 4)), (4 * (x - c) ** 3).astype(dtype)
 
     x0 = np.full(9, 0.5, dtype)
-    res = adamc.minimize(fun, x0, jac=True, options=dict(lr=0.02, maxiter=200, gtol=0))
+    # (unscaled: the hand-written loop below steps x with the gradient itself)
+    res = adamc.minimize(fun, x0, jac=True, options=dict(lr=0.02, maxiter=200, gtol=0,
+                                                         x_scale=None, f_scale=None))
     x = x0.copy()
     opt = adamc.Adam(x, lr=0.02)
     f, g = fun(x)

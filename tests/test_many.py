@@ -180,7 +180,7 @@ def test_stopped_problems_are_no_longer_evaluated_and_rows_stay_in_order():
 
 def test_nonfinite_problems_fail_alone_and_leave_the_others_unchanged():
     t, s, x0 = data(np.float64, seed=6)
-    opts = {"lr": 0.05, "gtol": 1e-5, "maxiter": 300}
+    opts = {"lr": 0.05, "gtol": 1e-5, "maxiter": 300, "nonfinite": "stop", "x_scale": None}
     clean = adamc.minimize_many(fun_many, x0, jac=True, options=opts, batch_args=(t, s))
 
     def fun(x, t, s, poison):

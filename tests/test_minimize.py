@@ -445,8 +445,10 @@ def test_progress_without_tqdm_warns(monkeypatch):
 
 
 def test_return_all_and_schedule():
+    # (f_scale=None: adam_step below gets the gradient itself, not g / f(x0))
     res = adamc.minimize(quad, np.zeros(1), jac=True,
-                         options=dict(return_all=True, maxiter=4, lr=lambda t: 0.1 * t))
+                         options=dict(return_all=True, maxiter=4, lr=lambda t: 0.1 * t,
+                                      f_scale=None))
     assert len(res.allvecs) == 5 and res.allvecs[0][0] == 0.0
     x, m, v = np.zeros(1), np.zeros(1), np.zeros(1)
     for t in range(1, 5):  # the schedule is called with the 1-based update number
