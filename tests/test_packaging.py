@@ -44,7 +44,8 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "adamc/_kernels.pyx",
                    "adamc/_kernels.pyi", "adamc/py.typed", "src_c/adamc.h",
-                   "src_c/adamc_algos.inc", "src_c/adamc_level.inc", "src_c/adamc_avx512.c"):
+                   "src_c/adamc_algos.inc", "src_c/adamc_level.inc", "src_c/adamc_avx512.c",
+                   "src_c/adamc_msvc.h"):
         assert needed in names, f"{needed} missing from the sdist"
     assert not any(n.endswith((".so", ".o")) for n in names)
     with zipfile.ZipFile(wheel) as zf:
