@@ -158,3 +158,5 @@ def test_wheel_configuration_covers_the_platforms():
         assert (ROOT / "tests" / name).exists(), name
     for name in runner.COPIED:
         assert (ROOT / name).is_dir(), name
+    for name in runner.COPIED_FILES:
+        assert (ROOT / name).is_file(), name

@@ -4,8 +4,8 @@
 
 cibuildwheel runs it on every wheel it builds (pyproject.toml, [tool.cibuildwheel]
 test-command) and tools/check_wheel.sh on the wheel built here. It copies tests/ and
-the files some tests read (docs/, examples/, src_c/ for the pool's C stress test)
-into a scratch folder without the package source, checks that `import adamc` there
+the files some tests read (docs/ and what they link to, examples/, src_c/ for the
+pool's C stress test) into a scratch folder without the package source, checks that `import adamc` there
 finds the installed copy, and runs pytest there. Left out: the tests of the source
 tree itself (test_packaging.py builds an sdist from it, test_typing.py runs mypy over
 it, test_layers.py reads the package's .py files) and the tests marked slow.
@@ -18,7 +18,8 @@ import sys
 import tempfile
 
 SOURCE_TREE_TESTS = ["test_packaging.py", "test_typing.py", "test_layers.py"]
-COPIED = ["tests", "docs", "examples", "src_c"]
+COPIED = ["tests", "docs", "examples", "src_c", "benchmarks"]
+COPIED_FILES = ["README.md"]
 PYTEST_INI = """[pytest]
 addopts = -ra -p no:cacheprovider
 markers =
@@ -36,6 +37,8 @@ def main(argv):
         for name in COPIED:
             shutil.copytree(os.path.join(project, name), os.path.join(work, name),
                             ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+        for name in COPIED_FILES:
+            shutil.copy(os.path.join(project, name), work)
         with open(os.path.join(work, "pytest.ini"), "w") as f:
             f.write(PYTEST_INI)
         where = subprocess.run(
