@@ -17,6 +17,11 @@
 #define ADAMC_MSVC_H
 
 #if (defined(_MSC_VER) && !defined(__clang__)) || defined(ADAMC_MSVC_SHIM_TEST)
+/* This header comes first in every file: M_PI (the cosine schedule) must be asked for
+ * before math.h is first included. */
+#ifndef _USE_MATH_DEFINES
+#define _USE_MATH_DEFINES
+#endif
 #include <intrin.h>
 #include <math.h>
 
