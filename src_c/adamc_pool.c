@@ -238,7 +238,8 @@ now_ns(void)
     LARGE_INTEGER c, f; /* the frequency is fixed at boot; reading it is cheap */
     QueryPerformanceCounter(&c);
     QueryPerformanceFrequency(&f);
-    return c.QuadPart / f.QuadPart * 1000000000 + c.QuadPart % f.QuadPart * 1000000000 / f.QuadPart;
+    const int64_t ticks = c.QuadPart, hz = f.QuadPart;
+    return ticks / hz * 1000000000 + ticks % hz * 1000000000 / hz;
 #else
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -151,7 +151,8 @@ def test_wheel_configuration_covers_the_platforms():
     assert {arch for os_, arch, _ in jobs if os_.startswith("macos")} == {"x86_64", "arm64"}
     assert {arch for os_, arch, _ in jobs if os_.startswith("windows")} == {"AMD64"}
 
-    spec = importlib.util.spec_from_file_location("test_wheel", ROOT / "tools" / "test_wheel.py")
+    spec = importlib.util.spec_from_file_location("test_wheel",
+                                                  ROOT / "tools" / "test_wheel.py")
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
     for name in runner.SOURCE_TREE_TESTS:

@@ -59,8 +59,8 @@ fi
 for variant in gcc shim; do
     obj=$work/adamc_pool.o
     [ "$variant" = shim ] && obj=$work/adamc_pool.shim.o
-    "$CC" -O1 -Wall -Werror -Isrc_c tests/pool_stress.c "$obj" -o "$work/pool_stress_$variant.exe" \
-        -static -pthread -lsynchronization
+    "$CC" -O1 -Wall -Werror -Isrc_c tests/pool_stress.c "$obj" -static -pthread \
+        -lsynchronization -o "$work/pool_stress_$variant.exe"
 done
 echo "linked pool_stress.exe (both atomics)"
 

@@ -5,8 +5,8 @@
 cibuildwheel runs it on every wheel it builds (pyproject.toml, [tool.cibuildwheel]
 test-command) and tools/check_wheel.sh on the wheel built here. It copies tests/ and
 the files some tests read (docs/ and what they link to, examples/, src_c/ for the
-pool's C stress test) into a scratch folder without the package source, checks that `import adamc` there
-finds the installed copy, and runs pytest there. Left out: the tests of the source
+pool's C stress test) into a scratch folder without the package source, checks that
+`import adamc` there finds the installed copy, and runs pytest there. Left out: the tests of the source
 tree itself (test_packaging.py builds an sdist from it, test_typing.py runs mypy over
 it, test_layers.py reads the package's .py files) and the tests marked slow.
 Optional peers (torch, numba, mpi4py, matplotlib, ...) are not needed: their tests skip.
