@@ -6,9 +6,12 @@ the build machine's CPU, and no "fast math" (it would break NaN handling and the
 reproducibility of results). -ffp-contract=off keeps the compiler from fusing a
 multiply and an add on some code paths only, which would break bit-reproducibility
 across SIMD levels.
-Threads come from adamc's own pool (src_c/adamc_pool.c, POSIX threads); set
-ADAMC_NO_THREADS=1 to build a single-threaded extension. OpenMP is not used: its
-spinning teams slow a step down next to BLAS and on a busy host.
+Threads come from adamc's own pool (src_c/adamc_pool.c: POSIX threads, or Win32
+threads on Windows); set ADAMC_NO_THREADS=1 to build a single-threaded extension, and
+ADAMC_POOL_CONDVAR=1 to make the pool sleep on condition variables (as on macOS)
+instead of Linux's futex. OpenMP is not used: its spinning teams slow a step down next
+to BLAS and on a busy host. MSVC gets the GCC builtins the sources use from
+src_c/adamc_msvc.h (force-included).
 """
 import os
 import sys
@@ -54,21 +57,34 @@ class BuildExt(build_ext):
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         if jobs > 1 and self.compiler.compiler_type == "unix":
             _compile_in_parallel(self.compiler, jobs)
+        use_threads = os.environ.get("ADAMC_NO_THREADS", "") in ("", "0")
         if self.compiler.compiler_type == "msvc":
-            flags, link = ["/O2", "/fp:precise"], []
-            use_threads = False
+            # C11 for _Generic (the atomics of adamc_msvc.h), `restrict` and the
+            # standard preprocessor; the shim gives MSVC the GCC builtins the sources
+            # use. /fp:precise does not contract to FMA (Visual Studio 2022).
+            shim = os.path.abspath(os.path.join("src_c", "adamc_msvc.h"))
+            flags, link = ["/O2", "/fp:precise", "/std:c11", "/FI" + shim], []
+            shown = ["/O2", "/fp:precise", "/std:c11", "/FIadamc_msvc.h"]
+            if not use_threads:
+                flags.append("/DADAMC_NO_THREADS")
         else:
             # libm named at link time: an extension that leaves pow unversioned binds
             # glibc's oldest pow (its SVID-compatible wrapper, a little slower) instead
             # of the one Python calls (the same code inside, the same bits).
             flags, link = list(BASE_FLAGS), ["-lm"]
-            use_threads = os.environ.get("ADAMC_NO_THREADS", "") in ("", "0")
-            if use_threads:
+            if not use_threads:
+                flags.append("-DADAMC_NO_THREADS")
+            elif self.compiler.compiler_type == "mingw32":
+                link.append("-lsynchronization")  # WaitOnAddress; Win32 threads
+            else:
                 flags.append("-pthread")
                 link.append("-pthread")
-            else:
-                flags.append("-DADAMC_NO_THREADS")
-        build_info = " ".join(flags) + (" (threads)" if use_threads else " (no threads)")
+                # The condition-variable wait of macOS and the BSDs, forced on Linux
+                # (for its tests: tools/pool_check.sh).
+                if os.environ.get("ADAMC_POOL_CONDVAR", "") not in ("", "0"):
+                    flags.append("-DADAMC_POOL_CONDVAR=1")
+            shown = flags
+        build_info = " ".join(shown) + (" (threads)" if use_threads else " (no threads)")
         for ext in self.extensions:
             ext.extra_compile_args = flags + ext.extra_compile_args
             ext.extra_link_args = link + ext.extra_link_args
@@ -84,11 +100,11 @@ extensions = [
         "adamc._kernels",
         sources=["adamc/_kernels.pyx"] + C_SOURCES,
         include_dirs=[np.get_include(), "src_c"],
-        depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_level.inc",
-                 "src_c/adamc_algos.inc", "adamc/_checks.pxi", "adamc/_helpers.pxi",
-                 "adamc/_schedules.pxi", "adamc/_stateless.pxi", "adamc/_engine.pxi",
-                 "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi", "adamc/_rows.pxi",
-                 "adamc/_loop.pxi", "adamc/_fits.pxi",
+        depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_msvc.h",
+                 "src_c/adamc_level.inc", "src_c/adamc_algos.inc", "adamc/_checks.pxi",
+                 "adamc/_helpers.pxi", "adamc/_schedules.pxi", "adamc/_stateless.pxi",
+                 "adamc/_engine.pxi", "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi",
+                 "adamc/_rows.pxi", "adamc/_loop.pxi", "adamc/_fits.pxi",
                  "adamc/_many_loop.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
     )

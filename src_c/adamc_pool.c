@@ -32,15 +32,38 @@
 
 #include "adamc.h"
 
-#if (defined(__unix__) || defined(__APPLE__)) && !defined(ADAMC_NO_THREADS)
+/* The platform layer: threads, sleeping on a word and waking it (a futex), a clock.
+ *   futex    Linux: the futex system call.
+ *   condvar  other POSIX systems (macOS, the BSDs): a mutex and a condition variable
+ *            per word. ADAMC_POOL_CONDVAR=1 forces it on Linux, to test it there.
+ *   win32    Windows (MSVC, mingw-w64): threads from _beginthreadex, WaitOnAddress
+ *            and WakeByAddress* (Windows 8 and later; Python 3.10 needs 8.1). */
+#if defined(ADAMC_NO_THREADS)
+#define ADAMC_POOL 0
+#elif defined(_WIN32)
+#define ADAMC_POOL 1
+#define ADAMC_WAIT_WIN32 1
+#if !defined(_WIN32_WINNT) || _WIN32_WINNT < 0x0602
+#undef _WIN32_WINNT
+#define _WIN32_WINNT 0x0602 /* WaitOnAddress */
+#endif
+#include <windows.h>
+#include <process.h>
+#if defined(_MSC_VER)
+#pragma comment(lib, "synchronization.lib")
+#endif
+#elif defined(__unix__) || defined(__APPLE__)
 #define ADAMC_POOL 1
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__linux__)
+#if defined(__linux__) && !(defined(ADAMC_POOL_CONDVAR) && ADAMC_POOL_CONDVAR)
+#define ADAMC_WAIT_FUTEX 1
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#else
+#define ADAMC_WAIT_CONDVAR 1
 #endif
 #else
 #define ADAMC_POOL 0
@@ -57,6 +80,10 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#elif defined(_WIN32)
+#define CPU_RELAX() YieldProcessor()
 #else
 #define CPU_RELAX() ((void)0)
 #endif
@@ -132,8 +159,7 @@ enum { PROBE_FIRST = 16, PROBE_MAX = 1024 };
 /* ---------------------------------------------------------------------------------
  * Sleeping and waking */
 
-#if ADAMC_POOL
-#if defined(__linux__)
+#if ADAMC_WAIT_FUTEX
 static void
 wait_on(uint32_t *addr, uint32_t expected)
 {
@@ -145,36 +171,80 @@ wake(uint32_t *addr, int count)
 {
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
-#else
-static pthread_mutex_t wait_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wait_cond = PTHREAD_COND_INITIALIZER;
+#elif ADAMC_WAIT_CONDVAR
+/* One mutex and condition variable per word that threads sleep on (each has its own
+ * sleepers: workers on `seq`, the caller of a job on `pending`, callers waiting for a
+ * token on `token_gen`), so that a wake-up reaches only the threads it is for. The
+ * value is checked under the mutex, and a waker takes the mutex after changing it:
+ * a wake-up between the check and the sleep cannot be lost. */
+typedef struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+} waitq_t;
+
+static waitq_t WAITQ[3] = {{PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER},
+                           {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER},
+                           {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER}};
+
+static waitq_t *
+waitq_of(const uint32_t *addr)
+{
+    return addr == &P.seq ? &WAITQ[0] : addr == &P.pending ? &WAITQ[1] : &WAITQ[2];
+}
 
 static void
 wait_on(uint32_t *addr, uint32_t expected)
 {
-    pthread_mutex_lock(&wait_mutex);
+    waitq_t *q = waitq_of(addr);
+    pthread_mutex_lock(&q->mutex);
     if (LOAD(addr) == expected)
-        pthread_cond_wait(&wait_cond, &wait_mutex);
-    pthread_mutex_unlock(&wait_mutex);
+        pthread_cond_wait(&q->cond, &q->mutex);
+    pthread_mutex_unlock(&q->mutex);
 }
 
 static void
 wake(uint32_t *addr, int count)
 {
-    (void)addr;
-    (void)count;
-    pthread_mutex_lock(&wait_mutex);
-    pthread_cond_broadcast(&wait_cond);
-    pthread_mutex_unlock(&wait_mutex);
+    waitq_t *q = waitq_of(addr);
+    pthread_mutex_lock(&q->mutex);
+    if (count == 1)
+        pthread_cond_signal(&q->cond);
+    else
+        pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mutex);
+}
+#elif ADAMC_WAIT_WIN32
+static void
+wait_on(uint32_t *addr, uint32_t expected)
+{
+    WaitOnAddress((volatile VOID *)addr, &expected, sizeof expected, INFINITE);
+}
+
+static void
+wake(uint32_t *addr, int count)
+{
+    if (count == 1)
+        WakeByAddressSingle((PVOID)addr);
+    else
+        WakeByAddressAll((PVOID)addr);
 }
 #endif
 
+#if ADAMC_POOL
 static int64_t
 now_ns(void)
 {
+#if ADAMC_WAIT_WIN32
+    LARGE_INTEGER c, f; /* the frequency is fixed at boot; reading it is cheap */
+    QueryPerformanceCounter(&c);
+    QueryPerformanceFrequency(&f);
+    const int64_t ticks = c.QuadPart, hz = f.QuadPart;
+    return ticks / hz * 1000000000 + ticks % hz * 1000000000 / hz;
+#else
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#endif
 }
 #endif
 
@@ -366,10 +436,9 @@ participate(int id)
     return did;
 }
 
-static void *
-worker_main(void *arg)
+static void
+worker_loop(int id)
 {
-    const int id = (int)(intptr_t)arg;
     uint32_t seen = LOAD(&P.seq);
     int worked = 0;
     for (;;) {
@@ -393,8 +462,55 @@ worker_main(void *arg)
         seen = s;
         worked = participate(id);
     }
+}
+
+#if ADAMC_WAIT_WIN32
+static unsigned __stdcall
+worker_main(void *arg)
+{
+    worker_loop((int)(intptr_t)arg);
+    return 0;
+}
+
+/* Returns 0 when the worker runs. _beginthreadex (not CreateThread) sets up the C
+ * runtime for the thread; the handle is closed at once (a detached thread). The
+ * console's Ctrl-C arrives on a thread of its own: nothing to mask. */
+static int
+start_thread(int id)
+{
+    const uintptr_t h = _beginthreadex(NULL, 256 * 1024, worker_main, (void *)(intptr_t)id,
+                                       STACK_SIZE_PARAM_IS_A_RESERVATION, NULL);
+    if (h == 0)
+        return -1;
+    CloseHandle((HANDLE)h);
+    return 0;
+}
+#else
+static void *
+worker_main(void *arg)
+{
+    worker_loop((int)(intptr_t)arg);
     return NULL;
 }
+
+static int
+start_thread(int id)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    sigset_t all, old;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* Signals stay with the interpreter's threads. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int err = pthread_create(&tid, &attr, worker_main, (void *)(intptr_t)id);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return err;
+}
+#endif
 
 static void
 start_workers(int wanted)
@@ -402,24 +518,13 @@ start_workers(int wanted)
     if (wanted > MAX_THREADS - 1)
         wanted = MAX_THREADS - 1;
     while (P.nworkers < wanted) {
-        pthread_attr_t attr;
-        pthread_t tid;
-        sigset_t all, old;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
-        /* Signals stay with the interpreter's threads. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        const int err = pthread_create(&tid, &attr, worker_main, (void *)(intptr_t)(P.nworkers + 1));
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
-        if (err != 0)
+        if (start_thread(P.nworkers + 1) != 0)
             break; /* run with the workers we have */
         __atomic_store_n(&P.nworkers, P.nworkers + 1, __ATOMIC_RELAXED);
     }
 }
 
+#if !ADAMC_WAIT_WIN32
 /* In a child of fork() only the forking thread exists: start again from scratch. */
 static void
 after_fork_child(void)
@@ -433,9 +538,11 @@ after_fork_child(void)
     P.adaptive = adaptive;
     P.threshold = threshold;
     P.step_chunk = step_chunk;
-#if !defined(__linux__)
-    pthread_mutex_init(&wait_mutex, NULL);
-    pthread_cond_init(&wait_cond, NULL);
+#if ADAMC_WAIT_CONDVAR
+    for (int q = 0; q < 3; q++) {
+        pthread_mutex_init(&WAITQ[q].mutex, NULL);
+        pthread_cond_init(&WAITQ[q].cond, NULL);
+    }
 #endif
 }
 
@@ -446,6 +553,7 @@ register_fork_handler(void)
 {
     pthread_atfork(NULL, NULL, after_fork_child);
 }
+#endif
 
 /* ---------------------------------------------------------------------------------
  * The adaptive policy */

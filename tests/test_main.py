@@ -29,6 +29,7 @@ def test_scipy_demo_recovers_the_curve(capsys):
 
 
 def test_bench_prints_a_table_and_saves_a_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     plot = tmp_path / "bench.png"
     assert main(["bench", "--sizes", "10", "1e3", "--dtype", "float64", "--threads", "1",
                  "--plot", str(plot)]) == 0

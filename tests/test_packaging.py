@@ -4,6 +4,9 @@ virtual environment and works; no -march=native or -ffast-math anywhere in the b
 The build and the install need the package index (build requirements, numpy, scipy);
 they take a few minutes, so the test is marked slow (it runs in CI).
 """
+import importlib.util
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -41,7 +44,8 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "adamc/_kernels.pyx",
                    "adamc/_kernels.pyi", "adamc/py.typed", "src_c/adamc.h",
-                   "src_c/adamc_algos.inc", "src_c/adamc_level.inc", "src_c/adamc_avx512.c"):
+                   "src_c/adamc_algos.inc", "src_c/adamc_level.inc", "src_c/adamc_avx512.c",
+                   "src_c/adamc_msvc.h"):
         assert needed in names, f"{needed} missing from the sdist"
     assert not any(n.endswith((".so", ".o")) for n in names)
     with zipfile.ZipFile(wheel) as zf:
@@ -102,3 +106,58 @@ def test_hot_loops_are_vectorised():
     if _kernels.available_simd_levels()[-1] != "baseline":
         assert {"avx2", "avx512"} <= levels
     assert check.not_vectorised(_kernels.__file__) == []
+
+
+def test_windows_cross_compile():
+    """tools/cross_windows.sh --quick: the pool and the runtime compile for 64-bit
+    Windows with mingw-w64 (warnings are errors), with GCC's atomics and with MSVC's
+    (src_c/adamc_msvc.h); the pool uses Win32 threads and WaitOnAddress, not POSIX
+    threads; its stress test links as a Windows program. Skips without the cross
+    compiler. (The script without options also compiles the kernels and runs the
+    stress test under Wine.)"""
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    script = str(ROOT / "tools" / "cross_windows.sh")
+    proc = subprocess.run(["bash", script, "--quick", "--no-run"], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode == 77:
+        pytest.skip(proc.stdout.strip())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "linked pool_stress.exe" in proc.stdout
+
+
+def test_wheel_configuration_covers_the_platforms():
+    """pyproject.toml's [tool.cibuildwheel] and the workflow that runs it name every
+    platform of the wheel matrix, and tools/test_wheel.py's list of the source tree's
+    tests and folders is current."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        cfg = tomllib.load(f)["tool"]["cibuildwheel"]
+    assert set(cfg["linux"]["archs"]) == {"x86_64", "aarch64"}
+    assert set(cfg["macos"]["archs"]) == {"x86_64", "arm64"}
+    assert cfg["windows"]["archs"] == ["AMD64"]
+    for arch in ("x86_64", "aarch64"):
+        assert cfg["linux"][f"manylinux-{arch}-image"].startswith("manylinux")
+        assert cfg["linux"][f"musllinux-{arch}-image"].startswith("musllinux")
+    assert "tools/test_wheel.py {project}" in cfg["test-command"]
+    assert "torch" not in " ".join(cfg["test-requires"])  # not on every platform
+
+    workflow = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
+    assert "pypa/cibuildwheel@" in workflow and "sdist:" in workflow
+    jobs = set(re.findall(r"os: ([\w.-]+), archs: (\w+), skip: \"([^\"]*)\"", workflow))
+    linux = {(arch, skip) for os_, arch, skip in jobs if os_.startswith("ubuntu")}
+    assert linux == {(arch, f"*-{other}linux_*") for arch in ("x86_64", "aarch64")
+                     for other in ("many", "musl")}
+    assert {arch for os_, arch, _ in jobs if os_.startswith("macos")} == {"x86_64", "arm64"}
+    assert {arch for os_, arch, _ in jobs if os_.startswith("windows")} == {"AMD64"}
+
+    spec = importlib.util.spec_from_file_location("test_wheel",
+                                                  ROOT / "tools" / "test_wheel.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    for name in runner.SOURCE_TREE_TESTS:
+        assert (ROOT / "tests" / name).exists(), name
+    for name in runner.COPIED:
+        assert (ROOT / name).is_dir(), name
+    for name in runner.COPIED_FILES:
+        assert (ROOT / name).is_file(), name

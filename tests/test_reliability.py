@@ -185,6 +185,7 @@ def test_rss_flat_over_ten_thousand_optimizers():
     assert growth < 4 << 20, f"RSS grew by {growth} bytes over 10**4 optimizers"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux only")
 def test_state_allocation_failure_raises_memory_error():
     """With the address space capped, creating the state of a large parameter fails
     with MemoryError, cleanly, and the interpreter goes on."""

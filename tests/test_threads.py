@@ -285,7 +285,8 @@ def test_cgroup_v2_quota(tmp_path):
     quota = _threads._cgroup_quota(str(tmp_path / "fs"), str(tmp_path / "proc"))
     assert quota[0] == 1.5 and quota[1].endswith("job_1/cpu.max")
     n, why = _threads.cpu_limit(str(tmp_path / "fs"), str(tmp_path / "proc"))
-    assert n == min(2, len(os.sched_getaffinity(0)))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert n == min(2, cpus)
     write(tmp_path / "fs" / "slurm" / "job_1" / "cpu.max", "100000 100000\n")
     n, why = _threads.cpu_limit(str(tmp_path / "fs"), str(tmp_path / "proc"))
     assert n == 1 and "cgroup CPU quota of 1 CPUs" in why
@@ -310,6 +311,11 @@ def _child_fit(queue):
         queue.put(run_fit(adamc.Adam, 100_003, np.float32, lr=1e-2).tobytes())
 
 
+needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                                reason="no fork() on this platform")
+
+
+@needs_fork
 def test_pool_works_in_a_forked_child():
     with pool_config(2, "fixed", 64, threshold=0):
         reference = run_fit(adamc.Adam, 100_003, np.float32, lr=1e-2)  # workers started
@@ -348,6 +354,7 @@ holder.join()
 """
 
 
+@needs_fork
 def test_fork_while_another_thread_holds_a_token():
     # No parallel job has run in this process yet, and the limit is 1: the child must
     # not inherit the holder's token (it would wait for ever).
@@ -423,22 +430,16 @@ def build_stress(tmp_path, extra):
     cmd = ["gcc", "-O1", "-g", "-pthread", *extra, "-I", os.path.join(ROOT, "src_c"),
            os.path.join(ROOT, "tests", "pool_stress.c"),
            os.path.join(ROOT, "src_c", "adamc_pool.c"), "-o", str(exe)]
+    if sys.platform == "win32":  # the pool's WaitOnAddress
+        cmd.append("-lsynchronization")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     return exe if proc.returncode == 0 else None
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("sanitizer", ["none", "thread"])
-def test_pool_stress_every_element_once_within_the_limit(tmp_path, sanitizer):
-    """The pool in C, without Python: 3 callers x many jobs of random sizes and chunk
-    sizes; every element visited exactly once, never more than `limit` threads inside
-    job bodies. Also under ThreadSanitizer, which reports any data race."""
-    extra = [] if sanitizer == "none" else ["-fsanitize=thread"]
-    exe = build_stress(tmp_path, extra)
-    if exe is None:
-        if sanitizer == "none":
-            pytest.fail("pool_stress.c does not build")
-        pytest.skip("this gcc cannot build with ThreadSanitizer")
+def run_stress(exe, sanitizer):
+    """3 callers x many jobs of random sizes and chunk sizes (and a churning limit);
+    every element visited exactly once, never more than `limit` threads inside job
+    bodies; under ThreadSanitizer, no data race."""
     runs = ([(3, 2, 30, ""), (1, 2, 30, ""), (3, 4, 30, "churn")] if sanitizer == "thread"
             else [(3, 2, 120, ""), (1, 2, 120, ""), (4, 3, 80, ""), (2, 1, 60, ""),
                   (3, 4, 80, "churn")])
@@ -452,3 +453,36 @@ def test_pool_stress_every_element_once_within_the_limit(tmp_path, sanitizer):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         most = int(proc.stdout.split()[1])
         assert 1 <= most <= limit
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("sanitizer", ["none", "thread"])
+def test_pool_stress_every_element_once_within_the_limit(tmp_path, sanitizer):
+    """The pool in C, without Python, also under ThreadSanitizer (run_stress)."""
+    extra = [] if sanitizer == "none" else ["-fsanitize=thread"]
+    exe = build_stress(tmp_path, extra)
+    if exe is None:
+        if sanitizer == "none":
+            pytest.fail("pool_stress.c does not build")
+        pytest.skip("this gcc cannot build with ThreadSanitizer")
+    run_stress(exe, sanitizer)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("nm") is None
+                    or not sys.platform.startswith("linux"),
+                    reason="needs gcc and nm on Linux")
+@pytest.mark.parametrize("sanitizer", ["none", "thread"])
+def test_pool_stress_on_condition_variables(tmp_path, sanitizer):
+    """macOS's way of sleeping and waking (a mutex and a condition variable per word,
+    no futex), forced on Linux by ADAMC_POOL_CONDVAR: the same stress test, also
+    under ThreadSanitizer (which follows the mutexes and condition variables)."""
+    extra = ["-DADAMC_POOL_CONDVAR=1"] + ([] if sanitizer == "none" else ["-fsanitize=thread"])
+    exe = build_stress(tmp_path, extra)
+    if exe is None:
+        if sanitizer == "none":
+            pytest.fail("pool_stress.c does not build with ADAMC_POOL_CONDVAR=1")
+        pytest.skip("this gcc cannot build with ThreadSanitizer")
+    symbols = subprocess.run(["nm", str(exe)], capture_output=True, text=True).stdout
+    assert "pthread_cond_wait" in symbols and "pthread_cond_signal" in symbols
+    assert " syscall" not in symbols  # no futex
+    run_stress(exe, sanitizer)
