@@ -88,6 +88,10 @@ cdef inline int _prepare_row(const _RowFits *c, const adamc_hyper *h, int64_t st
     return 0
 
 
+cdef inline bint _same_bits(double a, double b) noexcept nogil:
+    return (<uint64_t *>&a)[0] == (<uint64_t *>&b)[0]
+
+
 cdef inline bint _fit_eval(_RowFits *c, Py_ssize_t i, double *x, double *xu, double *g,
                            double *gu, double *f, double *gnorm) noexcept nogil:
     """Problem i's f and gradient g at its iterate x (at clip(s x) when scaled: xu),
@@ -155,7 +159,8 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
         memcpy(keep, x, nbytes)
         f_prev = f
         maxnorm, clip = c.max_grad_norm, c.clip_value
-        if c.coefs != NULL:
+        if c.coefs != NULL and (c.k == 0 or _same_bits(c.rows[i * c.k + c.lr_col],
+                                                       c.base.lr)):
             if maxnorm > 0:  # (a copy: the norm's factor goes into grad_scale)
                 coef = c.coefs[nit - c.t0]
                 task.coef = &coef
@@ -170,6 +175,7 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
                 h.lr = c.lrs[nit - c.t0]
             if _prepare_row(c, &h, nit + 1, c.aux[i], clip, &coef, &aux_next) != 0:
                 return -1
+            task.coef = &coef  # (the problem may have used the shared table before)
         task.grad = g if c.s == NULL else gu
         if maxnorm > 0:  # as _step_rows: the problem's own norm
             total = adamc_sum_squares(c.sumsq_fn, task.grad, n, clip,
@@ -339,8 +345,10 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     cdef adamc_hyper h
     cdef double a
     cdef int64_t s
-    if c.k == 0 and t1 > t0:
-        # (every running problem has made t0 steps: they share the scalar state too)
+    if (c.k == 0 or (c.k == 1 and c.lr_col == 0 and c.lrs == NULL)) and t1 > t0:
+        # (every running problem has made t0 steps: they share the scalar state too;
+        # a problem whose own lr is not the base one, backed off or reduced on a
+        # plateau, prepares its own coefficients)
         a = c.aux[0]
         for j in range(B):
             if c.status[j] < 0:

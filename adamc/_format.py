@@ -77,7 +77,7 @@ def _decode(value: Any, where: str) -> Any:
             raise CheckpointError(f"{where} is not a value adamc writes: {value!r}")
         try:
             schedule = cls(*args)
-            if stateful:
+            if isinstance(schedule, _kernels._ReduceOnPlateau):
                 schedule.load_state_dict(value["state"])
             return schedule
         except (TypeError, ValueError, OverflowError, KeyError) as exc:

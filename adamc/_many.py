@@ -571,14 +571,16 @@ class _RowScaling:
             return
         self.u = x / self.s
         self.x_user = self.user(self.u)
-        self.bounds = None if box is None else (self.box[0] / self.s, self.box[1] / self.s)
+        self.bounds = None if self.box is None else (self.box[0] / self.s,
+                                                     self.box[1] / self.s)
 
     @property
     def xs(self) -> np.ndarray:
         """The x the objective sees."""
-        return self.u if self.s is None else self.x_user
+        return self.u if self.x_user is None else self.x_user
 
     def user(self, u: np.ndarray) -> np.ndarray:
+        assert self.s is not None
         x = self.s * u
         return x if self.box is None else np.clip(x, *self.box, out=x)
 
@@ -926,11 +928,16 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
         ``lr``, ``eps``, ``weight_decay``, ``momentum``, ``dampening``, ``alpha``,
         ``momentum_decay``, ``max_grad_norm``, ``clip_value``, each member of
         ``betas``, and ``gtol``, ``ftol``, ``xtol``, ``maxiter``, ``maxfev`` may be
-        arrays of shape (B,): one value per problem. ``comm`` (an mpi4py
-        communicator) splits the problems into contiguous shares, one per rank,
-        and returns the whole result on every rank (collective: every rank passes
-        the same inputs, checked). ``batches``, ``checkpoint``, ``resume``,
-        ``return_all`` and ``progress`` are not supported.
+        arrays of shape (B,): one value per problem. ``x_scale`` may be an array
+        of shape (n,) or (B, n) (``"auto"``: each problem's ``abs(x0)``) and
+        ``f_scale="auto"`` takes each problem's own ``abs(f(x0))``; a
+        ``reduce_on_plateau`` lr (the default) is stepped by each problem with its
+        own f, and ``nonfinite="backtrack"`` backs each problem off alone.
+        ``comm`` (an mpi4py communicator) splits the problems into contiguous
+        shares, one per rank, and returns the whole result on every rank
+        (collective: every rank passes the same inputs, checked). ``batches``,
+        ``checkpoint``, ``resume``, ``return_all`` and ``progress`` are not
+        supported.
     batch_args : tuple of array_like, optional
         Per-problem data: arrays whose first axis has length B. ``fun`` receives
         their rows of the running problems after ``args``, as read-only arrays (the
@@ -941,7 +948,8 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
     -------
     scipy.optimize.OptimizeResult
         Arrays with one entry per problem: ``x`` (B, n), ``fun`` (B,), ``jac``
-        (B, n), ``nit``, ``nfev``, ``njev``, ``status`` and ``success`` (B,); the
+        (B, n), ``nit``, ``nfev``, ``njev``, ``nbacktrack``, ``status`` and
+        ``success`` (B,); the
         status codes are those of :func:`adamc.minimize_adam` (0 converged, 1
         maxiter, 2 maxfev, 3 non-finite objective or gradient: ``x`` is then that
         problem's last finite iterate, 99 callback stop). ``message`` counts the

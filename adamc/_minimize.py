@@ -82,16 +82,18 @@ def default_lr(method: _Method) -> Any:
     lr = method.hyper.get("lr")
     if method.name in _NO_DEFAULT_SCHEDULE or not isinstance(lr, float):
         return lr
-    return schedules.reduce_on_plateau(lr * PLATEAU["lr_multiplier"], factor=PLATEAU["factor"],
+    first = float(f"{lr * PLATEAU['lr_multiplier']:.12g}")  # (0.01, not 0.010000000000000002)
+    return schedules.reduce_on_plateau(first, factor=PLATEAU["factor"],
                                        patience=PLATEAU["patience"],
                                        threshold=PLATEAU["threshold"],
-                                       min_lr=lr * PLATEAU["lr_multiplier"] * PLATEAU["min_lr"])
+                                       min_lr=float(f"{first * PLATEAU['min_lr']:.12g}"))
 
 
 #: The plateau schedule of default_lr: its first rate (the method's default times
 #: lr_multiplier), factor, patience, threshold, and min_lr relative to the first rate
 #: (chosen on benchmarks/bench_fitting.py's problems: docs/scipy.md, "Defaults").
-PLATEAU = dict(lr_multiplier=10.0, factor=0.5, patience=30, threshold=0.0, min_lr=1e-9)
+PLATEAU: dict[str, Any] = dict(lr_multiplier=10.0, factor=0.5, patience=30, threshold=0.0,
+                               min_lr=1e-9)
 
 
 #: A count of iterations or evaluations of this size or more means no limit (the loops
@@ -234,7 +236,7 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         objective = _Objective(fun, jac, args, x, box, loop["finite_diff_rel_step"])
         _check_compiled(objective, loop)
         opt = method.cls(scaling.u, **parsed["hyper"])
-        if box is not None:
+        if scaling.bounds is not None:
             Port.set_bounds(opt, *scaling.bounds)
         batches = _Batches(loop["batches"])
         ckpt = _Checkpointer(loop, method, peers, scaling)
@@ -352,6 +354,7 @@ class _Scaling:
 
     def adopt(self, saved: np.ndarray | None, f_scale: float) -> None:
         """The scales of a resumed checkpoint (None, 1.0: it was written without)."""
+        assert self.s is not None  # (a resumed run always steps separate variables)
         self.s[...] = 1 if saved is None else saved
         self.auto_f, self.f_scale = False, f_scale
 
@@ -639,12 +642,34 @@ class _Reporter:
 
 _HYPER_DOC = {**{k: h.doc for k, h in HYPERPARAMETERS.items()}, **SHARED_OPTION_DOCS}
 
-_LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
-        Maximum number of iterations (updates).
+_LOOP_DOC = """    maxiter : int, default 20000 (no limit with ``batches``)
+        Maximum number of iterations (updates); an integral float is accepted, any
+        count past 2**63 - 1 means no limit.
     maxfev : int, default None (no limit)
         Stop at the first iteration after which the number of objective
         evaluations (finite differences included) reaches ``maxfev``.
-    gtol : float, default 1e-5 (0 with ``batches``)
+    x_scale : {'auto', float, array_like, None}, default 'auto' (None for sgd,
+        sgd_schedulefree and with ``batches``)
+        Typical magnitudes of the parameters: the optimizer steps the scaled
+        variables ``u = x / x_scale``, so ``lr`` is a step relative to each
+        parameter's scale. ``'auto'``: ``abs(x0)`` (1 where x0 is 0). The
+        objective, the callback, the bounds, the finite differences and the
+        result see ``x`` itself. None or 1: no scaling.
+    f_scale : {'auto', float, None}, default 'auto' (as x_scale)
+        The optimizer minimizes ``f / f_scale`` (its gradient is
+        ``x_scale * g / f_scale``), so that ``eps`` means the same whatever the
+        units of f. ``'auto'``: ``abs(f(x0))`` (1 where that is 0 or not
+        finite). None or 1: none.
+    nonfinite : {'backtrack', 'stop'}, default 'backtrack' ('stop' with
+        ``batches``)
+        What a step to a point where f or the gradient is not finite does:
+        ``'backtrack'`` halves the step (up to 30 times, each an evaluation,
+        counted in ``result.nbacktrack``) and goes on with the learning rate
+        times the factor found (a number, or a reduce_on_plateau schedule's
+        current rate); status 3 only when that does not help. ``'stop'``: status
+        3 at once, ``x`` the last finite iterate.
+    gtol : float, default 1e-5 (0 with ``batches``; with a reduce_on_plateau lr,
+        only a gradient of exactly 0)
         Stop when the infinity norm of the gradient is <= gtol; 0 turns it off.
     ftol : float, default 0 (off)
         Stop when ``|f_prev - f| <= ftol * max(|f_prev|, |f|, 1)``.
@@ -700,6 +725,13 @@ _LOOP_DOC = """    maxiter : int, default 10000 (no limit with ``batches``)
 def _options_doc(method: _Method) -> str:
     lines = ["    Options", "    -------"]
     for key, default in method.hyper.items():
+        if key == "lr" and default_lr(method) is not default:
+            lines.append(f"    lr : default {default_lr(method)!r} ({default!r} with "
+                         f"``batches``)")
+            lines.append(f"        {_HYPER_DOC[key]} A reduce_on_plateau schedule is "
+                         f"stepped with f after every iteration, and its exhaustion "
+                         f"ends the run (status 0).")
+            continue
         lines.append(f"    {key} : default {default!r}")
         lines.append(f"        {_HYPER_DOC[key]}")
     return "\n".join(lines) + "\n" + _LOOP_DOC

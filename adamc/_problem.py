@@ -123,7 +123,7 @@ def _prepare_scale(x_scale: Any, x: np.ndarray) -> np.ndarray | None:
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"x_scale must be finite and > 0 in {x.dtype}; "
-                         f"x_scale[{', '.join(map(str, where))}] is {arr[where]!r}")
+                         f"x_scale[{', '.join(map(str, where))}] is {arr[where].item()!r}")
     try:
         return np.ascontiguousarray(np.broadcast_to(cast, x.shape)).copy()
     except ValueError:

@@ -121,6 +121,17 @@ def _step_rows(int algo, dict hyper, int64_t step, param, grad, list states, low
                     max_grad_norm, clip_value, rv, k, fidx, ax)
 
 
+cdef bint _rows_alike(const double *rv, Py_ssize_t m, int k) noexcept nogil:
+    """Whether the m rows of k values all have the bits of the first."""
+    cdef const uint64_t *bits = <const uint64_t *>rv
+    cdef Py_ssize_t i, j
+    for i in range(1, m):
+        for j in range(k):
+            if bits[i * k + j] != bits[j]:
+                return False
+    return True
+
+
 cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, int type_num,
                          char *pd, const char *gd, char **sp, const char *lo, const char *hi,
                          Py_ssize_t m, Py_ssize_t n, double max_grad_norm, double clip_value,
@@ -138,6 +149,12 @@ cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, 
     cdef double aux_next, maxnorm, clip, scale, total
     cdef Py_ssize_t row_bytes = n * item
     cdef int failed = 0
+    if k and _rows_alike(rv, m, k):
+        # (every row has the same values: e.g. each problem's own lr, none backed off
+        # or reduced yet) as one row of those values for all
+        for j in range(k):
+            _set_row_field(&base, &max_grad_norm, &clip_value, fidx[j], rv[j])
+        k = 0
     if k == 0 and not (max_grad_norm > 0):
         # every row has the same coefficients: one kernel call over the whole block
         if adamc_prepare(algo, &base, step, ax[0], &coef, &aux_next) != 0:

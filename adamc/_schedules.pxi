@@ -38,7 +38,7 @@ cdef class _StepDecay(Schedule):
 
     def __init__(self, lr, step_size, gamma):
         self.lr = _nonneg(lr, "lr")
-        self.step_size = _step_number(step_size, "step_size")
+        self.step_size = _positive_count(step_size, "step_size")
         self.gamma = _nonneg(gamma, "gamma")
 
     cdef double _at(self, int64_t step) noexcept:
@@ -74,7 +74,7 @@ cdef class _CosineDecay(Schedule):
 
     def __init__(self, lr, total_steps, min_lr, warmup_steps):
         self.lr = _nonneg(lr, "lr")
-        self.total_steps = _step_number(total_steps, "total_steps")
+        self.total_steps = _positive_count(total_steps, "total_steps")
         self.min_lr = _nonneg(min_lr, "min_lr")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
                 or not 0 <= warmup_steps < self.total_steps:
@@ -322,6 +322,14 @@ def _plateau_from_state(args, state):
     sched = _ReduceOnPlateau(*args)
     sched.load_state_dict(state)
     return sched
+
+
+cdef int64_t _positive_count(object value, str name) except? -1:
+    """A number of steps >= 1 (not a step number: _step_number's message would say so)."""
+    cdef int64_t k = _count_arg(value, name)
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return k
 
 
 cdef int64_t _count_arg(object value, str name) except? -1:

@@ -546,8 +546,14 @@ def minimize_collective_stops():
         f, g = _loss(w, X, y)
         return (np.nan if rank == 0 and nonfinite.k == 5 else f), g
     nonfinite.k = 0
-    res = adamc.minimize(nonfinite, np.zeros(6), args=args, jac=True, options=opts)
+    res = adamc.minimize(nonfinite, np.zeros(6), args=args, jac=True,
+                         options=dict(opts, nonfinite="stop"))
     assert res.status == 3 and res.nit == 3, (res.status, res.nit)
+    same_everywhere(res.x)
+    # ... which every rank backtracks from together (the default)
+    nonfinite.k = 0
+    res = adamc.minimize(nonfinite, np.zeros(6), args=args, jac=True, options=opts)
+    assert res.status == 1 and res.nit == 500 and res.nbacktrack == 1, res
     same_everywhere(res.x)
     # batches exhausted on one rank first
     res = adamc.minimize(_loss, np.zeros(6), jac=True, options=dict(

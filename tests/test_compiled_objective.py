@@ -61,6 +61,17 @@ double costly_quartic(int n, double *x, double *g, void *data) {
 double costly_rows(int n, double *x, double *g, long i, void *data) {
     return costly_quartic(n, x, g, 0);
 }
+/* minimize_many: sum (sqrt(x_j) - c_j)^2 with c = data[i n ..]: NaN where x_j < 0 */
+double sqrt_edge_rows(int n, double *x, double *g, long i, void *data) {
+    const double *c = (const double *)data + i * n;
+    double f = 0.0;
+    for (int j = 0; j < n; j++) {
+        double r = sqrt(x[j]) - c[j];
+        f += r * r;
+        g[j] = r / sqrt(x[j]);
+    }
+    return f;
+}
 /* minimize_many: problem i is quartic around the centre data[i n .. i n + n) */
 double quartic_rows(int n, double *x, double *g, long i, void *data) {
     return quartic(n, x, g, data ? (double *)data + i * n : 0);
@@ -90,7 +101,7 @@ def lib(tmp_path_factory):
     for name in ("quartic", "nan_later", "slow_quartic", "costly_quartic"):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = ctypes.c_double, SIGNATURE
-    for name in ("quartic_rows", "nan_rows", "costly_rows"):
+    for name in ("quartic_rows", "nan_rows", "costly_rows", "sqrt_edge_rows"):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = ctypes.c_double, ROW_SIGNATURE
     lib.wrong_arity.restype = ctypes.c_double
@@ -631,7 +642,8 @@ def many_twin(fn, data=None):
 
 
 def same_many(a, b):
-    for key in ("x", "jac", "fun", "nit", "nfev", "njev", "status", "success"):
+    for key in ("x", "jac", "fun", "nit", "nfev", "njev", "status", "success",
+                "nbacktrack"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
         assert a[key].dtype == b[key].dtype, key
     assert a.message == b.message and set(a) == set(b)
@@ -665,6 +677,10 @@ MANY_CASES = {
     "python_lr": dict(options=dict(lr=lambda t: 0.1 / np.sqrt(t), maxiter=300)),
     "clipping": dict(options=dict(lr=0.05, maxiter=300, max_grad_norm=0.5,
                                   clip_value=2.0)),
+    "defaults": dict(options=dict(maxiter=400)),
+    "scaled_plateau": dict(options=dict(
+        lr=schedules.reduce_on_plateau(0.3, factor=0.5, patience=5, threshold=0),
+        x_scale=np.abs(X0_MANY) + np.linspace(0.1, 2, N_MANY), f_scale=2.0, maxiter=400)),
     "clipping_per_problem": dict(options=dict(lr=0.05, maxiter=300,
                                               max_grad_norm=PER_PROBLEM * 5)),
 }
@@ -707,6 +723,40 @@ def test_many_c_objective_gives_the_bits_of_its_python_twin(lib, case, threads):
     np.testing.assert_array_equal(res_c.x[i], alone.x)
     assert (res_c.fun[i], res_c.nit[i], res_c.status[i]) == (alone.fun, alone.nit,
                                                             alone.status)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_c_objective_backtracks_as_the_python_loop_and_minimize_do(lib, threads):
+    """Problems that step past the domain edge of sqrt (NaN) back off, in C as in the
+    Python loop and in adamc.minimize alone: the same bits, nbacktrack included."""
+    rng = np.random.default_rng(5)
+    c = np.ascontiguousarray(rng.uniform(0.5, 2.0, (B_MANY, N_MANY)))
+    x0 = rng.uniform(0.2, 3.0, (B_MANY, N_MANY))
+    data = ctypes.c_void_p(c.ctypes.data)
+    opts = dict(lr=schedules.reduce_on_plateau(1.2, factor=0.5, patience=10, threshold=0,
+                                               min_lr=1e-6), maxiter=300)
+    before = adamc.get_num_threads()
+    adamc.set_num_threads(threads)
+    try:
+        res_c = adamc.minimize_many(LowLevelCallable(lib.sqrt_edge_rows, data), x0,
+                                    options=opts)
+    finally:
+        adamc.set_num_threads(before)
+    res_py = adamc.minimize_many(many_twin(lib.sqrt_edge_rows, data), x0, jac=True,
+                                 batch_args=(np.arange(B_MANY),), options=opts)
+    same_many(res_c, res_py)
+    assert (res_c.nbacktrack > 0).sum() >= 3 and np.isfinite(res_c.x).all()
+    for i in np.flatnonzero(res_c.nbacktrack)[:3]:
+        ci = np.ascontiguousarray(c[i])
+
+        def one(x, ci=ci):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.sqrt(x) - ci
+                return float(r @ r), r / np.sqrt(x)
+        alone = adamc.minimize(one, x0[i], jac=True, options=opts)
+        np.testing.assert_array_equal(res_c.x[i], alone.x)
+        assert (res_c.nit[i], res_c.status[i], res_c.nbacktrack[i]) == \
+            (alone.nit, alone.status, alone.nbacktrack)
 
 
 def test_many_c_objective_disp_prints_what_the_python_loop_prints(lib, capsys):

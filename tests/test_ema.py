@@ -134,7 +134,8 @@ def test_minimize_returns_x_ema():
     def fun(x):
         return float((x - 3) @ (x - 3)), 2 * (x - 3)
     res = adamc.minimize(fun, np.zeros(4), method="adam", jac=True,
-                         options={"lr": 0.1, "maxiter": 50, "ema": 0.8, "ema_start": 10})
+                         options={"lr": 0.1, "maxiter": 50, "ema": 0.8, "ema_start": 10,
+                                  "x_scale": None, "f_scale": None})  # (as the loop below)
     x = np.zeros(4)
     opt = adamc.Adam(x, lr=0.1, ema=0.8, ema_start=10)
     for _ in range(50):

@@ -55,7 +55,7 @@ def per_problem(opts, i):
     out = {}
     for k, v in opts.items():
         if isinstance(v, np.ndarray):
-            v = v[i].item()
+            v = v[i] if v.ndim == 2 else v[i].item()  # (x_scale: a row per problem)
         elif isinstance(v, tuple):
             v = tuple(b[i].item() if isinstance(b, np.ndarray) else b for b in v)
         out[k] = v
@@ -73,8 +73,8 @@ def assert_same_as_alone(res, x0, t, s, method, opts, jac=True, bounds=None, fon
         np.testing.assert_array_equal(res.x[i], one.x, err_msg=f"problem {i}")
         assert res.fun[i] == one.fun, i
         np.testing.assert_array_equal(res.jac[i], one.jac)
-        assert (res.nit[i], res.status[i], res.nfev[i], res.njev[i]) == \
-            (one.nit, one.status, one.nfev, one.njev), i
+        assert (res.nit[i], res.status[i], res.nfev[i], res.njev[i], res.nbacktrack[i]) == \
+            (one.nit, one.status, one.nfev, one.njev, one.nbacktrack), i
         assert res.success[i] == one.success
 
 
@@ -94,6 +94,46 @@ def test_every_method_is_bit_identical_to_minimize_alone(method, dtype):
     # problems stop at different iterations, for different reasons
     assert len(set(res.nit.tolist())) > 3
     assert_same_as_alone(res, x0, t, s, method, opts, bounds=bounds)
+
+
+def sqrt_edge_many(x, t, s):
+    """Rows of sum(s (sqrt(x) - t)^2): undefined (NaN) where x < 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.sqrt(x) - t
+        return (s * r * r).sum(axis=1), s * r / np.sqrt(x)
+
+
+def sqrt_edge_one(x, t, s):
+    f, g = sqrt_edge_many(x[None], t[None], s[None])
+    return float(f[0]), g[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("jac", [True, "2-point"])
+def test_scales_plateaus_and_backtracking_per_problem_are_those_of_minimize(dtype, jac):
+    """Per-problem x_scale rows, f_scale, one plateau schedule per problem and
+    backtracking at a domain edge (some problems step past it, some never): every
+    problem's result is the bits of adamc.minimize on it alone."""
+    rng = np.random.default_rng(11)
+    t = rng.uniform(0.5, 2.0, (B, N)).astype(dtype)
+    s = rng.uniform(0.5, 3.0, (B, N)).astype(dtype)
+    x0 = rng.uniform(0.2, 3.0, (B, N)).astype(dtype)
+    scale = (x0 * rng.uniform(0.5, 2.0, (B, N))).astype(dtype)
+    plateau = adamc.schedules.reduce_on_plateau(1.2, factor=0.5, patience=10, threshold=0,
+                                                min_lr=1e-6)
+    opts = {"lr": plateau, "x_scale": scale, "f_scale": 3.0, "maxiter": 400}
+    if jac == True:  # noqa: E712
+        fun, one = sqrt_edge_many, sqrt_edge_one
+    else:
+        fun, one = (lambda x, t, s: sqrt_edge_many(x, t, s)[0],
+                    lambda x, t, s: sqrt_edge_one(x, t, s)[0])
+    bounds = [(None, None), (None, 2.5), (0.1, None)]
+    res = adamc.minimize_many(fun, x0, jac=jac, bounds=bounds, options=opts,
+                              batch_args=(t, s))
+    assert (res.nbacktrack > 0).sum() >= 2 and (res.nbacktrack == 0).sum() >= 2
+    assert np.isfinite(res.x).all() and set(res.status.tolist()) == {0, 1}
+    assert plateau.last_epoch == 0  # (every problem stepped its own copy)
+    assert_same_as_alone(res, x0, t, s, "adam", opts, jac=jac, bounds=bounds, fone=one)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -502,3 +502,197 @@ def test_clipping_in_minimize():
     res = adamc.minimize(big, np.ones(2), method="sgd", jac=True,
                          options=dict(lr=0.1, clip_value=1.0, maxiter=1))
     np.testing.assert_array_equal(res.x, 0.9)
+
+
+# ----------------------------------------------------------------------------------
+# Fits that survive real models: scales, backtracking at domain edges, plateaus
+
+def quartic_pair(x):
+    c = np.linspace(-1.0, 2.0, x.size).astype(x.dtype)
+    r = x - c
+    return float(np.sum(r ** 4 + r * r)), (4 * r ** 3 + 2 * r).astype(x.dtype)
+
+
+def same_fit(a, b):
+    for key in ("x", "jac"):
+        np.testing.assert_array_equal(a[key], b[key])
+        assert a[key].dtype == b[key].dtype
+    for key in ("fun", "nit", "nfev", "njev", "status", "message", "nbacktrack"):
+        assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("jac", [True, "separate", "2-point", "3-point"])
+def test_a_scale_of_ones_changes_nothing(dtype, jac):
+    """x_scale of ones and f_scale 1 go through the scaled path (x = s u, the step's
+    gradient s g / f_scale) and give the bits of an unscaled run."""
+    x0 = np.array([0.3, -1.2, 2.5, 0.0, 1.0], dtype)
+    fun, kw = quartic_pair, dict(jac=True)
+    if jac == "separate":
+        fun, kw = (lambda x: quartic_pair(x)[0]), dict(jac=lambda x: quartic_pair(x)[1])
+    elif jac != True:  # noqa: E712
+        fun, kw = (lambda x: quartic_pair(x)[0]), dict(jac=jac)
+    base = dict(lr=0.05, maxiter=60, gtol=0)
+    plain = adamc.minimize(fun, x0, **kw, options=dict(base, x_scale=None, f_scale=None))
+    ones = adamc.minimize(fun, x0, **kw, options=dict(base, x_scale=np.ones(5), f_scale=1.0))
+    same_fit(plain, ones)
+
+
+@pytest.mark.parametrize("method", ["adam", "amsgrad", "rmsprop", "lion", "prodigy",
+                                    "adamw_schedulefree"])
+def test_a_scaled_run_is_the_method_on_the_scaled_problem(method):
+    """minimize steps u = x / s with the gradient (s / f_scale) g: a hand-written loop
+    over the optimizer object gives the same bits."""
+    s = np.array([1e3, 1e-3, 2.0, 0.5])
+    fs = 8.0
+    x0 = np.array([250.0, 2e-4, -1.0, 0.3])
+    target = np.array([300.0, 1e-4, 1.0, 0.5])
+
+    def fun(x):
+        r = (x - target) / s
+        return float(np.sum(r * r)), 2 * r / s
+
+    opts = dict(x_scale=s, f_scale=fs, maxiter=40, gtol=0, nonfinite="stop")
+    if method not in ("prodigy", "adamw_schedulefree"):
+        opts["lr"] = 0.01
+    res = adamc.minimize(fun, x0, jac=True, method=method, options=opts)
+    cls, fixed = {"adam": (adamc.Adam, {}), "amsgrad": (adamc.Adam, {"amsgrad": True}),
+                  "rmsprop": (adamc.RMSprop, {}), "lion": (adamc.Lion, {}),
+                  "prodigy": (adamc.Prodigy, {}),
+                  "adamw_schedulefree": (adamc.AdamWScheduleFree, {})}[method]
+    u = x0 / s
+    opt = cls(u, **fixed, **({"lr": 0.01} if "lr" in opts else {}))
+    gs = s / np.float64(fs)
+    for _ in range(40):
+        opt.step(fun(s * u)[1] * gs)
+    if hasattr(opt, "eval"):
+        opt.eval()
+    np.testing.assert_array_equal(res.x, s * u)
+    assert res.fun == fun(s * u)[0]
+
+
+def test_scaled_runs_keep_the_bounds_and_differentiate_in_the_users_variables():
+    seen = []
+
+    def f(x):
+        seen.append(x.copy())
+        return float((x[0] - 3e3) ** 2 / 1e6 + (x[1] - 5e-4) ** 2 * 1e8)
+
+    lb, ub = np.array([1e3, 1e-4]), np.array([2.5e3, 1e-3])
+    res = adamc.minimize(f, np.array([1.5e3, 2e-4]), jac="2-point",
+                         bounds=list(zip(lb, ub)), options=dict(x_scale=[1e3, 1e-4]))
+    seen = np.array(seen)
+    assert (seen >= lb).all() and (seen <= ub).all()
+    assert res.success and res.x[0] == ub[0]  # (the optimum is past the upper bound)
+    np.testing.assert_allclose(res.x[1], 5e-4, atol=1e-8)  # (the differences' step: 1.5e-8)
+    # the result's gradient: of f in the user's variables, by differences there
+    np.testing.assert_allclose(res.jac, [2 * (res.x[0] - 3e3) / 1e6, 0.0], atol=1e-5)
+
+
+def edge(x):
+    """f = (sqrt(x) - 1)^2 summed: undefined for x < 0 (NaN, as NumPy gives it)."""
+    with np.errstate(invalid="ignore"):
+        r = np.sqrt(x) - 1
+        return float(np.sum(r * r)), r / np.sqrt(x)
+
+
+def test_backtracking_at_a_domain_edge():
+    """A step past the edge is halved until f is finite again, and the fit goes on
+    with the lr backed off by that factor; nonfinite='stop' ends it there instead."""
+    x0 = np.array([3.0, 1.2])  # (the first step of x[1] is -1.5)
+    opts = dict(lr=1.5, x_scale=None, f_scale=None, maxiter=3000)
+    res = adamc.minimize(edge, x0, jac=True, options=opts)
+    assert res.success and res.nbacktrack > 0 and np.isfinite(res.x).all()
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-4)
+    stop = adamc.minimize(edge, x0, jac=True, options=dict(opts, nonfinite="stop"))
+    assert stop.status == 3 and stop.nit == 0 and stop.nbacktrack == 0
+    np.testing.assert_array_equal(stop.x, x0)
+    # with a plateau schedule: converged to the end of the plateau, past the edge
+    plateau = adamc.schedules.reduce_on_plateau(1.5, factor=0.5, patience=30, threshold=0)
+    res = adamc.minimize(edge, x0, jac=True, options=dict(opts, lr=plateau))
+    assert plateau.lr == 1.5 and plateau.last_epoch == 0  # (the run stepped a copy)
+    assert res.success and res.nbacktrack > 0
+    np.testing.assert_allclose(res.x, 1.0, rtol=1e-6)
+
+
+def test_backtracking_that_does_not_help_ends_with_status_3():
+    def fun(x):  # finite at x0 only
+        return (float(x @ x), 2 * x) if np.all(x == 1.0) else (np.nan, x)
+
+    res = adamc.minimize(fun, np.ones(3), jac=True, options=dict(x_scale=None))
+    assert res.status == 3 and res.nbacktrack == 30 and res.nit == 0
+    np.testing.assert_array_equal(res.x, 1.0)
+
+
+def test_the_default_plateau_reaches_high_precision_and_stops_by_itself():
+    """No options: a badly scaled exponential fit (amplitude 1e4, rate 1e-4) is solved
+    to 8 digits, and the run ends when the plateau schedule is exhausted."""
+    t = np.linspace(0, 3e4, 21)
+    y = 1e4 * np.exp(-1e-4 * t)
+
+    def fun(b):
+        e = np.exp(-b[1] * t)
+        r = b[0] * e - y
+        return float(r @ r), np.array([2 * r @ e, -2 * r @ (b[0] * t * e)])
+
+    res = adamc.minimize(fun, np.array([5e3, 2e-4]), jac=True)
+    assert res.success and "min_lr" in res.message, res.message
+    np.testing.assert_allclose(res.x, [1e4, 1e-4], rtol=1e-8)
+    old = adamc.minimize(fun, np.array([5e3, 2e-4]), jac=True,
+                         options=dict(x_scale=None, f_scale=None, lr=1e-3, gtol=1e-5))
+    assert not old.success  # (the defaults before: amplitude and rate at one scale)
+
+
+def test_checkpoint_and_resume_mid_plateau(tmp_path):
+    """With the defaults (plateau lr, auto scales), a run interrupted at maxiter and
+    resumed gives the bits of an uninterrupted one."""
+    path = tmp_path / "fit.npz"
+    x0 = np.array([2.5, -0.5, 1.5])
+    full = adamc.minimize(quartic_pair, x0, jac=True, options=dict(maxiter=900))
+    part = adamc.minimize(quartic_pair, x0, jac=True,
+                          options=dict(maxiter=300, checkpoint=path, checkpoint_every=50))
+    assert part.status == 1
+    resumed = adamc.minimize(quartic_pair, np.zeros(3), jac=True,
+                             options=dict(maxiter=900, checkpoint=path, resume=True))
+    same_fit(resumed, full)
+
+
+@pytest.mark.parametrize("options,error,match", [
+    (dict(x_scale=[1.0, 0.0]), ValueError, r"x_scale\[1\] is 0.0"),
+    (dict(x_scale=[1.0, -2.0]), ValueError, r"finite and > 0"),
+    (dict(x_scale=[np.nan, 1.0]), ValueError, r"x_scale\[0\] is nan"),
+    (dict(x_scale=[1.0, 1.0, 1.0]), ValueError, r"shape \(3,\); expected \(2,\)"),
+    (dict(x_scale="jac"), ValueError, "x_scale must be 'auto'"),
+    (dict(x_scale=[1j, 1]), TypeError, "real numbers"),
+    (dict(x_scale=0.0), ValueError, "x_scale must be"),
+    (dict(x_scale=[1e-50, 1.0]), None, None),  # (a float64 run: fine)
+    (dict(f_scale=0.0), ValueError, "f_scale must be"),
+    (dict(f_scale="max"), ValueError, "f_scale must be 'auto'"),
+    (dict(nonfinite="skip"), ValueError, "nonfinite must be 'backtrack' or 'stop'"),
+    (dict(nonfinite="backtrack", batches=[()] * 3), ValueError, "deterministic"),
+    (dict(maxiter=2.5), ValueError, "maxiter must be an int"),
+])
+def test_bad_scales_and_policies_are_refused_before_anything_runs(options, error, match):
+    calls = []
+
+    def fun(x):
+        calls.append(1)
+        return quad(x)
+
+    if error is None:
+        adamc.minimize(fun, np.ones(2), jac=True, options=dict(options, maxiter=2))
+        return
+    with pytest.raises(error, match=match):
+        adamc.minimize(fun, np.ones(2), jac=True, options=options)
+    assert not calls
+    with pytest.raises(ValueError, match="x_scale"):  # (float32: underflows to 0)
+        adamc.minimize(quad, np.ones(2, np.float32), jac=True,
+                       options=dict(x_scale=[1e-50, 1.0]))
+
+
+def test_integral_float_counts_are_accepted():
+    a = adamc.minimize(quad, np.zeros(2), jac=True, options=dict(maxiter=2e2, lr=0.01,
+                                                                 gtol=0))
+    b = adamc.minimize(quad, np.zeros(2), jac=True, options=dict(maxiter=200, lr=0.01,
+                                                                 gtol=0))
+    same_fit(a, b)

@@ -193,7 +193,7 @@ def test_bad_hyperparameters_refused():
 def test_minimize_returns_the_averaged_point(method):
     def fun(x):
         return float((x - 3) @ (x - 3)), 2 * (x - 3)
-    opts = {"maxiter": 300, "lr": 0.1}
+    opts = {"maxiter": 300, "lr": 0.1, "x_scale": None, "f_scale": None}  # (as below)
     res = adamc.minimize(fun, np.zeros(4), method=method, jac=True, options=opts)
     # the same run by hand: x is what eval() gives after the last step
     x = np.zeros(4)

@@ -228,3 +228,128 @@ def test_disp_table_prints_the_rate_each_step_used(capsys):
     used = dict(calls[1:])
     for r in rows[1:]:  # row k: the rate step k used
         assert float(r[3]) == pytest.approx(used[int(r[0])], rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------
+# reduce_on_plateau: torch's ReduceLROnPlateau, as a schedule
+
+PLATEAU_OPTIONS = [
+    dict(),
+    dict(mode="max"),
+    dict(factor=0.5, patience=2),
+    dict(threshold=0.05, threshold_mode="abs"),
+    dict(mode="max", threshold=0.1, threshold_mode="abs", patience=1),
+    dict(mode="max", threshold=0.2, patience=0),
+    dict(cooldown=3, patience=1, factor=0.3),
+    dict(min_lr=0.02, patience=0, factor=0.5),
+    dict(eps=0.04, patience=0, factor=0.5),  # (one reduction, then none: eps)
+    dict(threshold=0.0, patience=4, factor=0.7, cooldown=2, min_lr=1e-4),
+]
+
+
+def plateau_losses():
+    """A recorded loss sequence: descents, plateaus, noise, a negative stretch, a NaN."""
+    rng = np.random.default_rng(3)
+    seq = list(np.linspace(5, 1, 12)) + [1.0] * 15 + list(1 + 0.01 * rng.standard_normal(20))
+    seq += list(np.linspace(1, -2, 10)) + [-2.0] * 8 + [float("nan")] + [-2.5] * 12
+    return seq + list(rng.uniform(-3, 3, 40))
+
+
+@pytest.mark.parametrize("options", PLATEAU_OPTIONS, ids=lambda o: ",".join(
+    f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_reduce_on_plateau_matches_torch(options):
+    torch = pytest.importorskip("torch")
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **options)
+    mine = schedules.reduce_on_plateau(0.1, **options)
+    for t, loss in enumerate(plateau_losses(), 1):
+        ref.step(loss)
+        mine.step(loss)
+        assert mine.lr == opt.param_groups[0]["lr"], (t, loss)
+        assert mine(t) == mine.lr and mine.get_last_lr() == [mine.lr]
+        assert (mine.num_bad_epochs, mine.cooldown_counter, mine.last_epoch) == \
+            (ref.num_bad_epochs, ref.cooldown_counter, ref.last_epoch)
+        assert mine.best == ref.best or (math.isinf(mine.best) and math.isinf(ref.best))
+    assert mine.lr < 0.1  # (the sequence reduces the rate under every option set)
+
+
+def test_reduce_on_plateau_state_travels():
+    s = schedules.reduce_on_plateau(0.1, factor=0.5, patience=2, cooldown=1)
+    for loss in [3, 2, 2, 2, 2, 2, 1.5]:
+        s.step(loss)
+    state = s.state_dict()
+    assert state["lr"] == 0.05 and state["best"] == 1.5
+    for copied in (pickle.loads(pickle.dumps(s)), __import__("copy").deepcopy(s)):
+        assert copied.state_dict() == state and repr(copied) == repr(s)
+    other = schedules.reduce_on_plateau(0.1, factor=0.5, patience=2, cooldown=1)
+    other.load_state_dict(state)
+    for loss in [1.5, 1.5, 1.5, 1.5, 1.5]:
+        s.step(loss)
+        other.step(loss)
+        assert other.state_dict() == s.state_dict()
+    with pytest.raises(ValueError, match="keys"):
+        other.load_state_dict({"lr": 0.1})
+    with pytest.raises(ValueError, match="lr"):
+        other.load_state_dict(dict(state, lr=-1.0))
+    with pytest.raises(TypeError, match="metrics"):
+        s.step("low")
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda: schedules.reduce_on_plateau(0.1, factor=1.0), "factor must be < 1"),
+    (lambda: schedules.reduce_on_plateau(0.1, factor=-0.5), "factor must be"),
+    (lambda: schedules.reduce_on_plateau(0.1, mode="lowest"), "mode must be"),
+    (lambda: schedules.reduce_on_plateau(0.1, threshold_mode="pct"), "threshold_mode"),
+    (lambda: schedules.reduce_on_plateau(0.1, patience=-1), "patience must be"),
+    (lambda: schedules.reduce_on_plateau(0.1, patience=2.5), "patience must be an int"),
+    (lambda: schedules.reduce_on_plateau(0.1, cooldown=True), "cooldown must be an int"),
+    (lambda: schedules.reduce_on_plateau(-0.1), "lr must be"),
+    (lambda: schedules.reduce_on_plateau(0.1, min_lr=float("nan")), "min_lr must be"),
+])
+def test_reduce_on_plateau_bad_options(make, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        make()
+
+
+def test_an_optimizer_follows_a_plateau_schedule_stepped_by_hand():
+    """With an optimizer object, sched.step(loss) as in torch; every step uses sched.lr
+    (the same bits as setting the group's lr by hand)."""
+    sched = schedules.reduce_on_plateau(0.1, factor=0.5, patience=1)
+    a, b = np.ones(4), np.ones(4)
+    oa, ob = adamc.Adam(a, lr=sched), adamc.Adam(b, lr=0.1)
+    for loss in [4, 3, 3, 3, 3, 2, 2, 2]:
+        g = np.full(4, loss / 4.0)
+        oa.step(g)
+        ob.step(g)
+        sched.step(loss)
+        ob.param_groups[0]["lr"] = sched.lr
+    assert sched.lr < 0.1
+    np.testing.assert_array_equal(a, b)
+    assert oa.get_last_lr() == ob.get_last_lr()
+
+
+def test_a_checkpoint_keeps_the_plateau_state(tmp_path):
+    sched = schedules.reduce_on_plateau(0.1, factor=0.5, patience=1, cooldown=2)
+    x = np.ones(3)
+    opt = adamc.Adam(x, lr=sched)
+    for loss in [3, 2, 2, 2]:
+        opt.step(np.full(3, 0.5))
+        sched.step(loss)
+    adamc.save(opt, tmp_path / "c.npz")
+    y = np.empty(3)
+    back = adamc.load(tmp_path / "c.npz", y)
+    restored = back.param_groups[0]["lr"]
+    assert restored is not sched and restored.state_dict() == sched.state_dict()
+    for loss in [2, 2, 2, 1]:
+        opt.step(np.full(3, 0.5))
+        back.step(np.full(3, 0.5))
+        sched.step(loss)
+        restored.step(loss)
+    np.testing.assert_array_equal(x, y)
+    assert restored.state_dict() == sched.state_dict()
+
+
+def test_cosine_decay_of_no_steps_says_what_is_wrong():
+    with pytest.raises(ValueError, match=r"^total_steps must be >= 1, got 0$"):
+        schedules.cosine_decay(0.1, 0)
