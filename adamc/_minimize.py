@@ -93,7 +93,7 @@ def default_lr(method: _Method) -> Any:
 #: lr_multiplier), factor, patience, threshold, and min_lr relative to the first rate
 #: (chosen on benchmarks/bench_fitting.py's problems: docs/scipy.md, "Defaults").
 PLATEAU: dict[str, Any] = dict(lr_multiplier=10.0, factor=0.5, patience=30, threshold=0.0,
-                               min_lr=1e-9)
+                               min_lr=1e-6)
 
 
 #: A count of iterations or evaluations of this size or more means no limit (the loops

@@ -144,8 +144,11 @@ def main():
         return out
 
     conditioned = {key for key, c in cond.items() if c < 1e3}
+    lsq_cond = {(pr, k) for k in (1, 2) for pr in solved("least_squares (trf)", k)
+                if (pr, k) in conditioned}
     header = ["method", "solved, start 1", "solved, start 2",
-              f"conditioned (cond < 1e3: {len(conditioned)})", "median iterations",
+              f"conditioned (cond < 1e3: {len(conditioned)})",
+              f"of least_squares' {len(lsq_cond)} conditioned", "median iterations",
               "median time [ms]", "non-finite x"]
     rows, summary = [], {}
     nprob = len(problems)
@@ -153,11 +156,13 @@ def main():
         mine = [r for r in runs if r["contender"] == name]
         s1, s2 = solved(name, 1), solved(name, 2)
         sc = len(solved(name, 1, conditioned)) + len(solved(name, 2, conditioned))
+        of_lsq = len(solved(name, 1, lsq_cond)) + len(solved(name, 2, lsq_cond))
         nonfinite = sorted({f"{r['problem']} {r['start']}" for r in mine if not r["finite"]})
         summary[name] = dict(start1=len(s1), start2=len(s2), conditioned=sc,
-                             nonfinite=nonfinite)
+                             of_least_squares_conditioned=of_lsq, nonfinite=nonfinite)
         rows.append([name, f"{len(s1)} / {nprob}", f"{len(s2)} / {nprob}",
                      f"{sc} / {len(conditioned)}",
+                     f"{of_lsq} / {len(lsq_cond)} ({100 * of_lsq / max(len(lsq_cond), 1):.0f}%)",
                      f"{np.median([r['nit'] for r in mine]):.0f}",
                      f"{1e3 * np.median([r['seconds'] for r in mine]):.0f}",
                      ", ".join(nonfinite) or "none"])
