@@ -28,7 +28,7 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 #if defined(__FAST_MATH__)
-#error "adamc_math.c must not be compiled with -ffast-math"
+#error "adamc_math.c needs IEEE arithmetic: no fast-math"
 #endif
 
 static inline uint64_t
@@ -97,15 +97,33 @@ split(double a, double *hi, double *lo)
     *lo = a - h;
 }
 
-/* a * b = hi + lo exactly (Dekker) */
+/* a * b = hi + lo exactly (Dekker), b given split */
+static inline dd
+two_prod_split(double a, double b, double bh, double bl)
+{
+    double ah, al;
+    const double p = a * b;
+    split(a, &ah, &al);
+    dd r = {p, ((ah * bh - p) + ah * bl + al * bh) + al * bl};
+    return r;
+}
+
 static inline dd
 two_prod(double a, double b)
 {
-    double ah, al, bh, bl;
-    const double p = a * b;
-    split(a, &ah, &al);
+    double bh, bl;
     split(b, &bh, &bl);
-    dd r = {p, ((ah * bh - p) + ah * bl + al * bh) + al * bl};
+    return two_prod_split(a, b, bh, bl);
+}
+
+/* a * a = hi + lo exactly */
+static inline dd
+two_sqr(double a)
+{
+    double ah, al;
+    const double p = a * a;
+    split(a, &ah, &al);
+    dd r = {p, ((ah * ah - p) + 2.0 * (ah * al)) + al * al};
     return r;
 }
 
@@ -135,15 +153,16 @@ log_dd(double x)
     const double m = double_of(mbits);
     const double invc = LOG_TABLE[i].invc;
 
-    /* r = m invc - 1 = rh + rl exactly: P_hi - 1 is exact (Sterbenz), and P_lo is
-     * below half an ulp of P_hi, so below |P_hi - 1| unless that is 0. */
-    const dd p = two_prod(m, invc);
-    const dd r = fast_two_sum(p.hi - 1.0, p.lo);
+    /* r = m invc - 1 = rh + rl: m's top 32 bits times invc (21 bits) is exact, and so
+     * is its difference to 1 (Sterbenz); the rest of m (below 2**-31) times invc
+     * rounds by under 2**-84. */
+    const double mh = double_of(mbits & ~(((uint64_t)1 << 21) - 1));
+    const dd r = two_sum(mh * invc - 1.0, (m - mh) * invc);
     const double rh = r.hi, rl = r.lo;
 
     /* log1p(r) = r - r**2/2 + r**3 (1/3 - r/4 + ...), the square in double-double;
      * the series is cut after r**11 (|r| < 2**-7: the next term is below 2**-80 |r|). */
-    const dd sq = two_prod(rh, rh);
+    const dd sq = two_sqr(rh);
     const double tail = rh * sq.hi * horner(LOG1P_C, 9, rh);
     const dd a = two_sum(rh, -0.5 * sq.hi);
     const double a_lo = a.lo + rl - (0.5 * sq.lo + rh * rl) + tail;
@@ -177,7 +196,7 @@ exp_dd(double zh, double zl)
     const double q = r.lo + rh * r.lo + rh * rh * horner(EXP_C, 5, rh);
     const double th = EXP_TABLE[j].hi, tl = EXP_TABLE[j].lo;
     /* 2**(j/128) (1 + rh + q) = th + th rh + (th q + tl (1 + rh + q)) */
-    const dd p = two_prod(th, rh);
+    const dd p = two_prod_split(rh, th, EXP_TABLE[j].hi_top, EXP_TABLE[j].hi_rest);
     const double small = p.lo + th * q + (tl + tl * rh);
     const dd s = fast_two_sum(th, p.hi);
 
@@ -212,6 +231,21 @@ integer_kind(double y)
     return (mant >> (52 - e)) & 1 ? 1 : 2;
 }
 
+/* sign * x**y for finite x > 0, finite y != 0 */
+static double
+pow_finite(double x, double y, double sign)
+{
+    const dd l = log_dd(x);
+    const double zh0 = y * l.hi;
+    if (zh0 > 710.0)
+        return sign * 0x1p1023 * 0x1p1023; /* inf (raising overflow) */
+    if (zh0 < -746.0)
+        return sign * 0x1p-1022 * 0x1p-1022; /* 0 (raising underflow) */
+    dd z = two_prod(y, l.hi);
+    z = fast_two_sum(z.hi, z.lo + y * l.lo);
+    return sign * exp_dd(z.hi, z.lo);
+}
+
 double
 adamc_pow(double x, double y)
 {
@@ -219,6 +253,10 @@ adamc_pow(double x, double y)
     const uint64_t ax = ix & ~((uint64_t)1 << 63), ay = iy & ~((uint64_t)1 << 63);
     const uint64_t inf = (uint64_t)0x7ff << 52;
     double sign = 1.0;
+
+    /* the common case first: x > 0 finite, y finite and not 0 */
+    if (ix - 1 < inf - 1 && ay - 1 < inf - 1)
+        return pow_finite(x, y, 1.0);
 
     /* C99 Annex F's special cases, in its order */
     if (ay == 0 || ix == bits_of(1.0))
@@ -244,16 +282,7 @@ adamc_pow(double x, double y)
         x = -x;
     }
 
-    /* x finite > 0, y finite != 0 */
-    const dd l = log_dd(x);
-    const double zh0 = y * l.hi;
-    if (zh0 > 710.0)
-        return sign * 0x1p1023 * 0x1p1023; /* inf (raising overflow) */
-    if (zh0 < -746.0)
-        return sign * 0x1p-1022 * 0x1p-1022; /* 0 (raising underflow) */
-    dd z = two_prod(y, l.hi);
-    z = fast_two_sum(z.hi, z.lo + y * l.lo);
-    return sign * exp_dd(z.hi, z.lo);
+    return pow_finite(x, y, sign);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -263,7 +292,7 @@ adamc_pow(double x, double y)
 static double
 kernel_cos(double rh, double rl)
 {
-    const dd z = two_prod(rh, rh);
+    const dd z = two_sqr(rh);
     const double zh = z.hi;
     const double hz = 0.5 * zh;
     const double w = 1.0 - hz;
@@ -278,7 +307,7 @@ kernel_cos(double rh, double rl)
 static double
 kernel_sin(double rh, double rl)
 {
-    const dd z = two_prod(rh, rh);
+    const dd z = two_sqr(rh);
     const dd a = two_prod(rh, z.hi);                   /* rh zh */
     const dd t = two_prod(a.hi, SIN_C[0]);             /* rh zh (-1/6), rounded 1/6 */
     const double poly = horner(SIN_C + 1, 9, z.hi);    /* 1/120 - r**2/5040 + ... */

@@ -55,8 +55,8 @@ def log_table():
             lo_edge, hi_edge = lo_edge / 2, hi_edge / 2
         if i == 0 or i == n - 1:
             invc = 1.0  # the intervals at 1: r = m - 1 exactly, log(c) = 0
-        else:
-            invc = d(2 / (lo_edge + hi_edge))
+        else:  # 21 bits: m's top 32 bits times invc is exact
+            invc, _ = split(2 / (lo_edge + hi_edge), 21)
         logc = -mpmath.log(mpmath.mpf(invc))
         h, l = dd(logc)
         rows.append((invc, h, l))
@@ -64,8 +64,14 @@ def log_table():
 
 
 def exp_table():
+    """(hi, lo, hi's top 26 bits, the rest of hi): hi pre-split for Dekker's product."""
     n = 1 << EXP_BITS
-    return [dd(mpmath.power(2, mpmath.mpf(j) / n)) for j in range(n)]
+    rows = []
+    for j in range(n):
+        hi, lo = dd(mpmath.power(2, mpmath.mpf(j) / n))
+        top, rest = split(hi, 26)
+        rows.append((hi, lo, top, float(rest)))
+    return rows
 
 
 def render():
@@ -111,14 +117,15 @@ def render():
         "/* -1/6 - SIN_C[0], for the leading term of sin in double-double */",
         f"static const double SIN_C0_LO = {lit(d(mpmath.mpf(-1) / 6 - mpmath.mpf(d(mpmath.mpf(-1) / 6))))};",
         "",
-        "/* log: for the mantissa interval i, 1/c (a double near the inverse of its centre;",
-        " * exactly 1 for the two intervals that touch 1) and log(c) = -log(invc) as hi + lo */",
+        "/* log: for the mantissa interval i, 1/c (a 21-bit double near the inverse of its",
+        " * centre; exactly 1 for the two intervals that touch 1) and log(c) = -log(invc) as",
+        " * hi + lo */",
         "static const struct { double invc, logc_hi, logc_lo; } LOG_TABLE[128] = {",
     ]
     out += [f"    {{{lit(a)}, {lit(b)}, {lit(c)}}}," for a, b, c in log_table()]
-    out += ["};", "", "/* 2**(j/128) = hi + lo */",
-            "static const struct { double hi, lo; } EXP_TABLE[128] = {"]
-    out += [f"    {{{lit(a)}, {lit(b)}}}," for a, b in exp_table()]
+    out += ["};", "", "/* 2**(j/128) = hi + lo; hi = hi_top + hi_rest, hi_top with 26 bits */",
+            "static const struct { double hi, lo, hi_top, hi_rest; } EXP_TABLE[128] = {"]
+    out += [f"    {{{lit(a)}, {lit(b)}, {lit(c)}, {lit(e)}}}," for a, b, c, e in exp_table()]
     out += ["};", "", "#endif", ""]
     return "\n".join(out)
 
