@@ -55,10 +55,10 @@ adamc_aux_initial(int algo)
  * beta**t < exp(-40) < 2**-57, well under 2**-54 (half the spacing of the doubles
  * just below 1, even with pow's error and the rounding of t (1 - beta)), and
  * 1 - beta**t rounds to 1.0 (round to nearest). Why it matters: an Adam step
- * makes two of these, pow was a third of a C-objective fit's loop at n = 10, and
- * glibc's pow is several times slower once beta**t underflows (0.9**t from t of
- * about 6700 on). A negative or NaN beta (rejected by the validation anyway) fails
- * the test and takes pow. tests/test_kernels.py checks the bits over many (beta, t). */
+ * makes two of these, and pow (adamc's own, src_c/adamc_math.c, for the same bits on
+ * every platform) is the largest part of a C-objective fit's loop at n = 10 while it
+ * runs. A negative or NaN beta (rejected by the validation anyway) fails the test and
+ * takes pow. tests/test_kernels.py checks the bits over many (beta, t). */
 static inline int
 past_shortcut(double beta, int64_t step)
 {
