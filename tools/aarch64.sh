@@ -36,6 +36,10 @@ host_packages="qemu-user-static binfmt-support gcc-aarch64-linux-gnu binutils-aa
 log() { echo "aarch64.sh: $*" >&2; }
 
 setup() {
+    # mounted first, so that qemu-user-static's installation registers its entry
+    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    fi
     local missing=()
     for p in $host_packages; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -45,9 +49,6 @@ setup() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
-    fi
-    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
-        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
     fi
     if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
         update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 ||
