@@ -88,7 +88,10 @@ run_python() {
     local cache
     cache="$(dirname "$root")/arm64-pycache"
     mkdir -p "$cache"
-    QEMU_LD_PREFIX="$root" PYTHONPYCACHEPREFIX="$cache" "$root/usr/bin/python3" "$@"
+    # byte code cached outside the root and the checkout: each module is compiled under
+    # emulation once, not in every process the tests start
+    env -u PYTHONDONTWRITEBYTECODE QEMU_LD_PREFIX="$root" PYTHONPYCACHEPREFIX="$cache" \
+        "$root/usr/bin/python3" "$@"
 }
 
 build() {
