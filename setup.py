@@ -24,6 +24,7 @@ from setuptools.command.build_ext import build_ext
 
 C_SOURCES = [
     "src_c/adamc_runtime.c",
+    "src_c/adamc_math.c",
     "src_c/adamc_pool.c",
     "src_c/adamc_baseline.c",
     "src_c/adamc_avx2.c",
@@ -101,6 +102,7 @@ extensions = [
         sources=["adamc/_kernels.pyx"] + C_SOURCES,
         include_dirs=[np.get_include(), "src_c"],
         depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_msvc.h",
+                 "src_c/adamc_math_tables.h",
                  "src_c/adamc_level.inc", "src_c/adamc_algos.inc", "adamc/_checks.pxi",
                  "adamc/_helpers.pxi", "adamc/_schedules.pxi", "adamc/_stateless.pxi",
                  "adamc/_engine.pxi", "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi",

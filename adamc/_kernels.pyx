@@ -39,7 +39,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.long cimport PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
-from libc.math cimport INFINITY, M_PI, NAN, cos, fabs, isfinite, isnan, pow, sqrt
+from libc.math cimport INFINITY, M_PI, NAN, fabs, isfinite, isnan, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
@@ -164,6 +164,10 @@ cdef extern from "adamc.h" nogil:
     double adamc_aux_initial(int algo)
     double adamc_bias_correction(double beta, int64_t step)
     const char *adamc_algorithm_name(int algo)
+    # adamc's own pow and cos: the coefficients and schedules have the same bits on
+    # every platform (the C libraries' pow and cos are not rounded alike)
+    double adamc_pow(double x, double y)
+    double adamc_cos(double x)
 
 
 cdef extern from "adamc_config.h":
@@ -173,7 +177,13 @@ cdef extern from "adamc_config.h":
 # ---------------------------------------------------------------------------------
 # SIMD level and threads
 
-LEVEL_NAMES = ("baseline", "avx2", "avx512")
+# The compiled levels' names, lowest first: baseline, avx2, avx512 on x86-64; neon on
+# aarch64 (its baseline, every aarch64 CPU has NEON); baseline elsewhere.
+LEVEL_NAMES = tuple(adamc_kernels_at(i).name.decode()
+                    for i in range(ADAMC_LEVEL_AVX512 + 1) if adamc_kernels_at(i) != NULL)
+# "baseline" names the lowest level on every architecture (ADAMC_SIMD=baseline works
+# everywhere, and so do tests that ask for it)
+_LEVEL_ALIASES = {"baseline": LEVEL_NAMES[0]}
 
 cdef const adamc_kernels *_kernels = NULL
 cdef int _level = 0
@@ -195,6 +205,7 @@ def simd_level():
 def _use_simd_level(name):
     """Switch the SIMD level (tests and benchmarks); returns the previous name."""
     global _kernels, _level
+    name = _LEVEL_ALIASES.get(name, name)
     if name not in LEVEL_NAMES:
         raise ValueError(f"unknown SIMD level {name!r}; expected one of {LEVEL_NAMES}")
     cdef int wanted = LEVEL_NAMES.index(name)
@@ -215,6 +226,7 @@ def _choose_level(requested, int cpu_best):
     requested = (requested or "").strip().lower()
     if not requested:
         return best, None
+    requested = _LEVEL_ALIASES.get(requested, requested)
     if requested not in LEVEL_NAMES:
         return best, (f"ADAMC_SIMD={requested!r} is not a SIMD level (expected one of "
                       f"{', '.join(LEVEL_NAMES)}); using {best!r}")
@@ -410,8 +422,19 @@ def _reset_occupancy():
 
 
 def _bias_correction(double beta, int64_t step):
-    """The kernels' 1 - beta**step (tests check it against 1.0 - beta ** step)."""
+    """The kernels' 1 - beta**step (tests check it against 1.0 - _pow(beta, step))."""
     return adamc_bias_correction(beta, step)
+
+
+def _pow(double x, double y):
+    """adamc's own pow (src_c/adamc_math.c): what the coefficients and schedules use,
+    the same bits on every platform; tests' emulations of the kernels call it."""
+    return adamc_pow(x, y)
+
+
+def _cos(double x):
+    """adamc's own cos, for |x| < 2**19 pi/2 (the cosine schedule's)."""
+    return adamc_cos(x)
 
 
 _select_level_from_environment()

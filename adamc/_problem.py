@@ -166,7 +166,8 @@ def _gradient_mode(jac: Any, dtype: np.dtype, rel_step: float | None
     if jac is None or jac is False or jac in ("2-point", "3-point"):
         mode = "3-point" if jac == "3-point" else "2-point"
         eps = float(np.finfo(dtype).eps)
-        default = eps ** 0.5 if mode == "2-point" else eps ** (1 / 3)
+        # adamc's own pow: the same step, and so the same bits, on every platform
+        default = _kernels._pow(eps, 0.5 if mode == "2-point" else 1 / 3)
         return mode, None, rel_step if rel_step is not None else default
     raise ValueError(f"jac must be True, a callable, None, '2-point' or '3-point'; "
                      f"got {jac!r}")

@@ -112,7 +112,7 @@ cdef class _ScheduleFreeEngine(_Engine):
             sched = k1 / grp.hyper.warmup_steps if grp.step < grp.hyper.warmup_steps else 1.0
             lr = grp.hyper.lr * sched
             lr_max = self._lrmax[gi] if self._lrmax[gi] > lr else lr  # Python's max(lr, lr_max)
-            weight = pow(k1, grp.hyper.r) * pow(lr_max, grp.hyper.weight_lr_power)
+            weight = adamc_pow(k1, grp.hyper.r) * adamc_pow(lr_max, grp.hyper.weight_lr_power)
             self._wsum_next[gi] = self._wsum[gi] + weight
             self._lrmax_next[gi] = lr_max
             self._lr_now[gi] = lr

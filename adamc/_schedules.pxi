@@ -42,7 +42,7 @@ cdef class _StepDecay(Schedule):
         self.gamma = _nonneg(gamma, "gamma")
 
     cdef double _at(self, int64_t step) noexcept:
-        return self.lr * pow(self.gamma, <double>((step - 1) // self.step_size))
+        return self.lr * adamc_pow(self.gamma, <double>((step - 1) // self.step_size))
 
     def __repr__(self):
         return f"step_decay(lr={self.lr!r}, step_size={self.step_size}, gamma={self.gamma!r})"
@@ -59,7 +59,7 @@ cdef class _ExponentialDecay(Schedule):
         self.gamma = _nonneg(gamma, "gamma")
 
     cdef double _at(self, int64_t step) noexcept:
-        return self.lr * pow(self.gamma, <double>(step - 1))
+        return self.lr * adamc_pow(self.gamma, <double>(step - 1))
 
     def __repr__(self):
         return f"exponential_decay(lr={self.lr!r}, gamma={self.gamma!r})"
@@ -89,7 +89,7 @@ cdef class _CosineDecay(Schedule):
             <double>(self.total_steps - self.warmup_steps)
         if progress > 1.0:
             progress = 1.0
-        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + cos(M_PI * progress))
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + adamc_cos(M_PI * progress))
 
     def __repr__(self):
         return (f"cosine_decay(lr={self.lr!r}, total_steps={self.total_steps}, "

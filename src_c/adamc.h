@@ -282,9 +282,17 @@ int adamc_steady(int algo, const adamc_hyper *h, int64_t step, double aux);
 /* Initial value of an algorithm's per-group scalar state. */
 double adamc_aux_initial(int algo);
 
-/* A bias correction 1 - beta**step in double: the same bits as 1.0 - pow(beta, step),
- * without the pow once the result is 1.0 (most steps of a long fit). */
+/* A bias correction 1 - beta**step in double: the same bits as
+ * 1.0 - adamc_pow(beta, step), without the pow once the result is 1.0 (most steps of
+ * a long fit). */
 double adamc_bias_correction(double beta, int64_t step);
+
+/* adamc's own pow and cos (adamc_math.c): the same bits on every IEEE-754 platform
+ * (the C library's are not rounded alike everywhere), within 1 ulp of the exact
+ * value. adamc_pow follows C99 Annex F for the special cases; adamc_cos is for
+ * |x| < 2**19 pi/2 (NaN beyond). */
+double adamc_pow(double x, double y);
+double adamc_cos(double x);
 
 #ifdef __cplusplus
 }

@@ -50,15 +50,15 @@ adamc_aux_initial(int algo)
     return algo == ADAMC_NADAM ? 1.0 : 0.0;
 }
 
-/* 1.0 - pow(beta, t) to the bit, for 0 <= beta < 1, without the pow once it is 1.0.
+/* 1.0 - adamc_pow(beta, t) to the bit, for 0 <= beta < 1, without the pow once it is 1.0.
  * ln(beta) <= beta - 1, so beta**t <= exp(-t (1 - beta)); once t (1 - beta) > 40,
  * beta**t < exp(-40) < 2**-57, well under 2**-54 (half the spacing of the doubles
  * just below 1, even with pow's error and the rounding of t (1 - beta)), and
  * 1 - beta**t rounds to 1.0 (round to nearest). Why it matters: an Adam step
- * makes two of these, pow was a third of a C-objective fit's loop at n = 10, and
- * glibc's pow is several times slower once beta**t underflows (0.9**t from t of
- * about 6700 on). A negative or NaN beta (rejected by the validation anyway) fails
- * the test and takes pow. tests/test_kernels.py checks the bits over many (beta, t). */
+ * makes two of these, and pow (adamc's own, src_c/adamc_math.c, for the same bits on
+ * every platform) is the largest part of a C-objective fit's loop at n = 10 while it
+ * runs. A negative or NaN beta (rejected by the validation anyway) fails the test and
+ * takes pow. tests/test_kernels.py checks the bits over many (beta, t). */
 static inline int
 past_shortcut(double beta, int64_t step)
 {
@@ -70,7 +70,7 @@ bias_correction(double beta, int64_t step)
 {
     if (past_shortcut(beta, step))
         return 1.0;
-    return 1.0 - pow(beta, (double)step);
+    return 1.0 - adamc_pow(beta, (double)step);
 }
 
 double
@@ -165,9 +165,9 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
          * d = sqrt(v / bc2) + eps and P the product of the mu so far; multiplying
          * through by sqrt(bc2) leaves one division per element. */
         const double sqrt_bc2 = sqrt(bias_correction(h->beta2, step));
-        const double mu = h->beta1 * (1.0 - 0.5 * pow(0.96, t * h->momentum_decay));
+        const double mu = h->beta1 * (1.0 - 0.5 * adamc_pow(0.96, t * h->momentum_decay));
         const double mu_next =
-            h->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * h->momentum_decay));
+            h->beta1 * (1.0 - 0.5 * adamc_pow(0.96, (t + 1.0) * h->momentum_decay));
         const double prod = aux * mu, prod_next = prod * mu_next;
         weight_decay_terms(h, 1, c);
         c->u.nadam.one_minus_beta1 = 1.0 - h->beta1;
@@ -183,7 +183,7 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         const double bc1 = bias_correction(h->beta1, step);
         const double bc2 = bias_correction(h->beta2, step);
         const double rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
-        const double rho_t = rho_inf - 2.0 * t * pow(h->beta2, t) / bc2;
+        const double rho_t = rho_inf - 2.0 * t * adamc_pow(h->beta2, t) / bc2;
         weight_decay_terms(h, 1, c);
         c->u.radam.one_minus_beta1 = 1.0 - h->beta1;
         c->u.radam.beta2 = h->beta2;

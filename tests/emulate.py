@@ -1,7 +1,8 @@
 """NumPy emulations of the kernels' exact operation order (src_c/adamc_algos.inc and
 adamc_prepare in src_c/adamc_runtime.c), in the array's dtype. Scalars are prepared
-in double precision and rounded to the dtype once, as the kernels do. A kernel and its
-emulation must give the same bits.
+in double precision and rounded to the dtype once, as the kernels do, with the
+kernels' own pow (``_pow``: Python's ``**`` calls the C library's, whose last bit may
+differ). A kernel and its emulation must give the same bits.
 
 Each function takes the parameter, the gradient, a dict of state arrays, the 1-based
 step, the algorithm's scalar state ``aux`` and the hyperparameters (torch's defaults),
@@ -10,6 +11,8 @@ and returns ``(param, new states, aux)`` without modifying its inputs.
 import math
 
 import numpy as np
+
+from adamc._kernels import _pow  # adamc's own pow (the C library's may round differently)
 
 
 def _t(p, x):
@@ -38,8 +41,8 @@ def _moments(p, g, m, v, beta1, beta2):
 def adam(p, g, s, step, aux, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
          decoupled_weight_decay=False, amsgrad=False, maximize=False):
     b1, b2 = betas
-    bc1 = 1.0 - b1 ** step
-    sqrt_bc2 = math.sqrt(1.0 - b2 ** step)
+    bc1 = 1.0 - _pow(b1, step)
+    sqrt_bc2 = math.sqrt(1.0 - _pow(b2, step))
     g = _grad(p, g, maximize, weight_decay, not decoupled_weight_decay)
     p = _decay(p, lr, weight_decay, decoupled_weight_decay)
     m, v = _moments(p, g, s["exp_avg"], s["exp_avg_sq"], b1, b2)
@@ -58,7 +61,7 @@ def adamax(p, g, s, step, aux, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_dec
     g = _grad(p, g, maximize, weight_decay, True)
     m = s["exp_avg"] + _t(p, 1.0 - b1) * (g - s["exp_avg"])
     u = np.maximum(_t(p, b2) * s["exp_inf"], np.abs(g) + _t(p, eps))
-    p = p - (_t(p, lr / (1.0 - b1 ** step)) * m) / u
+    p = p - (_t(p, lr / (1.0 - _pow(b1, step))) * m) / u
     return p, {"exp_avg": m, "exp_inf": u}, aux
 
 
@@ -66,9 +69,9 @@ def nadam(p, g, s, step, aux, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_deca
           momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
     b1, b2 = betas
     t = float(step)
-    sqrt_bc2 = math.sqrt(1.0 - b2 ** step)
-    mu = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
-    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * momentum_decay))
+    sqrt_bc2 = math.sqrt(1.0 - _pow(b2, step))
+    mu = b1 * (1.0 - 0.5 * _pow(0.96, t * momentum_decay))
+    mu_next = b1 * (1.0 - 0.5 * _pow(0.96, (t + 1.0) * momentum_decay))
     prod = aux * mu
     c_grad = lr * (1.0 - mu) / (1.0 - prod) * sqrt_bc2
     c_avg = lr * mu_next / (1.0 - prod * mu_next) * sqrt_bc2
@@ -83,9 +86,9 @@ def radam(p, g, s, step, aux, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_deca
           decoupled_weight_decay=False, maximize=False):
     b1, b2 = betas
     t = float(step)
-    bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
+    bc1, bc2 = 1.0 - _pow(b1, step), 1.0 - _pow(b2, step)
     rho_inf = 2.0 / (1.0 - b2) - 1.0
-    rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
+    rho_t = rho_inf - 2.0 * t * _pow(b2, t) / bc2
     g = _grad(p, g, maximize, weight_decay, not decoupled_weight_decay)
     p = _decay(p, lr, weight_decay, decoupled_weight_decay)
     m, v = _moments(p, g, s["exp_avg"], s["exp_avg_sq"], b1, b2)
@@ -178,7 +181,7 @@ def prodigy(p, g, s, step, aux, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8
     d_max = d0 if d_max is None else d_max
     b3 = math.sqrt(b2) if beta3 is None else beta3
     k = step - 1
-    bc = math.sqrt(1.0 - b2 ** float(k + 1)) / (1.0 - b1 ** float(k + 1)) \
+    bc = math.sqrt(1.0 - _pow(b2, k + 1)) / (1.0 - _pow(b1, k + 1)) \
         if use_bias_correction else 1.0
     dlr = d * lr * bc
     coupled = weight_decay != 0.0 and not decouple

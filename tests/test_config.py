@@ -1,5 +1,6 @@
 """show_config, threads and the ADAMC_SIMD environment variable."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -28,9 +29,28 @@ def test_show_config_prints_and_returns(capsys):
         adamc.show_config(mode="json")
 
 
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+ARM64 = platform.machine().lower() in ("aarch64", "arm64")
+
+
 def test_levels_start_with_baseline_and_include_the_one_in_use():
-    assert LEVELS[0] == "baseline"
+    # aarch64's baseline is NEON (every aarch64 CPU has it), named so
+    assert LEVELS[0] == ("neon" if ARM64 else "baseline")
     assert _kernels.simd_level() in LEVELS
+    if X86:
+        assert _kernels.LEVEL_NAMES == ("baseline", "avx2", "avx512")
+    if ARM64:
+        assert _kernels.LEVEL_NAMES == ("neon",) and LEVELS == ["neon"]
+        assert adamc.show_config("dicts")["simd_level"] == "neon"
+
+
+def test_baseline_names_the_lowest_level_everywhere():
+    previous = _kernels._use_simd_level("baseline")
+    try:
+        assert _kernels.simd_level() == LEVELS[0]
+    finally:
+        _kernels._use_simd_level(previous)
+    assert _kernels._choose_level("baseline", 0) == (LEVELS[0], None)
 
 
 def test_set_num_threads_roundtrip_and_validation():
@@ -73,6 +93,7 @@ def test_environment_variable_with_bad_value_warns_and_uses_best():
     assert "RuntimeWarning" in err and "ADAMC_SIMD='turbo'" in err
 
 
+@pytest.mark.skipif(not X86, reason="the x86-64 levels")
 def test_level_choice_for_every_cpu():
     assert _kernels._choose_level(None, 2) == ("avx512", None)
     assert _kernels._choose_level(" AVX2 ", 2) == ("avx2", None)
