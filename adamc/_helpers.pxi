@@ -35,15 +35,14 @@ cdef void _scaled_x(real *x, const real *s, const real *u, const real *lower,
                     const real *upper, Py_ssize_t n) noexcept nogil:
     """x = s u, clipped into [lower, upper] when given."""
     cdef Py_ssize_t i
-    cdef real v
-    for i in range(n):
-        v = s[i] * u[i]
-        if lower != NULL:
-            if v < lower[i]:
-                v = lower[i]
-            elif v > upper[i]:
-                v = upper[i]
-        x[i] = v
+    for i in range(n):  # (a loop of its own: vectorised)
+        x[i] = s[i] * u[i]
+    if lower != NULL:
+        for i in range(n):
+            if x[i] < lower[i]:
+                x[i] = lower[i]
+            elif x[i] > upper[i]:
+                x[i] = upper[i]
 
 
 cdef void _scaled_g(real *gu, const real *s, const real *g, Py_ssize_t n) noexcept nogil:

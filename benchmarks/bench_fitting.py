@@ -17,7 +17,8 @@ Contenders
   adamc defaults  adamc.minimize(fun, x0, jac=True) with no options
   Adam grid       Adam with a constant lr of {1e-3, 1e-2, 1e-1}, the best of the three
                   per problem; unscaled (x_scale=None, f_scale=None, nonfinite="stop":
-                  the defaults before 0.2) and scaled (x_scale="auto", f_scale="auto")
+                  the defaults before 0.2) and scaled (x_scale="auto", f_scale="auto");
+                  and scaled with the defaults' plateau schedule starting at each rate
   Prodigy, schedule-free AdamW   their SciPy methods with default options (scaled,
                   backtracking) and unscaled
 
@@ -77,6 +78,10 @@ CONTENDERS = {
     "Adam, best lr of the grid, x_scale": [adamc_run("adam", lr=lr, x_scale="auto",
                                                      f_scale="auto", nonfinite="stop")
                                            for lr in GRID],
+    "Adam, best first lr of the grid, x_scale, plateau": [
+        adamc_run("adam", lr=adamc.schedules.reduce_on_plateau(
+            lr, factor=0.5, patience=30, threshold=0.0, min_lr=1e-6 * lr), x_scale="auto",
+            f_scale="auto", nonfinite="stop") for lr in GRID],
     "Prodigy": [adamc_run("prodigy")],
     "Prodigy, unscaled": [adamc_run("prodigy", **UNSCALED)],
     "schedule-free AdamW": [adamc_run("adamw_schedulefree")],
