@@ -10,7 +10,10 @@ Contenders, on 1 thread unless stated, in float64, timed in interleaved rounds (
 
 - scipy ``least_squares(method="lm")`` in a loop (analytic Jacobian);
 - scipy ``minimize(method="L-BFGS-B")`` in a loop (default tolerances);
-- ``adamc.minimize_many`` with per-problem stopping (lr 0.05, gtol as given);
+- ``adamc.minimize_many`` with per-problem stopping (lr 0.05, gtol as given; the
+  default scales: x_scale and f_scale "auto");
+- ``adamc.minimize_many`` with no options (the reduce_on_plateau lr; every fit stops
+  when its schedule is exhausted);
 - ``adamc.minimize_many`` for 500 fixed iterations (gtol 0), as the next two run;
 - torch: ``torch.optim.Adam(fused=True)`` on a (B, 4) tensor, autograd, 500 iterations;
 - jax: ``jax.vmap`` of an optax Adam loop (``lax.fori_loop``), jit, 500 iterations,
@@ -137,6 +140,13 @@ def run_adamc(y, gtol, maxiter=10000):
     res = adamc.minimize_many(objective, x0, jac=True, batch_args=(y,),
                               options={"lr": LR, "gtol": gtol, "maxiter": maxiter})
     return res.x, res
+
+
+def run_adamc_defaults(y):
+    """minimize_many with no options: x_scale and f_scale "auto", backtracking, the
+    reduce_on_plateau lr, each fit ending when its plateau schedule is exhausted."""
+    return adamc.minimize_many(objective, np.tile(START, (len(y), 1)), jac=True,
+                               batch_args=(y,))
 
 
 def run_adamc_traced(y, gtol):
@@ -383,6 +393,8 @@ def measure(B: int, rounds: int, gtols: list[float]) -> dict:
             lambda yy, gtol=gtol: run_adamc(yy, gtol)[0]
     contenders[f"adamc.minimize_many ({FIXED_ITERS} fixed iterations)"] = \
         lambda yy: run_adamc(yy, 0.0, FIXED_ITERS)[0]
+    contenders["adamc.minimize_many, no options (plateau lr, stops by itself)"] = \
+        lambda yy: run_adamc_defaults(yy).x
     versions = {}
     made = cfunc_runner()
     if made is not None:

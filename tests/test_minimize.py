@@ -480,7 +480,10 @@ def test_every_method_solves_a_quadratic(name):
 def test_method_docstrings_list_their_options(name):
     doc = getattr(adamc, f"minimize_{name}").__doc__
     assert "Options" in doc and "maxiter" in doc and "lr : default" in doc
-    assert "nonfinite" not in doc  # the loop itself handles non-finite values
+    # the loop itself handles non-finite values: its own policy is documented, never the
+    # optimizer's per-step one ('skip' / 'raise')
+    assert "nonfinite : {'backtrack', 'stop'}" in doc
+    assert "'skip'" not in doc and "'raise'" not in doc
 
 
 def test_family_options_reach_the_optimizer():
