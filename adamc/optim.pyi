@@ -18,6 +18,7 @@ class Optimizer(_kernels._Engine):
     _hyper_keys: ClassVar[tuple[str, ...]]
     _state_requires: ClassVar[dict[str, str]]
     _state_unstarted: ClassVar[frozenset[str]]
+    _state_kinds: ClassVar[dict[str, str]]
     _mirrored: ClassVar[tuple[str, ...]]
     defaults: dict[str, Any]
     _box: tuple[list[Any], list[Any]] | None
