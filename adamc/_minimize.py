@@ -61,6 +61,9 @@ _LOOP_DEFAULTS: dict[str, Any] = dict(
     comm=None)
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) -> dict[str, Any]:
     from scipy.optimize import OptimizeWarning
 
@@ -78,6 +81,8 @@ def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) ->
             return default
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
+        if value > _INT64_MAX:  # the loops count in int64
+            raise ValueError(f"{name} must be at most 2**63-1, got {value!r}")
         return int(value)
 
     def tolerance(name, value):

@@ -301,6 +301,21 @@ def test_bad_input(kw, exc, msg):
         adamc.minimize(call.pop("fun"), call.pop("x0"), **call)
 
 
+@pytest.mark.parametrize("name", ["maxiter", "maxfev", "disp_every", "checkpoint_every"])
+@pytest.mark.parametrize("value", [2**63, np.uint64(2**63), 2**64])
+def test_count_options_above_int64_name_the_option(name, value):
+    """The loops count in int64: a larger count is refused like any other bad option
+    (it was a bare OverflowError), by minimize and by minimize_many's scalar path."""
+    with pytest.raises(ValueError, match=rf"^{name} must be at most 2\*\*63-1, got "):
+        adamc.minimize(quad, np.zeros(2), jac=True, options={name: value})
+    if name != "checkpoint_every":  # not an option of minimize_many
+        with pytest.raises(ValueError, match=rf"^{name} must be at most 2\*\*63-1, got "):
+            adamc.minimize_many(lambda x: ((x * x).sum(1), 2 * x), np.zeros((2, 2)),
+                                jac=True, options={name: value})
+    res = adamc.minimize(quad, np.zeros(2), jac=True, options={name: 2**63 - 1})
+    assert res.status == 0
+
+
 def test_constraints_are_refused_with_alternatives():
     cons = [{"type": "ineq", "fun": lambda x: x[0]}]
     with pytest.raises(ValueError, match="does not support constraints.*SLSQP"):
