@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from _ctypes import CFuncPtr
 from typing import Any
 
 __all__: list[str] = []
@@ -43,7 +44,7 @@ def _refuse_bare_c_function(fun: Any) -> None:
     if type(fun).__name__ == "CFunc" and all(hasattr(fun, a) for a in
                                               ("ctypes", "address", "native_name")):
         what, wrap = "a numba cfunc", "scipy.LowLevelCallable(fun.ctypes)"
-    elif isinstance(fun, ctypes._CFuncPtr) and _objective_signature(fun):
+    elif isinstance(fun, CFuncPtr) and _objective_signature(fun):
         what, wrap = "a ctypes function pointer", "scipy.LowLevelCallable(fun)"
     else:
         return
