@@ -333,13 +333,27 @@ class Optimizer(_kernels._Engine):
         return hyper, lr_fn
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Keep step() (in any thread) out while a slow path changes the optimizer."""
-        self._acquire()
+    def _exclusive(self, recover: bool = False) -> Iterator[None]:
+        """Keep step() and reads (in any thread) out while a slow path changes the
+        optimizer. ``recover``: the change replaces the whole state (load_state_dict,
+        reset), which makes an optimizer torn by a fork usable again when it succeeds."""
+        torn = self._acquire(recover)
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            self._release(torn and not done)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Keep step() and changes out while this thread reads the optimizer; a step
+        or change running in another thread is waited for, other reads run too."""
+        self._acquire_read()
         try:
             yield
         finally:
-            self._release()
+            self._release_read()
 
     def _check_counters(self, steps: list, aux: list, step_count: Any, skipped: Any) -> tuple:
         """Validated per-group step counts and scalar states, and the two counters."""
@@ -467,9 +481,11 @@ class Optimizer(_kernels._Engine):
             ``{"state": {i: {"step": int, <state name>: ndarray, ...}},
             "param_groups": [{<hyperparameters>, "params": [i, ...]}],
             "step_count": int}``, where ``i`` numbers the parameters in group order.
-            Arrays are copies: later steps do not change them.
+            Arrays are copies: later steps do not change them. A step running in
+            another thread is waited for (and a step waits for this copy), so the
+            state is that of one step count.
         """
-        with self._exclusive():
+        with self._reading():
             state, groups, i = {}, [], 0
             steps, aux = self._group_steps(), self._group_aux()
             for gi, g in enumerate(self.param_groups):
@@ -516,7 +532,7 @@ class Optimizer(_kernels._Engine):
         ValueError, TypeError
             When the state does not match this optimizer; nothing is changed then.
         """
-        with self._exclusive():
+        with self._exclusive(recover=True):
             if not isinstance(state_dict, dict) or "state" not in state_dict \
                     or "param_groups" not in state_dict:
                 raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
@@ -610,7 +626,7 @@ class Optimizer(_kernels._Engine):
     def reset(self) -> None:
         """Zero every state array, the step counts and ``skipped_steps``
         (hyperparameters are kept)."""
-        with self._exclusive():
+        with self._exclusive(recover=True):
             for st in self._state_arrays:
                 for arr in st:
                     if arr is not None:
@@ -628,7 +644,7 @@ class Optimizer(_kernels._Engine):
     def _export(self) -> dict[str, Any]:
         """Everything that defines this optimizer, arrays by reference (the common
         ground of pickling and of adamc.save)."""
-        with self._exclusive():
+        with self._reading():
             return {
                 "class": type(self).__name__,
                 "defaults": dict(self.defaults),
@@ -702,7 +718,8 @@ class Optimizer(_kernels._Engine):
 
     def __copy__(self) -> Optimizer:
         """A new optimizer on the same parameter arrays, with its own copy of the state."""
-        return type(self)._from_export(self._export())
+        with self._reading():  # until the arrays are copied
+            return type(self)._from_export(self._export())
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
