@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #endif
@@ -99,6 +100,7 @@ typedef struct {
     int nworkers;
     int spin_ns;
     int adaptive;
+    int host_check; /* the adaptive policy keeps one thread while the host is full */
     ptrdiff_t threshold; /* bytes from which a call may use several threads */
     ptrdiff_t step_chunk; /* smallest chunk of a step, in elements (a multiple of 64) */
 
@@ -108,8 +110,8 @@ typedef struct {
 } pool_t;
 
 /* At least 4096 elements per chunk of a step: about a microsecond of work. */
-static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .threshold = 1 << 16,
-                   .step_chunk = 4096};
+static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .host_check = 1,
+                   .threshold = 1 << 16, .step_chunk = 4096};
 
 /* Adaptive choice per (kind, size class): nanoseconds per byte on one thread ([0])
  * and on several ([1]), exponentially weighted. */
@@ -128,6 +130,13 @@ static policy_t POLICY[KINDS][BUCKETS];
 #endif
 
 enum { PROBE_FIRST = 16, PROBE_MAX = 1024 };
+
+/* The host's load, read at most every HOST_REFRESH_NS (see host_is_full). */
+enum { HOST_REFRESH_NS = 10000000 };
+#if ADAMC_POOL
+static int64_t host_checked_ns = INT64_MIN / 2;
+static int host_full;
+#endif
 
 /* ---------------------------------------------------------------------------------
  * Sleeping and waking */
@@ -425,12 +434,15 @@ static void
 after_fork_child(void)
 {
     const int limit = P.limit, spin = P.spin_ns, adaptive = P.adaptive;
+    const int host_check = P.host_check;
     const ptrdiff_t threshold = P.threshold, step_chunk = P.step_chunk;
     memset(&P, 0, sizeof P);
     memset(POLICY, 0, sizeof POLICY);
+    host_checked_ns = INT64_MIN / 2; /* this process's threads are not the parent's */
     P.limit = limit;
     P.spin_ns = spin;
     P.adaptive = adaptive;
+    P.host_check = host_check;
     P.threshold = threshold;
     P.step_chunk = step_chunk;
 #if !defined(__linux__)
@@ -548,6 +560,76 @@ record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
     }
     unlock(e);
 }
+
+/* Whether the host has more runnable threads than CPUs without this call's workers
+ * (Linux: the runnable count of /proc/loadavg, this thread included, less the pool's
+ * workers that are awake). A worker woken then finds no idle CPU: it takes turns with
+ * another process's thread, often by preempting its own caller on the caller's CPU,
+ * and a chunk it holds when it is preempted stops the job until it runs again. With
+ * both CPUs of a 2-CPU host spinning in other processes, such calls took up to 12 ms
+ * instead of 0.5 (N = 1e6 float32 Adam): the first 100 steps, with the policy's first
+ * measurements and probes, took 1.2x the time of one thread. Elsewhere: never full. */
+static int
+host_full_now(void)
+{
+#if defined(__linux__)
+    static long ncpus = 0;
+    char buf[128];
+    if (ncpus <= 0)
+        ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ncpus <= 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    const ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0)
+        return 0;
+    buf[len] = '\0';
+    /* "0.52 0.58 0.59 3/811 12345": the fourth field counts the runnable threads */
+    const char *p = buf;
+    for (int field = 0; field < 3; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return 0;
+        p++;
+    }
+    const long runnable = strtol(p, NULL, 10);
+    const long awake = (long)LOAD(&P.nworkers) - (long)LOAD(&P.sleepers);
+    return runnable - (awake > 0 ? awake : 0) > ncpus;
+#else
+    return 0;
+#endif
+}
+
+static int
+host_is_full(void)
+{
+    const int64_t t = now_ns();
+    if (t - __atomic_load_n(&host_checked_ns, __ATOMIC_RELAXED) < HOST_REFRESH_NS)
+        return RLOAD(&host_full);
+    __atomic_store_n(&host_checked_ns, t, __ATOMIC_RELAXED);
+    const int full = host_full_now();
+    __atomic_store_n(&host_full, full, __ATOMIC_RELAXED);
+    return full;
+}
+
+/* The adaptive policy's mode for a call: several threads only where choose() picks
+ * them and the host is not full (host_full: 1 or 0 as given by the tests, -1: read
+ * it). A call kept on one thread so is measured as one: choose() then goes on asking
+ * for several until they are measured, and gets them once the host has a free CPU. */
+static int
+decide(int kind, ptrdiff_t nbytes, int host_full_given, policy_t **slot)
+{
+    const int multi = choose(kind, nbytes, slot);
+    if (!multi || !LOAD(&P.adaptive))
+        return multi;
+    if (!RLOAD(&P.host_check))
+        return 1;
+    return !(host_full_given < 0 ? host_is_full() : host_full_given);
+}
 #endif /* ADAMC_POOL */
 
 /* ---------------------------------------------------------------------------------
@@ -567,7 +649,7 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
         body(ctx, 0, n);
         return;
     }
-    const int multi = kind < 0 ? 1 : choose(kind, nbytes, &slot);
+    const int multi = kind < 0 ? 1 : decide(kind, nbytes, -1, &slot);
     if (!multi || LOAD(&P.waiters) > 0 || !CAS(&P.busy, &unlocked, 1)) {
         /* One thread, callers waiting for tokens, or another caller has the pool: run
          * alone. (A worker still finishing the previous job holds its token for a
@@ -691,6 +773,18 @@ adamc_set_num_threads(int n)
 }
 
 int
+adamc_get_host_check(void)
+{
+    return LOAD(&P.host_check);
+}
+
+void
+adamc_set_host_check(int on)
+{
+    STORE(&P.host_check, on != 0);
+}
+
+int
 adamc_get_adaptive(void)
 {
     return LOAD(&P.adaptive);
@@ -798,13 +892,13 @@ adamc_policy_choice(int kind, ptrdiff_t nbytes, double *ns_one, double *ns_many)
 }
 
 int
-adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_many, int calls,
-                      unsigned char *modes)
+adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_many, int host_full,
+                      int calls, unsigned char *modes)
 {
 #if ADAMC_POOL
     for (int i = 0; i < calls; i++) {
         policy_t *slot;
-        const int multi = choose(kind, nbytes, &slot);
+        const int multi = decide(kind, nbytes, host_full != 0, &slot);
         if (slot != NULL) /* NULL: the unmeasured first call */
             record(slot, multi, multi ? ns_many : ns_one, nbytes);
         modes[i] = (unsigned char)multi;
@@ -815,6 +909,7 @@ adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_man
     (void)nbytes;
     (void)ns_one;
     (void)ns_many;
+    (void)host_full;
     (void)calls;
     (void)modes;
     return -1;
