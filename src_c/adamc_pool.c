@@ -123,6 +123,7 @@ typedef struct {
     uint32_t calls, interval;
     int choice; /* 0 one thread, 1 several */
     int probe_next; /* the next call is a probe of several threads (after a warm-up) */
+    uint32_t deferred; /* trials of several threads put off while the host was full */
 } policy_t;
 
 #if ADAMC_POOL
@@ -477,98 +478,15 @@ unlock(policy_t *e)
     __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
 }
 
-/* Returns 1 to use several threads; *slot is the entry to update afterwards (or
- * NULL when another caller holds it: then nothing is recorded). */
-static int
-choose(int kind, ptrdiff_t nbytes, policy_t **slot)
-{
-    *slot = NULL;
-    if (!LOAD(&P.adaptive))
-        return 1;
-    policy_t *e = &POLICY[kind & (KINDS - 1)][bucket_of(nbytes)];
-    int unlocked = 0;
-    if (!CAS(&e->lock, &unlocked, 1))
-        return RLOAD(&e->choice);
-    if (!e->warm) {
-        e->warm = 1;
-        unlock(e);
-        return 0;
-    }
-    *slot = e;
-    if (!e->have[0])
-        return 0;
-    if (!e->have[1])
-        return 1;
-    /* Prefer one thread unless several were clearly faster: it leaves the other
-     * cores to the rest of the process and the host. */
-    const int best = e->ns_per_byte[1] < 0.97 * e->ns_per_byte[0];
-    __atomic_store_n(&e->choice, best, __ATOMIC_RELAXED);
-    if (e->interval == 0)
-        e->interval = PROBE_FIRST;
-    if (e->probe_next) {
-        e->probe_next = 0;
-        return 1;
-    }
-    if (++e->calls >= e->interval) {
-        e->calls = 0;
-        if (best)
-            return 0; /* a probe of one thread */
-        /* A probe of several threads after many calls on one finds the workers
-         * asleep: a first call on several wakes them and is not measured. */
-        e->probe_next = 1;
-        unlock(e);
-        *slot = NULL;
-        return 1;
-    }
-    return best;
-}
-
-static void
-record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
-{
-    if (nbytes <= 0) {
-        unlock(e);
-        return;
-    }
-    double sample = (double)elapsed_ns / (double)nbytes;
-    const int probe = e->have[0] && e->have[1] && mode != e->choice;
-    if (!e->have[mode]) {
-        e->ns_per_byte[mode] = sample;
-        e->have[mode] = 1;
-    } else {
-        /* A descheduled call can take 100x longer: clip it, so one bad sample
-         * moves the estimate by at most a bounded amount. */
-        if (sample > 4.0 * e->ns_per_byte[mode])
-            sample = 4.0 * e->ns_per_byte[mode];
-        const double w = probe ? 0.5 : 0.125;
-        e->ns_per_byte[mode] += w * (sample - e->ns_per_byte[mode]);
-    }
-    if (probe) {
-        const int best = e->ns_per_byte[1] < 0.97 * e->ns_per_byte[0];
-        /* Did this probe alone beat the mode in use? Then look again soon: the
-         * estimate moves half way per probe, and conditions may have changed. */
-        const int won = mode ? sample < 0.97 * e->ns_per_byte[0]
-                             : !(e->ns_per_byte[1] < 0.97 * sample);
-        if (best != e->choice) {
-            __atomic_store_n(&e->choice, best, __ATOMIC_RELAXED);
-            e->interval = PROBE_FIRST;
-        } else if (won) {
-            e->interval = PROBE_FIRST;
-        } else {
-            e->interval = e->interval < PROBE_MAX / 2 ? e->interval * 2 : PROBE_MAX;
-        }
-    }
-    unlock(e);
-}
-
 /* Whether the host has more runnable threads than CPUs without this call's workers
  * (Linux: the runnable count of /proc/loadavg, this thread included, less the pool's
  * workers that are awake). A worker woken then finds no idle CPU: it takes turns with
  * another process's thread, often by preempting its own caller on the caller's CPU,
  * and a chunk it holds when it is preempted stops the job until it runs again. With
  * both CPUs of a 2-CPU host spinning in other processes, such calls took up to 12 ms
- * instead of 0.5 (N = 1e6 float32 Adam): the first 100 steps, with the policy's first
- * measurements and probes, took 1.2x the time of one thread. Elsewhere: never full. */
+ * instead of 0.5 (N = 1e6 float32 Adam), and the first 100 steps, with the policy's
+ * first measurements and probes of several threads, 1.2x the time of one thread.
+ * Elsewhere: never full. */
 static int
 host_full_now(void)
 {
@@ -616,20 +534,112 @@ host_is_full(void)
     return full;
 }
 
-/* The adaptive policy's mode for a call: several threads only where choose() picks
- * them and the host is not full (host_full: 1 or 0 as given by the tests, -1: read
- * it). A call kept on one thread so is measured as one: choose() then goes on asking
- * for several until they are measured, and gets them once the host has a free CPU. */
+/* Whether the policy may try several threads now (measure them for the first time, or
+ * probe them while one thread is in use): always while the host has a free CPU; while
+ * it is full, after PROBE_MAX calls that waited for it (the host's load may be one
+ * that several threads beat: processes of lower priority, say). `host`: 1 or 0 as the
+ * tests give it, -1 to read it. A trial granted stays granted until several threads
+ * are measured (a first call on them only wakes the workers). */
 static int
-decide(int kind, ptrdiff_t nbytes, int host_full_given, policy_t **slot)
+trial(policy_t *e, int host)
 {
-    const int multi = choose(kind, nbytes, slot);
-    if (!multi || !LOAD(&P.adaptive))
-        return multi;
-    if (!RLOAD(&P.host_check))
+    if (e->deferred >= PROBE_MAX || !RLOAD(&P.host_check) ||
+        !(host < 0 ? host_is_full() : host))
         return 1;
-    return !(host_full_given < 0 ? host_is_full() : host_full_given);
+    e->deferred++;
+    return 0;
 }
+
+/* Returns 1 to use several threads; *slot is the entry to update afterwards (or
+ * NULL when another caller holds it: then nothing is recorded). `host`: see trial(). */
+static int
+choose(int kind, ptrdiff_t nbytes, int host, policy_t **slot)
+{
+    *slot = NULL;
+    if (!LOAD(&P.adaptive))
+        return 1;
+    policy_t *e = &POLICY[kind & (KINDS - 1)][bucket_of(nbytes)];
+    int unlocked = 0;
+    if (!CAS(&e->lock, &unlocked, 1))
+        return RLOAD(&e->choice);
+    if (!e->warm) {
+        e->warm = 1;
+        unlock(e);
+        return 0;
+    }
+    *slot = e;
+    if (!e->have[0])
+        return 0;
+    if (!e->have[1])
+        return trial(e, host);
+    /* Prefer one thread unless several were clearly faster: it leaves the other
+     * cores to the rest of the process and the host. */
+    const int best = e->ns_per_byte[1] < 0.97 * e->ns_per_byte[0];
+    __atomic_store_n(&e->choice, best, __ATOMIC_RELAXED);
+    if (e->interval == 0)
+        e->interval = PROBE_FIRST;
+    if (e->probe_next) {
+        e->probe_next = 0;
+        return 1;
+    }
+    if (++e->calls >= e->interval) {
+        if (best) {
+            e->calls = 0;
+            return 0; /* a probe of one thread */
+        }
+        if (!trial(e, host))
+            return 0; /* put off: the next call asks again */
+        e->calls = 0;
+        /* A probe of several threads after many calls on one finds the workers
+         * asleep: a first call on several wakes them and is not measured. */
+        e->probe_next = 1;
+        unlock(e);
+        *slot = NULL;
+        return 1;
+    }
+    return best;
+}
+
+static void
+record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
+{
+    if (nbytes <= 0) {
+        unlock(e);
+        return;
+    }
+    double sample = (double)elapsed_ns / (double)nbytes;
+    const int probe = e->have[0] && e->have[1] && mode != e->choice;
+    if (mode)
+        e->deferred = 0;
+    if (!e->have[mode]) {
+        e->ns_per_byte[mode] = sample;
+        e->have[mode] = 1;
+    } else {
+        /* A descheduled call can take 100x longer: clip it, so one bad sample
+         * moves the estimate by at most a bounded amount. */
+        if (sample > 4.0 * e->ns_per_byte[mode])
+            sample = 4.0 * e->ns_per_byte[mode];
+        const double w = probe ? 0.5 : 0.125;
+        e->ns_per_byte[mode] += w * (sample - e->ns_per_byte[mode]);
+    }
+    if (probe) {
+        const int best = e->ns_per_byte[1] < 0.97 * e->ns_per_byte[0];
+        /* Did this probe alone beat the mode in use? Then look again soon: the
+         * estimate moves half way per probe, and conditions may have changed. */
+        const int won = mode ? sample < 0.97 * e->ns_per_byte[0]
+                             : !(e->ns_per_byte[1] < 0.97 * sample);
+        if (best != e->choice) {
+            __atomic_store_n(&e->choice, best, __ATOMIC_RELAXED);
+            e->interval = PROBE_FIRST;
+        } else if (won) {
+            e->interval = PROBE_FIRST;
+        } else {
+            e->interval = e->interval < PROBE_MAX / 2 ? e->interval * 2 : PROBE_MAX;
+        }
+    }
+    unlock(e);
+}
+
 #endif /* ADAMC_POOL */
 
 /* ---------------------------------------------------------------------------------
@@ -649,7 +659,7 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
         body(ctx, 0, n);
         return;
     }
-    const int multi = kind < 0 ? 1 : decide(kind, nbytes, -1, &slot);
+    const int multi = kind < 0 ? 1 : choose(kind, nbytes, -1, &slot);
     if (!multi || LOAD(&P.waiters) > 0 || !CAS(&P.busy, &unlocked, 1)) {
         /* One thread, callers waiting for tokens, or another caller has the pool: run
          * alone. (A worker still finishing the previous job holds its token for a
@@ -866,6 +876,7 @@ adamc_reset_stats(int forget_policy)
                 e->have[0] = e->have[1] = e->warm = 0;
                 e->calls = e->interval = 0;
                 e->probe_next = 0;
+                e->deferred = 0;
                 __atomic_store_n(&e->choice, 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
             }
@@ -898,7 +909,7 @@ adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_man
 #if ADAMC_POOL
     for (int i = 0; i < calls; i++) {
         policy_t *slot;
-        const int multi = decide(kind, nbytes, host_full != 0, &slot);
+        const int multi = choose(kind, nbytes, host_full != 0, &slot);
         if (slot != NULL) /* NULL: the unmeasured first call */
             record(slot, multi, multi ? ns_many : ns_one, nbytes);
         modes[i] = (unsigned char)multi;
