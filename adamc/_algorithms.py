@@ -34,8 +34,8 @@ from ._validation import (check_betas, check_flag, check_growth_rate, check_lr,
                           check_optional_beta, check_positive, check_positive_eps,
                           check_schedulefree_momentum, check_unit)
 
-__all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "PublicClass", "Method",
-           "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
+__all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "STATE_KINDS", "PublicClass",
+           "Method", "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,26 @@ class State:
     it is true; None: always). ``needs``: how the stateless step's messages name that
     condition. ``positional``: a positional argument of the stateless step (else
     keyword-only, default None). ``unstarted``: may be None in a state_dict (torch
-    keeps a buffer None until its first use)."""
+    keeps a buffer None until its first use). ``kind``: what values a run can leave
+    in it, checked when a state is loaded (see :data:`STATE_KINDS`)."""
 
     name: str
     requires: str | None = None
     needs: str = ""
     positional: bool = True
     unstarted: bool = False
+    kind: str = "accumulated"
+
+
+#: The values a state array can hold after any run with finite gradients, by kind.
+#: "accumulated": finite, and zero while its parameter has taken no step (a moment, a
+#: momentum buffer, Prodigy's s: sums of gradients). "second_moment": the same but
+#: >= 0 instead of finite: +inf is reachable (the square of a finite gradient above
+#: about 1e19 in float32, 1e154 in float64, overflows; that element then stops
+#: moving, and stays finite), NaN and negative values are not. "params": finite, a
+#: copy of the parameters that may be set before the first step completes (p0, the
+#: schedule-free z and y).
+STATE_KINDS = ("accumulated", "second_moment", "params")
 
 
 @dataclass(frozen=True)
@@ -252,9 +265,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         hyper=(("lr", 1e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
                ("amsgrad", False), ("maximize", False), ("decoupled_weight_decay", False)),
         keyword_only=("maximize", "decoupled_weight_decay"),
-        states=(State("exp_avg"), State("exp_avg_sq"),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="second_moment"),
                 State("max_exp_avg_sq", requires="amsgrad", needs="amsgrad=True",
-                      positional=False)),
+                      positional=False, kind="second_moment")),
         classes=(PublicClass("Adam", r"""Adam (Kingma & Ba, 2015) with torch.optim.Adam's defaults and semantics.
 
     Per step ``t`` and element, with ``g`` the gradient (negated when maximizing)::
@@ -355,7 +368,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         hyper=(("lr", 2e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
                ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("exp_avg"), State("exp_inf")),
+        states=(State("exp_avg"), State("exp_inf", kind="second_moment")),
         classes=(PublicClass("Adamax", r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, section 7.1),
     as torch.optim.Adamax::
 
@@ -389,7 +402,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
                ("momentum_decay", 4e-3), ("decoupled_weight_decay", False),
                ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="second_moment")),
         classes=(PublicClass("NAdam", r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), as torch.optim.NAdam::
 
         mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay)),  P_t = mu_1 ... mu_t
@@ -442,7 +455,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         hyper=(("lr", 1e-3), ("betas", _BETAS), ("eps", 1e-8), ("weight_decay", 0.0),
                ("decoupled_weight_decay", False), ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="second_moment")),
         classes=(PublicClass("RAdam", r"""RAdam, Adam with a rectified adaptive learning rate (Liu et al., 2020), as
     torch.optim.RAdam::
 
@@ -523,7 +536,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         hyper=(("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("weight_decay", 0.0),
                ("momentum", 0.0), ("centered", False), ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("square_avg"),
+        states=(State("square_avg", kind="second_moment"),
                 State("momentum_buffer", requires="momentum", needs="momentum > 0",
                       positional=False),
                 State("grad_avg", requires="centered", needs="centered=True",
@@ -635,7 +648,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
                ("safeguard_warmup", False), ("d0", 1e-6), ("d_coef", 1.0),
                ("growth_rate", float("inf")), ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("exp_avg"), State("exp_avg_sq"), State("s"), State("p0")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="second_moment"), State("s"),
+                State("p0", kind="params")),
         classes=(PublicClass("Prodigy", r"""Prodigy, Adam with a learning rate that adapts itself (Mishchenko &
     Defazio, 2024, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner"), with the
     semantics and defaults of the ``prodigyopt`` package 1.1.2. Leave ``lr`` at 1.
@@ -758,7 +772,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
                ("warmup_steps", 0), ("r", 0.0), ("weight_lr_power", 2.0),
                ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("z"), State("exp_avg_sq"), State("y")),
+        states=(State("z", kind="params"), State("exp_avg_sq", kind="second_moment"),
+                State("y", kind="params")),
         classes=(PublicClass("AdamWScheduleFree", r"""Schedule-free AdamW (Defazio et al., 2024, "The Road Less Scheduled"), with
     the semantics and defaults of the ``schedulefree`` package 1.4.1: no learning-rate
     schedule is needed (a linear warm-up is ``warmup_steps``).
@@ -813,7 +828,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         hyper=(("lr", 1.0), ("momentum", 0.9), ("weight_decay", 0.0), ("warmup_steps", 0),
                ("r", 0.0), ("weight_lr_power", 2.0), ("maximize", False)),
         keyword_only=("maximize",),
-        states=(State("z"), State("y")),
+        states=(State("z", kind="params"), State("y", kind="params")),
         classes=(PublicClass("SGDScheduleFree", r"""Schedule-free SGD (Defazio et al., 2024), with the semantics and defaults of
     the ``schedulefree`` package 1.4.1: :class:`AdamWScheduleFree` without the second
     moment (``u = g + weight_decay * y``) and ``momentum`` in place of ``beta1``.

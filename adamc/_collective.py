@@ -91,22 +91,42 @@ def _agree(comm: Any, error: BaseException | None) -> None:
     failing rank's exception is re-raised as the nearest of ``_SAME_TYPE`` in its
     class hierarchy (a FileNotFoundError as OSError, a CheckpointError as
     ValueError), with a message naming the rank; any other exception becomes
-    RankError. On the failing rank the new exception is chained to the original."""
+    RankError. On the failing rank the new exception is chained to the original.
+
+    An exception that an agreement already raised (on every rank) passes through a
+    later one unchanged: a driver that agrees on whatever its loop raised must not
+    report the loop's agreed error as a new failure of every rank."""
     report = None
     if error is not None:
-        report = ([c.__name__ for c in type(error).__mro__], type(error).__name__, str(error))
-    failed = [(r, rep) for r, rep in enumerate(comm.allgather(report)) if rep is not None]
+        report = getattr(error, _AGREED, None) or (
+            None, 1, [c.__name__ for c in type(error).__mro__], type(error).__name__,
+            str(error))
+    reports = comm.allgather(report)
+    failed = [(r, rep) for r, rep in enumerate(reports) if rep is not None]
     if not failed:
         return
-    rank, (mro, name, text) = failed[0]
-    where = "on rank" if len(failed) == 1 else f"on {len(failed)} ranks, first on rank"
+    agreed = [rep for _, rep in failed if rep[0] is not None]
+    if agreed:
+        if error is not None and getattr(error, _AGREED, None) == agreed[0]:
+            raise error
+        rank, count, mro, name, text = agreed[0]  # a rank that had caught it: the same
+    else:
+        rank, (_, _, mro, name, text) = failed[0]
+        count = len(failed)
+    where = "on rank" if count == 1 else f"on {count} ranks, first on rank"
     cls = next((c for n in mro for c in _SAME_TYPE if c.__name__ == n), None)
     if cls is not None:
         new: BaseException = cls(f"{where} {rank}: {text}" if text else f"{where} {rank}")
         new.rank = rank  # type: ignore[attr-defined]
     else:
         new = RankError(f"{name} {where} {rank}: {text}", rank)
+    setattr(new, _AGREED, (rank, count, mro, name, text))
     raise new from error
+
+
+# the attribute that marks an exception raised by _agree: (rank, ranks that failed,
+# the original exception's class names, its name, its message)
+_AGREED = "_adamc_agreed"
 
 
 def _check_same(comm: Any, fields: list[tuple[str, str]], what: str) -> None:

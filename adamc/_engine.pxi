@@ -5,6 +5,60 @@
 
 NONFINITE_POLICIES = ("propagate", "raise", "skip")
 
+from time import sleep as _sleep
+
+cdef extern from *:
+    """
+    /* Who is this thread (unique among live threads; step() asks at every call): the
+       thread pointer is one instruction where the compiler offers it. */
+    #if (defined(__x86_64__) || defined(__aarch64__)) && defined(__has_builtin)
+    #if __has_builtin(__builtin_thread_pointer)
+    #define ADAMC_THREAD_POINTER 1
+    #endif
+    #endif
+    static inline unsigned long adamc_thread_id(void)
+    {
+    #ifdef ADAMC_THREAD_POINTER
+        return (unsigned long)__builtin_thread_pointer();
+    #else
+        return PyThread_get_thread_ident();
+    #endif
+    }
+    /* fork()s since this module was loaded, counted in the child, and the thread that
+       called the last one (the only thread a child of fork() has). */
+    static unsigned long adamc_forks = 0, adamc_forking_thread = 0;
+    #if defined(__unix__) || defined(__APPLE__)
+    #include <pthread.h>
+    static void adamc_count_fork(void)
+    {
+        adamc_forks++;
+        adamc_forking_thread = adamc_thread_id();
+    }
+    static void adamc_watch_forks(void) { pthread_atfork(NULL, NULL, adamc_count_fork); }
+    #else
+    static void adamc_watch_forks(void) {}
+    #endif
+    """
+    unsigned long adamc_forks, adamc_forking_thread
+    void adamc_watch_forks()
+    unsigned long adamc_thread_id() nogil
+
+adamc_watch_forks()
+
+# _Engine._busy: who holds the optimizer
+cdef enum:
+    _IDLE = 0
+    _STEPPING = 1  # a step, before it writes anything (schedules, checks)
+    _CHANGING = 2  # a slow path that changes the optimizer (load_state_dict, reset, ...)
+    _WRITING = 3   # a step writing parameters and state
+    _TORN = 4      # forked while another thread wrote: see _Engine._forget_fork
+
+_TORN_MESSAGE = (
+    "this process was forked while another thread of its parent was updating this "
+    "optimizer (inside step(), load_state_dict() or another method that changes it): "
+    "its parameters and state may hold a partly applied update. Restore a saved state "
+    "with load_state_dict() (or adamc.load), or call reset(), to use it in this process")
+
 cdef struct Slot:
     PyObject *param          # borrowed: the engine's _params list holds the reference
     void *data               # param's data pointer (checked at every step)
@@ -57,7 +111,10 @@ cdef class _Engine:
     cdef int _nonfinite          # index in NONFINITE_POLICIES
     cdef int64_t _step_count
     cdef int64_t _skipped
-    cdef int _busy               # 0 idle, 1 stepping, 2 modified by a slow path (Python)
+    cdef int _busy               # _IDLE, _STEPPING, _WRITING, _CHANGING or _TORN
+    cdef Py_ssize_t _readers     # reads (state_dict, copies, checkpoints) running or waiting
+    cdef unsigned long _owner    # the thread that set _busy
+    cdef unsigned long _busy_fork, _readers_fork  # adamc_forks when they were set
     cdef bint _bound
     cdef list _held              # per param: the gradient of the step in progress
     cdef char **_span_lo         # every byte range the kernels write (params and state),
@@ -168,8 +225,7 @@ cdef class _Engine:
         -> (hyperparameters, lr schedule or None)`` checks a group whose watched keys
         changed (the engine never calls methods of its subclasses), and
         ``state_names`` names the state slots in error messages."""
-        if self._busy == 1:
-            raise RuntimeError("the optimizer is stepping in another thread")
+        self._check_idle()
         cdef Py_ssize_t i, k, n = len(params), ng = len(self.param_groups)
         cdef Slot *slots = <Slot *>PyMem_Calloc(max(n, 1), sizeof(Slot))
         cdef Group *groups = <Group *>PyMem_Calloc(max(ng, 1), sizeof(Group))
@@ -270,20 +326,115 @@ cdef class _Engine:
     def _aux_initial(self):
         return adamc_aux_initial(self._algo)
 
+    # -- who may use the optimizer: steps, changes and reads ------------------------
+    # One step or one change (a slow path that writes) at a time, refused otherwise:
+    # they write the same arrays. Reads (state_dict, copies, checkpoints) run together,
+    # a read waits for the step or change running in another thread, and a step or
+    # change waits for the reads. Plain ints, changed with the GIL held (_WRITING
+    # without it, by the stepping thread): step() pays three loads and five stores.
+
     def _check_idle(self):
-        if self._busy == 1:
-            raise RuntimeError("the optimizer is stepping in another thread")
+        """Refuse to change a setting while a step runs (in this thread: from inside
+        it)."""
+        if self._busy == _STEPPING or self._busy == _WRITING:
+            self._forget_fork()
+            if self._busy == _STEPPING or self._busy == _WRITING:
+                raise self._in_use_error(None)
 
-    def _acquire(self):
-        """Keep step() out while a slow path (load_state_dict, reset, ...) changes the
-        optimizer; raises if a step or another slow path is running."""
-        if self._busy:
-            raise RuntimeError("the optimizer is " + ("stepping" if self._busy == 1 else
-                               "being modified") + " in another thread")
-        self._busy = 2
+    cdef int _forget_fork(self) except -1:
+        """In a child of fork(), only the thread that forked exists: what the parent's
+        other threads held is stale. Their reads and their steps that had not written
+        yet are forgotten (the step then never happened here); a step or change that
+        was writing leaves the optimizer torn until its state is replaced."""
+        if self._readers and self._readers_fork != adamc_forks:
+            self._readers = 0
+        if (self._busy != _IDLE and self._busy != _TORN and self._busy_fork != adamc_forks
+                and self._owner != adamc_forking_thread):
+            self._busy = _IDLE if self._busy == _STEPPING else _TORN
+        return 0
 
-    def _release(self):
-        self._busy = 0
+    def _in_use_error(self, what):
+        """The RuntimeError of ``what`` (a call, or None for a setting) finding the
+        optimizer held (see _busy)."""
+        cdef bint here = self._owner == adamc_thread_id()
+        if self._busy == _TORN:
+            return RuntimeError(_TORN_MESSAGE)
+        call = "this call" if what is None else what
+        if self._busy == _CHANGING:
+            if here:
+                return RuntimeError(f"the optimizer is being modified in this thread: "
+                                    f"{call} was made from inside load_state_dict, reset or "
+                                    f"another method that changes it")
+            return RuntimeError("the optimizer is being modified in another thread")
+        if here:
+            return RuntimeError(f"{call} was made from inside step() of the same optimizer, "
+                                f"in the same thread (a re-entrant call, e.g. from its lr "
+                                f"schedule): the optimizer is stepping; make it after "
+                                f"step() returns")
+        if what == "step()":
+            return RuntimeError("step() is already running on this optimizer in another "
+                                "thread; an optimizer must not be stepped concurrently")
+        return RuntimeError("the optimizer is stepping in another thread")
+
+    cdef int _wait_to_step(self) except -1:
+        """step() found the optimizer held: wait for reads in other threads, raise
+        for the rest."""
+        cdef double pause = 1e-5
+        while True:
+            self._forget_fork()
+            if self._busy != _IDLE:
+                raise self._in_use_error("step()")
+            if self._readers == 0:
+                return 0
+            _sleep(pause)  # releases the GIL; reads end (they only copy)
+            pause = min(2 * pause, 1e-3)
+
+    def _acquire(self, bint recover=False):
+        """Keep step() and reads out while a slow path (load_state_dict, reset, ...)
+        changes the optimizer; raises if a step or another change is running, waits
+        for reads in other threads. ``recover``: the change replaces the whole state,
+        which a torn optimizer (see _forget_fork) allows. Returns whether it was torn."""
+        cdef double pause = 1e-5
+        cdef bint torn
+        while True:
+            self._forget_fork()
+            torn = self._busy == _TORN
+            if self._busy != _IDLE and not (torn and recover):
+                raise self._in_use_error(None)
+            if self._readers == 0:
+                break
+            _sleep(pause)
+            pause = min(2 * pause, 1e-3)
+        self._busy = _CHANGING
+        self._owner = adamc_thread_id()
+        self._busy_fork = adamc_forks
+        return torn
+
+    def _release(self, bint torn=False):
+        """End a change (``torn``: it failed on a torn optimizer, which stays torn)."""
+        self._busy = _TORN if torn else _IDLE
+
+    def _acquire_read(self):
+        """Keep steps and changes out while this thread reads the optimizer (other
+        reads may run too): waits for the step or change running in another thread;
+        raises inside a step or change of this thread, or on a torn optimizer."""
+        cdef double pause = 1e-5
+        self._forget_fork()
+        self._readers += 1  # from here on a step that has not started waits for us
+        self._readers_fork = adamc_forks
+        try:
+            while self._busy != _IDLE:
+                if self._busy == _TORN or self._owner == adamc_thread_id():
+                    raise self._in_use_error(None)
+                _sleep(pause)  # the step or change in another thread ends
+                pause = min(2 * pause, 1e-3)
+        except BaseException:
+            self._readers -= 1
+            raise
+
+    def _release_read(self):
+        if self._readers > 0:
+            self._readers -= 1
 
     # -- the step -------------------------------------------------------------------
     def step(self, grads):
@@ -304,16 +455,19 @@ cdef class _Engine:
             With ``nonfinite="raise"``, when a gradient holds a NaN or infinity
             (nothing is modified).
         RuntimeError
-            When the optimizer is already stepping in another thread.
+            When the optimizer is already stepping in another thread, or being
+            modified (load_state_dict, reset, ...), or when called from inside its own
+            step (e.g. from an lr schedule), or in a child of ``fork()`` when another
+            thread of the parent was updating it then (see docs/reliability.md). A
+            ``state_dict()`` running in another thread is waited for.
         """
-        if self._busy:
-            if self._busy == 2:
-                raise RuntimeError("the optimizer is being modified in another thread")
-            raise RuntimeError("step() is already running on this optimizer in another "
-                               "thread; an optimizer must not be stepped concurrently")
+        if self._busy or self._readers:
+            self._wait_to_step()
         if not self._bound:
             raise RuntimeError("optimizer is not initialised (call super().__init__)")
-        self._busy = 1
+        self._busy = _STEPPING
+        self._owner = adamc_thread_id()
+        self._busy_fork = adamc_forks
         try:
             # User code (schedules, hyperparameter validation) runs first; the arrays
             # are read and checked after it, and held until the kernels are done.
@@ -321,7 +475,7 @@ cdef class _Engine:
             self._collect(grads)
             self._update()
         finally:
-            self._busy = 0
+            self._busy = _IDLE
             self._release_grads()
 
     def _step_reduced(self, grads, double sumsq):
@@ -606,6 +760,7 @@ cdef class _Engine:
             if not (scale >= 1.0):
                 for gi in range(self._ngroups):
                     self._groups[gi].coef.grad_scale *= scale
+        self._busy = _WRITING
         for i in range(self._nparams):
             s = &self._slots[i]
             task.param = s.data

@@ -134,6 +134,8 @@ cdef extern from "adamc.h" nogil:
     void adamc_set_num_threads(int n)
     int adamc_get_adaptive()
     void adamc_set_adaptive(int on)
+    int adamc_get_host_check()
+    void adamc_set_host_check(int on)
     Py_ssize_t adamc_get_threshold()
     void adamc_set_threshold(Py_ssize_t nbytes)
     Py_ssize_t adamc_get_step_chunk()
@@ -148,7 +150,7 @@ cdef extern from "adamc.h" nogil:
     void adamc_reset_stats(int forget_policy)
     int adamc_policy_choice(int kind, Py_ssize_t nbytes, double *ns_one, double *ns_many)
     int adamc_policy_simulate(int kind, Py_ssize_t nbytes, int64_t ns_one, int64_t ns_many,
-                              int calls, unsigned char *modes)
+                              int host_full, int calls, unsigned char *modes)
 
     ctypedef struct adamc_hyper:
         double lr, beta1, beta2, eps, weight_decay
@@ -319,6 +321,15 @@ def _set_step_chunk(elements):
     return previous
 
 
+def _set_host_check(on):
+    """Whether the adaptive policy keeps one thread while the host has more runnable
+    threads than CPUs (the default); returns the previous setting. Tests turn it off
+    to measure several threads on a busy host."""
+    previous = bool(adamc_get_host_check())
+    adamc_set_host_check(1 if on else 0)
+    return previous
+
+
 def _worker_spin_ns():
     return adamc_get_spin_ns()
 
@@ -360,12 +371,15 @@ def _policy_choice(str algorithm, dtype, Py_ssize_t nbytes):
 
 def _policy_simulate(int kind, Py_ssize_t nbytes, costs):
     """Feed the adaptive policy of (kind, nbytes) with made-up timings: ``costs`` is a
-    sequence of (ns on one thread, ns on several) per call; returns the modes it chose
+    sequence of (ns on one thread, ns on several) or (ns on one, ns on several, whether
+    the host has more runnable threads than CPUs) per call; returns the modes it chose
     (0: one thread, 1: several). Tests check the policy's logic so, without clocks."""
     cdef unsigned char mode
     out = []
-    for one, many in costs:
-        if adamc_policy_simulate(kind, nbytes, one, many, 1, &mode) != 0:
+    for cost in costs:
+        one, many = cost[0], cost[1]
+        full = len(cost) > 2 and bool(cost[2])
+        if adamc_policy_simulate(kind, nbytes, one, many, full, 1, &mode) != 0:
             raise RuntimeError("the policy is not available (no threads, or busy)")
         out.append(mode)
     return out

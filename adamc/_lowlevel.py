@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from _ctypes import CFuncPtr
 from typing import Any
 
 __all__: list[str] = []
@@ -27,12 +28,43 @@ _ACCEPTED_MANY = {f"double (int, {x}double *, double *, {i}, void *){tail}"
 
 
 def is_lowlevel(fun: Any) -> bool:
-    """Whether fun is a scipy.LowLevelCallable (a compiled objective)."""
+    """Whether fun is a scipy.LowLevelCallable (a compiled objective). A C function
+    given without one (a numba ``cfunc``, or a ctypes function pointer with an
+    objective's signature) raises TypeError saying how to wrap it: called from Python
+    it would fail with a message about missing arguments."""
     if type(fun).__name__ != "LowLevelCallable":  # cheap test before importing SciPy
+        _refuse_bare_c_function(fun)
         return False
     from scipy import LowLevelCallable
 
     return isinstance(fun, LowLevelCallable)
+
+
+def _refuse_bare_c_function(fun: Any) -> None:
+    if type(fun).__name__ == "CFunc" and all(hasattr(fun, a) for a in
+                                              ("ctypes", "address", "native_name")):
+        what, wrap = "a numba cfunc", "scipy.LowLevelCallable(fun.ctypes)"
+    elif isinstance(fun, CFuncPtr) and _objective_signature(fun):
+        what, wrap = "a ctypes function pointer", "scipy.LowLevelCallable(fun)"
+    else:
+        return
+    raise TypeError(f"fun is {what}: adamc calls a compiled objective from C only when it "
+                    f"is wrapped in a scipy.LowLevelCallable; pass {wrap} (C signature "
+                    f"'{SIGNATURE}' for adamc.minimize, '{MANY_SIGNATURE}' for "
+                    f"minimize_many)")
+
+
+def _objective_signature(pointer: Any) -> bool:
+    """Whether a ctypes function pointer has the C signature of a compiled objective
+    (of either entry point). Other ctypes functions (with ndpointer arguments, say)
+    may be Python objectives."""
+    try:
+        from scipy import LowLevelCallable
+
+        text = _normalized(LowLevelCallable(pointer).signature)
+    except Exception:  # a type SciPy cannot name: not an objective's signature
+        return False
+    return text in _ACCEPTED or text in _ACCEPTED_MANY
 
 
 def _normalized(signature: str) -> str:

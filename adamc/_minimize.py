@@ -124,6 +124,7 @@ def check_tolerance(value: Any, name: str) -> float:
         raise type(exc)(str(exc)) from None
 
 
+
 def _check_options(method: _Method, options: dict[str, Any], stacklevel: int) -> dict[str, Any]:
     from scipy.optimize import OptimizeWarning
 

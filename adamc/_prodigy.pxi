@@ -329,6 +329,7 @@ cdef class _ProdigyEngine(_Engine):
         for gi in range(self._ngroups):
             _prodigy_update_coef(&self._groups[gi].hyper, dlr, nxt.d, moved,
                                  &self._groups[gi].coef)
+        self._busy = _WRITING  # (p0, set at the first step, is set again if this fails)
         if total >= _nogil_min_bytes:
             with nogil:
                 adamc_enter()

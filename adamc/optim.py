@@ -75,6 +75,36 @@ def _check_no_overlap(params: list[np.ndarray]) -> None:
                              f"must be a separate array")
 
 
+def _first_bad(bad: np.ndarray, arr: np.ndarray) -> str:
+    """'<value> at index <index>' of the first true element of ``bad`` (error path)."""
+    flat = int(np.argmax(bad.reshape(-1)))
+    index = np.unravel_index(flat, arr.shape) if arr.ndim > 1 else flat
+    if isinstance(index, tuple):
+        index = tuple(int(j) for j in index)
+    return f"{arr.reshape(-1)[flat]} at index {index}"
+
+
+def _check_state_values(arr: np.ndarray, kind: str, name: str, step: int) -> None:
+    """Refuse values that no run can leave in a state array of this kind (see
+    adamc._algorithms.STATE_KINDS): the next step would turn them into NaN parameters
+    or an update no run makes. ``step``: the parameter's step count. One reduction
+    over the array (min and max propagate NaN), no temporary array unless it fails."""
+    if arr.size == 0:
+        return
+    low, high = np.min(arr), np.max(arr)
+    if kind == "second_moment":
+        if not low >= 0:  # NaN or negative; +inf is reachable (see STATE_KINDS)
+            raise ValueError(f"{name} holds {_first_bad(~(arr >= 0), arr)}; a second "
+                             f"moment must be >= 0 (no step makes it negative or NaN)")
+    elif not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"{name} holds {_first_bad(~np.isfinite(arr), arr)}; it must be "
+                         f"finite (no step with finite gradients leaves it otherwise)")
+    if step == 0 and kind != "params" and (low != 0 or high != 0):
+        raise ValueError(f"{name} holds {_first_bad(arr != 0, arr)}, but the step count of "
+                         f"its parameter is 0: before the first step this state is zero "
+                         f"(load it with the step count it was saved with)")
+
+
 class Optimizer(_kernels._Engine):
     """Base class of adamc's optimizers (the torch.optim.Optimizer interface).
 
@@ -115,6 +145,7 @@ class Optimizer(_kernels._Engine):
     _hyper_keys: ClassVar[tuple[str, ...]]
     _state_requires: ClassVar[dict[str, str]] = {}
     _state_unstarted: ClassVar[frozenset[str]] = frozenset()  # state that may be None
+    _state_kinds: ClassVar[dict[str, str]] = {}  # the table's State.kind of each key
     # group keys into which the engine mirrors its optimizer-wide scalar state after
     # every step (not hyperparameters: edits are ignored, the engine keeps the values)
     _mirrored: ClassVar[tuple[str, ...]] = ()
@@ -302,13 +333,27 @@ class Optimizer(_kernels._Engine):
         return hyper, lr_fn
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Keep step() (in any thread) out while a slow path changes the optimizer."""
-        self._acquire()
+    def _exclusive(self, recover: bool = False) -> Iterator[None]:
+        """Keep step() and reads (in any thread) out while a slow path changes the
+        optimizer. ``recover``: the change replaces the whole state (load_state_dict,
+        reset), which makes an optimizer torn by a fork usable again when it succeeds."""
+        torn = self._acquire(recover)
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            self._release(torn and not done)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Keep step() and changes out while this thread reads the optimizer; a step
+        or change running in another thread is waited for, other reads run too."""
+        self._acquire_read()
         try:
             yield
         finally:
-            self._release()
+            self._release_read()
 
     def _check_counters(self, steps: list, aux: list, step_count: Any, skipped: Any) -> tuple:
         """Validated per-group step counts and scalar states, and the two counters."""
@@ -318,8 +363,12 @@ class Optimizer(_kernels._Engine):
                              f"and {len(aux)}")
         steps = [_check_count(t, f"step of group {gi}") for gi, t in enumerate(steps)]
         aux = [self._check_aux(a, f"scalar state of group {gi}") for gi, a in enumerate(aux)]
-        return (steps, aux, _check_count(step_count, "step_count"),
-                _check_count(skipped, "skipped_steps"))
+        step_count = _check_count(step_count, "step_count")
+        for gi, t in enumerate(steps):
+            if t > step_count:  # every step of a group is a step() of the optimizer
+                raise ValueError(f"group {gi} has taken {t} steps, more than step_count "
+                                 f"({step_count}) counts for the whole optimizer")
+        return steps, aux, step_count, _check_count(skipped, "skipped_steps")
 
     def _check_aux(self, value: Any, name: str) -> float:
         """The algorithm's per-group scalar state (see adamc._algorithms.check_aux)."""
@@ -432,9 +481,11 @@ class Optimizer(_kernels._Engine):
             ``{"state": {i: {"step": int, <state name>: ndarray, ...}},
             "param_groups": [{<hyperparameters>, "params": [i, ...]}],
             "step_count": int}``, where ``i`` numbers the parameters in group order.
-            Arrays are copies: later steps do not change them.
+            Arrays are copies: later steps do not change them. A step running in
+            another thread is waited for (and a step waits for this copy), so the
+            state is that of one step count.
         """
-        with self._exclusive():
+        with self._reading():
             state, groups, i = {}, [], 0
             steps, aux = self._group_steps(), self._group_aux()
             for gi, g in enumerate(self.param_groups):
@@ -471,15 +522,17 @@ class Optimizer(_kernels._Engine):
         """Load a state produced by :meth:`state_dict` of a matching optimizer.
 
         Everything is validated first (group and parameter counts, state shapes and
-        dtypes, hyperparameters and options); arrays are copied, so the dict stays
-        independent.
+        dtypes, hyperparameters and options, and the state's values: second moments
+        >= 0 and not NaN, every other state array finite, zero before a parameter's
+        first step where only steps write it, and no group with more steps than
+        ``step_count``); arrays are copied, so the dict stays independent.
 
         Raises
         ------
         ValueError, TypeError
             When the state does not match this optimizer; nothing is changed then.
         """
-        with self._exclusive():
+        with self._exclusive(recover=True):
             if not isinstance(state_dict, dict) or "state" not in state_dict \
                     or "param_groups" not in state_dict:
                 raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
@@ -528,6 +581,8 @@ class Optimizer(_kernels._Engine):
                         if arr.shape != p.shape:
                             raise ValueError(f"state[{sid}]['{key}'] has shape {arr.shape}, the "
                                              f"parameter has {p.shape}")
+                        _check_state_values(arr, self._state_kinds[key],
+                                            f"state[{sid}]['{key}']", step)
                         copies[i, k] = arr
                     i += 1
                 assert group_step is not None and group_aux is not None  # groups are not empty
@@ -571,7 +626,7 @@ class Optimizer(_kernels._Engine):
     def reset(self) -> None:
         """Zero every state array, the step counts and ``skipped_steps``
         (hyperparameters are kept)."""
-        with self._exclusive():
+        with self._exclusive(recover=True):
             for st in self._state_arrays:
                 for arr in st:
                     if arr is not None:
@@ -589,7 +644,7 @@ class Optimizer(_kernels._Engine):
     def _export(self) -> dict[str, Any]:
         """Everything that defines this optimizer, arrays by reference (the common
         ground of pickling and of adamc.save)."""
-        with self._exclusive():
+        with self._reading():
             return {
                 "class": type(self).__name__,
                 "defaults": dict(self.defaults),
@@ -629,7 +684,10 @@ class Optimizer(_kernels._Engine):
         opt._set_ema(mode, decay, start)
         if len(payload["state"]) != len(opt._state_arrays):
             raise ValueError("the saved state does not match the parameters")
+        counters = opt._check_counters(list(payload["steps"]), list(payload["aux"]),
+                                       payload["step_count"], payload["skipped_steps"])
         params = [q for g in opt.param_groups for q in g["params"]]
+        steps = [counters[0][gi] for gi, g in enumerate(opt.param_groups) for _ in g["params"]]
         for i, (p, saved, fresh) in enumerate(zip(params, payload["state"], opt._state_arrays)):
             for k, key in enumerate(cls._state_keys):
                 arr = saved[k] if k < len(saved) else None
@@ -640,9 +698,9 @@ class Optimizer(_kernels._Engine):
                                          f"{'no' if arr is None else 'an unexpected'} '{key}'")
                     continue
                 _kernels.check_operand(arr, f"state[{i}]['{key}']", p)
+                _check_state_values(arr, cls._state_kinds[key], f"state[{i}]['{key}']",
+                                    steps[i])
                 np.copyto(target, arr)
-        counters = opt._check_counters(list(payload["steps"]), list(payload["aux"]),
-                                       payload["step_count"], payload["skipped_steps"])
         scalars = opt._check_scalars(list(payload["groups"]))
         ema_checked = opt._check_ema_entry(saved_ema, params)
         if payload["box"] is not None:
@@ -660,7 +718,8 @@ class Optimizer(_kernels._Engine):
 
     def __copy__(self) -> Optimizer:
         """A new optimizer on the same parameter arrays, with its own copy of the state."""
-        return type(self)._from_export(self._export())
+        with self._reading():  # until the arrays are copied
+            return type(self)._from_export(self._export())
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -847,6 +906,7 @@ def _public_class(algorithm: Algorithm, spec: PublicClass,
         "_hyper_keys": tuple(k for k, _ in algorithm.hyper),
         "_state_requires": {s.name: s.requires for s in algorithm.states if s.requires},
         "_state_unstarted": frozenset(s.name for s in algorithm.states if s.unstarted),
+        "_state_kinds": {s.name: s.kind for s in algorithm.states},
     }
     return type(spec.name, (base,), attrs)
 

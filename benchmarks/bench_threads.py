@@ -15,6 +15,9 @@ Scenarios (float32 unless stated):
 - (e) ``quiet``: a quiet machine, N = 10 ... 1e7, plus float64 at 1e6; the gain of a
   second thread for the in-place add ``np.add(a, b, out=a)`` of the same arrays at 1e7;
   the pool's wake-up latency; and a sweep of small sizes for the parallel threshold.
+- (f) ``cold``: the first 100 steps of a fresh process (N = 1e5 and 1e6), the policy's
+  cold start, with one and two cores busy: the total time of the default over that of
+  one thread, per round (median and worst over rounds).
 
 Contenders run in fresh processes (so each starts with its own default policy, as a user
 would), interleaved over ``--rounds`` rounds in rotating order; the tables give the
@@ -200,6 +203,21 @@ def work_callers(n: int, seconds: float) -> dict[str, Any]:
             "peak": _kernels.thread_stats()["peak"]}
 
 
+def work_first(contender: str, n: int, steps: int = 100) -> dict[str, Any]:
+    """The first ``steps`` steps of a fresh optimizer, each timed (no warm-up: the
+    policy's cold start is what is measured)."""
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    step = make_stepper(contender, [p])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step((g,))
+        times.append(time.perf_counter() - t0)
+    return {"total": float(np.sum(times)), "max": float(np.max(times))}
+
+
 def worker_main(spec: dict[str, Any]) -> None:
     kind = spec["work"]
     if kind == "mlp":
@@ -209,6 +227,8 @@ def worker_main(spec: dict[str, Any]) -> None:
                          spec["seconds"], spec.get("threshold"))
     elif kind == "callers":
         out = work_callers(spec["n"], spec["seconds"])
+    elif kind == "first":
+        out = work_first(spec["contender"], spec["n"])
     else:
         raise SystemExit(f"unknown work {kind!r}")
     print(json.dumps(out))
@@ -323,6 +343,18 @@ def scenario_callers(args, n, spinners) -> dict[str, Any]:
             "speedup": serial / threads, "peak": max(r["peak"] for r in res)}
 
 
+def scenario_cold(args, n, spinners) -> dict[str, Any]:
+    contenders = ["adamc default", "adamc 1 thread"]
+    spec = {"work": "first", "n": n}
+    with Spinners(spinners):
+        res = rounds_of(contenders, max(args.rounds, 6), lambda c: collect(spawn(spec, c)))
+    ratios = [d["total"] / o["total"] for d, o in zip(res["adamc default"], res["adamc 1 thread"])]
+    return {"default_ms": median_of(res["adamc default"], "total") * 1e3,
+            "one_thread_ms": median_of(res["adamc 1 thread"], "total") * 1e3,
+            "ratio_median": float(np.median(ratios)), "ratio_max": float(np.max(ratios)),
+            "default_max_step_ms": float(np.max([d["max"] for d in res["adamc default"]])) * 1e3}
+
+
 def add_gain(n: int, repeats: int = 30) -> float:
     """Speed-up of np.add(a, b, out=a) from splitting it over two Python threads (NumPy
     releases the GIL in the loop): the memory system's gain from a second thread."""
@@ -371,7 +403,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per worker process")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 0.3 s")
     ap.add_argument("--only", nargs="*", default=None,
-                    choices=["mlp", "busy", "pair", "callers", "quiet", "threshold"])
+                    choices=["mlp", "busy", "pair", "callers", "cold", "quiet", "threshold"])
     ap.add_argument("--outdir", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.worker:
@@ -379,7 +411,7 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.seconds = 2, 0.3
-    only = set(args.only or ["mlp", "busy", "pair", "callers", "quiet", "threshold"])
+    only = set(args.only or ["mlp", "busy", "pair", "callers", "cold", "quiet", "threshold"])
     peers = ["torch fused 2 threads", "torch fused 1 thread"] if have_torch() else []
     if not peers:
         print("torch is not installed: the torch contenders are skipped "
@@ -402,6 +434,11 @@ def main() -> None:
             for spin in (0, 1):
                 print(f"(d) two Python threads, N={n}, {spin} core(s) busy", file=sys.stderr)
                 results[f"callers_{n}_busy{spin}"] = scenario_callers(args, n, spin)
+    if "cold" in only:
+        for spin in (1, 2):
+            for n in (100_000, 1_000_000):
+                print(f"(f) the first 100 steps, {spin} core(s) busy, N={n}", file=sys.stderr)
+                results[f"cold{spin}_{n}"] = scenario_cold(args, n, spin)
     if "quiet" in only:
         quiet: dict[str, Any] = {}
         for n, dtype in [(10, "float32"), (10_000, "float32"), (100_000, "float32"),
@@ -469,6 +506,16 @@ def render(r: dict[str, Any]) -> str:
                 for k in cal]
         out.append(markdown_table(["N", "machine", "serial", "two threads", "speed-up",
                                    "threads in kernels at most"], rows))
+    cold = [k for k in r if k.startswith("cold")]
+    if cold:
+        out.append("## (f) The first 100 steps of a fresh process (ms in total; ratio: "
+                   "default / 1 thread per round)\n")
+        rows = [[f"{k[4]} core(s) busy, N={int(k.split('_')[1]):.0e}",
+                 fmt(r[k]["default_ms"], 2), fmt(r[k]["one_thread_ms"], 2),
+                 f"{r[k]['ratio_median']:.2f}x", f"{r[k]['ratio_max']:.2f}x",
+                 fmt(r[k]["default_max_step_ms"], 2)] for k in cold]
+        out.append(markdown_table(["case", "default", "1 thread", "ratio median",
+                                   "ratio worst", "default's slowest step ms"], rows))
     if "quiet" in r:
         q = r["quiet"]
         keys = [k for k in q if k != "add_gain_1e7"]

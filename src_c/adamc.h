@@ -229,6 +229,10 @@ int adamc_get_num_threads(void);
 void adamc_set_num_threads(int n);
 int adamc_get_adaptive(void);
 void adamc_set_adaptive(int on);
+/* The adaptive policy keeps one thread while the host has more runnable threads than
+ * CPUs (on by default; tests turn it off to measure several threads anyway). */
+int adamc_get_host_check(void);
+void adamc_set_host_check(int on);
 ptrdiff_t adamc_get_threshold(void);
 void adamc_set_threshold(ptrdiff_t nbytes);
 ptrdiff_t adamc_get_step_chunk(void);
@@ -248,9 +252,10 @@ void adamc_reset_stats(int forget_policy);
  * several) and the measured ns per byte (-1 when not measured yet). */
 int adamc_policy_choice(int kind, ptrdiff_t nbytes, double *ns_one, double *ns_many);
 /* Tests: `calls` decisions of the adaptive policy as if one thread took ns_one and
- * several took ns_many; the modes chosen go to modes[] (0 or 1). */
+ * several took ns_many, on a host with (host_full) or without more runnable threads
+ * than CPUs; the modes chosen go to modes[] (0 or 1). */
 int adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_many,
-                          int calls, unsigned char *modes);
+                          int host_full, int calls, unsigned char *modes);
 
 /* Hyperparameters of one param group (each algorithm reads its own fields). */
 typedef struct adamc_hyper {

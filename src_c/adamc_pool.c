@@ -58,6 +58,9 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <fcntl.h>
+#endif
 #if defined(__linux__) && !(defined(ADAMC_POOL_CONDVAR) && ADAMC_POOL_CONDVAR)
 #define ADAMC_WAIT_FUTEX 1
 #include <linux/futex.h>
@@ -126,6 +129,7 @@ typedef struct {
     int nworkers;
     int spin_ns;
     int adaptive;
+    int host_check; /* the adaptive policy keeps one thread while the host is full */
     ptrdiff_t threshold; /* bytes from which a call may use several threads */
     ptrdiff_t step_chunk; /* smallest chunk of a step, in elements (a multiple of 64) */
 
@@ -135,8 +139,8 @@ typedef struct {
 } pool_t;
 
 /* At least 4096 elements per chunk of a step: about a microsecond of work. */
-static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .threshold = 1 << 16,
-                   .step_chunk = 4096};
+static pool_t P = {.limit = 1, .spin_ns = 20000, .adaptive = 1, .host_check = 1,
+                   .threshold = 1 << 16, .step_chunk = 4096};
 
 /* Adaptive choice per (kind, size class): nanoseconds per byte on one thread ([0])
  * and on several ([1]), exponentially weighted. */
@@ -148,6 +152,7 @@ typedef struct {
     uint32_t calls, interval;
     int choice; /* 0 one thread, 1 several */
     int probe_next; /* the next call is a probe of several threads (after a warm-up) */
+    uint32_t deferred; /* trials of several threads put off while the host was full */
 } policy_t;
 
 #if ADAMC_POOL
@@ -155,6 +160,13 @@ static policy_t POLICY[KINDS][BUCKETS];
 #endif
 
 enum { PROBE_FIRST = 16, PROBE_MAX = 1024 };
+
+/* The host's load, read at most every HOST_REFRESH_NS (see host_is_full). */
+enum { HOST_REFRESH_NS = 10000000 };
+#if ADAMC_POOL
+static int64_t host_checked_ns = INT64_MIN / 2;
+static int host_full;
+#endif
 
 /* ---------------------------------------------------------------------------------
  * Sleeping and waking */
@@ -530,12 +542,15 @@ static void
 after_fork_child(void)
 {
     const int limit = P.limit, spin = P.spin_ns, adaptive = P.adaptive;
+    const int host_check = P.host_check;
     const ptrdiff_t threshold = P.threshold, step_chunk = P.step_chunk;
     memset(&P, 0, sizeof P);
     memset(POLICY, 0, sizeof POLICY);
+    host_checked_ns = INT64_MIN / 2; /* this process's threads are not the parent's */
     P.limit = limit;
     P.spin_ns = spin;
     P.adaptive = adaptive;
+    P.host_check = host_check;
     P.threshold = threshold;
     P.step_chunk = step_chunk;
 #if ADAMC_WAIT_CONDVAR
@@ -573,10 +588,82 @@ unlock(policy_t *e)
     __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
 }
 
-/* Returns 1 to use several threads; *slot is the entry to update afterwards (or
- * NULL when another caller holds it: then nothing is recorded). */
+/* Whether the host has more runnable threads than CPUs without this call's workers
+ * (Linux: the runnable count of /proc/loadavg, this thread included, less the pool's
+ * workers that are awake). A worker woken then finds no idle CPU: it takes turns with
+ * another process's thread, often by preempting its own caller on the caller's CPU,
+ * and a chunk it holds when it is preempted stops the job until it runs again. With
+ * both CPUs of a 2-CPU host spinning in other processes, such calls took up to 12 ms
+ * instead of 0.5 (N = 1e6 float32 Adam), and the first 100 steps, with the policy's
+ * first measurements and probes of several threads, 1.2x the time of one thread.
+ * Elsewhere: never full. */
 static int
-choose(int kind, ptrdiff_t nbytes, policy_t **slot)
+host_full_now(void)
+{
+#if defined(__linux__)
+    static long ncpus = 0;
+    char buf[128];
+    if (ncpus <= 0)
+        ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ncpus <= 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    const ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0)
+        return 0;
+    buf[len] = '\0';
+    /* "0.52 0.58 0.59 3/811 12345": the fourth field counts the runnable threads */
+    const char *p = buf;
+    for (int field = 0; field < 3; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return 0;
+        p++;
+    }
+    const long runnable = strtol(p, NULL, 10);
+    const long awake = (long)LOAD(&P.nworkers) - (long)LOAD(&P.sleepers);
+    return runnable - (awake > 0 ? awake : 0) > ncpus;
+#else
+    return 0;
+#endif
+}
+
+static int
+host_is_full(void)
+{
+    const int64_t t = now_ns();
+    if (t - __atomic_load_n(&host_checked_ns, __ATOMIC_RELAXED) < HOST_REFRESH_NS)
+        return RLOAD(&host_full);
+    __atomic_store_n(&host_checked_ns, t, __ATOMIC_RELAXED);
+    const int full = host_full_now();
+    __atomic_store_n(&host_full, full, __ATOMIC_RELAXED);
+    return full;
+}
+
+/* Whether the policy may try several threads now (measure them for the first time, or
+ * probe them while one thread is in use): always while the host has a free CPU; while
+ * it is full, after PROBE_MAX calls that waited for it (the host's load may be one
+ * that several threads beat: processes of lower priority, say). `host`: 1 or 0 as the
+ * tests give it, -1 to read it. A trial granted stays granted until several threads
+ * are measured (a first call on them only wakes the workers). */
+static int
+trial(policy_t *e, int host)
+{
+    if (e->deferred >= PROBE_MAX || !RLOAD(&P.host_check) ||
+        !(host < 0 ? host_is_full() : host))
+        return 1;
+    e->deferred++;
+    return 0;
+}
+
+/* Returns 1 to use several threads; *slot is the entry to update afterwards (or
+ * NULL when another caller holds it: then nothing is recorded). `host`: see trial(). */
+static int
+choose(int kind, ptrdiff_t nbytes, int host, policy_t **slot)
 {
     *slot = NULL;
     if (!LOAD(&P.adaptive))
@@ -594,7 +681,7 @@ choose(int kind, ptrdiff_t nbytes, policy_t **slot)
     if (!e->have[0])
         return 0;
     if (!e->have[1])
-        return 1;
+        return trial(e, host);
     /* Prefer one thread unless several were clearly faster: it leaves the other
      * cores to the rest of the process and the host. */
     const int best = e->ns_per_byte[1] < 0.97 * e->ns_per_byte[0];
@@ -606,9 +693,13 @@ choose(int kind, ptrdiff_t nbytes, policy_t **slot)
         return 1;
     }
     if (++e->calls >= e->interval) {
-        e->calls = 0;
-        if (best)
+        if (best) {
+            e->calls = 0;
             return 0; /* a probe of one thread */
+        }
+        if (!trial(e, host))
+            return 0; /* put off: the next call asks again */
+        e->calls = 0;
         /* A probe of several threads after many calls on one finds the workers
          * asleep: a first call on several wakes them and is not measured. */
         e->probe_next = 1;
@@ -628,6 +719,8 @@ record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
     }
     double sample = (double)elapsed_ns / (double)nbytes;
     const int probe = e->have[0] && e->have[1] && mode != e->choice;
+    if (mode)
+        e->deferred = 0;
     if (!e->have[mode]) {
         e->ns_per_byte[mode] = sample;
         e->have[mode] = 1;
@@ -656,6 +749,7 @@ record(policy_t *e, int mode, int64_t elapsed_ns, ptrdiff_t nbytes)
     }
     unlock(e);
 }
+
 #endif /* ADAMC_POOL */
 
 /* ---------------------------------------------------------------------------------
@@ -675,7 +769,7 @@ adamc_parallel(int kind, ptrdiff_t nbytes, adamc_body_fn body, void *ctx, ptrdif
         body(ctx, 0, n);
         return;
     }
-    const int multi = kind < 0 ? 1 : choose(kind, nbytes, &slot);
+    const int multi = kind < 0 ? 1 : choose(kind, nbytes, -1, &slot);
     if (!multi || LOAD(&P.waiters) > 0 || !CAS(&P.busy, &unlocked, 1)) {
         /* One thread, callers waiting for tokens, or another caller has the pool: run
          * alone. (A worker still finishing the previous job holds its token for a
@@ -799,6 +893,18 @@ adamc_set_num_threads(int n)
 }
 
 int
+adamc_get_host_check(void)
+{
+    return LOAD(&P.host_check);
+}
+
+void
+adamc_set_host_check(int on)
+{
+    STORE(&P.host_check, on != 0);
+}
+
+int
 adamc_get_adaptive(void)
 {
     return LOAD(&P.adaptive);
@@ -880,6 +986,7 @@ adamc_reset_stats(int forget_policy)
                 e->have[0] = e->have[1] = e->warm = 0;
                 e->calls = e->interval = 0;
                 e->probe_next = 0;
+                e->deferred = 0;
                 __atomic_store_n(&e->choice, 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&e->lock, 0, __ATOMIC_RELEASE);
             }
@@ -906,13 +1013,13 @@ adamc_policy_choice(int kind, ptrdiff_t nbytes, double *ns_one, double *ns_many)
 }
 
 int
-adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_many, int calls,
-                      unsigned char *modes)
+adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_many, int host_full,
+                      int calls, unsigned char *modes)
 {
 #if ADAMC_POOL
     for (int i = 0; i < calls; i++) {
         policy_t *slot;
-        const int multi = choose(kind, nbytes, &slot);
+        const int multi = choose(kind, nbytes, host_full != 0, &slot);
         if (slot != NULL) /* NULL: the unmeasured first call */
             record(slot, multi, multi ? ns_many : ns_one, nbytes);
         modes[i] = (unsigned char)multi;
@@ -923,6 +1030,7 @@ adamc_policy_simulate(int kind, ptrdiff_t nbytes, int64_t ns_one, int64_t ns_man
     (void)nbytes;
     (void)ns_one;
     (void)ns_many;
+    (void)host_full;
     (void)calls;
     (void)modes;
     return -1;

@@ -5,6 +5,7 @@ import numpy as np
 from mpi4py import MPI
 
 import adamc
+import adamc.distributed
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -60,6 +61,21 @@ try:
     adamc.minimize_many(broken, X0, options=dict(opts, comm=comm), **args)
 except ValueError as exc:
     assert "rank 1" in str(exc) and "no data here" in str(exc), exc
+else:
+    raise AssertionError("no error")
+
+# and with a callback (the ranks then iterate in lockstep): the same error, once
+def failing(x, t, s, ids):
+    if rank == 1:
+        raise ZeroDivisionError("bad rows")
+    return fun(x, t, s, ids)
+
+
+try:
+    adamc.minimize_many(failing, X0, callback=lambda intermediate_result: None,
+                        options=dict(opts, comm=comm), **args)
+except adamc.distributed.RankError as exc:
+    assert str(exc) == "ZeroDivisionError on rank 1: bad rows" and exc.rank == 1, exc
 else:
     raise AssertionError("no error")
 

@@ -962,3 +962,29 @@ def test_replaced_checkpoint_keeps_its_group_where_permitted(tmp_path):
     os.chmod(path, 0o640)
     adamc.save(adamc.Adam(np.ones(2)), path)
     assert os.stat(path).st_gid == others[0] and _mode(path) == 0o640
+
+
+@pytest.mark.parametrize("key,value", [("exp_avg_sq", -1.0), ("exp_avg_sq", np.nan),
+                                       ("exp_avg", np.inf)])
+def test_load_refuses_state_values_no_run_can_reach(tmp_path, key, value):
+    """adamc.load, pickle and copies build through the checks of load_state_dict."""
+    x = np.arange(4.0)
+    opt = adamc.Prodigy(x)
+    opt.step(np.full(4, 0.5))
+    path = tmp_path / "p.npz"
+    adamc.save(opt, path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[f"state_0_{key}"][1] = value
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    target = np.full(4, 7.0)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=rf"state\[0\]\['{key}'\] holds {value} at index 1"):
+        adamc.load(bad, target)
+    assert np.all(target == 7.0)
+    payload = opt.__reduce_ex__(2)[1][1]
+    payload["state"][0][1] = payload["state"][0][1].copy()
+    payload["state"][0][1][0] = -1.0
+    with pytest.raises(ValueError, match=r"state\[0\]\['exp_avg_sq'\] holds -1.0"):
+        type(opt)._from_export(payload)

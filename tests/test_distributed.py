@@ -101,6 +101,76 @@ def test_block_sum_squares_is_blockwise_and_layout_independent(dtype):
         _kernels.block_sum_squares(a, 0, BLOCK, np.inf, np.zeros(6, np.float32))
 
 
+class _ThreadComm:
+    """allgather between threads standing for ranks (what _agree needs of a comm)."""
+
+    def __init__(self, size):
+        import threading
+        self.size, self.slots = size, [None] * size
+        self.barrier = threading.Barrier(size)
+
+    def rank(self, r):
+        comm = self
+
+        class View:
+            def allgather(self, value):
+                comm.slots[r] = value
+                comm.barrier.wait()
+                out = list(comm.slots)
+                comm.barrier.wait()
+                return out
+        return View()
+
+
+def _on_ranks(size, body):
+    """body(rank, comm) on `size` threads; what each raised (None: nothing)."""
+    import threading
+    comm, raised = _ThreadComm(size), [None] * size
+
+    def run(r):
+        try:
+            body(r, comm.rank(r))
+        except Exception as exc:
+            raised[r] = exc
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return raised
+
+
+@pytest.mark.parametrize("original", [ZeroDivisionError("bad batch"), ValueError("no data")])
+def test_an_agreed_error_passes_a_second_agreement_unchanged(original):
+    """minimize_many's lockstep agrees on a rank's error inside its loop, and the
+    driver agrees on whatever the loop raised: the rank and message must stay those
+    of the first agreement (it said 'on 2 ranks, first on rank 0: ... on rank 1')."""
+    from adamc._collective import RankError, _agree
+
+    def body(rank, comm):
+        try:
+            _agree(comm, original if rank == 1 else None)
+        except Exception as exc:
+            first[rank] = exc
+            _agree(comm, exc)
+
+    first = [None] * 3
+    raised = _on_ranks(3, body)
+    named = isinstance(original, ZeroDivisionError)  # not one of the types kept: RankError
+    prefix = "ZeroDivisionError " if named else ""
+    expected = f"{prefix}on rank 1: {original}"
+    for r in range(3):
+        assert raised[r] is first[r]  # the same exception, raised again
+        assert str(raised[r]) == expected and raised[r].rank == 1
+        assert isinstance(raised[r], RankError if named else ValueError)
+    # a rank that dropped the agreed error gets the same message from the others
+    raised = _on_ranks(3, lambda rank, comm: _agree(comm, first[rank] if rank else None))
+    assert [str(e) for e in raised] == [expected] * 3 and raised[0].rank == 1
+    # two fresh failures are still counted as two
+    raised = _on_ranks(3, lambda rank, comm: _agree(comm, original if rank else None))
+    assert [str(e) for e in raised] == [f"{prefix}on 2 ranks, first on rank 1: {original}"] * 3
+
+
 def test_batch_weight_is_the_length_of_the_first_array():
     assert _batch_weight((np.zeros((7, 3)), np.zeros(7))) == 7.0
     assert _batch_weight(()) == 1.0

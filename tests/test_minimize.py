@@ -301,6 +301,25 @@ def test_bad_input(kw, exc, msg):
         adamc.minimize(call.pop("fun"), call.pop("x0"), **call)
 
 
+@pytest.mark.parametrize("name", ["maxiter", "maxfev", "disp_every", "checkpoint_every"])
+@pytest.mark.parametrize("value", [2**63, np.uint64(2**63), 2**64, 1e19])
+def test_count_options_past_int64_mean_no_limit(name, value):
+    """The loops count in int64: a larger count (a natural "no limit") is no limit, in
+    minimize and in minimize_many's scalar path (it was a bare OverflowError naming no
+    option)."""
+    opts = {"lr": 0.1, "gtol": 1e-6}
+    alone = adamc.minimize(quad, np.zeros(2), jac=True, options=opts)
+    res = adamc.minimize(quad, np.zeros(2), jac=True, options={**opts, name: value})
+    assert res.status == 0 and res.nit == alone.nit
+    np.testing.assert_array_equal(res.x, alone.x)
+    if name != "checkpoint_every":  # not an option of minimize_many
+        fq = lambda x: (((x - 2.0) ** 2).sum(1), 2 * (x - 2.0))  # noqa: E731
+        many = adamc.minimize_many(fq, np.zeros((2, 2)), jac=True, options={**opts, name: value})
+        assert (many.status == 0).all() and (many.nit == alone.nit).all()
+    with pytest.raises(ValueError, match=rf"^{name} must be an int >= [01] or None, got -1"):
+        adamc.minimize(quad, np.zeros(2), jac=True, options={name: -1})
+
+
 def test_constraints_are_refused_with_alternatives():
     cons = [{"type": "ineq", "fun": lambda x: x[0]}]
     with pytest.raises(ValueError, match="does not support constraints.*SLSQP"):

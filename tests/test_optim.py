@@ -237,6 +237,95 @@ def test_load_state_dict_rejects_mismatch_without_change(name, sd, exc, msg):
     assert opt.param_groups[0]["lr"] == 0.3
 
 
+# every state array of every algorithm, allocated (the flags that need them set)
+STATE_CASES = [(cls, kw, st.name, st.kind)
+               for cls, kw in [(adamc.Adam, dict(amsgrad=True)), (adamc.Adamax, {}),
+                               (adamc.NAdam, {}), (adamc.RAdam, {}),
+                               (adamc.SGD, dict(momentum=0.9)),
+                               (adamc.RMSprop, dict(momentum=0.5, centered=True)),
+                               (adamc.Lion, {}), (adamc.Prodigy, {}),
+                               (adamc.AdamWScheduleFree, {}), (adamc.SGDScheduleFree, {})]
+               for st in cls._spec.states]
+
+
+@pytest.mark.parametrize("cls,kw,key,kind", STATE_CASES,
+                         ids=[f"{c.__name__}-{k}" for c, _, k, _ in STATE_CASES])
+def test_load_state_dict_refuses_values_no_run_can_reach(cls, kw, key, kind):
+    """A negative or NaN second moment, a non-finite moment, buffer or copy of the
+    parameters: refused before anything changes (the next step would make NaN)."""
+    assert kind in adamc._algorithms.STATE_KINDS
+    ps = params(seed=3)
+    opt = cls(ps, **kw)
+    for t in range(2):
+        opt.step(grads_like(ps, t))
+    snap = snapshot(opt, ps)
+    bad_values = [-1.0, np.nan, -np.inf] if kind == "second_moment" else [np.nan, np.inf, -np.inf]
+    for value in bad_values:
+        sd = copy.deepcopy(opt.state_dict())
+        sd["state"][1][key][2, 1] = value
+        with pytest.raises(ValueError, match=rf"state\[1\]\['{key}'\] holds {value} at index "
+                                             rf"\(2, 1\)"):
+            opt.load_state_dict(sd)
+        assert_unchanged(opt, ps, snap)
+    opt.step(grads_like(ps, 5))
+    assert all(np.isfinite(p).all() for p in ps)
+
+
+def test_overflowed_second_moment_round_trips():
+    """+inf is what a finite gradient whose square overflows leaves in a second moment
+    (the element then stops moving): a state holding it loads and steps on."""
+    x = np.zeros(3, np.float32)
+    opt = adamc.Adam(x, lr=0.1)
+    opt.step(np.array([1e20, 1.0, -2.0], np.float32))
+    sd = opt.state_dict()
+    assert sd["state"][0]["exp_avg_sq"][0] == np.inf
+    y = x.copy()
+    twin = adamc.Adam(y, lr=0.1)
+    twin.load_state_dict(sd)
+    for t in range(3):
+        g = np.array([1.0, 2.0, 3.0 + t], np.float32)
+        opt.step(g)
+        twin.step(g)
+    np.testing.assert_array_equal(bits(x), bits(y))
+    assert np.isfinite(y).all()
+
+
+def test_load_state_dict_refuses_state_that_disagrees_with_its_step_count():
+    ps = params()
+    opt = adamc.Adam(ps)
+    snap = snapshot(opt, ps)
+    busy = adamc.Adam([p.copy() for p in ps])
+    busy.step(grads_like(ps, 1))
+    sd = busy.state_dict()
+    for st in sd["state"].values():
+        st["step"] = 0  # moments of one step, saved as if none was taken
+    sd["step_count"] = 0
+    with pytest.raises(ValueError, match=r"state\[0\]\['exp_avg'\] holds .* at index 0, but "
+                                         r"the step count of its parameter is 0"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, ps, snap)
+    sd = busy.state_dict()
+    sd["step_count"] = 0  # fewer steps in all than the group took
+    with pytest.raises(ValueError, match=r"group 0 has taken 1 steps, more than step_count "
+                                         r"\(0\)"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, ps, snap)
+
+
+def test_copies_of_the_parameters_may_be_set_before_the_first_step():
+    """eval() at step 0 keeps the parameters in y: a state a run reaches, so it loads."""
+    x = np.arange(4.0)
+    opt = adamc.SGDScheduleFree(x)
+    opt.eval()
+    sd = opt.state_dict()
+    assert sd["state"][0]["step"] == 0 and sd["state"][0]["y"].any()
+    y = np.zeros(4)
+    twin = adamc.SGDScheduleFree(y)
+    twin.load_state_dict(sd)
+    twin.train()
+    np.testing.assert_array_equal(y, np.arange(4.0))
+
+
 def test_reset_restarts_from_zero_state():
     ps = params()
     start = [p.copy() for p in ps]

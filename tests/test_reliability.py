@@ -1,6 +1,7 @@
 """Threads, memory, allocation failure: the guarantees of the README's Reliability
 section that are not covered by the numerical and checkpoint tests."""
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -120,6 +121,232 @@ def test_one_optimizer_stepped_from_two_threads_is_refused_not_corrupted():
     for _ in range(succeeded[0]):
         ref.step(g)
     np.testing.assert_array_equal(bits(x), bits(y))
+
+
+def _in_thread(fn):
+    """Start fn in a thread; returns (thread, box): box["out"] or box["error"]."""
+    box = {}
+
+    def run():
+        try:
+            box["out"] = fn()
+        except BaseException as exc:  # asserted by the caller
+            box["error"] = exc
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
+def test_a_step_waits_for_a_state_dict_running_in_another_thread():
+    """state_dict() only reads: a step that meets it waits (it failed with 'being
+    modified'). Deterministic: the read is held open while the step is tried."""
+    x = np.zeros(1000)
+    opt = adamc.Adam(x, lr=0.1)
+    with opt._reading():  # what state_dict() holds while it copies
+        t, box = _in_thread(lambda: opt.step(np.ones(1000)))
+        t.join(0.3)
+        assert "error" not in box and opt.step_count == 0 and np.all(x == 0)
+    t.join(30)
+    assert box == {"out": None} and opt.step_count == 1
+
+
+def test_a_state_dict_waits_for_a_step_running_in_another_thread():
+    """Deterministic: the step is held inside its lr schedule; the state_dict() of
+    another thread must wait for it (it failed with 'stepping') and then see the
+    state after that step, not a mixture."""
+    x = np.zeros(1000)
+    inside, go = threading.Event(), threading.Event()
+
+    def lr(t):
+        inside.set()
+        assert go.wait(30)
+        return 0.1
+
+    opt = adamc.Adam(x, lr=lr)
+    stepper, stepped = _in_thread(lambda: opt.step(np.ones(1000)))
+    assert inside.wait(30)
+    reader, read = _in_thread(opt.state_dict)
+    reader.join(0.3)
+    assert not read  # still waiting
+    go.set()
+    stepper.join(30)
+    reader.join(30)
+    assert stepped == {"out": None}, stepped
+    assert "error" not in read, read["error"]
+    sd = read["out"]
+    assert sd["step_count"] == 1 and sd["state"][0]["step"] == 1
+    np.testing.assert_array_equal(sd["state"][0]["exp_avg"], np.full(1000, 1 - 0.9))
+
+
+def test_state_dicts_from_another_thread_never_fail_a_step_and_are_consistent():
+    """Real threads, no hooks: one thread steps, another takes state dicts as fast as
+    it can. No call fails, the parameters end with the serial bits, and every state
+    dict is exactly the state after its step count."""
+    import zlib
+    n, steps = 30_000, 200  # 120 KB per array: the GIL is released in the kernels
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(steps)]
+    x0 = rng.standard_normal(n).astype(np.float32)
+    ref_x, crc = x0.copy(), {0: zlib.crc32(np.zeros(n, np.float32))}
+    ref = adamc.Adam(ref_x, lr=1e-2)
+    for t, g in enumerate(grads, 1):
+        ref.step(g)
+        crc[t] = zlib.crc32(ref._state_arrays[0][0])
+    x = x0.copy()
+    opt = adamc.Adam(x, lr=1e-2)
+    done, seen, errors = threading.Event(), [], []
+
+    def read():
+        while not done.is_set():
+            try:
+                sd = opt.state_dict()
+            except Exception as exc:  # asserted below
+                errors.append(exc)
+                continue
+            seen.append((sd["step_count"], zlib.crc32(sd["state"][0]["exp_avg"])))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for g in grads:
+            opt.step(g)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, errors[0]
+    np.testing.assert_array_equal(bits(x), bits(ref_x))
+    assert seen and all(c == crc[t] for t, c in seen), [t for t, c in seen if c != crc[t]]
+
+
+def test_a_step_from_inside_a_step_says_it_is_a_re_entrant_call():
+    x = np.zeros(10)
+    box = {"calls": []}
+
+    def lr(t):
+        for call in (lambda: box["opt"].step(np.ones(10)), box["opt"].state_dict):
+            try:
+                call()
+            except RuntimeError as exc:
+                box["calls"].append(str(exc))
+        return 0.1
+
+    opt = box["opt"] = adamc.Adam(x, lr=lr)
+    opt.step(np.ones(10))
+    assert opt.step_count == 1
+    step_msg, read_msg = box["calls"]
+    assert "another thread" not in step_msg + read_msg
+    assert step_msg.startswith("step() was made from inside step() of the same optimizer, "
+                               "in the same thread (a re-entrant call, e.g. from its lr "
+                               "schedule)"), step_msg
+    assert "from inside step() of the same optimizer, in the same thread" in read_msg
+
+
+_FORK = textwrap.dedent("""
+    import os, sys, threading, numpy as np, adamc
+    x = np.zeros({n}, np.float32)
+    opt = adamc.Adam(x, lr=0.1)
+    opt.step(np.ones_like(x))
+    saved = opt.state_dict()
+    inside, go, stop = threading.Event(), threading.Event(), threading.Event()
+    how = sys.argv[1]
+
+    def hold_step():  # inside step(), before it writes: in its lr schedule
+        def lr(t):
+            if threading.current_thread() is holder:
+                inside.set()
+                go.wait(30)
+            return 0.1
+        opt.param_groups[0]["lr"] = lr
+        opt.step(np.ones_like(x))
+
+    def hold_change():  # inside a slow path that changes the optimizer
+        with opt._exclusive():
+            inside.set()
+            go.wait(30)
+
+    def hold_read():
+        with opt._reading():
+            inside.set()
+            go.wait(30)
+
+    def keep_stepping():  # a large step: a fork lands while its kernels write
+        inside.set()
+        while not stop.is_set():
+            opt.step(np.ones_like(x))
+
+    holder = threading.Thread(target={{"step": hold_step, "change": hold_change,
+                                      "read": hold_read, "loop": keep_stepping}}[how])
+    holder.start()
+    inside.wait(30)
+    if how == "loop":
+        import time
+        time.sleep(0.2)
+    pid = os.fork()
+    if pid == 0:  # the child: only this thread exists
+        out = []
+        before = x.copy()
+        try:
+            opt.step(np.ones_like(x))
+            out.append("stepped")
+        except RuntimeError as exc:
+            out.append("refused: " + str(exc))
+            for recover in ("state_dict", "step"):
+                try:
+                    getattr(opt, recover)(*([np.ones_like(x)] if recover == "step" else []))
+                    out.append(recover + " worked")
+                except RuntimeError as exc2:
+                    out.append(recover + " refused too" if str(exc2) == str(exc) else "other")
+            try:
+                opt.load_state_dict({{"state": {{}}}})  # refused: it stays torn
+            except ValueError:
+                try:
+                    opt.step(np.ones_like(x))
+                except RuntimeError as exc2:
+                    out.append("a failed load keeps it torn" if str(exc2) == str(exc)
+                               else "other")
+            opt.load_state_dict(saved)
+            opt.step(np.ones_like(x))
+            out.append("recovered by load_state_dict")
+        if how in ("step", "read"):  # nothing was written: the state is the saved one
+            twin = adamc.Adam(z := np.zeros_like(x), lr=0.1)
+            twin.load_state_dict(saved)
+            z[...] = before
+            twin.step(np.ones_like(x))
+            out.append("exact" if np.array_equal(x, z) and opt.step_count == 2 else "wrong")
+        print("|".join(out), flush=True)
+        os._exit(0)
+    go.set()
+    stop.set()
+    holder.join()
+    os.waitpid(pid, 0)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("how", ["step", "read", "change", "loop"])
+def test_a_fork_child_gets_a_usable_optimizer_or_says_what_happened(how):
+    """A fork while another thread holds the optimizer: that thread does not exist in
+    the child. A step that had not written yet, or a read, is forgotten (the child
+    steps on from the state before it); a step or change that was writing leaves the
+    optimizer refusing with a message that says so until its state is replaced (it
+    refused every step for good, as 'already running in another thread')."""
+    n = 20_000_000 if how == "loop" else 1000
+    proc = subprocess.run([sys.executable, "-c", _FORK.format(n=n), how],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip().split("|")
+    torn = ("refused: this process was forked while another thread of its parent was "
+            "updating this optimizer")
+    if how in ("step", "read"):
+        assert out == ["stepped", "exact"], out
+    elif how == "change":
+        assert out[0].startswith(torn) and "load_state_dict() (or adamc.load), or call "\
+            "reset()" in out[0], out
+        assert out[1:] == ["state_dict refused too", "step refused too",
+                           "a failed load keeps it torn", "recovered by load_state_dict"], out
+    else:  # wherever the fork landed: stepped on, or refused as torn and recovered
+        assert out == ["stepped"] or (out[0].startswith(torn) and out[-1] ==
+                                      "recovered by load_state_dict"), out
 
 
 # ----------------------------------------------------------------------------------

@@ -46,7 +46,11 @@ def optim_stub() -> str:
               "    _state_arrays: list[list[np.ndarray | None]]"]
     for name, attr in optim.Optimizer.__dict__.items():
         if name == "_exclusive":
-            lines.append("    def _exclusive(self) -> AbstractContextManager[None]: ...")
+            lines.append("    def _exclusive(self, recover: bool = ...) -> "
+                         "AbstractContextManager[None]: ...")
+            continue
+        if name == "_reading":
+            lines.append("    def _reading(self) -> AbstractContextManager[None]: ...")
             continue
         if isinstance(attr, staticmethod):
             lines += ["    @staticmethod", f"    def {name}{_sig(attr.__func__)}: ..."]
