@@ -76,7 +76,10 @@ def check_beta(value, name):
 
 def check_betas(value, name="betas"):
     """Return ``(beta1, beta2)`` after checking a pair of numbers in [0, 1)."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+    # a sequence or an array: a dict or a set has a length but no order (value[0] of a
+    # dict is a key lookup)
+    if isinstance(value, (str, bytes, dict, set, frozenset)) or \
+            not hasattr(value, "__getitem__") or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {value!r}")
     return (_beta(value[0], f"{name}[0]"), _beta(value[1], f"{name}[1]"))
 
