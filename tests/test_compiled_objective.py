@@ -4,6 +4,7 @@ loop with Python objectives: the same bits as the same fit through Python.
 The C path is tested with a tiny shared library built here with the C compiler (so
 it runs without numba); numba's cfunc is tested when numba is installed."""
 import ctypes
+import os
 import shutil
 import subprocess
 import sys
@@ -89,7 +90,8 @@ ROW_SIGNATURE = (ctypes.c_int, DOUBLE_P, DOUBLE_P, ctypes.c_long, ctypes.c_void_
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    cc = shutil.which("gcc") or shutil.which("cc")
+    # $CC first: under emulation (tools/aarch64.sh) the host's gcc makes x86-64 code
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler")
     d = tmp_path_factory.mktemp("cobj")

@@ -125,7 +125,8 @@ EOF
 
 run_tests() {
     run_python -c "import platform, adamc; print('adamc on', platform.machine(), adamc.show_config('dicts')['simd_level'])"
-    run_python -m pytest -p no:cacheprovider "$@"
+    # (CC: the tests that compile a C objective must make aarch64 code)
+    CC=${ADAMC_ARM_CC:-aarch64-linux-gnu-gcc} run_python -m pytest -p no:cacheprovider "$@"
 }
 
 # The CI part: the kernels' bits against the golden digests of x86-64, adamc's pow and
