@@ -47,3 +47,27 @@ def test_docstring_examples_run(module):
 
 def test_api_reference_shows_no_private_parameters():
     assert "_extra" not in (DOCS / "api.md").read_text()
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_is_short_and_names_the_ci_command():
+    """Issue 25: a README a newcomer reads to the end; the measurement logs live in
+    docs/performance.md and benchmarks/results/. Its test command is the one CI runs."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200, "README.md is over 200 lines: move detail to docs/"
+    assert "pip install -e . && python -m adamc" in text
+    assert 'pip install -e ".[test]" && python -m pytest' in text
+    ci = ROOT / ".ci" / "run"
+    if ci.exists():  # not copied next to an installed wheel's tests (tools/test_wheel.py)
+        assert 'pip install -e ".[test]" && python -m pytest' in ci.read_text()
+
+
+def test_readme_quickstart_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "(10000, 3) 0" in out
