@@ -20,13 +20,6 @@ cdef extern from "adamc.h" nogil:
 ctypedef double (*_row_objective_fn)(int n, double *x, double *g, intptr_t i,
                                      void *data) noexcept nogil
 
-# The problems' statuses, as adamc.minimize_many reports them (-1: running).
-cdef enum:
-    _FIT_CONVERGED = 0
-    _FIT_MAXITER = 1
-    _FIT_MAXFEV = 2
-    _FIT_NONFINITE = 3
-
 cdef struct _RowFits:
     _row_objective_fn fun
     void *data
@@ -131,16 +124,16 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
     cdef adamc_hyper h
     cdef adamc_coef coef
     cdef adamc_task task
-    if c.status[i] >= 0:
+    if c.status[i] != _ST_RUNNING:
         return 0
     if c.start:
         ok = _fit_eval(c, i, x, xu, g, gu, &f, &gnorm)
         c.f[i] = f
         if not ok:
-            c.status[i] = _FIT_NONFINITE
+            c.status[i] = _ST_NONFINITE
             return 0
         if c.gtol[i] > 0 and gnorm <= c.gtol[i]:
-            c.status[i] = _FIT_CONVERGED
+            c.status[i] = _ST_CONVERGED
             return 0
     elif c.s != NULL:  # (the step's gradient of the last accepted evaluation)
         _scaled_g(gu, c.gs + i * n, g, n)
@@ -154,7 +147,7 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
     nit, f = c.nit[i], c.f[i]
     while nit < c.t1:
         if c.maxiter != NULL and nit >= c.maxiter[i]:
-            c.status[i] = _FIT_MAXITER
+            c.status[i] = _ST_MAXITER
             break
         memcpy(keep, x, nbytes)
         f_prev = f
@@ -200,21 +193,21 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
         if not ok:
             memcpy(x, keep, nbytes)  # the last finite iterate, its f and g
             f = f_prev
-            c.status[i] = _FIT_NONFINITE
+            c.status[i] = _ST_NONFINITE
             break
         g, g_new = g_new, g
         nit += 1
         if c.plateau != NULL and _plateau_row(c.plateau, &c.rows[i * c.k + c.lr_col],
                                               &c.pbest[i], &c.pcounts[3 * i],
                                               f) == _PLATEAU_EXHAUSTED:
-            c.status[i] = _FIT_CONVERGED
+            c.status[i] = _ST_CONVERGED
             break
         if _tolerances_met(c.gtol[i], c.ftol[i], c.xtol[i], gnorm, f_prev, f, x, keep, n,
                            ADAMC_F64):
-            c.status[i] = _FIT_CONVERGED
+            c.status[i] = _ST_CONVERGED
             break
         if c.maxfev != NULL and c.nfev[i] >= c.maxfev[i]:
-            c.status[i] = _FIT_MAXFEV
+            c.status[i] = _ST_MAXFEV
             break
     if g != row_g:
         memcpy(row_g, g, nbytes)
@@ -339,7 +332,7 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     if B == 0:
         return
     for j in range(B):
-        if c.status[j] < 0 and c.nit[j] != t0:
+        if c.status[j] == _ST_RUNNING and c.nit[j] != t0:
             raise ValueError(f"problem {j} is running at iteration {c.nit[j]}, not t0 = {t0}")
     cdef cnp.ndarray coefs, coefs_aux
     cdef adamc_hyper h
@@ -351,7 +344,7 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
         # plateau, prepares its own coefficients)
         a = c.aux[0]
         for j in range(B):
-            if c.status[j] < 0:
+            if c.status[j] == _ST_RUNNING:
                 a = c.aux[j]
                 break
         coefs = np.empty((t1 - t0) * sizeof(adamc_coef), np.uint8)

@@ -12,6 +12,7 @@ and thread configuration; the rest is included from
 
 - ``_checks.pxi``     hyperparameter and operand checks
 - ``_helpers.pxi``    small array helpers of minimize and adamc.distributed
+- ``_status.pxi``     the statuses of minimize and minimize_many, and their messages
 - ``_schedules.pxi``  the compiled learning-rate schedules
 - ``_stateless.pxi``  the algorithms of the kernels and the compiled stateless steps
 - ``_engine.pxi``     the engine behind the optimizer classes
@@ -464,6 +465,7 @@ cdef inline void _enter_holding_gil() noexcept:
 
 include "_checks.pxi"
 include "_helpers.pxi"
+include "_status.pxi"
 include "_schedules.pxi"
 include "_stateless.pxi"
 include "_engine.pxi"
