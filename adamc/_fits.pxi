@@ -69,18 +69,6 @@ cdef struct _RowFits:
     int failed                     # 1: out of memory, 2: unknown algorithm
 
 
-cdef inline int _prepare_row(const _RowFits *c, const adamc_hyper *h, int64_t step,
-                             double aux, double clip, adamc_coef *coef,
-                             double *aux_next) noexcept nogil:
-    """The coefficients of _step_rows for one problem's step (-1: unknown algorithm)."""
-    if adamc_prepare(c.algo, h, step, aux, coef, aux_next) != 0:
-        return -1
-    coef.clip_value = clip
-    if c.lower != NULL:
-        coef.flags |= ADAMC_BOUNDED
-    return 0
-
-
 cdef inline bint _same_bits(double a, double b) noexcept nogil:
     return (<uint64_t *>&a)[0] == (<uint64_t *>&b)[0]
 
@@ -117,7 +105,7 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
     cdef double *row_g = c.g + i * n
     # the gradient at x and the buffer of the next one, swapped after an evaluation
     cdef double *g = row_g
-    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, total, scale, factor
+    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, factor
     cdef int64_t nit
     cdef int k
     cdef bint ok
@@ -166,16 +154,13 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
                 _set_row_field(&h, &maxnorm, &clip, c.fidx[j], c.rows[i * c.k + j])
             if c.lrs != NULL:
                 h.lr = c.lrs[nit - c.t0]
-            if _prepare_row(c, &h, nit + 1, c.aux[i], clip, &coef, &aux_next) != 0:
+            if _prepare_step(c.algo, &h, nit + 1, c.aux[i], clip, c.lower != NULL, &coef,
+                             &aux_next) != 0:
                 return -1
             task.coef = &coef  # (the problem may have used the shared table before)
         task.grad = g if c.s == NULL else gu
         if maxnorm > 0:  # as _step_rows: the problem's own norm
-            total = adamc_sum_squares(c.sumsq_fn, task.grad, n, clip,
-                                      ADAMC_KIND_SUMSQ(ADAMC_F64), nbytes)
-            scale = maxnorm / (sqrt(total) + 1e-6)
-            if not (scale >= 1.0):
-                coef.grad_scale *= scale
+            _clip_own_norm(&coef, c.sumsq_fn, task.grad, n, maxnorm, clip, ADAMC_F64, nbytes)
         c.step_fn(&task, 0, n)
         c.aux[i] = aux_next
         ok = _fit_eval(c, i, x, xu, g_new, gu, &f, &gnorm)
@@ -355,8 +340,8 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
             h = c.base
             if c.lrs != NULL:
                 h.lr = c.lrs[s]
-            if _prepare_row(&c, &h, t0 + s + 1, a, clip_value, <adamc_coef *>&c.coefs[s],
-                            &a) != 0:
+            if _prepare_step(algo, &h, t0 + s + 1, a, clip_value, c.lower != NULL,
+                             <adamc_coef *>&c.coefs[s], &a) != 0:
                 raise ValueError(f"unknown algorithm {algo}")
             (<double *>c.coefs_aux)[s] = a
     with nogil:
