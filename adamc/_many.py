@@ -18,14 +18,15 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
-from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
+from ._algorithms import CLASSES, HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._lowlevel import capsule_of, is_lowlevel
 from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
                         check_count, check_tolerance)
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds, _prepare_scale)
-from ._validation import is_schedule
+from ._validation import SHARED_CHECKS, check_hyperparameters, is_schedule
+from .optim import _check_ema  # type: ignore[attr-defined]  # (private: not in optim.pyi)
 
 __all__ = ["minimize_many"]
 
@@ -38,10 +39,8 @@ _PER_PROBLEM_LOOP = ("gtol", "ftol", "xtol", "maxiter", "maxfev")
 # minimize's options that have no meaning for many problems at once
 # the scalar checks of per-problem values other than HYPERPARAMETERS' (an lr schedule
 # is one for every problem; the clipping options are the optimizer's keyword-only
-# ones)
-_ROW_CHECKS = {"lr": _kernels.check_nonnegative,
-               "max_grad_norm": _kernels.check_max_grad_norm,
-               "clip_value": _kernels.check_clip_value}
+# ones, SHARED_CHECKS)
+_ROW_CHECKS = {"lr": _kernels.check_nonnegative, **SHARED_CHECKS}
 _UNSUPPORTED = ("batches", "return_all", "checkpoint", "checkpoint_every", "resume",
                 "progress", "ema")
 
@@ -205,12 +204,18 @@ class _Setup:
             else:
                 loop_arrays[key] = _float_column(arr, name, check_tolerance)
         hyper = parsed["hyper"]
-        # the optimizer class's own checks (and the values it fixes, e.g. AdamW's
-        # decoupled weight decay), on a representative problem
-        probe = method.cls(np.zeros(1, x.dtype), **hyper)
-        group = probe.param_groups[0]
-        names = [k for k, _ in self.algorithm.hyper]
-        self.hyper = {k: HYPERPARAMETERS[k].check(group[k], k) for k in names}
+        # the checks of the optimizer class's constructor, in its order, without
+        # building one: its hyperparameters (with the values the class fixes, e.g.
+        # AdamW's decoupled weight decay) through the table's checks, the ema options,
+        # then the clipping options
+        fixed = CLASSES[METHODS[method.name][1].cls][1].fixed
+        self.hyper = check_hyperparameters(
+            {**hyper, **fixed}, [k for k, _ in self.algorithm.hyper],
+            {k: HYPERPARAMETERS[k].check for k, _ in self.algorithm.hyper},
+            self.algorithm.cross_check)
+        _check_ema(hyper["ema"], hyper["ema_start"])
+        self.max_grad_norm, self.clip_value = (SHARED_CHECKS[k](hyper[k], k)
+                                               for k in ("max_grad_norm", "clip_value"))
         # a reduce_on_plateau lr: each problem steps its own copy (its lr a column)
         lr = self.hyper["lr"]
         self.plateau = lr if isinstance(lr, _kernels._ReduceOnPlateau) else None
@@ -219,9 +224,6 @@ class _Setup:
             self.hyper["lr"] = self.plateau.lr
         elif is_schedule(lr):
             self.lr_fn, self.hyper["lr"] = lr, 0.0
-        self.max_grad_norm = probe.max_grad_norm or 0.0
-        clip = probe.clip_value
-        self.clip_value = float("inf") if clip is None else float(clip)
         # a column with one value is a scalar: the rows then share one kernel call
         for key in list(columns):
             arr = columns[key]
