@@ -679,11 +679,9 @@ cdef class _Engine:
         for k in range(count):
             if lrs != NULL:
                 h.lr = lrs[k]
-            if adamc_prepare(self._algo, &h, grp.step + 1 + k, aux, &coefs[k], &aux) != 0:
+            if _prepare_step(self._algo, &h, grp.step + 1 + k, aux, self._clip_value,
+                             self._bounded, &coefs[k], &aux) != 0:
                 return -1
-            coefs[k].clip_value = self._clip_value
-            if self._bounded:
-                coefs[k].flags |= ADAMC_BOUNDED
             aux_after[k] = aux
         return 0
 
@@ -736,30 +734,17 @@ cdef class _Engine:
         """The whole update: optional scan for non-finite gradients (returns the
         index of the first offending parameter, nothing updated), optional global
         norm, then one kernel call per parameter."""
-        cdef Py_ssize_t i, gi
+        cdef Py_ssize_t i
         cdef adamc_task task
         cdef Slot *s
         cdef const adamc_kernels *kern = _kernels
-        cdef double sumsq = 0.0, scale
         if self._nonfinite != 0:
             for i in range(self._nparams):
                 s = &self._slots[i]
                 if kern.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size) >= 0:
                     return i
         if self._max_grad_norm > 0:
-            if self._use_external:
-                sumsq = self._external_sumsq
-            else:
-                for i in range(self._nparams):
-                    s = &self._slots[i]
-                    sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
-                                               s.size, self._clip_value,
-                                               ADAMC_KIND_SUMSQ(s.dtype_index), total)
-            # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), at most 1
-            scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
-            if not (scale >= 1.0):
-                for gi in range(self._ngroups):
-                    self._groups[gi].coef.grad_scale *= scale
+            self._clip_global_norm(total)
         self._busy = _WRITING
         for i in range(self._nparams):
             s = &self._slots[i]
@@ -775,6 +760,26 @@ cdef class _Engine:
             adamc_run(kern.step[self._algo][s.dtype_index], &task, s.size,
                       ADAMC_KIND_STEP(self._algo, s.dtype_index), s.nbytes)
         return -1
+
+    cdef void _clip_global_norm(self, Py_ssize_t total) noexcept nogil:
+        """Clip the gradients by their global norm (max_grad_norm > 0): the factor of
+        _norm_factor in every group's prepared grad_scale. The sum of squares is the
+        one given from outside (_step_reduced) or that of every gradient (total: the
+        bytes of the parameters)."""
+        cdef Py_ssize_t i
+        cdef Slot *s
+        cdef double sumsq = 0.0, factor
+        if self._use_external:
+            sumsq = self._external_sumsq
+        else:
+            for i in range(self._nparams):
+                s = &self._slots[i]
+                sumsq += adamc_sum_squares(_kernels.sumsq[s.dtype_index], self._grad_ptr[i],
+                                           s.size, self._clip_value,
+                                           ADAMC_KIND_SUMSQ(s.dtype_index), total)
+        factor = _norm_factor(self._max_grad_norm, sumsq)
+        for i in range(self._ngroups):
+            self._groups[i].coef.grad_scale *= factor
 
     cdef int _raise_nonfinite(self, Py_ssize_t i) except -1:
         cdef Slot *s = &self._slots[i]

@@ -20,13 +20,6 @@ cdef extern from "adamc.h" nogil:
 ctypedef double (*_row_objective_fn)(int n, double *x, double *g, intptr_t i,
                                      void *data) noexcept nogil
 
-# The problems' statuses, as adamc.minimize_many reports them (-1: running).
-cdef enum:
-    _FIT_CONVERGED = 0
-    _FIT_MAXITER = 1
-    _FIT_MAXFEV = 2
-    _FIT_NONFINITE = 3
-
 cdef struct _RowFits:
     _row_objective_fn fun
     void *data
@@ -76,18 +69,6 @@ cdef struct _RowFits:
     int failed                     # 1: out of memory, 2: unknown algorithm
 
 
-cdef inline int _prepare_row(const _RowFits *c, const adamc_hyper *h, int64_t step,
-                             double aux, double clip, adamc_coef *coef,
-                             double *aux_next) noexcept nogil:
-    """The coefficients of _step_rows for one problem's step (-1: unknown algorithm)."""
-    if adamc_prepare(c.algo, h, step, aux, coef, aux_next) != 0:
-        return -1
-    coef.clip_value = clip
-    if c.lower != NULL:
-        coef.flags |= ADAMC_BOUNDED
-    return 0
-
-
 cdef inline bint _same_bits(double a, double b) noexcept nogil:
     return (<uint64_t *>&a)[0] == (<uint64_t *>&b)[0]
 
@@ -124,23 +105,23 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
     cdef double *row_g = c.g + i * n
     # the gradient at x and the buffer of the next one, swapped after an evaluation
     cdef double *g = row_g
-    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, total, scale, factor
+    cdef double f, f_prev, gnorm, maxnorm, clip, aux_next, factor
     cdef int64_t nit
     cdef int k
     cdef bint ok
     cdef adamc_hyper h
     cdef adamc_coef coef
     cdef adamc_task task
-    if c.status[i] >= 0:
+    if c.status[i] != _ST_RUNNING:
         return 0
     if c.start:
         ok = _fit_eval(c, i, x, xu, g, gu, &f, &gnorm)
         c.f[i] = f
         if not ok:
-            c.status[i] = _FIT_NONFINITE
+            c.status[i] = _ST_NONFINITE
             return 0
         if c.gtol[i] > 0 and gnorm <= c.gtol[i]:
-            c.status[i] = _FIT_CONVERGED
+            c.status[i] = _ST_CONVERGED
             return 0
     elif c.s != NULL:  # (the step's gradient of the last accepted evaluation)
         _scaled_g(gu, c.gs + i * n, g, n)
@@ -154,7 +135,7 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
     nit, f = c.nit[i], c.f[i]
     while nit < c.t1:
         if c.maxiter != NULL and nit >= c.maxiter[i]:
-            c.status[i] = _FIT_MAXITER
+            c.status[i] = _ST_MAXITER
             break
         memcpy(keep, x, nbytes)
         f_prev = f
@@ -173,16 +154,13 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
                 _set_row_field(&h, &maxnorm, &clip, c.fidx[j], c.rows[i * c.k + j])
             if c.lrs != NULL:
                 h.lr = c.lrs[nit - c.t0]
-            if _prepare_row(c, &h, nit + 1, c.aux[i], clip, &coef, &aux_next) != 0:
+            if _prepare_step(c.algo, &h, nit + 1, c.aux[i], clip, c.lower != NULL, &coef,
+                             &aux_next) != 0:
                 return -1
             task.coef = &coef  # (the problem may have used the shared table before)
         task.grad = g if c.s == NULL else gu
         if maxnorm > 0:  # as _step_rows: the problem's own norm
-            total = adamc_sum_squares(c.sumsq_fn, task.grad, n, clip,
-                                      ADAMC_KIND_SUMSQ(ADAMC_F64), nbytes)
-            scale = maxnorm / (sqrt(total) + 1e-6)
-            if not (scale >= 1.0):
-                coef.grad_scale *= scale
+            _clip_own_norm(&coef, c.sumsq_fn, task.grad, n, maxnorm, clip, ADAMC_F64, nbytes)
         c.step_fn(&task, 0, n)
         c.aux[i] = aux_next
         ok = _fit_eval(c, i, x, xu, g_new, gu, &f, &gnorm)
@@ -200,21 +178,21 @@ cdef int _fit_row(_RowFits *c, Py_ssize_t i, double *keep, double *g_new,
         if not ok:
             memcpy(x, keep, nbytes)  # the last finite iterate, its f and g
             f = f_prev
-            c.status[i] = _FIT_NONFINITE
+            c.status[i] = _ST_NONFINITE
             break
         g, g_new = g_new, g
         nit += 1
         if c.plateau != NULL and _plateau_row(c.plateau, &c.rows[i * c.k + c.lr_col],
                                               &c.pbest[i], &c.pcounts[3 * i],
                                               f) == _PLATEAU_EXHAUSTED:
-            c.status[i] = _FIT_CONVERGED
+            c.status[i] = _ST_CONVERGED
             break
         if _tolerances_met(c.gtol[i], c.ftol[i], c.xtol[i], gnorm, f_prev, f, x, keep, n,
                            ADAMC_F64):
-            c.status[i] = _FIT_CONVERGED
+            c.status[i] = _ST_CONVERGED
             break
         if c.maxfev != NULL and c.nfev[i] >= c.maxfev[i]:
-            c.status[i] = _FIT_MAXFEV
+            c.status[i] = _ST_MAXFEV
             break
     if g != row_g:
         memcpy(row_g, g, nbytes)
@@ -339,7 +317,7 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
     if B == 0:
         return
     for j in range(B):
-        if c.status[j] < 0 and c.nit[j] != t0:
+        if c.status[j] == _ST_RUNNING and c.nit[j] != t0:
             raise ValueError(f"problem {j} is running at iteration {c.nit[j]}, not t0 = {t0}")
     cdef cnp.ndarray coefs, coefs_aux
     cdef adamc_hyper h
@@ -351,7 +329,7 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
         # plateau, prepares its own coefficients)
         a = c.aux[0]
         for j in range(B):
-            if c.status[j] < 0:
+            if c.status[j] == _ST_RUNNING:
                 a = c.aux[j]
                 break
         coefs = np.empty((t1 - t0) * sizeof(adamc_coef), np.uint8)
@@ -362,8 +340,8 @@ def _fit_rows(capsule, intptr_t first, int algo, dict hyper, int64_t t0, int64_t
             h = c.base
             if c.lrs != NULL:
                 h.lr = c.lrs[s]
-            if _prepare_row(&c, &h, t0 + s + 1, a, clip_value, <adamc_coef *>&c.coefs[s],
-                            &a) != 0:
+            if _prepare_step(algo, &h, t0 + s + 1, a, clip_value, c.lower != NULL,
+                             <adamc_coef *>&c.coefs[s], &a) != 0:
                 raise ValueError(f"unknown algorithm {algo}")
             (<double *>c.coefs_aux)[s] = a
     with nogil:

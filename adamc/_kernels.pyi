@@ -1,5 +1,6 @@
 # Type stubs of the compiled module adamc._kernels (kept true by tests/test_typing.py,
 # which runs mypy's stubtest against the built extension).
+from enum import IntEnum
 from typing import Any, Callable, Sequence, final
 
 import numpy as np
@@ -67,8 +68,24 @@ def first_nonfinite(a: NDArray[np.floating[Any]]) -> int: ...
 def copy_into(dst: NDArray[np.floating[Any]], src: NDArray[np.floating[Any]]) -> None: ...
 def _kernel_algorithms() -> dict[str, int]: ...
 
-# the minimize loop (_loop.pxi)
+# the statuses of minimize and minimize_many and their messages (_status.pxi)
+class _Status(IntEnum):
+    CONVERGED = 0
+    MAXITER = 1
+    MAXFEV = 2
+    NONFINITE = 3
+    CALLBACK = 99
+    RUNNING = -1
+
+_STATUS_TEXT: dict[int, str]
+_STOP_MESSAGE: str
+_MAXITER_MESSAGE: str
+_MAXFEV_MESSAGE: str
+_LOOP_OUTCOMES: dict[str, tuple[int, str]]
+_START_OUTCOMES: dict[str, tuple[int, str]]
 LOOP_REASONS: tuple[str, ...]
+
+# the minimize loop (_loop.pxi)
 LOOP_SOURCES: tuple[str, ...]
 def call_objective(capsule: Any, x: NDArray[np.float64], g: NDArray[np.float64]) -> float: ...
 def _call_objective_repeatedly(capsule: Any, x: NDArray[np.float64], g: NDArray[np.float64],

@@ -12,7 +12,9 @@ and thread configuration; the rest is included from
 
 - ``_checks.pxi``     hyperparameter and operand checks
 - ``_helpers.pxi``    small array helpers of minimize and adamc.distributed
+- ``_status.pxi``     the statuses of minimize and minimize_many, and their messages
 - ``_schedules.pxi``  the compiled learning-rate schedules
+- ``_coefs.pxi``      the preparation of a step's coefficients, shared by every driver
 - ``_stateless.pxi``  the algorithms of the kernels and the compiled stateless steps
 - ``_engine.pxi``     the engine behind the optimizer classes
 - ``_prodigy.pxi``    Prodigy's engine and stateless step (sums over every parameter)
@@ -464,6 +466,8 @@ cdef inline void _enter_holding_gil() noexcept:
 
 include "_checks.pxi"
 include "_helpers.pxi"
+include "_status.pxi"
+include "_coefs.pxi"
 include "_schedules.pxi"
 include "_stateless.pxi"
 include "_engine.pxi"

@@ -17,20 +17,14 @@ from cpython.pycapsule cimport (PyCapsule_CheckExact, PyCapsule_GetContext,
 
 ctypedef double (*_objective_fn)(int n, double *x, double *g, void *data) noexcept nogil
 
-#: What the loop returns as the reason it ended; adamc._minimize maps each to a
-#: status and a message.
-LOOP_REASONS = ("maxiter", "nonfinite", "callback", "batches", "gtol", "ftol", "xtol",
-                "maxfev", "plateau")
+# What the loop returns as the reason it ended: LOOP_REASONS and the enum _R_* of
+# _status.pxi, which maps each to a status and a message (_LOOP_OUTCOMES).
 #: How the loop evaluates the objective: a C function (no Python), fun -> (f, g),
 #: fun -> f and jac -> g, or a Python evaluate() (batches, finite differences, comm).
 LOOP_SOURCES = ("c", "pair", "separate", "python")
 
 cdef enum:
     _SRC_C, _SRC_PAIR, _SRC_SEPARATE, _SRC_PYTHON
-
-cdef enum:
-    _R_MAXITER, _R_NONFINITE, _R_CALLBACK, _R_BATCHES, _R_GTOL, _R_FTOL, _R_XTOL, _R_MAXFEV,
-    _R_PLATEAU
 
 cdef enum:
     # A C objective's loop reads the clock every _BLOCK iterations and, in the main

@@ -18,14 +18,15 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
-from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
+from ._algorithms import CLASSES, HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._lowlevel import capsule_of, is_lowlevel
 from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
                         check_count, check_tolerance)
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds, _prepare_scale)
-from ._validation import is_schedule
+from ._validation import SHARED_CHECKS, check_hyperparameters, is_schedule
+from .optim import _check_ema  # type: ignore[attr-defined]  # (private: not in optim.pyi)
 
 __all__ = ["minimize_many"]
 
@@ -38,15 +39,14 @@ _PER_PROBLEM_LOOP = ("gtol", "ftol", "xtol", "maxiter", "maxfev")
 # minimize's options that have no meaning for many problems at once
 # the scalar checks of per-problem values other than HYPERPARAMETERS' (an lr schedule
 # is one for every problem; the clipping options are the optimizer's keyword-only
-# ones)
-_ROW_CHECKS = {"lr": _kernels.check_nonnegative,
-               "max_grad_norm": _kernels.check_max_grad_norm,
-               "clip_value": _kernels.check_clip_value}
+# ones, SHARED_CHECKS)
+_ROW_CHECKS = {"lr": _kernels.check_nonnegative, **SHARED_CHECKS}
 _UNSUPPORTED = ("batches", "return_all", "checkpoint", "checkpoint_every", "resume",
                 "progress", "ema")
 
-_STATUS_TEXT = {0: "converged", 1: "reached maxiter", 2: "reached maxfev",
-                3: "had a non-finite objective or gradient", 99: "stopped by the callback"}
+# (the statuses and their names are defined once, in adamc/_status.pxi)
+_Status = _kernels._Status
+_STATUS_TEXT = _kernels._STATUS_TEXT
 
 
 # ----------------------------------------------------------------------------------
@@ -204,12 +204,18 @@ class _Setup:
             else:
                 loop_arrays[key] = _float_column(arr, name, check_tolerance)
         hyper = parsed["hyper"]
-        # the optimizer class's own checks (and the values it fixes, e.g. AdamW's
-        # decoupled weight decay), on a representative problem
-        probe = method.cls(np.zeros(1, x.dtype), **hyper)
-        group = probe.param_groups[0]
-        names = [k for k, _ in self.algorithm.hyper]
-        self.hyper = {k: HYPERPARAMETERS[k].check(group[k], k) for k in names}
+        # the checks of the optimizer class's constructor, in its order, without
+        # building one: its hyperparameters (with the values the class fixes, e.g.
+        # AdamW's decoupled weight decay) through the table's checks, the ema options,
+        # then the clipping options
+        fixed = CLASSES[METHODS[method.name][1].cls][1].fixed
+        self.hyper = check_hyperparameters(
+            {**hyper, **fixed}, [k for k, _ in self.algorithm.hyper],
+            {k: HYPERPARAMETERS[k].check for k, _ in self.algorithm.hyper},
+            self.algorithm.cross_check)
+        _check_ema(hyper["ema"], hyper["ema_start"])
+        self.max_grad_norm, self.clip_value = (SHARED_CHECKS[k](hyper[k], k)
+                                               for k in ("max_grad_norm", "clip_value"))
         # a reduce_on_plateau lr: each problem steps its own copy (its lr a column)
         lr = self.hyper["lr"]
         self.plateau = lr if isinstance(lr, _kernels._ReduceOnPlateau) else None
@@ -218,9 +224,6 @@ class _Setup:
             self.hyper["lr"] = self.plateau.lr
         elif is_schedule(lr):
             self.lr_fn, self.hyper["lr"] = lr, 0.0
-        self.max_grad_norm = probe.max_grad_norm or 0.0
-        clip = probe.clip_value
-        self.clip_value = float("inf") if clip is None else float(clip)
         # a column with one value is a scalar: the rows then share one kernel call
         for key in list(columns):
             arr = columns[key]
@@ -614,7 +617,7 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
     lower, upper = (None, None) if sc.bounds is None else sc.bounds
     user_lower, user_upper = (None, None) if sc.box is None else sc.box
     X, F, G = sc.xs.copy(), np.full(B, np.nan), np.zeros_like(x)
-    NIT, STATUS = np.zeros(B, np.int64), np.full(B, -1, np.int64)
+    NIT, STATUS = np.zeros(B, np.int64), np.full(B, _Status.RUNNING, np.int64)
     NB = np.zeros(B, np.int64)
     states = [np.zeros_like(x) if used else None for used in setup.state_used]
     states += [None] * (3 - len(states))
@@ -638,7 +641,7 @@ def _solve(method: _Method, setup: _Setup, problems: _Problems | _CompiledProble
                     else:
                         from scipy.optimize import OptimizeResult
 
-                        mask = STATUS < 0
+                        mask = STATUS == _Status.RUNNING
                         callback(intermediate_result=OptimizeResult(
                             x=X.copy(), fun=F.copy(), jac=G.copy(), nit=NIT.copy(),
                             running=mask))
@@ -676,7 +679,7 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
     u = sc.u
     lower, upper = (None, None) if sc.bounds is None else sc.bounds
     F, G = np.full(B, np.nan), np.zeros_like(x)
-    NIT, STATUS = np.zeros(B, np.int64), np.full(B, -1, np.int64)
+    NIT, STATUS = np.zeros(B, np.int64), np.full(B, _Status.RUNNING, np.int64)
     NB = np.zeros(B, np.int64)
     rows = None if setup.rows is None else setup.rows.copy()  # (each problem's own lr)
     pbest = pcounts = None
@@ -707,7 +710,7 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
         while begin < B:  # pace.rows problems per compiled call
             sl = slice(begin, min(B, begin + pace.rows))
             begin = sl.stop
-            if not (STATUS[sl] < 0).any():
+            if not (STATUS[sl] == _Status.RUNNING).any():
                 continue
             part = lambda a: None if a is None else a[sl]  # noqa: E731
             start_time = time.perf_counter()
@@ -726,11 +729,11 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
     sc.start(F)
     if sc.s is not None:  # (as adamc.minimize: a step gradient that overflows at x0)
         with np.errstate(over="ignore", invalid="ignore"):
-            bad = (STATUS < 0) & ~np.isfinite(sc.gs * G).all(axis=1)
-        STATUS[bad] = 3
+            bad = (STATUS == _Status.RUNNING) & ~np.isfinite(sc.gs * G).all(axis=1)
+        STATUS[bad] = _Status.NONFINITE
     nit = 0
     while True:
-        running = STATUS < 0
+        running = STATUS == _Status.RUNNING
         took = np.zeros(B, bool)  # the problems that made iteration nit (then running)
         stopped, error = False, None
         try:
@@ -741,8 +744,9 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
                 last_step = t1 if maxiter is None else min(t1, int(maxiter[running].max()))
                 advance(nit, t1, False, last_step)
                 nit = t1
-                took = running & ((STATUS < 0) | ((NIT == nit) & ((STATUS == 0) |
-                                                                   (STATUS == 2))))
+                took = running & ((STATUS == _Status.RUNNING) | (
+                    (NIT == nit) & ((STATUS == _Status.CONVERGED) |
+                                    (STATUS == _Status.MAXFEV))))
                 m = int(took.sum())
                 if style is not None and m:
                     try:
@@ -764,9 +768,9 @@ def _solve_compiled(setup: _Setup, problems: _CompiledProblems, x: np.ndarray,
             error = exc
         stopped, more = sync.iteration(stopped, error, bool(took.any()))
         if stopped:
-            STATUS[took] = 99
+            STATUS[took] = _Status.CALLBACK
             break
-        if not (STATUS < 0).any():
+        if not (STATUS == _Status.RUNNING).any():
             if not more:
                 break
             nit += 1  # a lockstep rank whose problems are done waits for the others
@@ -808,7 +812,8 @@ def _message(status: np.ndarray) -> str:
     parts = [f"{c} {_STATUS_TEXT.get(int(v), f'status {v}')} (status {int(v)})"
              for v, c in zip(values, counts)]
     head = ("Optimization terminated successfully for every problem: "
-            if values.tolist() == [0] else f"{int(counts[values == 0].sum())} of {B} "
+            if values.tolist() == [_Status.CONVERGED]
+            else f"{int(counts[values == _Status.CONVERGED].sum())} of {B} "
             f"problems converged: ")
     return head + ", ".join(parts) + "."
 
@@ -1002,7 +1007,8 @@ def minimize_many(fun: Callable, x0: Any, args: tuple = (), method: str = "adam"
     else:
         out = _solve(m, setup, problems, x, box, callback, style, _Local())
     status = out["status"]
-    result = OptimizeResult(**out, success=status == 0, message=_message(status))
+    result = OptimizeResult(**out, success=status == _Status.CONVERGED,
+                            message=_message(status))
     if setup.loop["disp"]:
         print(result.message)
     return result

@@ -60,7 +60,7 @@ cdef inline void _move_row(char *base, Py_ssize_t width, Py_ssize_t dst,
 
 cdef Py_ssize_t _finish_rows(_ManyRows *c, int64_t nit, int64_t status) noexcept nogil:
     """Record the rows marked in c.done (status: the given one, or the one already in
-    c.STATUS when status is -1) and move the others down; returns the new m."""
+    c.STATUS when status is _ST_RUNNING) and move the others down; returns the new m."""
     cdef Py_ssize_t r, w = 0, j, rb = c.n * c.item
     cdef int64_t p
     for r in range(c.m):
@@ -70,7 +70,7 @@ cdef Py_ssize_t _finish_rows(_ManyRows *c, int64_t nit, int64_t status) noexcept
             memcpy(c.G + p * rb, c.g + r * rb, rb)
             c.F[p] = c.f[r]
             c.NIT[p] = nit
-            if status >= 0:
+            if status != _ST_RUNNING:
                 c.STATUS[p] = status
             continue
         if w != r:
@@ -271,20 +271,20 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
     c.m = B
     xs = x if scale is None else x_user  # the x the objective and the results see
 
-    # the first evaluation: non-finite (status 3) and converged (status 0) problems
+    # the first evaluation: non-finite and converged problems
     stopping = 0
     for r in range(B):
         if not _row_ok(&c, r):
-            c.STATUS[r] = 3
+            c.STATUS[r] = _ST_NONFINITE
             c.done[r] = 1
         elif c.gtol[r] > 0 and c.gnorm[r] <= c.gtol[r]:
-            c.STATUS[r] = 0
+            c.STATUS[r] = _ST_CONVERGED
             c.done[r] = 1
         else:
             c.done[r] = 0
         stopping += c.done[r]
     if stopping:
-        _finish_rows(&c, 0, -1)
+        _finish_rows(&c, 0, _ST_RUNNING)
         problems.select(idx[:c.m].copy())
     while True:
         stopped, error = False, None
@@ -295,7 +295,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
                     c.done[r] = c.maxiter[r] <= nit
                     stopping += c.done[r]
                 if stopping:
-                    _finish_rows(&c, nit, 1)
+                    _finish_rows(&c, nit, _ST_MAXITER)
                     problems.select(idx[:c.m].copy())
             m = c.m
             if m:
@@ -341,7 +341,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
                         _user_row(&c, r)
                     stopping += 1
                 if stopping:
-                    _finish_rows(&c, nit, 3)
+                    _finish_rows(&c, nit, _ST_NONFINITE)
                     problems.select(idx[:c.m].copy())
                 nit += 1
                 if c.pbest != NULL and c.m:
@@ -352,7 +352,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
                         c.done[r] = code == _PLATEAU_EXHAUSTED
                         stopping += c.done[r]
                     if stopping:
-                        _finish_rows(&c, nit, 0)
+                        _finish_rows(&c, nit, _ST_CONVERGED)
                         problems.select(idx[:c.m].copy())
                 if has_hooks and c.m:
                     stopped = hooks(nit, c.m, xs, f_cur, g_cur, idx)
@@ -367,7 +367,7 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
         if stopped:
             for r in range(c.m):
                 c.done[r] = 1
-            _finish_rows(&c, nit, 99)
+            _finish_rows(&c, nit, _ST_CALLBACK)
             break
         if not c.m:
             if not more:
@@ -382,16 +382,16 @@ def many_loop(problems, int algo, dict hyper, lr_fn, x, f, g, list states, aux, 
             conv = _tolerances_met(c.gtol[r], c.ftol[r], c.xtol[r], c.gnorm[r], c.f_prev[r],
                                    c.f[r], c.x + r * rb, c.keep + r * rb, n, c.dtype_index)
             if conv:
-                c.STATUS[c.idx[r]] = 0
+                c.STATUS[c.idx[r]] = _ST_CONVERGED
                 c.done[r] = 1
             elif c.maxfev != NULL and nfev[c.idx[r]] + nf >= c.maxfev[r]:
-                c.STATUS[c.idx[r]] = 2
+                c.STATUS[c.idx[r]] = _ST_MAXFEV
                 c.done[r] = 1
             else:
                 c.done[r] = 0
             stopping += c.done[r]
         if stopping:
-            _finish_rows(&c, nit, -1)
+            _finish_rows(&c, nit, _ST_RUNNING)
             problems.select(idx[:c.m].copy())
     problems.flush()
 

@@ -30,9 +30,11 @@ from .optim import Optimizer
 # The minimize_<name> functions are built from the table in adamc._methods.
 __all__ = ["minimize", "minibatches"]
 
-_STOP_MESSAGE = "`callback` raised `StopIteration`."
-_MAXITER_MESSAGE = "Maximum number of iterations has been exceeded."
-_MAXFEV_MESSAGE = "Maximum number of function evaluations has been exceeded."
+# (the statuses and messages are defined once, in adamc/_status.pxi)
+_Status = _kernels._Status
+_STOP_MESSAGE = _kernels._STOP_MESSAGE
+_MAXITER_MESSAGE = _kernels._MAXITER_MESSAGE
+_MAXFEV_MESSAGE = _kernels._MAXFEV_MESSAGE
 
 
 class _Method:
@@ -263,11 +265,9 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         nit = 0
         gnorm = _kernels.max_abs(g)
         if not (math.isfinite(f) and math.isfinite(gnorm)):
-            status = 3
-            message = ("The objective or its gradient is not finite at the starting point "
-                       "(x0 is returned).")
+            status, message = _kernels._START_OUTCOMES["nonfinite"]
         elif gtol > 0 and gnorm <= gtol:
-            status, message = 0, "Optimization terminated successfully: |g|_inf <= gtol at x0."
+            status, message = _kernels._START_OUTCOMES["gtol"]
     scaling.start(f)
     allvecs = [x.copy()] if loop["return_all"] else None
     reporter = _Reporter(loop, opt) if (loop["disp"] or loop["progress"]) and \
@@ -299,16 +299,16 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
             message = message.format(nit + 1, nit)
 
     batches.close(status)
-    if status != 3:  # after a non-finite stop the optimizer's state is one step ahead
+    if status != _Status.NONFINITE:  # (then the optimizer's state is one step ahead)
         ckpt.write(opt, nit, f, g, objective, batches, status, message)
-    if status != 3 and hasattr(opt, "eval") and loop["batches"] is None:
+    if status != _Status.NONFINITE and hasattr(opt, "eval") and loop["batches"] is None:
         # schedule-free methods: the result is the averaged point x, evaluated there
         opt.eval()
         scaling.to_user()
         f, g = evaluate(False)
     result = OptimizeResult(x=x, fun=f, jac=np.array(g, copy=True), nit=nit,
                             nfev=objective.nfev, njev=objective.njev, status=status,
-                            success=status == 0, message=message,
+                            success=status == _Status.CONVERGED, message=message,
                             nbacktrack=scaling.nbacktrack)
     if opt.ema_params is not None:  # the ema option: the weight average of the iterates
         result["x_ema"] = scaling.user(opt.ema_params[0])
@@ -408,20 +408,7 @@ _SOURCES = {"compiled": "c", "combined": "pair", "separate": "separate",
             "2-point": "python", "3-point": "python"}
 
 # the end of a run by the reason the compiled loop returns: (status, message)
-_OUTCOMES = {
-    "maxiter": (1, _MAXITER_MESSAGE),
-    "nonfinite": (3, "The objective or its gradient is not finite at iteration {}; the "
-                     "result is the last iterate where both were finite (iteration {})."),
-    "callback": (99, _STOP_MESSAGE),
-    "batches": (0, "Optimization terminated successfully: the batches are exhausted."),
-    "gtol": (0, "Optimization terminated successfully: |g|_inf <= gtol."),
-    "ftol": (0, "Optimization terminated successfully: the relative change of f is <= "
-                "ftol."),
-    "xtol": (0, "Optimization terminated successfully: the change of x is <= xtol."),
-    "maxfev": (2, _MAXFEV_MESSAGE),
-    "plateau": (0, "Optimization terminated successfully: f stopped improving with the "
-                   "learning rate at its min_lr (reduce_on_plateau)."),
-}
+_OUTCOMES = _kernels._LOOP_OUTCOMES
 assert set(_OUTCOMES) == set(_kernels.LOOP_REASONS)
 
 
@@ -589,8 +576,9 @@ class _Checkpointer:
             consumed = by_rank[self.sync.rank]
         batches.skip(int(consumed))
         # a converged run stays converged; any other stop (maxiter, callback) continues
-        status = 0 if extra.get("status") == 0 else None
-        message = extra.get("message") if status == 0 else None
+        converged = extra.get("status") == _Status.CONVERGED
+        status = int(_Status.CONVERGED) if converged else None
+        message = extra.get("message") if converged else None
         return opt, int(extra["nit"]), float(extra["fun"]), g, status, message
 
 

@@ -360,25 +360,14 @@ cdef class _ProdigyEngine(_Engine):
         cdef Slot *s
         cdef Group *grp
         cdef const adamc_kernels *kern = _kernels
-        cdef double sumsq = 0.0, scale, out[2]
+        cdef double out[2]
         if self._nonfinite != 0:
             for i in range(self._nparams):
                 s = &self._slots[i]
                 if kern.first_nonfinite[s.dtype_index](self._grad_ptr[i], s.size) >= 0:
                     return i
         if self._max_grad_norm > 0:
-            if self._use_external:
-                sumsq = self._external_sumsq
-            else:
-                for i in range(self._nparams):
-                    s = &self._slots[i]
-                    sumsq += adamc_sum_squares(kern.sumsq[s.dtype_index], self._grad_ptr[i],
-                                               s.size, self._clip_value,
-                                               ADAMC_KIND_SUMSQ(s.dtype_index), total)
-            scale = self._max_grad_norm / (sqrt(sumsq) + 1e-6)
-            if not (scale >= 1.0):
-                for i in range(self._ngroups):
-                    self._groups[i].coef.grad_scale *= scale
+            self._clip_global_norm(total)
         delta[0] = 0.0
         denom[0] = 0.0
         if self._grid_acc != NULL:
@@ -530,7 +519,7 @@ cdef object _prodigy_core(_StepFunction fn, object param, object grad, PyObject 
     h.maximize = fv[_F_MAXIMIZE] != 0.0
     cdef adamc_coef coef
     cdef double aux_next, dlr, out[2]
-    adamc_prepare(ADAMC_PRODIGY, &h, t, 0.0, &coef, &aux_next)
+    _prepare_step(ADAMC_PRODIGY, &h, t, 0.0, INFINITY, False, &coef, &aux_next)
     cdef int dt = ADAMC_F32 if type_num == cnp.NPY_FLOAT else ADAMC_F64
     task.state[0], task.state[1], task.state[2] = data[0], data[1], data[2]
     task.anchor = data[3]

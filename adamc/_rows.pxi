@@ -146,7 +146,7 @@ cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, 
     cdef adamc_sumsq_fn sumsq_fn = _kernels.sumsq[dt]
     cdef adamc_coef coef
     cdef adamc_task task
-    cdef double aux_next, maxnorm, clip, scale, total
+    cdef double aux_next, maxnorm, clip
     cdef Py_ssize_t row_bytes = n * item
     cdef int failed = 0
     if k and _rows_alike(rv, m, k):
@@ -157,11 +157,9 @@ cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, 
         k = 0
     if k == 0 and not (max_grad_norm > 0):
         # every row has the same coefficients: one kernel call over the whole block
-        if adamc_prepare(algo, &base, step, ax[0], &coef, &aux_next) != 0:
+        if _prepare_step(algo, &base, step, ax[0], clip_value, lo != NULL, &coef,
+                         &aux_next) != 0:
             raise ValueError(f"unknown algorithm {algo}")
-        coef.clip_value = clip_value
-        if lo != NULL:
-            coef.flags |= ADAMC_BOUNDED
         task.param = pd
         task.grad = gd
         for j in range(3):
@@ -179,12 +177,9 @@ cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, 
             maxnorm, clip = max_grad_norm, clip_value
             for j in range(k):
                 _set_row_field(&h, &maxnorm, &clip, fidx[j], rv[i * k + j])
-            if adamc_prepare(algo, &h, step, ax[i], &coef, &aux_next) != 0:
+            if _prepare_step(algo, &h, step, ax[i], clip, lo != NULL, &coef, &aux_next) != 0:
                 failed = 1
                 break
-            coef.clip_value = clip
-            if lo != NULL:
-                coef.flags |= ADAMC_BOUNDED
             task.param = pd + i * row_bytes
             task.grad = gd + i * row_bytes
             for j in range(3):
@@ -192,13 +187,8 @@ cdef int _step_rows_core(int algo, const adamc_hyper *base_hyper, int64_t step, 
             task.lower = NULL if lo == NULL else lo + i * row_bytes
             task.upper = NULL if hi == NULL else hi + i * row_bytes
             task.coef = &coef
-            if maxnorm > 0:
-                # the engine's clip_grad_norm_ of a lone problem: its own norm
-                total = adamc_sum_squares(sumsq_fn, task.grad, n, clip,
-                                          ADAMC_KIND_SUMSQ(dt), row_bytes)
-                scale = maxnorm / (sqrt(total) + 1e-6)
-                if not (scale >= 1.0):
-                    coef.grad_scale *= scale
+            if maxnorm > 0:  # the engine's clipping of a lone problem: its own norm
+                _clip_own_norm(&coef, sumsq_fn, task.grad, n, maxnorm, clip, dt, row_bytes)
             adamc_run(fn, &task, n, ADAMC_KIND_STEP(algo, dt), row_bytes)
             ax[i] = aux_next
         adamc_leave()

@@ -349,7 +349,7 @@ cdef object _step_core(_StepFunction fn, object param, object grad, PyObject **s
     h.maximize = fv[_F_MAXIMIZE] != 0.0
     h.nesterov = fv[_F_NESTEROV] != 0.0
     h.centered = fv[_F_CENTERED] != 0.0
-    if adamc_prepare(spec.algo, &h, t, a, &coef, &aux_next) != 0:
+    if _prepare_step(spec.algo, &h, t, a, INFINITY, False, &coef, &aux_next) != 0:
         raise ValueError(f"unknown algorithm {spec.algo}")
     task.lower = NULL
     task.average = NULL
@@ -598,7 +598,8 @@ def _unchecked_adam(param, grad, exp_avg, exp_avg_sq):
             raise TypeError("float64 arrays only")
     _fill_hyper(&h, dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8))
     cdef int algo = ALGORITHMS["adam"]
-    if adamc_prepare(algo, &h, 1, adamc_aux_initial(algo), &coef, &aux_next) != 0:
+    if _prepare_step(algo, &h, 1, adamc_aux_initial(algo), INFINITY, False, &coef,
+                     &aux_next) != 0:
         raise ValueError("adam is not an algorithm of the kernels")
     task.param = cnp.PyArray_DATA(<cnp.ndarray>param)
     task.grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
@@ -620,6 +621,6 @@ def _coefficients(str algorithm, dict hyper, int64_t step, double aux):
     memset(&coef, 0, sizeof(coef))  # (padding included: the bytes are compared)
     _fill_hyper(&h, hyper)
     cdef int algo = ALGORITHMS[algorithm]
-    if adamc_prepare(algo, &h, step, aux, &coef, &aux_next) != 0:
+    if _prepare_step(algo, &h, step, aux, INFINITY, False, &coef, &aux_next) != 0:
         raise ValueError(f"unknown algorithm {algorithm!r}")
     return ((<char *>&coef)[:sizeof(coef)], aux_next, bool(adamc_steady(algo, &h, step, aux)))

@@ -6,8 +6,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._kernels import (Schedule, check_beta, check_betas, check_flag, check_growth_rate,
-                       check_nonnegative, check_positive)
+from ._kernels import (Schedule, check_beta, check_betas, check_clip_value, check_flag,
+                       check_growth_rate, check_max_grad_norm, check_nonnegative,
+                       check_positive)
 
 
 def is_schedule(value: Any) -> bool:
@@ -93,3 +94,26 @@ def check_nesterov(hyper: dict[str, Any], where: str = "") -> None:
     if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
         raise ValueError(f"{where}Nesterov momentum requires momentum > 0 and dampening = 0 "
                          f"(got momentum={hyper['momentum']}, dampening={hyper['dampening']})")
+
+
+# The options every optimizer class takes besides its hyperparameters (keyword-only),
+# by the value the engine stores: 0.0 and infinity for None (off).
+SHARED_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "max_grad_norm": check_max_grad_norm,
+    "clip_value": check_clip_value,
+}
+
+
+def check_hyperparameters(values: dict[str, Any], keys: Any,
+                          checks: dict[str, Callable[[Any, str], Any]],
+                          cross_check: Callable[[dict[str, Any], str], None] | None = None,
+                          where: str = "") -> dict[str, Any]:
+    """The hyperparameters ``keys`` of ``values`` as an optimizer's constructor checks
+    its defaults (adamc.optim's Optimizer._group_hyper): each through its check of
+    ``checks`` (the table's, adamc._algorithms.HYPERPARAMETERS), named by its key,
+    then the checks over several of them (the table's cross_check). Returns the
+    checked values (an lr schedule unchanged)."""
+    hyper = {k: checks[k](values[k], k) for k in keys}
+    if cross_check is not None:
+        cross_check(hyper, where)
+    return hyper
