@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
-from ._algorithms import HYPERPARAMETERS, METHODS, Algorithm
+from .algorithms import HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._lowlevel import capsule_of, is_lowlevel
 from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
