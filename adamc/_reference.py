@@ -5,14 +5,18 @@ share (gradient preprocessing, weight decay, the global-norm clipping factor) in
 ``adamc/algorithms/_numpy.py``. They take arrays, return new float64 arrays and never
 modify their inputs.
 """
-from .algorithms._numpy import (adam_moments, clip_grad_norm_scale,  # noqa: F401
+from .algorithms._numpy import (adam_moments, clip_grad_norm_scale,
                                 preprocess_grad, weight_decay_terms)
-from .algorithms.adam import adam  # noqa: F401
-from .algorithms.adamax import adamax  # noqa: F401
-from .algorithms.lion import lion  # noqa: F401
-from .algorithms.nadam import nadam  # noqa: F401
-from .algorithms.prodigy import prodigy  # noqa: F401
-from .algorithms.radam import radam  # noqa: F401
-from .algorithms.rmsprop import rmsprop  # noqa: F401
-from .algorithms.schedulefree import schedulefree  # noqa: F401
-from .algorithms.sgd import sgd  # noqa: F401
+from .algorithms.adam import adam
+from .algorithms.adamax import adamax
+from .algorithms.lion import lion
+from .algorithms.nadam import nadam
+from .algorithms.prodigy import prodigy
+from .algorithms.radam import radam
+from .algorithms.rmsprop import rmsprop
+from .algorithms.schedulefree import schedulefree
+from .algorithms.sgd import sgd
+
+__all__ = ["adam", "adamax", "nadam", "radam", "sgd", "rmsprop", "lion", "prodigy",
+           "schedulefree", "adam_moments", "clip_grad_norm_scale", "preprocess_grad",
+           "weight_decay_terms"]

@@ -10,7 +10,6 @@ where its signature and docstring are written; the argument parsing, the checks 
 the update run in compiled code (``adamc._kernels._StepFunction``), Prodigy's too
 (its optimizer-wide scalars are arguments, and returned).
 """
-from .algorithms import step_arguments, step_signature  # noqa: F401
 from .algorithms.adam import adam_step
 from .algorithms.adamax import adamax_step
 from .algorithms.lion import lion_step

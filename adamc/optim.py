@@ -5,7 +5,7 @@ Each class lives in its algorithm's module of :mod:`adamc.algorithms` (Adam and
 AdamW in ``adamc/algorithms/adam.py``, ...); their common base, :class:`Optimizer`,
 in ``adamc/_optimizer.py``, over the compiled engine ``adamc._kernels._Engine``.
 """
-from ._optimizer import Optimizer, _restore  # noqa: F401  (_restore: named by pickles)
+from ._optimizer import Optimizer, _restore  # noqa: F401  (pickles name adamc.optim._restore)
 from .algorithms.adam import Adam, AdamW
 from .algorithms.adamax import Adamax
 from .algorithms.lion import Lion

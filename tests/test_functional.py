@@ -422,7 +422,7 @@ def test_optional_positional_state_message():
 def _python_twin(name):
     """A Python function with the signature of step ``name`` (from the table)."""
     algorithm = next(a for a in ALGORITHMS.values() if a.step_name == name)
-    positional, keyword, _ = adamc.functional.step_signature(algorithm)
+    positional, keyword, _ = adamc.algorithms.step_signature(algorithm)
     namespace = {"inf": float("inf")}
     exec(f"def {name}({', '.join(positional)}, *, {', '.join(keyword)}): pass", namespace)
     return namespace[name]

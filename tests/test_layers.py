@@ -110,6 +110,16 @@ def imports_of(name):
     return sorted(set(found), key=lambda t: t[1])
 
 
+def test_internals_page_shows_the_layers():
+    """docs/internals.md's table lists LAYERS, row by row (the algorithm modules as
+    ``algorithms.<name>``)."""
+    text = (PACKAGE.parent / "docs" / "internals.md").read_text()
+    table = text[text.index("| layer | modules |"):].split("\n\n")[0].splitlines()[2:]
+    shown = [re.findall(r"`([^`]+)`", row.split("|")[2]) for row in table]
+    want = [["algorithms.<name>"] if layer is ALGORITHM_MODULES else layer for layer in LAYERS]
+    assert shown == want
+
+
 def test_every_module_has_a_layer():
     assert set(modules()) == set(LAYER), "place new modules in LAYERS"
 

@@ -9,11 +9,9 @@ stub in memory and fails when the committed one is out of date.
 """
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
 
-import adamc
 from adamc import _methods
 from adamc.algorithms import METHODS
 

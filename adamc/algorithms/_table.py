@@ -20,13 +20,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _kernels
-from .._validation import (check_betas, check_flag, check_growth_rate, check_lr,
-                          check_count_value, check_nesterov, check_nonnegative,
-                          check_optional_beta, check_positive, check_positive_eps,
-                          check_schedulefree_momentum, check_unit)
+from .._validation import (check_betas, check_count_value, check_flag, check_growth_rate,
+                           check_lr, check_nonnegative, check_optional_beta, check_positive,
+                           check_unit)
 
-__all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "STATE_KINDS", "PublicClass",
-           "Method", "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
+__all__ = ["Hyperparameter", "HYPERPARAMETERS", "SHARED_OPTION_DOCS", "State", "STATE_KINDS",
+           "PublicClass", "Method", "Algorithm", "check_aux", "aux_to_state",
+           "aux_from_state"]
 
 
 @dataclass(frozen=True)

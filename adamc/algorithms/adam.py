@@ -15,17 +15,19 @@ __all__ = ['Adam', 'AdamW', 'adam_step']
 ALGORITHM = Algorithm(
     "adam",
     hyper=(("lr", 1e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0.0),
-               ("amsgrad", False), ("maximize", False), ("decoupled_weight_decay", False)),
+           ("amsgrad", False), ("maximize", False), ("decoupled_weight_decay", False)),
     keyword_only=("maximize", "decoupled_weight_decay"),
     states=(State("exp_avg"), State("exp_avg_sq", kind="second_moment"),
-                State("max_exp_avg_sq", requires="amsgrad", needs="amsgrad=True",
-                      positional=False, kind="second_moment")),
-    classes=(PublicClass("Adam"), PublicClass("AdamW", base="Adam", defaults={"weight_decay": 1e-2}, fixed={"decoupled_weight_decay": True}),),
+            State("max_exp_avg_sq", requires="amsgrad", needs="amsgrad=True",
+                  positional=False, kind="second_moment")),
+    classes=(PublicClass("Adam"),
+             PublicClass("AdamW", base="Adam", defaults={"weight_decay": 1e-2},
+                         fixed={"decoupled_weight_decay": True})),
     methods=(Method("adam", "Adam", "Adam"),
-                 Method("adamw", "AdamW", "AdamW (decoupled weight decay)"),
-                 Method("amsgrad", "Adam",
-                        "AMSGrad (Adam with the maximum of past second moments)",
-                        fixed={"amsgrad": True})),
+             Method("adamw", "AdamW", "AdamW (decoupled weight decay)"),
+             Method("amsgrad", "Adam",
+                    "AMSGrad (Adam with the maximum of past second moments)",
+                    fixed={"amsgrad": True})),
 )
 
 

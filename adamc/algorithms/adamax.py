@@ -1,7 +1,7 @@
 """Adamax: the table row, the optimizer class, the stateless step and the NumPy twin."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,7 +15,7 @@ __all__ = ['Adamax', 'adamax_step']
 ALGORITHM = Algorithm(
     "adamax",
     hyper=(("lr", 2e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0.0),
-               ("maximize", False)),
+           ("maximize", False)),
     keyword_only=("maximize",),
     states=(State("exp_avg"), State("exp_inf", kind="second_moment")),
     classes=(PublicClass("Adamax"),),

@@ -1,7 +1,7 @@
 """Lion: the table row, the optimizer class, the stateless step and the NumPy twin."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,7 +15,7 @@ __all__ = ['Lion', 'lion_step']
 ALGORITHM = Algorithm(
     "lion",
     hyper=(("lr", 1e-4), ("betas", (0.9, 0.99)), ("weight_decay", 0.0),
-               ("maximize", False)),
+           ("maximize", False)),
     keyword_only=("maximize",),
     states=(State("exp_avg"),),
     classes=(PublicClass("Lion"),),

@@ -10,19 +10,19 @@ from .._optimizer import Optimizer, ProdigyOptimizer
 from .._validation import check_positive_eps
 from ._stateless import compiled_step
 from ._table import Algorithm, Method, PublicClass, State
-from ._numpy import Array, f64, preprocess_grad, project
+from ._numpy import f64, preprocess_grad, project
 
 __all__ = ['Prodigy', 'prodigy_step']
 
 ALGORITHM = Algorithm(
     "prodigy",
     hyper=(("lr", 1.0), ("betas", (0.9, 0.999)), ("beta3", None), ("eps", 1e-8),
-               ("weight_decay", 0.0), ("decouple", True), ("use_bias_correction", False),
-               ("safeguard_warmup", False), ("d0", 1e-6), ("d_coef", 1.0),
-               ("growth_rate", float("inf")), ("maximize", False)),
+           ("weight_decay", 0.0), ("decouple", True), ("use_bias_correction", False),
+           ("safeguard_warmup", False), ("d0", 1e-6), ("d_coef", 1.0),
+           ("growth_rate", float("inf")), ("maximize", False)),
     keyword_only=("maximize",),
     states=(State("exp_avg"), State("exp_avg_sq", kind="second_moment"), State("s"),
-                State("p0", kind="params")),
+            State("p0", kind="params")),
     classes=(PublicClass("Prodigy"),),
     methods=(Method("prodigy", "Prodigy", "Prodigy (Adam with a self-tuning step size)"),),
     cross_check=check_positive_eps,

@@ -15,13 +15,13 @@ __all__ = ['RMSprop', 'rmsprop_step']
 ALGORITHM = Algorithm(
     "rmsprop",
     hyper=(("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("weight_decay", 0.0),
-               ("momentum", 0.0), ("centered", False), ("maximize", False)),
+           ("momentum", 0.0), ("centered", False), ("maximize", False)),
     keyword_only=("maximize",),
     states=(State("square_avg", kind="second_moment"),
-                State("momentum_buffer", requires="momentum", needs="momentum > 0",
-                      positional=False),
-                State("grad_avg", requires="centered", needs="centered=True",
-                      positional=False)),
+            State("momentum_buffer", requires="momentum", needs="momentum > 0",
+                  positional=False),
+            State("grad_avg", requires="centered", needs="centered=True",
+                  positional=False)),
     classes=(PublicClass("RMSprop"),),
     methods=(Method("rmsprop", "RMSprop", "RMSprop"),),
 )

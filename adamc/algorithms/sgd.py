@@ -16,10 +16,10 @@ __all__ = ['SGD', 'sgd_step']
 ALGORITHM = Algorithm(
     "sgd",
     hyper=(("lr", 1e-3), ("momentum", 0.0), ("dampening", 0.0), ("weight_decay", 0.0),
-               ("nesterov", False), ("maximize", False)),
+           ("nesterov", False), ("maximize", False)),
     keyword_only=("maximize",),
     states=(State("momentum_buffer", requires="momentum", needs="momentum > 0",
-                      unstarted=True),),
+                  unstarted=True),),
     classes=(PublicClass("SGD"),),
     methods=(Method("sgd", "SGD", "SGD (gradient descent with momentum)"),),
     aux="buffer_started",
