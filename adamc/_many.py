@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
-from ._algorithms import CLASSES, HYPERPARAMETERS, METHODS, Algorithm
+from .algorithms import CLASSES, HYPERPARAMETERS, METHODS, Algorithm
 from ._format import _fingerprint
 from ._lowlevel import capsule_of, is_lowlevel
 from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
@@ -26,7 +26,7 @@ from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_
 from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds, _prepare_scale)
 from ._validation import SHARED_CHECKS, check_hyperparameters, is_schedule
-from .optim import _check_ema  # type: ignore[attr-defined]  # (private: not in optim.pyi)
+from ._optimizer import _check_ema
 
 __all__ = ["minimize_many"]
 

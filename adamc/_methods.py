@@ -1,8 +1,8 @@
 """The SciPy methods ``minimize_<name>``, one per entry of
-``adamc._algorithms.METHODS`` (signatures and docstrings from adamc._minimize)."""
+``adamc.algorithms.METHODS`` (signatures and docstrings from adamc._minimize)."""
 from __future__ import annotations
 
-from ._algorithms import METHODS
+from .algorithms import METHODS
 from ._minimize import _make_method_function
 
 __all__ = [f"minimize_{name}" for name in METHODS]

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels, optim, schedules
-from ._algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
+from .algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
 from ._batches import _Batches, minibatches
 from ._format import _fingerprint
 from ._problem import (_callback_style, _Objective, _prepare_bounds, _prepare_scale,
@@ -825,7 +825,7 @@ def _method_list() -> str:
     names = [n.replace("'", '"') for n in names]
     names[0] += " (default)"
     text = (f"One of {', '.join(names[:-1])} or {names[-1]} (case-insensitive; the "
-            f"methods of ``adamc._algorithms.METHODS``).")
+            f"methods of ``adamc.algorithms.METHODS``).")
     return textwrap.fill(text, 84, initial_indent=" " * 8, subsequent_indent=" " * 8,
                          break_on_hyphens=False)
 

@@ -74,7 +74,7 @@ cdef inline void *_data_or_null(object a):
 
 # ---------------------------------------------------------------------------------
 # Compiled stateless steps (adamc.functional builds one _StepSpec and one _StepFunction
-# per algorithm of adamc._algorithms: the public *_step callables). Every
+# per algorithm of adamc.algorithms: the public *_step callables). Every
 # check runs before anything is written, with the messages of the classes' checks.
 
 cdef enum:
@@ -87,7 +87,7 @@ cdef enum:
     _KIND_OPTIONAL_BETA = 6
     _KIND_GROWTH = 7
 
-# (the kinds of adamc._algorithms.HYPERPARAMETERS)
+# (the kinds of adamc.algorithms.HYPERPARAMETERS)
 _STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag", "positive", "optional_beta", "growth")
 # Fields of adamc_hyper a stateless step can set, by argument name.
 _STEP_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "momentum",

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import adamc  # noqa: E402
-from adamc._algorithms import CLASSES  # noqa: E402
+from adamc.algorithms import CLASSES  # noqa: E402
 from _common import machine, markdown_table, write_outputs  # noqa: E402
 
 

@@ -424,7 +424,7 @@ def stateless_contenders(n: int) -> dict[str, Callable[[int], None]]:
     from zeros), plus ``adam_step`` with four hyperparameters by keyword and the bound
     ``Adam.step``; float64, and float32 for Adam."""
     from adamc import functional
-    from adamc._algorithms import ALGORITHMS
+    from adamc.algorithms import ALGORITHMS
 
     rng = np.random.default_rng(5)
     out: dict[str, Callable[[int], None]] = {}

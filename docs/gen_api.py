@@ -12,7 +12,7 @@ from pathlib import Path
 
 import adamc
 from adamc import distributed, schedules
-from adamc._algorithms import ALGORITHMS, CLASSES, METHODS
+from adamc.algorithms import ALGORITHMS, CLASSES, METHODS
 
 OUT = Path(__file__).resolve().parent / "api.md"
 

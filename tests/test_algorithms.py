@@ -1,4 +1,4 @@
-"""The algorithm table (adamc._algorithms) and everything derived from it.
+"""The algorithm table (adamc.algorithms) and everything derived from it.
 
 1. Every row is complete: its kernel exists, its classes, stateless step and SciPy
    methods are public with the row's defaults, its float64 twin in adamc._reference
@@ -17,8 +17,8 @@ import pytest
 
 import adamc
 import emulate
-from adamc import _kernels, _reference, functional
-from adamc._algorithms import ALGORITHMS, CLASSES, HYPERPARAMETERS, METHODS
+from adamc import _kernels, _reference, algorithms
+from adamc.algorithms import ALGORITHMS, CLASSES, HYPERPARAMETERS, METHODS
 from conftest import DTYPES, SIZES, SMALL_SIZES, assert_same_bits_everywhere, bits
 
 # Option sets to exercise per algorithm (test data; the definitions are the table's).
@@ -55,6 +55,19 @@ def test_every_algorithm_has_options_to_test():
 # ----------------------------------------------------------------------------------
 # 1. The rows are complete
 
+def test_indexes_list_every_class_step_and_twin():
+    """adamc.optim, adamc.functional and adamc._reference name what the modules of
+    adamc.algorithms define, all of it and in table order."""
+    from adamc import algorithms
+    assert adamc.optim.__all__ == ["Optimizer", *CLASSES]
+    assert adamc.functional.__all__ == [a.step_name for a in ALGORITHMS.values() if a.stateless]
+    assert {**algorithms.OPTIMIZERS, **algorithms.STEPS} == {
+        name: getattr(adamc, name) for name in [*CLASSES, *adamc.functional.__all__]}
+    for algorithm in (a for a in ALGORITHMS.values() if a.stateless):
+        module = next(m for m in algorithms.MODULES if algorithm in vars(m).values())
+        assert getattr(_reference, algorithm.reference) is getattr(module, algorithm.reference)
+
+
 def test_table_matches_the_kernels():
     assert {a: ALGORITHMS[a].c_id for a in ALGORITHMS} == _kernels.ALGORITHMS
 
@@ -80,11 +93,12 @@ def test_public_class_has_the_rows_defaults(name):
 def test_stateless_step_and_twins_have_the_rows_defaults(name):
     algorithm = ALGORITHMS[name]
     fn = getattr(adamc, algorithm.step_name)
-    assert algorithm.step_name in adamc.__all__ and fn.__doc__ == algorithm.step_doc
+    assert algorithm.step_name in adamc.__all__ and fn.__module__ == "adamc.functional"
+    assert fn.__doc__.startswith("Apply one ")
     sig = inspect.signature(fn).parameters
     ref = inspect.signature(getattr(_reference, algorithm.reference)).parameters
     emu = inspect.signature(getattr(emulate, algorithm.name)).parameters
-    for key, default, _ in functional.step_arguments(algorithm):
+    for key, default, _ in algorithms.step_arguments(algorithm):
         assert sig[key].default == default, key
         assert ref[key].default == default, f"_reference.{name}: {key}"
     for key, default in algorithm.hyper:

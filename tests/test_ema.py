@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import adamc
-from adamc._algorithms import CLASSES
+from adamc.algorithms import CLASSES
 from conftest import DTYPES, assert_same_bits_everywhere, bits
 
 KW = {"SGD": dict(lr=0.01, momentum=0.9), "SGDScheduleFree": dict(lr=0.01)}

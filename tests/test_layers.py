@@ -14,12 +14,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "adamc"
 
 # Lowest first. Read as: kernels -> validation -> the algorithm table -> optimizers
-# -> state snapshot/format -> {checkpoint, distributed} -> minimize -> CLI.
+# -> state snapshot/format -> {checkpoint, distributed} -> minimize -> CLI. Modules of
+# a subpackage are named with dots ("algorithms.adam"; "algorithms" is its __init__).
+ALGORITHM_MODULES = sorted(f"algorithms.{p.stem}" for p in (PACKAGE / "algorithms").glob("*.py")
+                           if not p.stem.startswith("_"))
 LAYERS = [
-    ["_kernels", "_version", "_reference"],      # compiled core; the NumPy oracle
+    ["_kernels", "_version", "algorithms._numpy"],  # compiled core; the twins' NumPy parts
     ["_validation", "schedules", "_threads"],
-    ["_config", "_algorithms"],
-    ["optim", "functional"],
+    ["_config", "algorithms._table"],             # the table's types, the hyperparameters
+    ["_optimizer", "algorithms._stateless"],      # the optimizer base; the stateless steps
+    ALGORITHM_MODULES,                            # one module per algorithm (or family)
+    ["algorithms"],                               # the one list of algorithms
+    ["optim", "functional", "_reference"],        # public homes; the oracle's index
     ["_port"],                                    # what adapters use of an optimizer
     ["_format", "_collective"],                  # the state format; MPI agreement
     ["checkpoint", "_reducer"],
@@ -36,14 +42,35 @@ LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
 
 def modules():
-    names = {p.stem for p in PACKAGE.glob("*.py")} | {p.stem for p in PACKAGE.glob("*.pyx")}
+    names = set()
+    for p in [*PACKAGE.rglob("*.py"), *PACKAGE.glob("*.pyx")]:
+        parts = p.relative_to(PACKAGE).with_suffix("").parts
+        if len(parts) > 1 and parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.add(".".join(parts))
     return sorted(names)
+
+
+def source_of(name):
+    """The file of module ``name`` (None for the compiled module)."""
+    base = PACKAGE.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.exists() and path.parent.is_relative_to(PACKAGE):
+            return path
+    return None
+
+
+def _package_of(name):
+    path = source_of(name)
+    parts = name.split(".")
+    return parts if path is not None and path.name == "__init__.py" and name != "__init__" \
+        else parts[:-1]
 
 
 def imports_of(name):
     """(imported module, line) for every import of a package module in ``name``."""
-    path = PACKAGE / f"{name}.py"
-    if not path.exists():  # the compiled module (and its includes): every import statement
+    path = source_of(name)
+    if path is None:  # the compiled module (and its includes): every import statement
         text = "\n".join(p.read_text() for p in [PACKAGE / f"{name}.pyx",
                                                   *sorted(PACKAGE.glob("*.pxi"))])
         found = []
@@ -54,27 +81,43 @@ def imports_of(name):
             elif m and not m.group(1) and m.group(2).startswith("adamc"):
                 found.append((m.group(2), lineno))
         return found
+    known = set(modules())
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 or (node.module or "").split(".")[0] == "adamc":
-                base = node.module.split(".")[-1] if node.module and node.module != "adamc" \
-                    else None
-                if base is None:  # from . import x, y  /  from adamc import x
-                    for alias in node.names:
-                        target = alias.name if alias.name in LAYER else "__init__"
-                        found.append((target, node.lineno))
-                else:
-                    found.append((base, node.lineno))
-            elif node.level > 1:
-                found.append(("<outside the package>", node.lineno))
+            if node.level:
+                package = _package_of(name)
+                if node.level - 1 > len(package):
+                    found.append(("<outside the package>", node.lineno))
+                    continue
+                parts = package[:len(package) - node.level + 1]
+                parts += node.module.split(".") if node.module else []
+            elif (node.module or "").split(".")[0] == "adamc":
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            module = ".".join(parts)
+            for alias in node.names:
+                sub = f"{module}.{alias.name}" if module else alias.name
+                target = sub if sub in known else (module or "__init__")
+                found.append((target, node.lineno))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == "adamc":
                     found.append(("__init__", node.lineno))
                 elif alias.name.startswith("adamc."):
-                    found.append((alias.name.split(".")[1], node.lineno))
-    return found
+                    found.append((alias.name.split(".", 1)[1], node.lineno))
+    return sorted(set(found), key=lambda t: t[1])
+
+
+def test_internals_page_shows_the_layers():
+    """docs/internals.md's table lists LAYERS, row by row (the algorithm modules as
+    ``algorithms.<name>``)."""
+    text = (PACKAGE.parent / "docs" / "internals.md").read_text()
+    table = text[text.index("| layer | modules |"):].split("\n\n")[0].splitlines()[2:]
+    shown = [re.findall(r"`([^`]+)`", row.split("|")[2]) for row in table]
+    want = [["algorithms.<name>"] if layer is ALGORITHM_MODULES else layer for layer in LAYERS]
+    assert shown == want
 
 
 def test_every_module_has_a_layer():
@@ -115,9 +158,9 @@ def test_minimize_driver_has_no_mpi_branches():
                 and "distributed" in (n.module or "")]
 
 
-@pytest.mark.parametrize("name", [m for m in modules() if (PACKAGE / f"{m}.py").exists()])
+@pytest.mark.parametrize("name", [m for m in modules() if source_of(m)])
 def test_no_private_imports_of_other_packages(name):
-    for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+    for node in ast.walk(ast.parse(source_of(name).read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             parts = node.module.split(".")
             assert parts[0] == "adamc" or not any(p.startswith("_") for p in parts[1:]), \
@@ -133,7 +176,7 @@ def optimizer_internals():
     import adamc
 
     names = {n for n in dir(adamc.Optimizer) if n.startswith("_") and not n.startswith("__")}
-    for node in ast.walk(ast.parse((PACKAGE / "optim.py").read_text())):
+    for node in ast.walk(ast.parse((PACKAGE / "_optimizer.py").read_text())):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and node.value.id in ("self", "opt") and node.attr.startswith("_") \
                 and not node.attr.startswith("__"):
@@ -146,15 +189,15 @@ def internals_used(name):
     than the module's own ``self``."""
     internals = optimizer_internals()
     found = []
-    for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+    for node in ast.walk(ast.parse(source_of(name).read_text())):
         if isinstance(node, ast.Attribute) and node.attr in internals and not (
                 isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
             found.append((node.attr, node.lineno))
     return found
 
 
-@pytest.mark.parametrize("name", [m for m in modules() if m not in ("optim", "_port")
-                                  and (PACKAGE / f"{m}.py").exists()])
+@pytest.mark.parametrize("name", [m for m in modules() if m not in ("_optimizer", "_port")
+                                  and source_of(m)])
 def test_adapters_use_the_port(name):
     used = internals_used(name)
     assert not used, (f"{name}.py uses internals of adamc.Optimizer {used}; go through "
@@ -162,7 +205,7 @@ def test_adapters_use_the_port(name):
 
 
 def test_the_port_check_can_fail(tmp_path, monkeypatch):
-    (tmp_path / "optim.py").write_text((PACKAGE / "optim.py").read_text())
+    (tmp_path / "_optimizer.py").write_text((PACKAGE / "_optimizer.py").read_text())
     (tmp_path / "distributed.py").write_text("def f(opt):\n    return opt._export()\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     assert internals_used("distributed") == [("_export", 2)]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import optimize as so
 
 import adamc
-from adamc._algorithms import METHODS as ALGORITHM_METHODS
+from adamc.algorithms import METHODS as ALGORITHM_METHODS
 from conftest import mpiexec
 
 # every method of the table: a new algorithm is checked here too (minimize_many steps

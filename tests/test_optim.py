@@ -253,7 +253,7 @@ STATE_CASES = [(cls, kw, st.name, st.kind)
 def test_load_state_dict_refuses_values_no_run_can_reach(cls, kw, key, kind):
     """A negative or NaN second moment, a non-finite moment, buffer or copy of the
     parameters: refused before anything changes (the next step would make NaN)."""
-    assert kind in adamc._algorithms.STATE_KINDS
+    assert kind in adamc.algorithms.STATE_KINDS
     ps = params(seed=3)
     opt = cls(ps, **kw)
     for t in range(2):
