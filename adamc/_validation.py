@@ -110,7 +110,7 @@ def check_hyperparameters(values: dict[str, Any], keys: Any,
                           where: str = "") -> dict[str, Any]:
     """The hyperparameters ``keys`` of ``values`` as an optimizer's constructor checks
     its defaults (adamc.optim's Optimizer._group_hyper): each through its check of
-    ``checks`` (the table's, adamc._algorithms.HYPERPARAMETERS), named by its key,
+    ``checks`` (the table's, adamc.algorithms.HYPERPARAMETERS), named by its key,
     then the checks over several of them (the table's cross_check). Returns the
     checked values (an lr schedule unchanged)."""
     hyper = {k: checks[k](values[k], k) for k in keys}
