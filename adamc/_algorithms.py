@@ -29,10 +29,10 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _kernels
-from ._validation import (check_betas, check_flag, check_growth_rate, check_lr,
+from ._validation import (check_betas, check_etas, check_flag, check_growth_rate, check_lr,
                           check_count_value, check_nesterov, check_nonnegative,
                           check_optional_beta, check_positive, check_positive_eps,
-                          check_schedulefree_momentum, check_unit)
+                          check_schedulefree_momentum, check_step_sizes, check_unit)
 
 __all__ = ["Hyperparameter", "HYPERPARAMETERS", "State", "STATE_KINDS", "PublicClass",
            "Method", "Algorithm", "ALGORITHMS", "CLASSES", "METHODS"]
@@ -44,7 +44,8 @@ class Hyperparameter:
 
     ``kind`` is the compiled check of the stateless steps ("lr", "beta", "nonneg",
     "unit", "flag", "positive", "optional_beta", "growth"; ``betas`` is split into two
-    "beta" arguments there); it must accept and refuse what ``check`` does, with the
+    "beta" arguments there, Rprop's ``etas`` into "etaminus" and "etaplus",
+    ``step_sizes`` into two "positive" ``step_size_min`` and ``step_size_max``); it must accept and refuse what ``check`` does, with the
     same messages (tests/test_functional.py compares them)."""
 
     check: Callable[[Any, str], Any]
@@ -96,6 +97,16 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                         "Power of the polynomial weighting of the average."),
     "weight_lr_power": Hyperparameter(check_nonnegative, "nonneg", "float",
                                       "Power of the largest lr in the averaging weights."),
+    "lr_decay": Hyperparameter(check_nonnegative, "nonneg", "float",
+                               "Learning-rate decay: lr / (1 + (step - 1) * lr_decay)."),
+    "initial_accumulator_value": Hyperparameter(
+        check_nonnegative, "nonneg", "float", "Initial value of the sum of squared gradients."),
+    "rho": Hyperparameter(check_unit, "unit", "float",
+                          "Decay rate of the running averages of g**2 and of the updates."),
+    "etas": Hyperparameter(check_etas, "etas", "tuple[float, float]",
+                           "Step-size factors (etaminus, etaplus), 0 < etaminus < 1 < etaplus."),
+    "step_sizes": Hyperparameter(check_step_sizes, "step_sizes", "tuple[float, float]",
+                                 "Smallest and largest step sizes (step_size_min, step_size_max)."),
 }
 
 # Options every optimizer takes (keyword-only), described once for the SciPy methods.
@@ -134,8 +145,9 @@ class State:
 #: about 1e19 in float32, 1e154 in float64, overflows; that element then stops
 #: moving, and stays finite), NaN and negative values are not. "params": finite, a
 #: copy of the parameters that may be set before the first step completes (p0, the
-#: schedule-free z and y).
-STATE_KINDS = ("accumulated", "second_moment", "params")
+#: schedule-free z and y). "step_size": finite and > 0 once its parameter has taken a
+#: step, zero before (Rprop's step sizes, clamped to [step_size_min, step_size_max]).
+STATE_KINDS = ("accumulated", "second_moment", "params", "step_size")
 
 
 @dataclass(frozen=True)
@@ -847,6 +859,205 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
         stateless=False,
         cross_check=check_schedulefree_momentum,
         engine="_ScheduleFreeEngine",
+    ),
+    Algorithm(
+        "adagrad",
+        hyper=(("lr", 1e-2), ("lr_decay", 0.0), ("weight_decay", 0.0),
+               ("initial_accumulator_value", 0.0), ("eps", 1e-10), ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("sum", kind="second_moment"),),
+        classes=(PublicClass("Adagrad", r"""Adagrad (Duchi et al., 2011), with torch.optim.Adagrad's defaults and
+    semantics. Per step ``t`` and element::
+
+        g   = g + weight_decay * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s   = s + g * g                  (s starts at initial_accumulator_value)
+        p   = p - clr * g / (sqrt(s) + eps)
+
+    in torch's operation order. The state array ``sum`` (torch's name) holds ``s``;
+    it is zero before the first step, which adds ``initial_accumulator_value`` (torch
+    fills it in when the state is created: the values after every step are the same).
+
+    Parameters
+    ----------
+    {params}
+    lr_decay : float, optional
+        Decay of the learning rate with the step number (default 0).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    initial_accumulator_value : float, optional
+        Initial value of the sum of squared gradients, >= 0 (default 0). Each group
+        uses its own value (torch uses the constructor's for every group).
+    eps : float, optional
+        Added to the denominator, outside the square root (default 1e-10).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+
+    Examples
+    --------
+    >>> import numpy as np, adamc
+    >>> x = np.array([8.0])
+    >>> opt = adamc.Adagrad(x, lr=1.0)
+    >>> for _ in range(100):
+    ...     opt.step(2 * (x - 2))          # gradient of (x - 2)**2
+    >>> bool(abs(x[0] - 2) < 0.1)
+    True
+    """),),
+        methods=(Method("adagrad", "Adagrad", "Adagrad"),),
+        step_doc=r"""Apply one Adagrad update in place (see :class:`adamc.Adagrad`).
+
+    Parameters
+    ----------
+    param, grad
+        As in :func:`adam_step`.
+    sum : ndarray
+        Sum of squared gradients (start from zeros: step 1 adds
+        ``initial_accumulator_value``); updated in place.
+    step : int
+        1-based number of this update (it gives the learning-rate decay and marks
+        the first step).
+    lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize
+        As for :class:`adamc.Adagrad`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument, before anything is modified.
+    """,
+    ),
+    Algorithm(
+        "adadelta",
+        hyper=(("lr", 1.0), ("rho", 0.9), ("eps", 1e-6), ("weight_decay", 0.0),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("square_avg", kind="second_moment"),
+                State("acc_delta", kind="second_moment")),
+        classes=(PublicClass("Adadelta", r"""Adadelta (Zeiler, 2012), with torch.optim.Adadelta's defaults and
+    semantics. Per step and element::
+
+        g = g + weight_decay * p
+        v = rho * v + (1 - rho) * g * g                       (square_avg)
+        d = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * d * d                       (acc_delta)
+        p = p - lr * d
+
+    in torch's operation order.
+
+    Parameters
+    ----------
+    {params}
+    rho : float, optional
+        Decay rate of the running averages, in [0, 1] (default 0.9).
+    eps : float, optional
+        Added inside both square roots (default 1e-6).
+    weight_decay : float, optional
+        L2 penalty coefficient (default 0).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+
+    Examples
+    --------
+    >>> import numpy as np, adamc
+    >>> x = np.array([8.0])
+    >>> opt = adamc.Adadelta(x)
+    >>> for _ in range(10):
+    ...     opt.step(2 * (x - 2))          # gradient of (x - 2)**2
+    >>> opt.step_count
+    10
+    """),),
+        methods=(Method("adadelta", "Adadelta", "Adadelta"),),
+        step_doc=r"""Apply one Adadelta update in place (see :class:`adamc.Adadelta`).
+
+    Parameters
+    ----------
+    param, grad
+        As in :func:`adam_step`.
+    square_avg, acc_delta : ndarray
+        Running averages of the squared gradients and of the squared updates (start
+        from zeros); updated in place.
+    step : int
+        1-based number of this update (Adadelta has no bias correction; it is checked
+        for consistency with the other steps).
+    lr, rho, eps, weight_decay, maximize
+        As for :class:`adamc.Adadelta`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument, before anything is modified.
+    """,
+    ),
+    Algorithm(
+        "rprop",
+        hyper=(("lr", 1e-2), ("etas", (0.5, 1.2)), ("step_sizes", (1e-6, 50.0)),
+               ("maximize", False)),
+        keyword_only=("maximize",),
+        states=(State("prev"), State("step_size", kind="step_size")),
+        classes=(PublicClass("Rprop", r"""Rprop, resilient backpropagation (Riedmiller & Braun, 1993), with
+    torch.optim.Rprop's defaults and semantics. Every element has its own step size
+    ``s``, which starts at ``lr``; per step, with ``c = g * prev``::
+
+        s    = clamp(s * (etaplus if c > 0 else etaminus if c < 0 else 1),
+                     step_size_min, step_size_max)
+        g    = 0 where c < 0              (a sign change: no move, and no change next)
+        p    = p - sign(g) * s
+        prev = g
+
+    Only the signs of the gradients matter: Rprop suits full-batch gradients. The
+    state arrays ``prev`` and ``step_size`` (torch's names) are zero before the first
+    step, which starts the step sizes at ``lr`` (torch fills them in when the state
+    is created: the values after every step are the same); ``lr`` is not used after
+    the first step.
+
+    Parameters
+    ----------
+    {params}
+    etas : (float, float), optional
+        ``(etaminus, etaplus)``, the factors of the step size after a sign change and
+        after the same sign, ``0 < etaminus < 1 < etaplus`` (default (0.5, 1.2)).
+    step_sizes : (float, float), optional
+        ``(step_size_min, step_size_max)``, the range of the step sizes,
+        ``0 < step_size_min <= step_size_max`` (default (1e-6, 50)).
+    maximize : bool, optional
+        Maximize the objective (default False).{shared}
+
+    Examples
+    --------
+    >>> import numpy as np, adamc
+    >>> x = np.array([8.0])
+    >>> opt = adamc.Rprop(x, lr=0.1)
+    >>> for _ in range(100):
+    ...     opt.step(2 * (x - 2))          # gradient of (x - 2)**2
+    >>> bool(abs(x[0] - 2) < 1e-3)
+    True
+    """),),
+        methods=(Method("rprop", "Rprop", "Rprop (resilient backpropagation)"),),
+        step_doc=r"""Apply one Rprop update in place (see :class:`adamc.Rprop`).
+
+    Parameters
+    ----------
+    param, grad
+        As in :func:`adam_step`.
+    prev, step_size : ndarray
+        The previous (masked) gradient and the per-element step sizes (start both
+        from zeros: step 1 sets the step sizes from ``lr``); updated in place.
+    step : int
+        1-based number of this update (step 1 starts the step sizes at ``lr``).
+    lr : float, optional
+        Initial step size, >= 0 (used at step 1 only). Default 1e-2.
+    etaminus, etaplus : float, optional
+        Step-size factors, ``0 < etaminus < 1 < etaplus``. Defaults 0.5 and 1.2.
+    step_size_min, step_size_max : float, optional
+        Range of the step sizes, ``0 < step_size_min <= step_size_max``. Defaults
+        1e-6 and 50.
+    maximize : bool, optional
+        Maximize the objective instead of minimizing it.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument, before anything is modified.
+    """,
     ),
 ]}
 
