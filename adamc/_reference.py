@@ -298,6 +298,62 @@ def schedulefree(param: Array, grad: Array, z: Optional[Array], *, k: int,
     return out
 
 
+def adagrad(param: Array, grad: Array, sum: Array, *, step: int, lr: float = 1e-2,
+            lr_decay: float = 0.0, weight_decay: float = 0.0,
+            initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+            maximize: bool = False, lower=None, upper=None, clip_value=None,
+            clip_scale: float = 1.0) -> dict[str, Array]:
+    """One Adagrad step (torch.optim.Adagrad; Duchi et al., 2011). ``sum`` starts from
+    zeros, as adamc keeps it: step 1 adds ``initial_accumulator_value`` (torch's
+    starting value of the sum)."""
+    p = _f64(param)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    state_sum = _f64(sum) + (initial_accumulator_value if step == 1 else 0.0)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    state_sum = state_sum + g * g
+    p = p - clr * g / (np.sqrt(state_sum) + eps)
+    return {"param": _project(p, lower, upper), "sum": state_sum}
+
+
+def adadelta(param: Array, grad: Array, square_avg: Array, acc_delta: Array, *, step: int,
+             lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+             maximize: bool = False, lower=None, upper=None, clip_value=None,
+             clip_scale: float = 1.0) -> dict[str, Array]:
+    """One Adadelta step (torch.optim.Adadelta; Zeiler, 2012, Algorithm 1 with a
+    learning rate). ``step`` is accepted for symmetry: Adadelta has no bias
+    correction."""
+    p, v, u = _f64(param), _f64(square_avg), _f64(acc_delta)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    if weight_decay != 0:
+        g = g + weight_decay * p
+    v = rho * v + (1 - rho) * g * g
+    delta = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+    u = rho * u + (1 - rho) * delta * delta
+    p = p - lr * delta
+    return {"param": _project(p, lower, upper), "square_avg": v, "acc_delta": u}
+
+
+def rprop(param: Array, grad: Array, prev: Array, step_size: Array, *, step: int,
+          lr: float = 1e-2, etaminus: float = 0.5, etaplus: float = 1.2,
+          step_size_min: float = 1e-6, step_size_max: float = 50.0, maximize: bool = False,
+          lower=None, upper=None, clip_value=None, clip_scale: float = 1.0) -> dict[str, Array]:
+    """One Rprop step (torch.optim.Rprop; Riedmiller & Braun, 1993). ``prev`` and
+    ``step_size`` start from zeros, as adamc keeps them: step 1 sets the step sizes to
+    ``lr`` (torch's starting value)."""
+    p, prev = _f64(param), _f64(prev)
+    sizes = np.full_like(p, lr) if step == 1 else _f64(step_size)
+    g = preprocess_grad(grad, maximize=maximize, clip_value=clip_value, clip_scale=clip_scale)
+    sign = np.sign(g * prev)
+    factor = np.where(sign > 0, etaplus, np.where(sign < 0, etaminus, 1.0))
+    factor = np.where(np.isnan(sign), np.nan, factor)
+    sizes = np.clip(sizes * factor, step_size_min, step_size_max)
+    g = np.where(sign < 0, 0.0, g)
+    p = p - np.sign(g) * sizes
+    return {"param": _project(p, lower, upper), "prev": g, "step_size": sizes}
+
+
 def clip_grad_norm_scale(grads: list[Array], max_norm: float,
                          clip_value: Optional[float] = None) -> float:
     """Factor that torch.nn.utils.clip_grad_norm_ applies to all gradients (after an
