@@ -244,7 +244,8 @@ STATE_CASES = [(cls, kw, st.name, st.kind)
                                (adamc.SGD, dict(momentum=0.9)),
                                (adamc.RMSprop, dict(momentum=0.5, centered=True)),
                                (adamc.Lion, {}), (adamc.Prodigy, {}),
-                               (adamc.AdamWScheduleFree, {}), (adamc.SGDScheduleFree, {})]
+                               (adamc.AdamWScheduleFree, {}), (adamc.SGDScheduleFree, {}),
+                               (adamc.Adagrad, {}), (adamc.Adadelta, {}), (adamc.Rprop, {})]
                for st in cls._spec.states]
 
 
@@ -259,7 +260,8 @@ def test_load_state_dict_refuses_values_no_run_can_reach(cls, kw, key, kind):
     for t in range(2):
         opt.step(grads_like(ps, t))
     snap = snapshot(opt, ps)
-    bad_values = [-1.0, np.nan, -np.inf] if kind == "second_moment" else [np.nan, np.inf, -np.inf]
+    bad_values = ([-1.0, np.nan, -np.inf] if kind == "second_moment" else
+                  [0.0, -1.0, np.nan, np.inf] if kind == "step_size" else [np.nan, np.inf, -np.inf])
     for value in bad_values:
         sd = copy.deepcopy(opt.state_dict())
         sd["state"][1][key][2, 1] = value
