@@ -9,7 +9,7 @@ import numpy as np
 from . import _kernels
 from ._algorithms import Algorithm, PublicClass
 
-__all__ = ['Optimizer', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'SGD', 'RMSprop', 'Lion', 'Prodigy', 'AdamWScheduleFree', 'SGDScheduleFree']
+__all__ = ['Optimizer', 'Adam', 'AdamW', 'Adamax', 'NAdam', 'RAdam', 'SGD', 'RMSprop', 'Lion', 'Prodigy', 'AdamWScheduleFree', 'SGDScheduleFree', 'Adagrad', 'Adadelta', 'Rprop']
 
 class Optimizer(_kernels._Engine):
     _spec: ClassVar[Algorithm]
@@ -114,6 +114,15 @@ class AdamWScheduleFree(_ScheduleFreeOptimizer):
 
 class SGDScheduleFree(_ScheduleFreeOptimizer):
     def __init__(self, params: Any, lr: float | Callable[[int], float] = ..., momentum: float = ..., weight_decay: float = ..., warmup_steps: int = ..., r: float = ..., weight_lr_power: float = ..., *, maximize: bool = ..., max_grad_norm: float | None = ..., clip_value: float | None = ..., nonfinite: str = ..., ema: float | str | None = ..., ema_start: int = ...) -> None: ...
+
+class Adagrad(Optimizer):
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = ..., lr_decay: float = ..., weight_decay: float = ..., initial_accumulator_value: float = ..., eps: float = ..., *, maximize: bool = ..., max_grad_norm: float | None = ..., clip_value: float | None = ..., nonfinite: str = ..., ema: float | str | None = ..., ema_start: int = ...) -> None: ...
+
+class Adadelta(Optimizer):
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = ..., rho: float = ..., eps: float = ..., weight_decay: float = ..., *, maximize: bool = ..., max_grad_norm: float | None = ..., clip_value: float | None = ..., nonfinite: str = ..., ema: float | str | None = ..., ema_start: int = ...) -> None: ...
+
+class Rprop(Optimizer):
+    def __init__(self, params: Any, lr: float | Callable[[int], float] = ..., etas: tuple[float, float] = ..., step_sizes: tuple[float, float] = ..., *, maximize: bool = ..., max_grad_norm: float | None = ..., clip_value: float | None = ..., nonfinite: str = ..., ema: float | str | None = ..., ema_start: int = ...) -> None: ...
 
 def _check_count(value: Any, name: str) -> int: ...
 def _zeros_in_phase(param: np.ndarray) -> np.ndarray: ...
