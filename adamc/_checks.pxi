@@ -46,6 +46,20 @@ cdef double _growth(object value, str name) except? -1.0:
     return x
 
 
+cdef double _etaminus(object value, str name) except? -1.0:
+    cdef double x = _real(value, name)
+    if not (0.0 < x < 1.0):
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return x
+
+
+cdef double _etaplus(object value, str name) except? -1.0:
+    cdef double x = _real(value, name)
+    if not (x > 1.0) or not isfinite(x):
+        raise ValueError(f"{name} must be a finite number > 1, got {value!r}")
+    return x
+
+
 cdef bint _flag(object value, str name) except -1:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -82,6 +96,31 @@ def check_betas(value, name="betas"):
             not hasattr(value, "__getitem__") or not hasattr(value, "__len__") or len(value) != 2:
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {value!r}")
     return (_beta(value[0], f"{name}[0]"), _beta(value[1], f"{name}[1]"))
+
+
+cdef bint _is_pair(object value):
+    # a sequence or an array: a dict or a set has a length but no order
+    return not isinstance(value, (str, bytes, dict, set, frozenset)) and \
+        hasattr(value, "__getitem__") and hasattr(value, "__len__") and len(value) == 2
+
+
+def check_etas(value, name="etas"):
+    """Return Rprop's ``(etaminus, etaplus)`` after checking
+    ``0 < etaminus < 1 < etaplus`` (etaplus finite)."""
+    if not _is_pair(value):
+        raise ValueError(f"{name} must be a pair (etaminus, etaplus), got {value!r}")
+    return (_etaminus(value[0], f"{name}[0]"), _etaplus(value[1], f"{name}[1]"))
+
+
+def check_step_sizes(value, name="step_sizes"):
+    """Return Rprop's ``(step_size_min, step_size_max)`` after checking
+    ``0 < step_size_min <= step_size_max`` (both finite)."""
+    if not _is_pair(value):
+        raise ValueError(f"{name} must be a pair (step_size_min, step_size_max), got {value!r}")
+    lo, hi = _positive(value[0], f"{name}[0]"), _positive(value[1], f"{name}[1]")
+    if lo > hi:
+        raise ValueError(f"{name} must satisfy step_size_min <= step_size_max, got {value!r}")
+    return (lo, hi)
 
 
 def check_positive(value, name):

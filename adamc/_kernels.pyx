@@ -159,6 +159,8 @@ cdef extern from "adamc.h" nogil:
         double momentum_decay, momentum, dampening, alpha
         double beta3, d0, d_coef, growth_rate
         double warmup_steps, r, weight_lr_power
+        double lr_decay, initial_accumulator_value, rho
+        double etaminus, etaplus, step_size_min, step_size_max
         int decoupled, amsgrad, maximize, nesterov, centered
         int bias_correction, safeguard_warmup
 

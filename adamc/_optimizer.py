@@ -93,7 +93,12 @@ def _check_state_values(arr: np.ndarray, kind: str, name: str, step: int) -> Non
     if arr.size == 0:
         return
     low, high = np.min(arr), np.max(arr)
-    if kind == "second_moment":
+    if kind == "step_size" and step > 0:
+        if not (low > 0 and np.isfinite(high)):  # NaN, <= 0 or inf
+            raise ValueError(f"{name} holds {_first_bad(~((arr > 0) & np.isfinite(arr)), arr)}; "
+                             f"a step size must be finite and > 0 (steps clamp it to "
+                             f"[step_size_min, step_size_max])")
+    elif kind == "second_moment":
         if not low >= 0:  # NaN or negative; +inf is reachable (see STATE_KINDS)
             raise ValueError(f"{name} holds {_first_bad(~(arr >= 0), arr)}; a second "
                              f"moment must be >= 0 (no step makes it negative or NaN)")
@@ -480,8 +485,9 @@ class Optimizer(_kernels._Engine):
                 where = "the defaults" if gi is None else f"param_groups[{gi}]"
                 raise ValueError(f"{where} has no '{key}'") from None
             hyper[key] = HYPERPARAMETERS[key].check(value, name)
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])  # a list could be edited unseen
+        for key in ("betas", "etas", "step_sizes"):
+            if isinstance(group.get(key), list):
+                group[key] = tuple(group[key])  # a list could be edited unseen
         self._cross_check(hyper, "" if gi is None else f"param_groups[{gi}]: ")
         lr = hyper["lr"]
         if is_schedule(lr):

@@ -7,6 +7,8 @@ modify their inputs.
 """
 from .algorithms._numpy import (adam_moments, clip_grad_norm_scale,
                                 preprocess_grad, weight_decay_terms)
+from .algorithms.adadelta import adadelta
+from .algorithms.adagrad import adagrad
 from .algorithms.adam import adam
 from .algorithms.adamax import adamax
 from .algorithms.lion import lion
@@ -14,9 +16,10 @@ from .algorithms.nadam import nadam
 from .algorithms.prodigy import prodigy
 from .algorithms.radam import radam
 from .algorithms.rmsprop import rmsprop
+from .algorithms.rprop import rprop
 from .algorithms.schedulefree import schedulefree
 from .algorithms.sgd import sgd
 
 __all__ = ["adam", "adamax", "nadam", "radam", "sgd", "rmsprop", "lion", "prodigy",
-           "schedulefree", "adam_moments", "clip_grad_norm_scale", "preprocess_grad",
+           "schedulefree", "adagrad", "adadelta", "rprop", "adam_moments", "clip_grad_norm_scale", "preprocess_grad",
            "weight_decay_terms"]

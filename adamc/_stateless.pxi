@@ -63,6 +63,11 @@ cdef int _fill_hyper(adamc_hyper *h, dict v) except -1:
     h.warmup_steps = v.get("warmup_steps", 0)
     h.r = v.get("r", 0.0)
     h.weight_lr_power = v.get("weight_lr_power", 0.0)
+    h.lr_decay = v.get("lr_decay", 0.0)
+    h.initial_accumulator_value = v.get("initial_accumulator_value", 0.0)
+    h.rho = v.get("rho", 0.0)
+    h.etaminus, h.etaplus = v.get("etas", (0.0, 0.0))
+    h.step_size_min, h.step_size_max = v.get("step_sizes", (0.0, 0.0))
     if "decouple" in v:
         h.decoupled = v["decouple"]
     return 0
@@ -86,18 +91,25 @@ cdef enum:
     _KIND_POSITIVE = 5
     _KIND_OPTIONAL_BETA = 6
     _KIND_GROWTH = 7
+    _KIND_ETAMINUS = 8
+    _KIND_ETAPLUS = 9
 
-# (the kinds of adamc.algorithms.HYPERPARAMETERS)
-_STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag", "positive", "optional_beta", "growth")
+# (the kinds of adamc.algorithms.HYPERPARAMETERS; "etaminus" and "etaplus" are the two
+# halves of Rprop's etas)
+_STEP_KINDS = ("lr", "beta", "nonneg", "unit", "flag", "positive", "optional_beta", "growth",
+               "etaminus", "etaplus")
 # Fields of adamc_hyper a stateless step can set, by argument name.
 _STEP_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "momentum",
                 "dampening", "alpha", "decoupled_weight_decay", "amsgrad", "maximize",
                 "nesterov", "centered", "beta3", "d0", "d_coef", "growth_rate", "decouple",
-                "use_bias_correction", "safeguard_warmup")
+                "use_bias_correction", "safeguard_warmup", "lr_decay",
+                "initial_accumulator_value", "rho", "etaminus", "etaplus", "step_size_min",
+                "step_size_max")
 cdef enum:
     _F_LR, _F_BETA1, _F_BETA2, _F_EPS, _F_WD, _F_MDECAY, _F_MOMENTUM, _F_DAMPENING
     _F_ALPHA, _F_DECOUPLED, _F_AMSGRAD, _F_MAXIMIZE, _F_NESTEROV, _F_CENTERED
     _F_BETA3, _F_D0, _F_D_COEF, _F_GROWTH, _F_DECOUPLE, _F_BIAS_CORRECTION, _F_SAFEGUARD
+    _F_LR_DECAY, _F_INITIAL_ACC, _F_RHO, _F_ETAMINUS, _F_ETAPLUS, _F_STEP_MIN, _F_STEP_MAX
     _F_COUNT
     _MAX_ARGS = 16
     _MAX_SLOTS = _MAX_ARGS + 8
@@ -243,6 +255,10 @@ cdef double _hyper_value(int kind, object v, str name) except -1.0:
         return _positive(v, name)
     if kind == _KIND_GROWTH:
         return _growth(v, name)
+    if kind == _KIND_ETAMINUS:
+        return _etaminus(v, name)
+    if kind == _KIND_ETAPLUS:
+        return _etaplus(v, name)
     return _nonneg(v, name)
 
 
@@ -277,6 +293,9 @@ cdef object _step_core(_StepFunction fn, object param, object grad, PyObject **s
     if lr_schedule:
         raise TypeError("lr of a stateless step must be a number; pass schedule(step) "
                         "(schedules belong to the optimizer classes)")
+    if fv[_F_STEP_MIN] > fv[_F_STEP_MAX]:
+        raise ValueError(f"step_size_min must be <= step_size_max (got {fv[_F_STEP_MIN]!r} "
+                         f"and {fv[_F_STEP_MAX]!r})")
     if fv[_F_NESTEROV] != 0.0 and (fv[_F_MOMENTUM] <= 0 or fv[_F_DAMPENING] != 0):
         raise ValueError(f"Nesterov momentum requires momentum > 0 and dampening = 0 "
                          f"(got momentum={fv[_F_MOMENTUM]}, dampening={fv[_F_DAMPENING]})")
@@ -349,6 +368,9 @@ cdef object _step_core(_StepFunction fn, object param, object grad, PyObject **s
     h.maximize = fv[_F_MAXIMIZE] != 0.0
     h.nesterov = fv[_F_NESTEROV] != 0.0
     h.centered = fv[_F_CENTERED] != 0.0
+    h.lr_decay, h.initial_accumulator_value = fv[_F_LR_DECAY], fv[_F_INITIAL_ACC]
+    h.rho, h.etaminus, h.etaplus = fv[_F_RHO], fv[_F_ETAMINUS], fv[_F_ETAPLUS]
+    h.step_size_min, h.step_size_max = fv[_F_STEP_MIN], fv[_F_STEP_MAX]
     if _prepare_step(spec.algo, &h, t, a, INFINITY, False, &coef, &aux_next) != 0:
         raise ValueError(f"unknown algorithm {spec.algo}")
     task.lower = NULL

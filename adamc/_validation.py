@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._kernels import (Schedule, check_beta, check_betas, check_clip_value, check_flag,
-                       check_growth_rate, check_max_grad_norm, check_nonnegative,
-                       check_positive)
+from ._kernels import (Schedule, check_beta, check_betas, check_clip_value, check_etas,
+                       check_flag, check_growth_rate, check_max_grad_norm, check_nonnegative,
+                       check_positive, check_step_sizes)
 
 
 def is_schedule(value: Any) -> bool:
@@ -87,6 +87,11 @@ CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "warmup_steps": check_count_value,
     "r": check_nonnegative,
     "weight_lr_power": check_nonnegative,
+    "lr_decay": check_nonnegative,
+    "initial_accumulator_value": check_nonnegative,
+    "rho": check_unit,
+    "etas": check_etas,
+    "step_sizes": check_step_sizes,
 }
 
 

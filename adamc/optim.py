@@ -6,6 +6,8 @@ AdamW in ``adamc/algorithms/adam.py``, ...); their common base, :class:`Optimize
 in ``adamc/_optimizer.py``, over the compiled engine ``adamc._kernels._Engine``.
 """
 from ._optimizer import Optimizer, _restore  # noqa: F401  (pickles name adamc.optim._restore)
+from .algorithms.adadelta import Adadelta
+from .algorithms.adagrad import Adagrad
 from .algorithms.adam import Adam, AdamW
 from .algorithms.adamax import Adamax
 from .algorithms.lion import Lion
@@ -13,8 +15,10 @@ from .algorithms.nadam import NAdam
 from .algorithms.prodigy import Prodigy
 from .algorithms.radam import RAdam
 from .algorithms.rmsprop import RMSprop
+from .algorithms.rprop import Rprop
 from .algorithms.schedulefree import AdamWScheduleFree, SGDScheduleFree
 from .algorithms.sgd import SGD
 
 __all__ = ["Optimizer", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop",
-           "Lion", "Prodigy", "AdamWScheduleFree", "SGDScheduleFree"]
+           "Lion", "Prodigy", "AdamWScheduleFree", "SGDScheduleFree", "Adagrad", "Adadelta",
+           "Rprop"]

@@ -41,7 +41,10 @@ enum { ADAMC_F32 = 0, ADAMC_F64 = 1 };
     X(LION, lion, 0, 0)                                                 \
     X(PRODIGY, prodigy, ADAMC_MOMENTUM, 0) /* the update after the estimate of d */ \
     X(SF_ADAMW, adamw_schedulefree, 0, ADAMC_LERP_END)                  \
-    X(SF_SGD, sgd_schedulefree, 0, ADAMC_LERP_END)
+    X(SF_SGD, sgd_schedulefree, 0, ADAMC_LERP_END)                      \
+    X(ADAGRAD, adagrad, 0, 0)                                           \
+    X(ADADELTA, adadelta, 0, 0)                                         \
+    X(RPROP, rprop, 0, 0)
 
 enum {
 #define ADAMC_ENUM_(id, name, x, y) ADAMC_##id,
@@ -118,6 +121,24 @@ typedef struct adamc_coef {
                   *   g = g + wd y;  y = lerp(y, z, ckp1);  y = y + c_y g;  z = z - lr g */
             double beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, c_y, lr;
         } schedulefree;
+        struct { /* Adagrad (torch.optim.Adagrad's order), with clr = lr / (1 + (t - 1)
+                  * lr_decay) and init the initial accumulator value at the first step
+                  * (the state starts at 0), else 0:
+                  *   s = (s + init) + g g;  p -= (clr g) / (sqrt(s) + eps) */
+            double clr, eps, init;
+        } adagrad;
+        struct { /* Adadelta (torch.optim.Adadelta's order):
+                  *   v = v rho + ((1 - rho) g) g;  d = sqrt(u + eps) / sqrt(v + eps) g
+                  *   u = u rho + ((1 - rho) d) d;  p -= lr d */
+            double rho, one_minus_rho, eps, lr;
+        } adadelta;
+        struct { /* Rprop (torch.optim.Rprop), with init = lr at the first step (the
+                  * step sizes start at 0), else 0; c = g prev:
+                  *   f = etaplus (c > 0), etaminus (c < 0), 1 (c = 0), c (NaN)
+                  *   s = clamp((s + init) f, step_min, step_max)
+                  *   g = 0 where c < 0;  p -= sign(g) s;  prev = g */
+            double etaminus, etaplus, step_min, step_max, init;
+        } rprop;
     } u;
 } adamc_coef;
 
@@ -126,7 +147,8 @@ typedef struct adamc_coef {
  *   NAdam, RAdam: exp_avg, exp_avg_sq             SGD: momentum_buffer
  *   RMSprop: square_avg, momentum_buffer, grad_avg      Lion: exp_avg
  *   Prodigy: exp_avg, exp_avg_sq, s (and the anchor p0)
- *   schedule-free AdamW: z, exp_avg_sq      schedule-free SGD: z */
+ *   schedule-free AdamW: z, exp_avg_sq      schedule-free SGD: z
+ *   Adagrad: sum      Adadelta: square_avg, acc_delta      Rprop: prev, step_size */
 typedef struct adamc_task {
     void *param;
     const void *grad;
@@ -186,6 +208,8 @@ int adamc_cpu_level(void);
 #define ADAMC_KIND_STEP(algo, dtype) ((algo) * 2 + (dtype))
 #define ADAMC_KIND_SUMSQ(dtype) (ADAMC_POLICY_KINDS - 2 + (dtype))
 #define ADAMC_KIND_REDUCE(dtype) (ADAMC_POLICY_KINDS - 6 + (dtype))
+/* (the step kinds of every algorithm stay below the other kinds) */
+typedef char adamc_step_kinds_fit_[ADAMC_NUM_ALGOS * 2 <= ADAMC_POLICY_KINDS - 6 ? 1 : -1];
 /* Whole fits of independent problems (adamc.minimize_many with a C objective): a job
  * of milliseconds, split whenever two threads may run, never measured by the policy. */
 #define ADAMC_KIND_FITS (-1)
@@ -265,6 +289,9 @@ typedef struct adamc_hyper {
     double alpha;               /* RMSprop */
     double beta3, d0, d_coef, growth_rate; /* Prodigy (beta3 < 0: sqrt(beta2)) */
     double warmup_steps, r, weight_lr_power; /* schedule-free */
+    double lr_decay, initial_accumulator_value; /* Adagrad */
+    double rho;                                 /* Adadelta */
+    double etaminus, etaplus, step_size_min, step_size_max; /* Rprop */
     int decoupled, amsgrad, maximize, nesterov, centered;
     int bias_correction, safeguard_warmup; /* Prodigy */
 } adamc_hyper;

@@ -123,7 +123,12 @@ adamc_steady(int algo, const adamc_hyper *h, int64_t step, double aux)
         return h->momentum == 0.0 || aux != 0.0;
     case ADAMC_RMSPROP:
     case ADAMC_LION:
+    case ADAMC_ADADELTA:
         return 1;
+    case ADAMC_ADAGRAD: /* after the first step (its initial value), without lr decay */
+        return h->lr_decay == 0.0 && (step > 1 || h->initial_accumulator_value == 0.0);
+    case ADAMC_RPROP: /* after the first step (its initial step size) */
+        return step > 1;
     default: /* NAdam's product of the mu, RAdam's rho_t, Prodigy's d, schedule-free */
         return 0;
     }
@@ -263,6 +268,33 @@ adamc_prepare(int algo, const adamc_hyper *h, int64_t step, double aux, adamc_co
         c->u.schedulefree.bc2 = bias_correction(h->beta2, step);
         c->u.schedulefree.eps = h->eps;
         c->u.schedulefree.wd = h->weight_decay;
+        break;
+    case ADAMC_ADAGRAD:
+        /* torch: clr = lr / (1 + (step - 1) lr_decay); the sum starts at the initial
+         * accumulator value, which the first step adds to adamc's zero state (the
+         * state of a group at step 0 is zero: a loaded state is checked for it) */
+        weight_decay_terms(h, 0, c);
+        c->u.adagrad.clr = h->lr / (1.0 + (t - 1.0) * h->lr_decay);
+        c->u.adagrad.eps = h->eps;
+        c->u.adagrad.init = step == 1 ? h->initial_accumulator_value : 0.0;
+        break;
+    case ADAMC_ADADELTA:
+        weight_decay_terms(h, 0, c);
+        c->u.adadelta.rho = h->rho;
+        c->u.adadelta.one_minus_rho = 1.0 - h->rho;
+        c->u.adadelta.eps = h->eps;
+        c->u.adadelta.lr = h->lr;
+        break;
+    case ADAMC_RPROP:
+        /* no weight decay; torch sets the step sizes to lr when it creates the state,
+         * the first step adds lr to adamc's zero state */
+        c->weight_decay = 0.0;
+        c->decay = 1.0;
+        c->u.rprop.etaminus = h->etaminus;
+        c->u.rprop.etaplus = h->etaplus;
+        c->u.rprop.step_min = h->step_size_min;
+        c->u.rprop.step_max = h->step_size_max;
+        c->u.rprop.init = step == 1 ? h->lr : 0.0;
         break;
     default: {
         const adamc_coef zero = {0};

@@ -146,6 +146,40 @@ def lion(p, g, s, step, aux, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maxim
     return p - _t(p, lr) * sign, {"exp_avg": m}, aux
 
 
+def adagrad(p, g, s, step, aux, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+            initial_accumulator_value=0.0, eps=1e-10, maximize=False):
+    g = _grad(p, g, maximize, weight_decay, True)
+    clr = lr / (1.0 + (float(step) - 1.0) * lr_decay)
+    init = initial_accumulator_value if step == 1 else 0.0
+    acc = (s["sum"] + _t(p, init)) + g * g
+    return p - (_t(p, clr) * g) / (np.sqrt(acc) + _t(p, eps)), {"sum": acc}, aux
+
+
+def adadelta(p, g, s, step, aux, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    g = _grad(p, g, maximize, weight_decay, True)
+    rho_, omr, eps_ = _t(p, rho), _t(p, 1.0 - rho), _t(p, eps)
+    v = s["square_avg"] * rho_ + (omr * g) * g
+    d = (np.sqrt(s["acc_delta"] + eps_) / np.sqrt(v + eps_)) * g
+    u = s["acc_delta"] * rho_ + (omr * d) * d
+    return p - _t(p, lr) * d, {"square_avg": v, "acc_delta": u}, aux
+
+
+def rprop(p, g, s, step, aux, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
+          maximize=False):
+    g = _grad(p, g, maximize, 0.0, False)
+    one, zero = _t(p, 1.0), _t(p, 0.0)
+    c = g * s["prev"]
+    f = np.where(c == c, one, c)
+    f = np.where(c > 0, _t(p, etas[1]), f)
+    f = np.where(c < 0, _t(p, etas[0]), f).astype(p.dtype)
+    size = (s["step_size"] + _t(p, lr if step == 1 else 0.0)) * f
+    size = np.where(size < _t(p, step_sizes[0]), _t(p, step_sizes[0]), size)
+    size = np.where(size > _t(p, step_sizes[1]), _t(p, step_sizes[1]), size).astype(p.dtype)
+    g = np.where(c < 0, zero, g).astype(p.dtype)
+    sign = np.where(g > 0, one, np.where(g < 0, -one, g)).astype(p.dtype)
+    return p - sign * size, {"prev": g, "step_size": size}, aux
+
+
 def _lane_sum(x):
     """Sum of a float64 array in the kernels' order: 16 lanes counted from the start,
     combined pairwise (8, 4, 2, 1)."""

@@ -85,6 +85,9 @@ OPTIMIZERS = [
     (adamc.SGD, dict(momentum=0.9, nesterov=True)),
     (adamc.RMSprop, dict(centered=True, momentum=0.5)),
     (adamc.Lion, dict(weight_decay=1e-2)),
+    (adamc.Adagrad, dict(lr_decay=1e-2, initial_accumulator_value=0.1)),
+    (adamc.Adadelta, dict(weight_decay=1e-3)),
+    (adamc.Rprop, dict(step_sizes=(1e-5, 1.0))),
 ]
 
 

@@ -9,6 +9,9 @@
    emulation of its operation order at every size, dtype, SIMD level and thread
    count; every step against the float64 reference; trajectories bit-identical across
    levels and threads; optax.lion and lion-pytorch as oracles when installed.
+4. Adagrad, Adadelta and Rprop the same way (their float64 references in
+   tests/test_functional.py, torch.optim in tests/test_torch_parity.py), and the
+   semantics of their first step, state and checks.
 """
 import inspect
 
@@ -34,6 +37,10 @@ OPTIONS = {
     "prodigy": [{}, {"weight_decay": 0.1, "decouple": False}],
     "adamw_schedulefree": [{}, {"weight_decay": 0.1, "warmup_steps": 3}],
     "sgd_schedulefree": [{}, {"momentum": 0.5, "r": 1.0}],
+    "adagrad": [{}, {"weight_decay": 0.1, "maximize": True},
+                {"lr_decay": 0.05, "initial_accumulator_value": 0.5}],
+    "adadelta": [{}, {"rho": 0.5, "eps": 1e-4, "weight_decay": 0.1, "maximize": True}],
+    "rprop": [{}, {"maximize": True}, {"etas": (0.1, 2.0), "step_sizes": (1e-3, 0.05)}],
 }
 CASES = [(a, o) for a in ALGORITHMS for o in OPTIONS[a]]
 # Steps of the same call shape (states and hyperparameters in, None or mu_product out);
@@ -131,6 +138,10 @@ def _step_kwargs(algorithm, opt):
     kw = dict(opt)
     if "betas" in kw:
         kw["beta1"], kw["beta2"] = kw.pop("betas")
+    if "etas" in kw:
+        kw["etaminus"], kw["etaplus"] = kw.pop("etas")
+    if "step_sizes" in kw:
+        kw["step_size_min"], kw["step_size_max"] = kw.pop("step_sizes")
     return kw
 
 
@@ -326,6 +337,133 @@ def test_lion_matches_optax(wd):
         params = optax.apply_updates(params, updates)
     ours = _trajectory_adamc(p0, grads, 1e-3, (0.9, 0.99), wd)
     np.testing.assert_allclose(ours, np.asarray(params), rtol=1e-12, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------------
+# 4. Adagrad, Adadelta, Rprop (torch.optim's), added through the table: bit-exact against
+# the emulation of their operation order at every size, dtype, SIMD level and thread
+# count (tests/test_functional.py compares them with the reference at every step and
+# tests/test_torch_parity.py with torch)
+
+CLASSIC_CASES = [(a, o) for a in ("adagrad", "adadelta", "rprop") for o in OPTIONS[a]]
+
+
+def sign_changing_grad(rng, n, dtype):
+    """Gradients of random sign per step, with a per-element bias: some elements keep
+    their sign (Rprop's step sizes grow), others change it (they shrink), a few are 0."""
+    bias = np.linspace(-2, 2, n) if n else np.zeros(0)
+    g = (rng.standard_normal(n) + bias) * 10.0 ** rng.uniform(-3, 2)
+    g[rng.random(n) < 0.05] = 0.0
+    return g.astype(dtype)
+
+
+@pytest.mark.parametrize("case", CLASSIC_CASES, ids=case_id)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_classic_bit_exact_operation_order(level_threads, dtype, n, case):
+    name, opt = case
+    algorithm = ALGORITHMS[name]
+    fn = getattr(adamc, algorithm.step_name)
+    rng = np.random.default_rng(31)
+    p = rng.standard_normal(n).astype(dtype)
+    states = {s.name: np.zeros_like(p) for s in algorithm.states}
+    ep, es = p.copy(), {k: v.copy() for k, v in states.items()}
+    kw = _step_kwargs(algorithm, opt)
+    with np.errstate(all="ignore"):
+        for t in range(1, 4 if n > 2**16 else 21):
+            g = sign_changing_grad(rng, n, dtype)
+            fn(p, g, *states.values(), step=t, lr=0.01, **kw)
+            ep, es, _ = getattr(emulate, name)(ep, g, es, t, 0.0, lr=0.01, **opt)
+            np.testing.assert_array_equal(bits(p), bits(ep), err_msg=f"param at step {t}")
+            for k, v in es.items():
+                np.testing.assert_array_equal(bits(states[k]), bits(v), err_msg=f"{k}, step {t}")
+
+
+@pytest.mark.parametrize("case", CLASSIC_CASES, ids=case_id)
+@pytest.mark.parametrize("n", [17, 1023, 200_003])
+def test_classic_bit_identical_across_levels_and_threads(n, case):
+    """Through the class (several groups' worth of options, norm clipping on)."""
+    name, opt = case
+    cls = getattr(adamc, ALGORITHMS[name].classes[0].name)
+
+    def run(dtype):
+        rng = np.random.default_rng(32)
+        p = rng.standard_normal(n).astype(dtype)
+        o = cls(p, lr=1e-2, max_grad_norm=10.0, **opt)
+        for _ in range(5 if n > 2**16 else 20):
+            o.step(sign_changing_grad(rng, n, dtype))
+        return [p] + [a for a in o._state_arrays[0] if a is not None]
+    assert_same_bits_everywhere(run)
+
+
+def test_adagrad_initial_accumulator_value_and_lr_decay():
+    p, acc = np.array([1.0]), np.zeros(1)
+    adamc.adagrad_step(p, np.array([2.0]), acc, step=1, lr=0.1, initial_accumulator_value=5.0)
+    assert acc[0] == 9.0 and p[0] == 1.0 - 0.1 * 2.0 / (3.0 + 1e-10)
+    before = p[0]
+    adamc.adagrad_step(p, np.array([4.0]), acc, step=2, lr=0.1, lr_decay=1.0,
+                       initial_accumulator_value=5.0)  # added once, at step 1
+    assert acc[0] == 25.0 and p[0] == pytest.approx(before - 0.05 * 4.0 / 5.0, rel=1e-15)
+
+
+def test_adagrad_state_dict_has_torchs_sum():
+    p = np.zeros(2)
+    opt = adamc.Adagrad(p, initial_accumulator_value=0.5)
+    opt.step(np.array([1.0, 0.0]))
+    sd = opt.state_dict()["state"][0]
+    assert set(sd) == {"step", "sum"}
+    np.testing.assert_array_equal(sd["sum"], [1.5, 0.5])
+
+
+def test_rprop_first_step_and_sign_changes():
+    p, prev, size = np.zeros(3), np.zeros(3), np.zeros(3)
+    kw = dict(lr=0.1, etaminus=0.5, etaplus=2.0, step_size_min=0.01, step_size_max=0.3)
+    adamc.rprop_step(p, np.array([1.0, -1.0, 0.0]), prev, size, step=1, **kw)
+    np.testing.assert_array_equal(size, [0.1, 0.1, 0.1])  # lr, clamped
+    np.testing.assert_array_equal(p, [-0.1, 0.1, 0.0])
+    np.testing.assert_array_equal(prev, [1.0, -1.0, 0.0])
+    adamc.rprop_step(p, np.array([3.0, 1.0, 1.0]), prev, size, step=2, **kw)
+    np.testing.assert_array_equal(size, [0.2, 0.05, 0.1])  # same sign, change, no sign
+    np.testing.assert_array_equal(prev, [3.0, 0.0, 1.0])  # the changed one zeroed
+    np.testing.assert_allclose(p, [-0.3, 0.1, -0.1], rtol=1e-15)  # and not moved
+    adamc.rprop_step(p, np.array([1.0, 1.0, 1.0]), prev, size, step=3, **kw)
+    np.testing.assert_array_equal(size, [0.3, 0.05, 0.2])  # clamped at step_size_max
+    adamc.rprop_step(p, np.array([np.nan, 1.0, 1.0]), prev, size, step=4, **kw)
+    assert np.isnan(p[0]) and np.isnan(size[0]) and np.isnan(prev[0])
+
+
+def test_rprop_step_size_min_clamps():
+    p, prev, size = np.zeros(1), np.zeros(1), np.zeros(1)
+    for t in range(1, 30):
+        adamc.rprop_step(p, np.array([(-1.0) ** t]), prev, size, step=t, lr=0.1,
+                         step_size_min=1e-3)
+    assert size[0] == 1e-3
+
+
+@pytest.mark.parametrize("cls,kw,msg", [
+    ("Adagrad", dict(lr_decay=-0.1), "lr_decay must be a finite number >= 0"),
+    ("Adagrad", dict(initial_accumulator_value=-1.0), "initial_accumulator_value must be"),
+    ("Adagrad", dict(eps=-1.0), "eps must be a finite number >= 0"),
+    ("Adadelta", dict(rho=1.1), r"rho must be in \[0, 1\]"),
+    ("Adadelta", dict(rho=-0.1), "rho must be a finite number >= 0"),
+    ("Rprop", dict(etas=(1.0, 1.2)), r"etas\[0\] must be in \(0, 1\)"),
+    ("Rprop", dict(etas=(0.0, 1.2)), r"etas\[0\] must be in \(0, 1\)"),
+    ("Rprop", dict(etas=(0.5, 1.0)), r"etas\[1\] must be a finite number > 1"),
+    ("Rprop", dict(etas=0.5), r"etas must be a pair \(etaminus, etaplus\)"),
+    ("Rprop", dict(step_sizes=(0.0, 1.0)), r"step_sizes\[0\] must be > 0"),
+    ("Rprop", dict(step_sizes=(1.0, float("inf"))), r"step_sizes\[1\] must be a finite"),
+    ("Rprop", dict(step_sizes=(2.0, 1.0)), "step_size_min <= step_size_max"),
+])
+def test_classic_bad_hyperparameters(cls, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        getattr(adamc, cls)(np.zeros(2), **kw)
+
+
+def test_rprop_group_pairs_are_kept_as_tuples():
+    opt = adamc.Rprop(np.zeros(2))
+    opt.param_groups[0]["etas"] = [0.4, 1.3]
+    opt.step(np.ones(2))
+    assert opt.param_groups[0]["etas"] == (0.4, 1.3)
 
 
 # ---- the engine's interface for externally reduced norms (adamc.distributed) -------

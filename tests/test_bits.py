@@ -82,6 +82,10 @@ CLASS_RUNS = {
     "adamw-schedulefree": (adamc.AdamWScheduleFree, dict(lr=0.05, warmup_steps=3, r=0.5,
                                                          weight_decay=0.01)),
     "sgd-schedulefree": (adamc.SGDScheduleFree, dict(lr=0.05, warmup_steps=2)),
+    "adagrad": (adamc.Adagrad, dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1,
+                                    weight_decay=0.01)),
+    "adadelta": (adamc.Adadelta, dict(rho=0.8, weight_decay=0.01, maximize=True)),
+    "rprop": (adamc.Rprop, dict(lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-4, 0.05))),
     # the compiled schedules (pow and cos) and the options around the kernels
     "adam-cosine": (adamc.Adam, dict(lr=schedules.cosine_decay(0.05, total_steps=17,
                                                                min_lr=0.001, warmup_steps=3))),

@@ -34,6 +34,10 @@ FAMILY = [
     (adamc.Prodigy, dict(weight_decay=0.1, use_bias_correction=True, max_grad_norm=1.0)),
     (adamc.AdamWScheduleFree, dict(warmup_steps=3, weight_decay=0.01)),
     (adamc.SGDScheduleFree, dict(lr=schedules.step_decay(0.1, 3, 0.5))),
+    (adamc.Adagrad, dict(lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.01,
+                         lr=schedules.step_decay(0.05, 3, 0.5))),
+    (adamc.Adadelta, dict(rho=0.8, max_grad_norm=1.0)),
+    (adamc.Rprop, dict(etas=(0.4, 1.3), step_sizes=(1e-5, 1.0), clip_value=0.5)),
 ]
 IDS = [c.__name__ for c, _ in FAMILY]
 

@@ -1,5 +1,6 @@
-"""The stateless steps of the whole family (Adamax, NAdam, RAdam, SGD, RMSprop; Adam
-is covered in depth by test_kernels.py) against the NumPy reference.
+"""The stateless steps of the whole family (Adamax, NAdam, RAdam, SGD, RMSprop, Adagrad,
+Adadelta, Rprop; Adam is covered in depth by test_kernels.py) against the NumPy
+reference.
 
 For every algorithm and option set:
 1. a NumPy emulation of the kernel's own operation order, in the array's dtype,
@@ -67,6 +68,8 @@ def _emulator(fn):
 emulate_adamax, emulate_nadam, emulate_radam, emulate_sgd, emulate_rmsprop = (
     _emulator(f) for f in (emulate.adamax, emulate.nadam, emulate.radam, emulate.sgd,
                            emulate.rmsprop))
+emulate_adagrad, emulate_adadelta, emulate_rprop = (
+    _emulator(f) for f in (emulate.adagrad, emulate.adadelta, emulate.rprop))
 
 
 # ---- the algorithms --------------------------------------------------------------
@@ -121,6 +124,44 @@ def _ref_rmsprop(p, g, s, t, lr, opt, aux):
                               grad_avg=s.get("grad_avg"), **opt), aux
 
 
+def _call_adagrad(p, g, s, t, lr, opt, aux):
+    adamc.adagrad_step(p, g, s["sum"], step=t, lr=lr, **opt)
+    return aux
+
+
+def _call_adadelta(p, g, s, t, lr, opt, aux):
+    adamc.adadelta_step(p, g, s["square_avg"], s["acc_delta"], step=t, lr=lr, **opt)
+    return aux
+
+
+def _rprop_kwargs(opt):
+    kw = dict(opt)
+    if "etas" in kw:
+        kw["etaminus"], kw["etaplus"] = kw.pop("etas")
+    if "step_sizes" in kw:
+        kw["step_size_min"], kw["step_size_max"] = kw.pop("step_sizes")
+    return kw
+
+
+def _call_rprop(p, g, s, t, lr, opt, aux):
+    adamc.rprop_step(p, g, s["prev"], s["step_size"], step=t, lr=lr, **_rprop_kwargs(opt))
+    return aux
+
+
+def _ref_adagrad(p, g, s, t, lr, opt, aux):
+    return _reference.adagrad(p, g, s["sum"], step=t, lr=lr, **opt), aux
+
+
+def _ref_adadelta(p, g, s, t, lr, opt, aux):
+    return _reference.adadelta(p, g, s["square_avg"], s["acc_delta"], step=t, lr=lr,
+                               **opt), aux
+
+
+def _ref_rprop(p, g, s, t, lr, opt, aux):
+    return _reference.rprop(p, g, s["prev"], s["step_size"], step=t, lr=lr,
+                            **_rprop_kwargs(opt)), aux
+
+
 ALGOS = {
     "adamax": Algo("adamax", ("exp_avg", "exp_inf"),
                    [{}, {"weight_decay": 0.1}, {"maximize": True}], emulate_adamax,
@@ -139,6 +180,18 @@ ALGOS = {
                     [{}, {"momentum": 0.9}, {"centered": True},
                      {"centered": True, "momentum": 0.5, "weight_decay": 0.1},
                      {"maximize": True}], emulate_rmsprop, _call_rmsprop, _ref_rmsprop),
+    "adagrad": Algo("adagrad", ("sum",),
+                    [{}, {"weight_decay": 0.1}, {"maximize": True}, {"lr_decay": 0.05},
+                     {"initial_accumulator_value": 0.5, "eps": 1e-6}],
+                    emulate_adagrad, _call_adagrad, _ref_adagrad),
+    "adadelta": Algo("adadelta", ("square_avg", "acc_delta"),
+                     [{}, {"weight_decay": 0.1}, {"maximize": True}, {"rho": 0.5, "eps": 1e-4},
+                      {"rho": 0.0}],
+                     emulate_adadelta, _call_adadelta, _ref_adadelta),
+    "rprop": Algo("rprop", ("prev", "step_size"),
+                  [{}, {"maximize": True}, {"etas": (0.3, 1.5)},
+                   {"etas": (0.1, 2.0), "step_sizes": (1e-3, 0.05)}],
+                  emulate_rprop, _call_rprop, _ref_rprop),
 }
 
 CASES = [(a, o) for a in ALGOS for o in ALGOS[a].options]
@@ -318,6 +371,21 @@ BAD = [
     ("rmsprop_step", dict(lr=lambda t: 0.1), TypeError, "must be a number"),
     ("radam_step", dict(shared=True), ValueError, "exp_avg and exp_avg_sq share memory"),
     ("adamax_step", dict(grad_f32=True), TypeError, "grad has dtype float32"),
+    ("adagrad_step", dict(lr_decay=-1.0), ValueError, "lr_decay must be a finite number >= 0"),
+    ("adagrad_step", dict(initial_accumulator_value=-1.0), ValueError,
+     "initial_accumulator_value must be a finite number >= 0"),
+    ("adagrad_step", dict(eps=float("nan")), ValueError, "eps must be a finite number >= 0"),
+    ("adadelta_step", dict(rho=1.5), ValueError, r"rho must be in \[0, 1\]"),
+    ("adadelta_step", dict(eps=-1.0), ValueError, "eps must be a finite number >= 0"),
+    ("rprop_step", dict(etaminus=1.0), ValueError, r"etaminus must be in \(0, 1\), got 1.0"),
+    ("rprop_step", dict(etaminus=0), ValueError, r"etaminus must be in \(0, 1\)"),
+    ("rprop_step", dict(etaplus=1.0), ValueError, "etaplus must be a finite number > 1"),
+    ("rprop_step", dict(etaplus=float("inf")), ValueError, "etaplus must be a finite number > 1"),
+    ("rprop_step", dict(step_size_min=0.0), ValueError, "step_size_min must be > 0"),
+    ("rprop_step", dict(step_size_max=float("inf")), ValueError, "step_size_max must be a finite"),
+    ("rprop_step", dict(step_size_min=2.0, step_size_max=1.0), ValueError,
+     "step_size_min must be <= step_size_max"),
+    ("rprop_step", dict(lr=-1.0), ValueError, "lr must be a finite number >= 0"),
     ("prodigy_step", dict(lr=-1.0), ValueError, "lr must be a finite number >= 0"),
     ("prodigy_step", dict(lr=lambda t: 1.0, beta1=2.0), TypeError, "must be a number"),
     ("prodigy_step", dict(beta1=2.0, eps=0.0), ValueError, r"beta1 must be in \[0, 1\)"),
@@ -364,6 +432,8 @@ def test_bad_input_rejected_without_mutation(fn, kw, exc, msg):
             adamc.sgd_step(p, g, buf, step=step, **kw)
         elif fn == "rmsprop_step":
             adamc.rmsprop_step(p, g, s0, step=step, **kw)
+        elif fn == "adagrad_step":
+            adamc.adagrad_step(p, g, s0, step=step, **kw)
         elif fn == "prodigy_step":
             adamc.prodigy_step(p, g, s0, s1, s2, s3, step=step, **kw)
         else:

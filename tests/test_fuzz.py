@@ -53,6 +53,15 @@ ALGORITHMS = {
     "rmsprop": (adamc.rmsprop_step, ("square_avg",),
                 dict(lr="nonneg", alpha="unit", eps="nonneg", weight_decay="nonneg",
                      momentum="unit", centered="flag", maximize="flag")),
+    "adagrad": (adamc.adagrad_step, ("sum",),
+                dict(lr="nonneg", lr_decay="nonneg", weight_decay="nonneg",
+                     initial_accumulator_value="nonneg", eps="nonneg", maximize="flag")),
+    "adadelta": (adamc.adadelta_step, ("square_avg", "acc_delta"),
+                 dict(lr="nonneg", rho="unit", eps="nonneg", weight_decay="nonneg",
+                      maximize="flag")),
+    "rprop": (adamc.rprop_step, ("prev", "step_size"),
+              dict(lr="nonneg", etaminus="etaminus", etaplus="etaplus",
+                   step_size_min="positive", step_size_max="positive", maximize="flag")),
 }
 
 
@@ -71,7 +80,8 @@ def valid_hyper(kind, x):
     v = real_value(x)
     if v is None or not math.isfinite(v) or v < 0:
         return False
-    return {"nonneg": True, "beta": v < 1, "unit": v <= 1}[kind]
+    return {"nonneg": True, "beta": v < 1, "unit": v <= 1, "positive": v > 0,
+            "etaminus": 0 < v < 1, "etaplus": v > 1}[kind]
 
 
 def valid_step(x):
@@ -143,7 +153,9 @@ def make_array(rng, shape, dtype, layout, scale):
 
 def hyper_values(kind, clean):
     good = {"nonneg": st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1e-30, 1e30, 1e308])),
-            "beta": st.floats(0, 0.999), "unit": st.floats(0, 1), "flag": st.booleans()}[kind]
+            "beta": st.floats(0, 0.999), "unit": st.floats(0, 1), "flag": st.booleans(),
+            "positive": st.sampled_from([1e-6, 0.01, 1.0, 50.0, 1e30]),
+            "etaminus": st.floats(0.01, 0.99), "etaplus": st.floats(1.01, 10.0)}[kind]
     if clean:
         return good
     bad = st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, 1.0, 1e308, 2,
@@ -159,6 +171,9 @@ def calls(draw):
     name = draw(st.sampled_from(sorted(ALGORITHMS)))
     fn, state_names, kinds = ALGORITHMS[name]
     hyper = {k: draw(hyper_values(kind, clean)) for k, kind in kinds.items()}
+    if clean and name == "rprop" and hyper["step_size_min"] > hyper["step_size_max"]:
+        hyper["step_size_min"], hyper["step_size_max"] = (hyper["step_size_max"],
+                                                          hyper["step_size_min"])
     if clean and name == "sgd" and hyper["nesterov"]:
         hyper["dampening"] = 0.0
         hyper["momentum"] = max(hyper["momentum"], 0.5)
@@ -233,6 +248,8 @@ def expected_valid(name, kinds, hyper, step, arrays, kwargs, state_names):
             return False
     if name == "sgd" and hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
         return False
+    if name == "rprop" and real_value(hyper["step_size_min"]) > real_value(hyper["step_size_max"]):
+        return False
     return True
 
 
@@ -278,6 +295,9 @@ def test_stateless_steps_are_exact_or_refuse_cleanly(call):
             ehyper["betas"] = (ehyper.pop("beta1"), ehyper.pop("beta2"))
         if name == "sgd":
             aux = 0.0 if step == 1 else 1.0
+        if name == "rprop":
+            ehyper["etas"] = (ehyper.pop("etaminus"), ehyper.pop("etaplus"))
+            ehyper["step_sizes"] = (ehyper.pop("step_size_min"), ehyper.pop("step_size_max"))
         emu = getattr(emulate, name)
         with np.errstate(all="ignore"):
             want_p, want_s, want_aux = emu(p0, before["grad"], states, int(step), aux, **ehyper)

@@ -221,6 +221,10 @@ STEADY_HYPERS = {
             dict(lr=0.1, momentum=0.9, nesterov=True)],
     "rmsprop": [dict(lr=0.01, alpha=0.99, eps=1e-8, momentum=0.5, centered=True)],
     "lion": [dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=1.0)],
+    "adagrad": [dict(lr=0.01, eps=1e-10), dict(lr=0.01, eps=1e-10, lr_decay=0.01),
+                dict(lr=0.01, eps=1e-10, initial_accumulator_value=0.5, weight_decay=0.1)],
+    "adadelta": [dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.1, maximize=True)],
+    "rprop": [dict(lr=0.01, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0))],
 }
 
 
@@ -248,7 +252,8 @@ def test_steady_coefficients_are_those_of_every_later_step(algorithm):
                                                               aux_next)
                 assert (got, got_aux, still) == (coef, aux_next, True), (hyper, step, d)
     # the algorithms whose coefficients stop depending on the step do reach that point
-    steady_algorithms = {"adam", "adamax", "sgd", "rmsprop", "lion"}
+    steady_algorithms = {"adam", "adamax", "sgd", "rmsprop", "lion", "adagrad", "adadelta",
+                         "rprop"}
     assert (steady_steps > 0) == (algorithm in steady_algorithms), steady_steps
 
 
@@ -264,6 +269,16 @@ def test_no_step_is_steady_while_the_coefficients_still_change():
     sgd = STEADY_HYPERS["sgd"][1]
     assert not _kernels._coefficients("sgd", sgd, 1, 0.0)[2]  # the first momentum step
     assert _kernels._coefficients("sgd", sgd, 2, 1.0)[2]
+    # the first step's initial value (Adagrad's accumulator, Rprop's step sizes), and
+    # Adagrad's lr decay
+    adagrad = STEADY_HYPERS["adagrad"]
+    assert _kernels._coefficients("adagrad", adagrad[0], 1, 0.0)[2]
+    assert not _kernels._coefficients("adagrad", adagrad[2], 1, 0.0)[2]
+    assert _kernels._coefficients("adagrad", adagrad[2], 2, 0.0)[2]
+    assert not _kernels._coefficients("adagrad", adagrad[1], 10**6, 0.0)[2]
+    rprop = STEADY_HYPERS["rprop"][0]
+    assert not _kernels._coefficients("rprop", rprop, 1, 0.0)[2]
+    assert _kernels._coefficients("rprop", rprop, 2, 0.0)[2]
 
 
 @pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[3], OPTIONS[5]], ids=option_id)

@@ -561,7 +561,7 @@ def test_a_scale_of_ones_changes_nothing(dtype, jac):
 
 
 @pytest.mark.parametrize("method", ["adam", "amsgrad", "rmsprop", "lion", "prodigy",
-                                    "adamw_schedulefree"])
+                                    "adamw_schedulefree", "adagrad", "adadelta", "rprop"])
 def test_a_scaled_run_is_the_method_on_the_scaled_problem(method):
     """minimize steps u = x / s with the gradient (s / f_scale) g: a hand-written loop
     over the optimizer object gives the same bits."""
@@ -581,7 +581,9 @@ def test_a_scaled_run_is_the_method_on_the_scaled_problem(method):
     cls, fixed = {"adam": (adamc.Adam, {}), "amsgrad": (adamc.Adam, {"amsgrad": True}),
                   "rmsprop": (adamc.RMSprop, {}), "lion": (adamc.Lion, {}),
                   "prodigy": (adamc.Prodigy, {}),
-                  "adamw_schedulefree": (adamc.AdamWScheduleFree, {})}[method]
+                  "adamw_schedulefree": (adamc.AdamWScheduleFree, {}),
+                  "adagrad": (adamc.Adagrad, {}), "adadelta": (adamc.Adadelta, {}),
+                  "rprop": (adamc.Rprop, {})}[method]
     u = x0 / s
     opt = cls(u, **fixed, **({"lr": 0.01} if "lr" in opts else {}))
     gs = s / np.float64(fs)

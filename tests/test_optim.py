@@ -244,7 +244,8 @@ STATE_CASES = [(cls, kw, st.name, st.kind)
                                (adamc.SGD, dict(momentum=0.9)),
                                (adamc.RMSprop, dict(momentum=0.5, centered=True)),
                                (adamc.Lion, {}), (adamc.Prodigy, {}),
-                               (adamc.AdamWScheduleFree, {}), (adamc.SGDScheduleFree, {})]
+                               (adamc.AdamWScheduleFree, {}), (adamc.SGDScheduleFree, {}),
+                               (adamc.Adagrad, {}), (adamc.Adadelta, {}), (adamc.Rprop, {})]
                for st in cls._spec.states]
 
 
@@ -259,7 +260,8 @@ def test_load_state_dict_refuses_values_no_run_can_reach(cls, kw, key, kind):
     for t in range(2):
         opt.step(grads_like(ps, t))
     snap = snapshot(opt, ps)
-    bad_values = [-1.0, np.nan, -np.inf] if kind == "second_moment" else [np.nan, np.inf, -np.inf]
+    bad_values = ([-1.0, np.nan, -np.inf] if kind == "second_moment" else
+                  [0.0, -1.0, np.nan, np.inf] if kind == "step_size" else [np.nan, np.inf, -np.inf])
     for value in bad_values:
         sd = copy.deepcopy(opt.state_dict())
         sd["state"][1][key][2, 1] = value
@@ -494,6 +496,12 @@ FAMILY = [
     (adamc.SGDScheduleFree, dict(weight_decay=0.1),
      dict(lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0,
           weight_lr_power=2.0)),
+    (adamc.Adagrad, dict(lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.01),
+     dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)),
+    (adamc.Adadelta, dict(rho=0.8, weight_decay=0.01),
+     dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0)),
+    (adamc.Rprop, dict(etas=(0.4, 1.3), step_sizes=(1e-5, 1.0)),
+     dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0))),
 ]
 FAMILY_IDS = [f[0].__name__ for f in FAMILY]
 

@@ -52,7 +52,8 @@ def test_schedule_rejects_bad_step():
 
 
 @pytest.mark.parametrize("cls", [adamc.Adam, adamc.Adamax, adamc.NAdam, adamc.RAdam,
-                                 adamc.SGD, adamc.RMSprop])
+                                 adamc.SGD, adamc.RMSprop, adamc.Adagrad, adamc.Adadelta,
+                                 adamc.Rprop])
 def test_every_optimizer_follows_a_schedule(cls):
     """A scheduled run equals a run whose group lr is set by hand before each step."""
     sched = schedules.cosine_decay(0.05, total_steps=8, warmup_steps=2)

@@ -51,6 +51,9 @@ CASES = [
     (adamc.Adam, {"lr": 1e-2, "max_grad_norm": 1.0}),
     (adamc.AdamW, {"lr": 1e-2, "amsgrad": True}),
     (adamc.RMSprop, {"lr": 1e-2, "momentum": 0.9, "centered": True}),
+    (adamc.Adagrad, {"lr": 1e-2, "initial_accumulator_value": 0.1}),
+    (adamc.Adadelta, {"weight_decay": 1e-2}),
+    (adamc.Rprop, {"lr": 1e-2, "step_sizes": (1e-5, 0.1)}),
 ]
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import adam, adamax, lion, nadam, prodigy, radam, rmsprop, schedulefree, sgd
+from . import (adadelta, adagrad, adam, adamax, lion, nadam, prodigy, radam, rmsprop, rprop,
+               schedulefree, sgd)
 from ._stateless import step_arguments, step_signature
 from ._table import (HYPERPARAMETERS, SHARED_OPTION_DOCS, STATE_KINDS, Algorithm,
                      Hyperparameter, Method, PublicClass, State, aux_from_state,
                      aux_to_state, check_aux)
 
 MODULES: tuple[ModuleType, ...] = (adam, adamax, nadam, radam, sgd, rmsprop, lion, prodigy,
-                                   schedulefree)
+                                   schedulefree, adagrad, adadelta, rprop)
 
 ALGORITHMS: dict[str, Algorithm] = {
     row.name: row for m in MODULES for row in vars(m).values() if isinstance(row, Algorithm)}

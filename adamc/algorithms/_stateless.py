@@ -16,12 +16,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def step_arguments(algorithm: Algorithm) -> list[tuple[str, Any, str]]:
     """The hyperparameter arguments of a stateless step: (name, default, kind), with
-    ``betas`` split into ``beta1`` and ``beta2``."""
+    ``betas`` split into ``beta1`` and ``beta2`` (Rprop's ``etas`` into ``etaminus`` and
+    ``etaplus``, ``step_sizes`` into ``step_size_min`` and ``step_size_max``, as in
+    torch.optim's functional form)."""
     out = []
     for name, default in algorithm.hyper:
         kind = HYPERPARAMETERS[name].kind
         if kind == "betas":
             out += [("beta1", default[0], "beta"), ("beta2", default[1], "beta")]
+        elif kind == "etas":
+            out += [("etaminus", default[0], "etaminus"), ("etaplus", default[1], "etaplus")]
+        elif kind == "step_sizes":
+            out += [("step_size_min", default[0], "positive"),
+                    ("step_size_max", default[1], "positive")]
         else:
             out.append((name, default, kind))
     return out

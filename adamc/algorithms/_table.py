@@ -20,9 +20,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _kernels
-from .._validation import (check_betas, check_count_value, check_flag, check_growth_rate,
-                           check_lr, check_nonnegative, check_optional_beta, check_positive,
-                           check_unit)
+from .._validation import (check_betas, check_count_value, check_etas, check_flag,
+                           check_growth_rate, check_lr, check_nonnegative, check_optional_beta,
+                           check_positive, check_step_sizes, check_unit)
 
 __all__ = ["Hyperparameter", "HYPERPARAMETERS", "SHARED_OPTION_DOCS", "State", "STATE_KINDS",
            "PublicClass", "Method", "Algorithm", "check_aux", "aux_to_state",
@@ -35,7 +35,9 @@ class Hyperparameter:
 
     ``kind`` is the compiled check of the stateless steps ("lr", "beta", "nonneg",
     "unit", "flag", "positive", "optional_beta", "growth"; ``betas`` is split into two
-    "beta" arguments there); it must accept and refuse what ``check`` does, with the
+    "beta" arguments there, Rprop's ``etas`` into "etaminus" and "etaplus",
+    ``step_sizes`` into two "positive" ``step_size_min`` and ``step_size_max``); it must
+    accept and refuse what ``check`` does, with the
     same messages (tests/test_functional.py compares them)."""
 
     check: Callable[[Any, str], Any]
@@ -87,6 +89,16 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                         "Power of the polynomial weighting of the average."),
     "weight_lr_power": Hyperparameter(check_nonnegative, "nonneg", "float",
                                       "Power of the largest lr in the averaging weights."),
+    "lr_decay": Hyperparameter(check_nonnegative, "nonneg", "float",
+                               "Learning-rate decay: lr / (1 + (step - 1) * lr_decay)."),
+    "initial_accumulator_value": Hyperparameter(
+        check_nonnegative, "nonneg", "float", "Initial value of the sum of squared gradients."),
+    "rho": Hyperparameter(check_unit, "unit", "float",
+                          "Decay rate of the running averages of g**2 and of the updates."),
+    "etas": Hyperparameter(check_etas, "etas", "tuple[float, float]",
+                           "Step-size factors (etaminus, etaplus), 0 < etaminus < 1 < etaplus."),
+    "step_sizes": Hyperparameter(check_step_sizes, "step_sizes", "tuple[float, float]",
+                                 "Smallest and largest step sizes (step_size_min, step_size_max)."),
 }
 
 # Options every optimizer takes (keyword-only), described once for the SciPy methods.
@@ -125,8 +137,9 @@ class State:
 #: about 1e19 in float32, 1e154 in float64, overflows; that element then stops
 #: moving, and stays finite), NaN and negative values are not. "params": finite, a
 #: copy of the parameters that may be set before the first step completes (p0, the
-#: schedule-free z and y).
-STATE_KINDS = ("accumulated", "second_moment", "params")
+#: schedule-free z and y). "step_size": finite and > 0 once its parameter has taken a
+#: step, zero before (Rprop's step sizes, clamped to [step_size_min, step_size_max]).
+STATE_KINDS = ("accumulated", "second_moment", "params", "step_size")
 
 
 @dataclass(frozen=True)
