@@ -68,8 +68,9 @@ def test_indexes_list_every_class_step_and_twin():
     from adamc import algorithms
     assert adamc.optim.__all__ == ["Optimizer", *CLASSES]
     assert adamc.functional.__all__ == [a.step_name for a in ALGORITHMS.values() if a.stateless]
-    assert {**algorithms.OPTIMIZERS, **algorithms.STEPS} == {
-        name: getattr(adamc, name) for name in [*CLASSES, *adamc.functional.__all__]}
+    defined = {name: getattr(m, name) for m in algorithms.MODULES for name in m.__all__}
+    assert defined == {name: getattr(adamc, name)
+                       for name in [*CLASSES, *adamc.functional.__all__]}
     for algorithm in (a for a in ALGORITHMS.values() if a.stateless):
         module = next(m for m in algorithms.MODULES if algorithm in vars(m).values())
         assert getattr(_reference, algorithm.reference) is getattr(module, algorithm.reference)

@@ -27,13 +27,7 @@ CLASSES: dict[str, tuple[Algorithm, PublicClass]] = {
     c.name: (a, c) for a in ALGORITHMS.values() for c in a.classes}
 METHODS: dict[str, tuple[Algorithm, Method]] = {
     m.name: (a, m) for a in ALGORITHMS.values() for m in a.methods}
-#: The optimizer classes and stateless steps by name, in table order.
-OPTIMIZERS = {name: getattr(m, name) for m in MODULES for name in m.__all__
-              if isinstance(getattr(m, name), type)}
-STEPS = {a.step_name: getattr(m, a.step_name) for m in MODULES
-         for a in vars(m).values() if isinstance(a, Algorithm) and a.stateless}
-
-__all__ = ["MODULES", "ALGORITHMS", "CLASSES", "METHODS", "OPTIMIZERS", "STEPS",
+__all__ = ["MODULES", "ALGORITHMS", "CLASSES", "METHODS",
            "HYPERPARAMETERS", "SHARED_OPTION_DOCS", "STATE_KINDS", "Algorithm",
            "Hyperparameter", "Method", "PublicClass", "State", "aux_from_state",
            "aux_to_state", "check_aux", "step_arguments", "step_signature"]
