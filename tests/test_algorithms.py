@@ -169,7 +169,7 @@ def grad_at(rng, n, dtype):
 @pytest.mark.parametrize("opt", LION_OPTIONS, ids=lambda o: case_id(("lion", o)))
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_lion_bit_exact_operation_order(level_threads, dtype, n, opt):
+def test_lion_bit_exact_operation_order(one_level, dtype, n, opt):
     rng = np.random.default_rng(21)
     p = rng.standard_normal(n).astype(dtype)
     m = np.zeros_like(p)

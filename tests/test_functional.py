@@ -161,7 +161,7 @@ def lr_of(algo):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_bit_exact_operation_order(level_threads, dtype, case):
+def test_bit_exact_operation_order(one_level, dtype, case):
     name, opt = case
     algo = ALGOS[name]
     rng = np.random.default_rng(11)

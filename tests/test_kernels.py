@@ -112,7 +112,7 @@ def run_reference_check(n, dtype, opt, lr=1e-2, steps=STEPS, seed=0):
 @pytest.mark.parametrize("opt", OPTIONS, ids=option_id)
 @pytest.mark.parametrize("n", SMALL_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_matches_reference_every_step(level_threads, dtype, n, opt):
+def test_matches_reference_every_step(one_level, dtype, n, opt):
     run_reference_check(n, dtype, opt)
 
 
@@ -151,7 +151,7 @@ def emulate_kernel(p, g, m, v, vm, *, step, lr=1e-3, beta1=0.9, beta2=0.999, **o
 
 @pytest.mark.parametrize("opt", OPTIONS, ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_bit_exact_operation_order(level_threads, dtype, opt):
+def test_bit_exact_operation_order(one_level, dtype, opt):
     rng = np.random.default_rng(2)
     n = 1023
     p, m, v, vm = new_state(n, dtype, rng, opt.get("amsgrad"))

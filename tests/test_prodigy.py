@@ -141,7 +141,7 @@ def _kw(opt):
 @pytest.mark.parametrize("opt", BIT_OPTIONS, ids=case_id)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_bit_exact_operation_order(level_threads, dtype, n, opt):
+def test_bit_exact_operation_order(one_level, dtype, n, opt):
     rng = np.random.default_rng(31)
     p = rng.standard_normal(n).astype(dtype)
     st = {k: np.zeros_like(p) for k in ("exp_avg", "exp_avg_sq", "s", "p0")}
