@@ -11,7 +11,6 @@ Three independent checks:
    the array's dtype: this pins the documented formula, operation by operation.
 3. Bit-identity of whole trajectories across SIMD levels and thread counts.
 """
-import itertools
 
 import numpy as np
 import pytest
@@ -20,15 +19,12 @@ import adamc
 import emulate
 from adamc import _kernels, _reference
 from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
+from optim_db import DB
 
 STEPS = 50
 
-OPTIONS = [
-    dict(maximize=mx, amsgrad=ams, **wd)
-    for mx, ams, wd in itertools.product(
-        (False, True), (False, True),
-        (dict(), dict(weight_decay=0.1), dict(weight_decay=0.1, decoupled_weight_decay=True)))
-]
+# The stateless step's option sets in the conformance table (tests/optim_db.py).
+OPTIONS = DB["adam"].step_options
 
 
 def option_id(opt):

@@ -19,23 +19,11 @@ import adamc
 import emulate
 from adamc import _kernels, _reference
 from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits, noisy_quadratic
+from optim_db import DB
 
-# Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside).
-OPTIONS = [
-    {},
-    {"weight_decay": 0.1},
-    {"weight_decay": 0.1, "decouple": False},
-    {"use_bias_correction": True},
-    {"safeguard_warmup": True},
-    {"beta3": 0.99},
-    {"betas": (0.0, 0.999)},
-    {"betas": (0.0, 0.99), "weight_decay": 0.05, "decouple": False},
-    {"d_coef": 0.5, "d0": 1e-5},
-    {"growth_rate": 1.02},
-    {"lr": 0.5, "eps": 1e-6},
-    {"use_bias_correction": True, "safeguard_warmup": True, "weight_decay": 0.01,
-     "betas": (0.95, 0.98), "beta3": 0.9, "d_coef": 2.0, "growth_rate": 1.1},
-]
+# Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside): the
+# oracle's column of the conformance table (tests/optim_db.py).
+OPTIONS = DB["prodigy"].oracle_options
 
 
 def case_id(o):
@@ -120,9 +108,7 @@ def test_matches_reference_twin(opt):
 # ----------------------------------------------------------------------------------
 # 2. Bits
 
-BIT_OPTIONS = [{}, {"weight_decay": 0.1, "decouple": False, "maximize": True},
-               {"betas": (0.0, 0.999), "weight_decay": 0.1, "use_bias_correction": True},
-               {"safeguard_warmup": True, "growth_rate": 1.5}]
+BIT_OPTIONS = DB["prodigy"].step_options
 
 
 def grad_at(rng, n, dtype):
