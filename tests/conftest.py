@@ -16,6 +16,11 @@ THREADS = [1, 2] if _kernels.have_threads() else [1]
 # AVX-512 register, 8 per AVX2 register, 64-element thread split points).
 SIZES = [0, 1, 7, 15, 16, 17, 63, 64, 1023, 2**20 + 3]
 SMALL_SIZES = [n for n in SIZES if n < 2**20]
+
+
+def marked_sizes(sizes):
+    """Sizes to parametrize over, the large ones (above 2**16 elements) marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n > 2**16 else n for n in sizes]
 DTYPES = [np.float32, np.float64]
 
 

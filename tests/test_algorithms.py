@@ -19,7 +19,8 @@ import adamc
 import emulate
 from adamc import _kernels, _reference, functional
 from adamc._algorithms import ALGORITHMS, CLASSES, HYPERPARAMETERS, METHODS
-from conftest import DTYPES, SIZES, SMALL_SIZES, assert_same_bits_everywhere, bits
+from conftest import (DTYPES, SIZES, SMALL_SIZES, assert_same_bits_everywhere, bits,
+                      marked_sizes)
 from optim_db import DB
 
 # Option sets to exercise per algorithm: the class's column of the conformance table
@@ -157,7 +158,7 @@ def grad_at(rng, n, dtype):
 
 
 @pytest.mark.parametrize("opt", LION_OPTIONS, ids=lambda o: case_id(("lion", o)))
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_lion_bit_exact_operation_order(one_level, dtype, n, opt):
     rng = np.random.default_rng(21)
@@ -207,7 +208,7 @@ def test_lion_matches_reference_every_step(dtype, n, opt):
         assert np.all(np.abs(m.astype(np.float64) - ref["exp_avg"]) <= tol_m), f"m at step {t}"
 
 
-@pytest.mark.parametrize("n", [17, 1023, 200_003])
+@pytest.mark.parametrize("n", marked_sizes([17, 1023, 200_003]))
 def test_lion_bit_identical_across_levels_and_threads(n):
     def run(dtype):
         rng = np.random.default_rng(23)

@@ -13,7 +13,7 @@ import pytest
 import adamc
 from adamc import _reference
 from adamc._algorithms import ALGORITHMS, CLASSES, METHODS
-from conftest import SIZES, assert_same_bits_everywhere
+from conftest import SIZES, assert_same_bits_everywhere, marked_sizes
 from optim_db import COVERAGE_EXEMPT, DB, case_id
 
 
@@ -127,8 +127,7 @@ def _trajectory(name, opt, dtype, p0, grads):
                                               for st in sd["state"].values()])]
 
 
-@pytest.mark.parametrize("n", [pytest.param(n, marks=pytest.mark.slow) if n > 2**16 else n
-                               for n in SIZES])
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 @pytest.mark.parametrize("case", IDENTITY_CASES, ids=case_id)
 def test_bits_identical_across_levels_and_threads(case, n):
     name, opt = case

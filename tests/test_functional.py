@@ -23,7 +23,7 @@ import adamc
 import emulate
 from adamc import _reference
 from adamc._algorithms import ALGORITHMS
-from conftest import DTYPES, LEVELS, SMALL_SIZES, THREADS, bits, kernel_config
+from conftest import DTYPES, LEVELS, SMALL_SIZES, THREADS, bits, kernel_config, marked_sizes
 from optim_db import DB
 
 STEPS = 50
@@ -238,7 +238,7 @@ def trajectory(name, opt, n, dtype, steps=STEPS, seed=13):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("n", [17, 1023, 200_003])
+@pytest.mark.parametrize("n", marked_sizes([17, 1023, 200_003]))
 def test_bit_identical_across_levels_and_threads(n, case):
     name, opt = case
     for dtype in DTYPES:

@@ -18,7 +18,8 @@ import pytest
 import adamc
 import emulate
 from adamc import _kernels, _reference
-from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
+from conftest import (DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config,
+                      marked_sizes)
 from optim_db import DB
 
 STEPS = 50
@@ -114,6 +115,7 @@ def test_matches_reference_every_step(one_level, dtype, n, opt):
 
 @pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[-1]], ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.slow
 def test_matches_reference_large(dtype, opt):
     run_reference_check(2**20 + 3, dtype, opt, steps=STEPS)
 
@@ -292,7 +294,7 @@ def trajectory(n, dtype, opt, steps=STEPS, seed=3):
 
 @pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[3], OPTIONS[10]], ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 def test_bit_identical_across_levels_and_threads(n, dtype, opt):
     steps = 10 if n > 2**16 else STEPS
     with kernel_config("baseline", 1):

@@ -18,7 +18,8 @@ import pytest
 import adamc
 import emulate
 from adamc import _kernels, _reference
-from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits, noisy_quadratic
+from conftest import (DTYPES, SIZES, assert_same_bits_everywhere, bits, marked_sizes,
+                      noisy_quadratic)
 from optim_db import DB
 
 # Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside): the
@@ -125,7 +126,7 @@ def _kw(opt):
 
 
 @pytest.mark.parametrize("opt", BIT_OPTIONS, ids=case_id)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_bit_exact_operation_order(one_level, dtype, n, opt):
     rng = np.random.default_rng(31)
@@ -147,7 +148,7 @@ def test_bit_exact_operation_order(one_level, dtype, n, opt):
                 np.testing.assert_array_equal(bits(st[k]), bits(es[k]), err_msg=f"{k}, step {t}")
 
 
-@pytest.mark.parametrize("n", [17, 1023, 2**20 + 3])
+@pytest.mark.parametrize("n", marked_sizes([17, 1023, 2**20 + 3]))
 def test_bit_identical_across_levels_and_threads(n):
     def run(dtype):
         rng = np.random.default_rng(33)
