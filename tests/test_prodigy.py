@@ -148,7 +148,9 @@ def test_bit_exact_operation_order(one_level, dtype, n, opt):
                 np.testing.assert_array_equal(bits(st[k]), bits(es[k]), err_msg=f"{k}, step {t}")
 
 
-@pytest.mark.parametrize("n", marked_sizes([17, 1023, 2**20 + 3]))
+# (not marked slow: the only size here with several partitions of the sums, and the
+# wheel tests, which leave the slow tests out, run it on every platform)
+@pytest.mark.parametrize("n", [17, 1023, 2**20 + 3])
 def test_bit_identical_across_levels_and_threads(n):
     def run(dtype):
         rng = np.random.default_rng(33)
