@@ -16,6 +16,11 @@ THREADS = [1, 2] if _kernels.have_threads() else [1]
 # AVX-512 register, 8 per AVX2 register, 64-element thread split points).
 SIZES = [0, 1, 7, 15, 16, 17, 63, 64, 1023, 2**20 + 3]
 SMALL_SIZES = [n for n in SIZES if n < 2**20]
+
+
+def marked_sizes(sizes):
+    """Sizes to parametrize over, the large ones (above 2**16 elements) marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n > 2**16 else n for n in sizes]
 DTYPES = [np.float32, np.float64]
 
 
@@ -43,8 +48,25 @@ def kernel_config(level, threads):
 @pytest.fixture(params=[(lv, th) for lv in LEVELS for th in THREADS],
                 ids=lambda p: f"{p[0]}-{p[1]}thr")
 def level_threads(request):
+    """Every SIMD level and thread count: for what differs between levels (NaN
+    handling, the golden digests); the emulation and reference checks use
+    ``one_level``, and identity across levels and threads has its own tests
+    (tests/test_conformance.py and the bit-identity tests of each file)."""
     with kernel_config(*request.param):
         yield request.param
+
+
+# The level the dispatcher picks on this machine (the widest), on one thread.
+ONE_LEVEL = (LEVELS[-1], 1)
+
+
+@pytest.fixture
+def one_level():
+    """The emulation and reference checks run at one SIMD level on one thread;
+    assert_same_bits_everywhere and the bit-identity tests carry the result to every
+    other level and thread count."""
+    with kernel_config(*ONE_LEVEL):
+        yield ONE_LEVEL
 
 
 def bits(a):

@@ -14,7 +14,9 @@ import numpy as np
 from mpi4py import MPI
 
 import adamc
+from adamc.algorithms import ALGORITHMS
 from adamc.distributed import BLOCK, DistributedOptimizer, RankError
+from optim_db import DB  # the conformance table (this script's folder is on sys.path)
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -76,19 +78,11 @@ def groups(params):
     return [{"params": params[:2], "lr": 1e-2}, {"params": params[2:], "lr": 3e-3}]
 
 
-OPTIMIZERS = [
-    (adamc.Adam, dict(weight_decay=1e-2, amsgrad=True)),
-    (adamc.AdamW, dict()),
-    (adamc.Adamax, dict(weight_decay=1e-3)),
-    (adamc.NAdam, dict(decoupled_weight_decay=True, weight_decay=1e-2)),
-    (adamc.RAdam, dict()),
-    (adamc.SGD, dict(momentum=0.9, nesterov=True)),
-    (adamc.RMSprop, dict(centered=True, momentum=0.5)),
-    (adamc.Lion, dict(weight_decay=1e-2)),
-    (adamc.Adagrad, dict(lr_decay=1e-2, initial_accumulator_value=0.1)),
-    (adamc.Adadelta, dict(weight_decay=1e-3)),
-    (adamc.Rprop, dict(step_sizes=(1e-5, 1.0))),
-]
+# The MPI column of the conformance table (tests/optim_db.py): the algorithms without
+# optimizer-wide state here, the others in ENGINES below; and AdamW.
+OPTIMIZERS = [(getattr(adamc, DB[a].cls), kw) for a in DB if ALGORITHMS[a].engine is None
+              for kw in DB[a].mpi]
+OPTIMIZERS.insert(1, (adamc.AdamW, dict()))
 
 
 @scenario
@@ -646,11 +640,8 @@ def get_last_lr_in_both_modes():
 
 # Optimizers with optimizer-wide state (Prodigy's d, the schedule-free weight sums)
 # or a weight average.
-ENGINES = [
-    (adamc.Prodigy, dict(weight_decay=1e-2)),
-    (adamc.Prodigy, dict(safeguard_warmup=True, ema=0.9, max_grad_norm=2.0)),
-    (adamc.AdamWScheduleFree, dict(lr=1e-2, warmup_steps=2, weight_decay=1e-3)),
-    (adamc.SGDScheduleFree, dict(lr=0.1, r=1.0)),
+ENGINES = [(getattr(adamc, DB[a].cls), kw) for a in DB if ALGORITHMS[a].engine is not None
+           for kw in DB[a].mpi] + [
     (adamc.Adam, dict(lr=1e-2, ema=0.9)),
     (adamc.AdamW, dict(ema="uniform", ema_start=2)),
 ]

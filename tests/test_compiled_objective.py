@@ -166,6 +166,7 @@ CASES = {
     # engines beyond the plain one (stepped through the engine's full path)
     "prodigy": dict(method="prodigy", options=dict(maxiter=300)),
     "schedulefree": dict(method="adamw_schedulefree", options=dict(lr=0.05, maxiter=300)),
+    "sgd_schedulefree": dict(method="sgd_schedulefree", options=dict(lr=0.1, maxiter=300)),
     "ema": dict(options=dict(lr=0.05, maxiter=300, ema=0.9)),
     "ema_uniform": dict(options=dict(lr=0.05, maxiter=300, ema="uniform", ema_start=50)),
 }

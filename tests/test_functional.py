@@ -24,10 +24,10 @@ import adamc
 import emulate
 from adamc import _reference
 from adamc.algorithms import ALGORITHMS
-from conftest import DTYPES, LEVELS, SMALL_SIZES, THREADS, bits, kernel_config
+from conftest import DTYPES, LEVELS, SMALL_SIZES, THREADS, bits, kernel_config, marked_sizes
+from optim_db import DB
 
 STEPS = 50
-TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
 def _grad_term(g, p, opt):
@@ -162,37 +162,36 @@ def _ref_rprop(p, g, s, t, lr, opt, aux):
                             **_rprop_kwargs(opt)), aux
 
 
+# The option sets and tolerances are the stateless step's columns of the conformance
+# table (tests/optim_db.py).
 ALGOS = {
-    "adamax": Algo("adamax", ("exp_avg", "exp_inf"),
-                   [{}, {"weight_decay": 0.1}, {"maximize": True}], emulate_adamax,
-                   _call_adamax, _ref_adamax),
-    "nadam": Algo("nadam", ("exp_avg", "exp_avg_sq"),
-                  [{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
-                   {"maximize": True}], emulate_nadam, _call_nadam, _ref_nadam, aux=1.0),
-    "radam": Algo("radam", ("exp_avg", "exp_avg_sq"),
-                  [{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
-                   {"maximize": True}], emulate_radam, _call_radam, _ref_radam),
-    "sgd": Algo("sgd", ("momentum_buffer",),
-                [{}, {"momentum": 0.9}, {"momentum": 0.9, "dampening": 0.5},
-                 {"momentum": 0.9, "nesterov": True}, {"weight_decay": 0.1, "maximize": True}],
+    "adamax": Algo("adamax", ("exp_avg", "exp_inf"), DB["adamax"].step_options,
+                   emulate_adamax, _call_adamax, _ref_adamax),
+    "nadam": Algo("nadam", ("exp_avg", "exp_avg_sq"), DB["nadam"].step_options,
+                  emulate_nadam, _call_nadam, _ref_nadam, aux=1.0),
+    "radam": Algo("radam", ("exp_avg", "exp_avg_sq"), DB["radam"].step_options,
+                  emulate_radam, _call_radam, _ref_radam),
+    "sgd": Algo("sgd", ("momentum_buffer",), DB["sgd"].step_options,
                 emulate_sgd, _call_sgd, _ref_sgd),
     "rmsprop": Algo("rmsprop", ("square_avg", "momentum_buffer", "grad_avg"),
-                    [{}, {"momentum": 0.9}, {"centered": True},
-                     {"centered": True, "momentum": 0.5, "weight_decay": 0.1},
-                     {"maximize": True}], emulate_rmsprop, _call_rmsprop, _ref_rmsprop),
-    "adagrad": Algo("adagrad", ("sum",),
-                    [{}, {"weight_decay": 0.1}, {"maximize": True}, {"lr_decay": 0.05},
-                     {"initial_accumulator_value": 0.5, "eps": 1e-6}],
+                    DB["rmsprop"].step_options, emulate_rmsprop, _call_rmsprop, _ref_rmsprop),
+    "adagrad": Algo("adagrad", ("sum",), DB["adagrad"].step_options,
                     emulate_adagrad, _call_adagrad, _ref_adagrad),
-    "adadelta": Algo("adadelta", ("square_avg", "acc_delta"),
-                     [{}, {"weight_decay": 0.1}, {"maximize": True}, {"rho": 0.5, "eps": 1e-4},
-                      {"rho": 0.0}],
+    "adadelta": Algo("adadelta", ("square_avg", "acc_delta"), DB["adadelta"].step_options,
                      emulate_adadelta, _call_adadelta, _ref_adadelta),
-    "rprop": Algo("rprop", ("prev", "step_size"),
-                  [{}, {"maximize": True}, {"etas": (0.3, 1.5)},
-                   {"etas": (0.1, 2.0), "step_sizes": (1e-3, 0.05)}],
+    "rprop": Algo("rprop", ("prev", "step_size"), DB["rprop"].step_options,
                   emulate_rprop, _call_rprop, _ref_rprop),
 }
+# The stateless steps checked in depth elsewhere (their own calling conventions).
+IN_DEPTH = {"adam": "tests/test_kernels.py", "lion": "tests/test_algorithms.py",
+            "prodigy": "tests/test_prodigy.py"}
+
+
+def test_every_stateless_step_is_checked_here_or_in_depth():
+    assert set(ALGOS) | set(IN_DEPTH) == {a for a, alg in ALGORITHMS.items() if alg.stateless}
+    assert not set(ALGOS) & set(IN_DEPTH)
+    for name, algo in ALGOS.items():
+        assert DB[name].tol is not None and algo.emulate is not None
 
 CASES = [(a, o) for a in ALGOS for o in ALGOS[a].options]
 
@@ -214,7 +213,7 @@ def lr_of(algo):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_bit_exact_operation_order(level_threads, dtype, case):
+def test_bit_exact_operation_order(one_level, dtype, case):
     name, opt = case
     algo = ALGOS[name]
     rng = np.random.default_rng(11)
@@ -260,7 +259,7 @@ def test_matches_reference_every_step(dtype, n, case):
         ref_s = ref
         aux = algo.call(p, g, s, t, lr, opt, aux)
         gt = _grad_term(g, before_p, opt)
-        tol = TOL[dtype]
+        tol = DB[name].tol[dtype]
         err = np.abs(p.astype(np.float64) - ref_p)
         bound = tol * scale_of(before_p, ref_p, gt, lr) + np.finfo(dtype).tiny
         assert np.all(err <= bound), f"param at step {t}: worst {np.max(err / bound):.3g}"
@@ -286,7 +285,7 @@ def trajectory(name, opt, n, dtype, steps=STEPS, seed=13):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("n", [17, 1023, 200_003])
+@pytest.mark.parametrize("n", marked_sizes([17, 1023, 200_003]))
 def test_bit_identical_across_levels_and_threads(n, case):
     name, opt = case
     for dtype in DTYPES:

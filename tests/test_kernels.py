@@ -11,7 +11,6 @@ Three independent checks:
    the array's dtype: this pins the documented formula, operation by operation.
 3. Bit-identity of whole trajectories across SIMD levels and thread counts.
 """
-import itertools
 
 import numpy as np
 import pytest
@@ -19,16 +18,14 @@ import pytest
 import adamc
 import emulate
 from adamc import _kernels, _reference
-from conftest import DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config
+from conftest import (DTYPES, LEVELS, SIZES, SMALL_SIZES, THREADS, bits, kernel_config,
+                      marked_sizes)
+from optim_db import DB
 
 STEPS = 50
 
-OPTIONS = [
-    dict(maximize=mx, amsgrad=ams, **wd)
-    for mx, ams, wd in itertools.product(
-        (False, True), (False, True),
-        (dict(), dict(weight_decay=0.1), dict(weight_decay=0.1, decoupled_weight_decay=True)))
-]
+# The stateless step's option sets in the conformance table (tests/optim_db.py).
+OPTIONS = DB["adam"].step_options
 
 
 def option_id(opt):
@@ -112,12 +109,13 @@ def run_reference_check(n, dtype, opt, lr=1e-2, steps=STEPS, seed=0):
 @pytest.mark.parametrize("opt", OPTIONS, ids=option_id)
 @pytest.mark.parametrize("n", SMALL_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_matches_reference_every_step(level_threads, dtype, n, opt):
+def test_matches_reference_every_step(one_level, dtype, n, opt):
     run_reference_check(n, dtype, opt)
 
 
 @pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[-1]], ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.slow
 def test_matches_reference_large(dtype, opt):
     run_reference_check(2**20 + 3, dtype, opt, steps=STEPS)
 
@@ -151,7 +149,7 @@ def emulate_kernel(p, g, m, v, vm, *, step, lr=1e-3, beta1=0.9, beta2=0.999, **o
 
 @pytest.mark.parametrize("opt", OPTIONS, ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_bit_exact_operation_order(level_threads, dtype, opt):
+def test_bit_exact_operation_order(one_level, dtype, opt):
     rng = np.random.default_rng(2)
     n = 1023
     p, m, v, vm = new_state(n, dtype, rng, opt.get("amsgrad"))
@@ -311,7 +309,7 @@ def trajectory(n, dtype, opt, steps=STEPS, seed=3):
 
 @pytest.mark.parametrize("opt", [OPTIONS[0], OPTIONS[3], OPTIONS[10]], ids=option_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 def test_bit_identical_across_levels_and_threads(n, dtype, opt):
     steps = 10 if n > 2**16 else STEPS
     with kernel_config("baseline", 1):

@@ -86,6 +86,7 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
     assert proc.stdout.split() == ["-0.1", "-0.1", "True"]
 
 
+@pytest.mark.slow
 def test_hot_loops_are_vectorised():
     """Every specialised loop of every compiled SIMD level uses packed arithmetic on
     its level's registers, and nothing is fused into multiply-adds
@@ -113,6 +114,7 @@ def test_hot_loops_are_vectorised():
     assert check.fused(_kernels.__file__) == []
 
 
+@pytest.mark.slow
 def test_windows_cross_compile():
     """tools/cross_windows.sh --quick: the pool and the runtime compile for 64-bit
     Windows with mingw-w64 (warnings are errors), with GCC's atomics and with MSVC's

@@ -18,24 +18,13 @@ import pytest
 import adamc
 import emulate
 from adamc import _kernels, _reference
-from conftest import DTYPES, SIZES, assert_same_bits_everywhere, bits, noisy_quadratic
+from conftest import (DTYPES, SIZES, assert_same_bits_everywhere, bits, marked_sizes,
+                      noisy_quadratic)
+from optim_db import DB
 
-# Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside).
-OPTIONS = [
-    {},
-    {"weight_decay": 0.1},
-    {"weight_decay": 0.1, "decouple": False},
-    {"use_bias_correction": True},
-    {"safeguard_warmup": True},
-    {"beta3": 0.99},
-    {"betas": (0.0, 0.999)},
-    {"betas": (0.0, 0.99), "weight_decay": 0.05, "decouple": False},
-    {"d_coef": 0.5, "d0": 1e-5},
-    {"growth_rate": 1.02},
-    {"lr": 0.5, "eps": 1e-6},
-    {"use_bias_correction": True, "safeguard_warmup": True, "weight_decay": 0.01,
-     "betas": (0.95, 0.98), "beta3": 0.9, "d_coef": 2.0, "growth_rate": 1.1},
-]
+# Every option of prodigyopt's constructor (slice_p and fsdp_in_use aside): the
+# oracle's column of the conformance table (tests/optim_db.py).
+OPTIONS = DB["prodigy"].oracle_options
 
 
 def case_id(o):
@@ -120,9 +109,7 @@ def test_matches_reference_twin(opt):
 # ----------------------------------------------------------------------------------
 # 2. Bits
 
-BIT_OPTIONS = [{}, {"weight_decay": 0.1, "decouple": False, "maximize": True},
-               {"betas": (0.0, 0.999), "weight_decay": 0.1, "use_bias_correction": True},
-               {"safeguard_warmup": True, "growth_rate": 1.5}]
+BIT_OPTIONS = DB["prodigy"].step_options
 
 
 def grad_at(rng, n, dtype):
@@ -139,9 +126,9 @@ def _kw(opt):
 
 
 @pytest.mark.parametrize("opt", BIT_OPTIONS, ids=case_id)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_bit_exact_operation_order(level_threads, dtype, n, opt):
+def test_bit_exact_operation_order(one_level, dtype, n, opt):
     rng = np.random.default_rng(31)
     p = rng.standard_normal(n).astype(dtype)
     st = {k: np.zeros_like(p) for k in ("exp_avg", "exp_avg_sq", "s", "p0")}
@@ -161,6 +148,8 @@ def test_bit_exact_operation_order(level_threads, dtype, n, opt):
                 np.testing.assert_array_equal(bits(st[k]), bits(es[k]), err_msg=f"{k}, step {t}")
 
 
+# (not marked slow: the only size here with several partitions of the sums, and the
+# wheel tests, which leave the slow tests out, run it on every platform)
 @pytest.mark.parametrize("n", [17, 1023, 2**20 + 3])
 def test_bit_identical_across_levels_and_threads(n):
     def run(dtype):

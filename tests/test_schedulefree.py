@@ -16,13 +16,11 @@ import pytest
 
 import adamc
 from conftest import DTYPES, assert_same_bits_everywhere, bits, noisy_quadratic
+from optim_db import DB
 
-ADAMW_OPTIONS = [{}, {"weight_decay": 0.1}, {"warmup_steps": 20}, {"r": 1.0},
-                 {"weight_lr_power": 0.0}, {"betas": (0.95, 0.99), "eps": 1e-6, "lr": 0.01},
-                 {"lr": 0.3, "warmup_steps": 5, "weight_decay": 0.5, "r": 0.5,
-                  "weight_lr_power": 1.0}]
-SGD_OPTIONS = [{"lr": 0.1}, {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.1},
-               {"lr": 0.05, "warmup_steps": 10, "r": 1.0, "weight_lr_power": 1.0}]
+# the oracle's columns of the conformance table (tests/optim_db.py)
+ADAMW_OPTIONS = DB["adamw_schedulefree"].oracle_options
+SGD_OPTIONS = DB["sgd_schedulefree"].oracle_options
 CASES = [("AdamWScheduleFree", o) for o in ADAMW_OPTIONS] + \
     [("SGDScheduleFree", o) for o in SGD_OPTIONS]
 

@@ -7,6 +7,7 @@ import pytest
 
 import adamc
 from adamc import schedules
+from optim_db import DB
 
 
 @pytest.mark.parametrize("sched,formula", [
@@ -51,9 +52,11 @@ def test_schedule_rejects_bad_step():
         schedules.constant(1.0)(0)
 
 
-@pytest.mark.parametrize("cls", [adamc.Adam, adamc.Adamax, adamc.NAdam, adamc.RAdam,
-                                 adamc.SGD, adamc.RMSprop, adamc.Adagrad, adamc.Adadelta,
-                                 adamc.Rprop])
+# every algorithm's class (tests/optim_db.py)
+CLASSES = [getattr(adamc, row.cls) for row in DB.values()]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_every_optimizer_follows_a_schedule(cls):
     """A scheduled run equals a run whose group lr is set by hand before each step."""
     sched = schedules.cosine_decay(0.05, total_steps=8, warmup_steps=2)

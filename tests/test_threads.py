@@ -196,7 +196,16 @@ def test_the_policy_measures_real_steps():
             threads, one, many = _kernels._policy_choice("adam", np.float32, x.nbytes)
     finally:
         _kernels._set_host_check(checking)
-    assert threads in (1, 2) and one > 0 and many > 0
+    # both modes were measured on real steps, and the choice follows the measurements:
+    # several threads only if they were faster by 3% (src_c/adamc_pool.c, choose()).
+    # The choice is made before a step and that step's sample then moves its mode's
+    # estimate by at most +37.5% / -12.5% (weight 1/8, samples clipped at 4x), so the
+    # bounds below allow one such sample.
+    assert one is not None and many is not None and one > 0 and many > 0
+    if threads == 2:
+        assert many < 0.97 * 1.375 * one, (one, many)
+    else:
+        assert threads == 1 and many >= 0.97 / 1.375 * one, (one, many)
 
 
 def test_the_policy_tries_several_threads_rarely_while_the_host_is_full():

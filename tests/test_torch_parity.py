@@ -9,23 +9,19 @@ tolerances below leave a margin of more than ten on top of that, while a differe
 in the mathematics (eps placement, bias correction, the order of weight decay) shows
 up at 1e-4 or more.
 """
-import itertools
-
 import numpy as np
 import pytest
 
 import adamc
+import optim_db
 
 torch = pytest.importorskip("torch")
 
 STEPS = 50
-TOL = {np.float32: 2e-6, np.float64: 1e-14}
-CASES = [("Adam", dict(weight_decay=wd, amsgrad=ams, maximize=mx, decoupled_weight_decay=dec))
-         for wd, ams, mx, dec in itertools.product((0.0, 0.1), (False, True), (False, True),
-                                                   (False, True))
-         if wd or not dec]
-CASES += [("AdamW", dict(weight_decay=0.1, amsgrad=ams, maximize=mx))
-          for ams, mx in itertools.product((False, True), (False, True))]
+# The torch.optim columns of the conformance table (tests/optim_db.py).
+TOL = optim_db.TORCH_TOL
+CASES = optim_db.torch_cases("adam")
+CASES += [("AdamW", o) for o in optim_db.ADAMW_TORCH_OPTIONS]
 
 
 def case_id(c):
@@ -72,17 +68,16 @@ def test_trajectory_matches_torch(cls, dtype, case):
                 assert key not in sd[i]
 
 
-FAMILY = [
-    ("Adamax", dict()), ("Adamax", dict(weight_decay=0.1, maximize=True)),
-    ("NAdam", dict()), ("NAdam", dict(weight_decay=0.1)),
-    ("NAdam", dict(weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
-    ("RAdam", dict()), ("RAdam", dict(weight_decay=0.1)),
-    ("RAdam", dict(weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
-    ("SGD", dict()), ("SGD", dict(momentum=0.9)), ("SGD", dict(momentum=0.9, dampening=0.3)),
-    ("SGD", dict(momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True)),
-    ("RMSprop", dict()), ("RMSprop", dict(momentum=0.5)), ("RMSprop", dict(centered=True)),
-    ("RMSprop", dict(centered=True, momentum=0.5, weight_decay=0.1, maximize=True)),
-]
+# every other algorithm whose oracle is torch.optim
+FAMILY = [c for a, row in optim_db.DB.items()
+          if a != "adam" and row.oracle and row.oracle[0] == "torch.optim"
+          and row.oracle_steps == STEPS for c in optim_db.torch_cases(a)]
+
+
+def test_every_torch_oracle_row_is_compared():
+    torch_rows = {a for a, row in optim_db.DB.items() if row.oracle[0] == "torch.optim"}
+    assert {optim_db.DB[a].cls for a in torch_rows} == ({"Adam"} | {c for c, _ in FAMILY}
+                                                        | {c for c, _ in CLASSIC})
 
 
 @pytest.fixture
@@ -141,21 +136,11 @@ def test_clipping_matches_torch_utilities(dtype):
 # operations, no rounding choice).
 
 LONG_STEPS = 200
-LONG_TOL = {np.float32: 2e-5, np.float64: 1e-12}
-CLASSIC = [
-    ("Adagrad", dict()), ("Adagrad", dict(weight_decay=0.1)), ("Adagrad", dict(maximize=True)),
-    ("Adagrad", dict(lr_decay=0.01)), ("Adagrad", dict(initial_accumulator_value=0.5)),
-    ("Adagrad", dict(lr_decay=0.05, initial_accumulator_value=2.0, eps=1e-6, weight_decay=0.05,
-                     maximize=True)),
-    ("Adadelta", dict()), ("Adadelta", dict(weight_decay=0.1)), ("Adadelta", dict(maximize=True)),
-    ("Adadelta", dict(rho=0.5)), ("Adadelta", dict(rho=0.99, eps=1e-8)),
-    ("Adadelta", dict(rho=0.0)), ("Adadelta", dict(rho=1.0, eps=1e-3)),
-    ("Adadelta", dict(lr=0.5, rho=0.95, eps=1e-4, weight_decay=0.01, maximize=True)),
-    ("Rprop", dict()), ("Rprop", dict(maximize=True)), ("Rprop", dict(lr=0.5)),
-    ("Rprop", dict(etas=(0.3, 1.5))), ("Rprop", dict(etas=(0.9, 1.05))),
-    ("Rprop", dict(step_sizes=(1e-3, 0.05))), ("Rprop", dict(lr=1.0, step_sizes=(0.01, 0.2))),
-    ("Rprop", dict(lr=1e-8, etas=(0.1, 2.0), step_sizes=(1e-4, 1.0), maximize=True)),
-]
+# the torch.optim rows of the conformance table compared over 200 steps
+CLASSIC = [c for a, row in optim_db.DB.items()
+           if row.oracle and row.oracle[0] == "torch.optim" and row.oracle_steps == LONG_STEPS
+           for c in optim_db.torch_cases(a)]
+LONG_TOL = optim_db.LONG_TORCH_TOL
 
 
 def run_both_long(cls, kw, dtype, seed):

@@ -16,11 +16,13 @@ def run(*args):
                           cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow
 def test_stubs_match_the_compiled_module():
     proc = run("mypy.stubtest", "adamc._kernels", "--mypy-config-file", "pyproject.toml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_generated_stubs_match_the_modules():
     """The stub of the SciPy methods built from the algorithm table (tools/gen_stubs.py)
     agrees with what adamc._methods builds at import."""
@@ -38,6 +40,7 @@ def test_generated_stubs_are_current():
             f"{path} is out of date: run python tools/gen_stubs.py"
 
 
+@pytest.mark.slow
 def test_mypy_passes_on_package_and_examples():
     proc = run("mypy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
