@@ -478,9 +478,12 @@ def test_return_all_and_schedule():
 # ----------------------------------------------------------------------------------
 # Every method of the family, through both entry points
 
-METHODS = ["adam", "adamw", "amsgrad", "adamax", "nadam", "radam", "sgd", "rmsprop"]
+METHODS = ["adam", "adamw", "amsgrad", "adamax", "nadam", "radam", "sgd", "rmsprop",
+           "adagrad", "adadelta", "rprop"]
+# (Rprop: its smallest step, in the variables scaled by x_scale='auto', below gtol's reach)
 FAMILY_OPTIONS = {"sgd": dict(lr=0.1, momentum=0.5), "rmsprop": dict(lr=0.01),
-                  "adamw": dict(lr=0.1, weight_decay=0.0)}
+                  "adamw": dict(lr=0.1, weight_decay=0.0), "adadelta": dict(lr=1.0),
+                  "rprop": dict(lr=0.1, step_sizes=(1e-9, 50.0))}
 
 
 @pytest.mark.parametrize("name", METHODS)
