@@ -94,34 +94,38 @@ def test_workers_really_share_the_work():
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
 def test_concurrent_callers_never_exceed_the_limit(limit):
-    """Count the chunk bodies running at once, from 4 callers each asking for the pool."""
+    """Count the chunk bodies running at once, from 4 callers each asking for the pool.
+    Never above the limit; the limit itself is reached in one of up to 5 rounds (3 bodies
+    overlap on 2 CPUs only through time slicing, which a busy machine can starve)."""
     errors = []
-    with pool_config(limit, "fixed", threshold=0):
-        _kernels._reset_occupancy()
-        _kernels._reset_thread_stats()
-        start = threading.Barrier(4)
+    for _ in range(5):
+        with pool_config(limit, "fixed", threshold=0):
+            _kernels._reset_occupancy()
+            _kernels._reset_thread_stats()
+            start = threading.Barrier(4)
 
-        def caller():
-            try:
-                start.wait()
-                for _ in range(30):
-                    _kernels._occupancy_probe(16, 1 << 30, 20_000)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            def caller():
+                try:
+                    start.wait()
+                    for _ in range(30):
+                        _kernels._occupancy_probe(16, 1 << 30, 20_000)
+                except Exception as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
 
-        threads = [threading.Thread(target=caller) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        most = _kernels._occupancy_probe(1, 0, 0)
-        peak = _kernels.thread_stats()["peak"]
-    assert not errors
-    assert 1 <= most <= limit
-    assert peak <= limit
-    if limit > 1:
-        # 4 callers for `limit` tokens: the limit is reached (the probe can count).
-        assert most == limit
+            threads = [threading.Thread(target=caller) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            most = _kernels._occupancy_probe(1, 0, 0)
+            peak = _kernels.thread_stats()["peak"]
+        assert not errors
+        assert 1 <= most <= limit
+        assert peak <= limit
+        if most == limit:
+            break
+    # 4 callers for `limit` tokens: the limit is reached (the probe can count).
+    assert most == limit
 
 
 def test_one_caller_uses_a_worker():
