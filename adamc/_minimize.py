@@ -276,8 +276,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         reporter.row(nit, f, gnorm)
 
     if status is None:
-        # the iterations run in compiled code (adamc/_loop.pxi), calling Python only
-        # for what is written in Python
+        # the iterations run in compiled code (adamc/_minimize_loop.pxi), calling Python
+        # only for what is written in Python
         local = isinstance(peers, _Local) and loop["batches"] is None
         source = _SOURCES[objective.mode] if local else "python"
         hooks = _Hooks(x, allvecs, reporter, callback, style, peers)
