@@ -106,8 +106,8 @@ extensions = [
                  "src_c/adamc_level.inc", "src_c/adamc_algos.inc", "adamc/_checks.pxi",
                  "adamc/_helpers.pxi", "adamc/_schedules.pxi", "adamc/_stateless.pxi",
                  "adamc/_engine.pxi", "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi",
-                 "adamc/_rows.pxi", "adamc/_loop.pxi", "adamc/_fits.pxi",
-                 "adamc/_many_loop.pxi"],
+                 "adamc/_minimize_many_row_steps.pxi", "adamc/_minimize_loop.pxi",
+                 "adamc/_minimize_many_c_fits.pxi", "adamc/_minimize_many_loop.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
     )
 ]

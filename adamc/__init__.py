@@ -4,12 +4,14 @@ Parameters are NumPy arrays updated in place by compiled SIMD kernels (float32 a
 float64, chosen at import for the best instruction set of the CPU); results are the
 same bits for every SIMD level and thread count.
 """
-from . import _methods, _threads, distributed, functional, optim, schedules
-from ._config import show_config
+from ._fitting import methods as _methods
+from ._core import threads as _threads
+from . import distributed, functional, optim, schedules
+from ._core.config import show_config
 from ._kernels import get_num_threads, set_num_threads
-from ._methods import *  # noqa: F403  minimize_<name>, from the algorithm table
-from ._many import minimize_many
-from ._minimize import minibatches, minimize
+from ._fitting.methods import *  # noqa: F403  minimize_<name>, from the algorithm table
+from ._fitting.many import minimize_many
+from ._fitting.minimize import minibatches, minimize
 from .checkpoint import load, save
 from .functional import *  # noqa: F403  <name>_step, from the algorithm table
 from .optim import *  # noqa: F403  the optimizer classes, from the algorithm table

@@ -4,8 +4,8 @@
 # The preparation of a step, written once for every driver: the engine
 # (_Engine._prepare_coefs, hence Prodigy's and the schedule-free engines), the
 # stateless steps (_stateless.pxi, _prodigy.pxi), and the rows and fits of
-# minimize_many (_rows.pxi, _fits.pxi). adamc_prepare (src_c/adamc_runtime.c) gives
-# an algorithm's coefficients from its hyperparameters, the sign of maximize in
+# minimize_many (_minimize_many_row_steps.pxi, _minimize_many_c_fits.pxi).
+# adamc_prepare (src_c/adamc_runtime.c) gives an algorithm's coefficients from its hyperparameters, the sign of maximize in
 # grad_scale included; _prepare_step adds the clip value and the bounds flag, and
 # _norm_factor is the factor of the clipping by the gradient's norm.
 

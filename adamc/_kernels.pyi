@@ -87,7 +87,7 @@ _LOOP_OUTCOMES: dict[str, tuple[int, str]]
 _START_OUTCOMES: dict[str, tuple[int, str]]
 LOOP_REASONS: tuple[str, ...]
 
-# the minimize loop (_loop.pxi)
+# the minimize loop (_minimize_loop.pxi)
 LOOP_SOURCES: tuple[str, ...]
 def call_objective(capsule: Any, x: NDArray[np.float64], g: NDArray[np.float64]) -> float: ...
 def _call_objective_repeatedly(capsule: Any, x: NDArray[np.float64], g: NDArray[np.float64],
@@ -116,7 +116,7 @@ def _step_rows(algo: int, hyper: dict[str, Any], step: int, param: NDArray[np.fl
                clip_value: float, rows: NDArray[np.float64] | None, fields: tuple[int, ...],
                aux: NDArray[np.float64]) -> None: ...
 
-# the iterations of minimize_many with a Python objective (_many_loop.pxi)
+# the iterations of minimize_many with a Python objective (_minimize_many_loop.pxi)
 def many_loop(problems: Any, algo: int, hyper: dict[str, Any], lr_fn: Any,
               x: NDArray[np.floating[Any]], f: NDArray[np.float64],
               g: NDArray[np.floating[Any]], states: list[NDArray[np.floating[Any]] | None],
@@ -134,7 +134,7 @@ def many_loop(problems: Any, algo: int, hyper: dict[str, Any], lr_fn: Any,
               lr_col: int = ..., backtrack: bool = ...,
               nbacktrack: NDArray[np.int64] | None = ...) -> None: ...
 
-# minimize_many with a C objective (_fits.pxi)
+# minimize_many with a C objective (_minimize_many_c_fits.pxi)
 def _fit_rows(capsule: Any, first: int, algo: int, hyper: dict[str, Any], t0: int, t1: int,
               start: bool, lrs: NDArray[np.float64] | None, x: NDArray[np.float64],
               g: NDArray[np.float64], f: NDArray[np.float64],

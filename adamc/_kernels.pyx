@@ -19,10 +19,12 @@ and thread configuration; the rest is included from
 - ``_engine.pxi``     the engine behind the optimizer classes
 - ``_prodigy.pxi``    Prodigy's engine and stateless step (sums over every parameter)
 - ``_schedulefree.pxi`` the schedule-free engine (per-group averaging weights, train/eval)
-- ``_rows.pxi``       steps of many independent problems (adamc.minimize_many)
-- ``_many_loop.pxi``  the iterations of adamc.minimize_many (Python objectives)
-- ``_loop.pxi``       the iterations of adamc.minimize (Python or C objectives)
-- ``_fits.pxi``       the fits of adamc.minimize_many with a C objective, on the threads
+- ``_minimize_many_row_steps.pxi`` steps of many independent problems held as rows
+  (adamc.minimize_many)
+- ``_minimize_many_loop.pxi`` the iterations of adamc.minimize_many (Python objectives)
+- ``_minimize_loop.pxi`` the iterations of adamc.minimize (Python or C objectives)
+- ``_minimize_many_c_fits.pxi`` the fits of adamc.minimize_many with a C objective, on
+  the threads
 
 They form one extension module on purpose: every part reads the selected kernel
 table and the thread count (module-level C state), and separate extension modules
@@ -475,7 +477,7 @@ include "_stateless.pxi"
 include "_engine.pxi"
 include "_prodigy.pxi"
 include "_schedulefree.pxi"
-include "_rows.pxi"
-include "_many_loop.pxi"
-include "_loop.pxi"
-include "_fits.pxi"
+include "_minimize_many_row_steps.pxi"
+include "_minimize_many_loop.pxi"
+include "_minimize_loop.pxi"
+include "_minimize_many_c_fits.pxi"

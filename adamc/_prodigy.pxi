@@ -444,7 +444,7 @@ cdef object _prodigy_core(_StepFunction fn, object param, object grad, PyObject 
     """adamc.functional.prodigy_step after the binding of its arguments (see
     _step_vectorcall): the stateless Prodigy step of one array. The checks run in the
     order of the Python function it replaced: the hyperparameters in call order (a
-    schedule lr refused at once), eps > 0 (adamc._validation.check_positive_eps), step,
+    schedule lr refused at once), eps > 0 (adamc._core.validation.check_positive_eps), step,
     the scalars (None: d0), the arrays, their overlaps; then p0 is set at step 1, the
     statistics pass, the estimate of d, the update pass. Returns (d, d_max,
     d_numerator) after the step."""

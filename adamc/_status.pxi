@@ -3,9 +3,9 @@
 # ---------------------------------------------------------------------------------
 # How a run of adamc.minimize, and each problem of adamc.minimize_many, ends: the
 # status codes, the reasons the compiled loop of minimize returns, and their
-# messages, defined here once. The compiled loops (_loop.pxi, _many_loop.pxi,
-# _fits.pxi) use the C names; adamc._minimize and adamc._many use _Status and the
-# tables below.
+# messages, defined here once. The compiled loops (_minimize_loop.pxi,
+# _minimize_many_loop.pxi, _minimize_many_c_fits.pxi) use the C names; adamc._fitting.minimize
+# and adamc._fitting.many use _Status and the tables below.
 
 from enum import IntEnum as _IntEnum
 

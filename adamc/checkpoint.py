@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import optim
-from ._format import CheckpointError, _Archive, _payload, _write
-from ._port import Port
+from ._core.format import CheckpointError, _Archive, _payload, _write
+from ._core.port import Port
 
 __all__ = ["save", "load"]
 

@@ -38,10 +38,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _kernels
-from ._collective import RankError, _agree, _check_same, _communicator, _mpi, abort_on_error
-from ._format import _fingerprint, _write
-from ._reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Partitions, _Reducer
-from ._port import Port
+from ._parallel.collective import (RankError, _agree, _check_same, _communicator, _mpi,
+                                   abort_on_error)
+from ._core.format import _fingerprint, _write
+from ._parallel.reducer import BLOCK, RECV_ELEMENTS, _Bucket, _GradientCheck, _Partitions, _Reducer
+from ._core.port import Port
 from .optim import Optimizer
 
 __all__ = ["DistributedOptimizer", "RankError", "abort_on_error"]

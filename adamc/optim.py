@@ -3,9 +3,9 @@
 Parameters are NumPy arrays updated in place; each optimizer owns its state arrays.
 Each class lives in its algorithm's module of :mod:`adamc.algorithms` (Adam and
 AdamW in ``adamc/algorithms/adam.py``, ...); their common base, :class:`Optimizer`,
-in ``adamc/_optimizer.py``, over the compiled engine ``adamc._kernels._Engine``.
+in ``adamc/_core/optimizer.py``, over the compiled engine ``adamc._kernels._Engine``.
 """
-from ._optimizer import Optimizer, _restore  # noqa: F401  (pickles name adamc.optim._restore)
+from ._core.optimizer import Optimizer, _restore  # noqa: F401  (pickles name adamc.optim._restore)
 from .algorithms.adadelta import Adadelta
 from .algorithms.adagrad import Adagrad
 from .algorithms.adam import Adam, AdamW

@@ -107,7 +107,7 @@ def measure_compiled(n: int, iters: int, count: int) -> dict[str, float] | None:
         return None
     from scipy import LowLevelCallable
 
-    from adamc._lowlevel import capsule_of
+    from adamc._fitting.lowlevel import capsule_of
 
     sig = types.double(types.intc, types.CPointer(types.double),
                        types.CPointer(types.double), types.voidptr)

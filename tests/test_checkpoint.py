@@ -832,7 +832,7 @@ def test_save_retries_when_a_sweep_removes_its_temp_file_before_it_is_locked(
         tmp_path, monkeypatch):
     """Between creating its temporary file and locking it, a save can lose the file to
     another process's sweep: it notices and writes a new one."""
-    from adamc import _format
+    from adamc._core import format as _format
     real, swept = _format.fcntl.flock, []
 
     def flock(fd, op):
@@ -855,7 +855,7 @@ def test_save_retries_when_a_sweep_removes_its_temp_file_before_it_is_locked(
 
 def test_save_without_file_locks_still_works(tmp_path, monkeypatch):
     """Where fcntl is missing (Windows), a save writes atomically without the sweep."""
-    from adamc import _format
+    from adamc._core import format as _format
     monkeypatch.setattr(_format, "fcntl", None)
     stale = tmp_path / ".ckpt.npz.abcd1234.tmp"
     stale.write_bytes(b"partial")

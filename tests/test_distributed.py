@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from adamc import _kernels
-from adamc._minimize_sync import _batch_weight
-from adamc._reducer import BLOCK, _shard_bounds
+from adamc._fitting.minimize_sync import _batch_weight
+from adamc._parallel.reducer import BLOCK, _shard_bounds
 from conftest import mpiexec
 
 HERE = Path(__file__).parent
@@ -145,7 +145,7 @@ def test_an_agreed_error_passes_a_second_agreement_unchanged(original):
     """minimize_many's lockstep agrees on a rank's error inside its loop, and the
     driver agrees on whatever the loop raised: the rank and message must stay those
     of the first agreement (it said 'on 2 ranks, first on rank 0: ... on rank 1')."""
-    from adamc._collective import RankError, _agree
+    from adamc._parallel.collective import RankError, _agree
 
     def body(rank, comm):
         try:

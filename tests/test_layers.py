@@ -16,24 +16,27 @@ PACKAGE = Path(__file__).resolve().parent.parent / "adamc"
 # Lowest first. Read as: kernels -> validation -> the algorithm table -> optimizers
 # -> state snapshot/format -> {checkpoint, distributed} -> minimize -> CLI. Modules of
 # a subpackage are named with dots ("algorithms.adam"; "algorithms" is its __init__).
+# The private subpackages show the parts: _core (the optimizer core), _parallel (MPI),
+# _fitting (the minimize drivers); their __init__ files hold a docstring only.
 ALGORITHM_MODULES = sorted(f"algorithms.{p.stem}" for p in (PACKAGE / "algorithms").glob("*.py")
                            if not p.stem.startswith("_"))
 LAYERS = [
+    ["_core", "_parallel", "_fitting"],           # the subpackages' __init__: import nothing
     ["_kernels", "_version", "algorithms._numpy"],  # compiled core; the twins' NumPy parts
-    ["_validation", "schedules", "_threads"],
-    ["_config", "algorithms._table"],             # the table's types, the hyperparameters
-    ["_optimizer", "algorithms._stateless"],      # the optimizer base; the stateless steps
+    ["_core.validation", "schedules", "_core.threads"],
+    ["_core.config", "algorithms._table"],        # the table's types, the hyperparameters
+    ["_core.optimizer", "algorithms._stateless"],  # the optimizer base; the stateless steps
     ALGORITHM_MODULES,                            # one module per algorithm (or family)
     ["algorithms"],                               # the one list of algorithms
     ["optim", "functional", "_reference"],        # public homes; the oracle's index
-    ["_port"],                                    # what adapters use of an optimizer
-    ["_format", "_collective"],                  # the state format; MPI agreement
-    ["checkpoint", "_reducer"],
-    ["distributed", "_minimize_sync"],
-    ["_lowlevel"],                                # compiled objectives (LowLevelCallable)
-    ["_problem", "_batches"],                    # what a minimize run is given
-    ["_minimize"],
-    ["_methods", "_many"],                        # built on the driver
+    ["_core.port"],                               # what adapters use of an optimizer
+    ["_core.format", "_parallel.collective"],     # the state format; MPI agreement
+    ["checkpoint", "_parallel.reducer"],
+    ["distributed", "_fitting.minimize_sync"],
+    ["_fitting.lowlevel"],                        # compiled objectives (LowLevelCallable)
+    ["_fitting.problem", "_fitting.batches"],     # what a minimize run is given
+    ["_fitting.minimize"],
+    ["_fitting.methods", "_fitting.many"],        # built on the driver
     ["__init__"],                                 # the public namespace
     ["_bench"],                                   # the command line: its benchmark
     ["__main__"],
@@ -149,7 +152,7 @@ def test_the_checker_sees_function_level_imports(tmp_path, monkeypatch):
 def test_minimize_driver_has_no_mpi_branches():
     """The SciPy driver talks to one collaborator (_Local, or adamc.distributed's for
     options['comm']) and never to MPI itself."""
-    tree = ast.parse((PACKAGE / "_minimize.py").read_text())
+    tree = ast.parse((PACKAGE / "_fitting" / "minimize.py").read_text())
     run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_run")
     names = {n.id for n in ast.walk(run) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(run) if isinstance(n, ast.Attribute)}
@@ -168,7 +171,7 @@ def test_no_private_imports_of_other_packages(name):
 
 
 # ----------------------------------------------------------------------------------
-# Adapters use an optimizer through adamc._port.Port only
+# Adapters use an optimizer through adamc._core.port.Port only
 
 def optimizer_internals():
     """Private names of adamc.Optimizer: its methods and class attributes, and the
@@ -176,7 +179,7 @@ def optimizer_internals():
     import adamc
 
     names = {n for n in dir(adamc.Optimizer) if n.startswith("_") and not n.startswith("__")}
-    for node in ast.walk(ast.parse((PACKAGE / "_optimizer.py").read_text())):
+    for node in ast.walk(ast.parse((PACKAGE / "_core" / "optimizer.py").read_text())):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and node.value.id in ("self", "opt") and node.attr.startswith("_") \
                 and not node.attr.startswith("__"):
@@ -196,16 +199,18 @@ def internals_used(name):
     return found
 
 
-@pytest.mark.parametrize("name", [m for m in modules() if m not in ("_optimizer", "_port")
-                                  and source_of(m)])
+@pytest.mark.parametrize("name", [m for m in modules()
+                                  if m not in ("_core.optimizer", "_core.port") and source_of(m)])
 def test_adapters_use_the_port(name):
     used = internals_used(name)
     assert not used, (f"{name}.py uses internals of adamc.Optimizer {used}; go through "
-                      f"adamc._port.Port (add what is missing there)")
+                      f"adamc._core.port.Port (add what is missing there)")
 
 
 def test_the_port_check_can_fail(tmp_path, monkeypatch):
-    (tmp_path / "_optimizer.py").write_text((PACKAGE / "_optimizer.py").read_text())
+    (tmp_path / "_core").mkdir()
+    (tmp_path / "_core" / "optimizer.py").write_text(
+        (PACKAGE / "_core" / "optimizer.py").read_text())
     (tmp_path / "distributed.py").write_text("def f(opt):\n    return opt._export()\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     assert internals_used("distributed") == [("_export", 2)]

@@ -54,6 +54,7 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
         wnames = zf.namelist()
     assert any(n.startswith("adamc/_kernels") and n.endswith(".so") for n in wnames)
     assert "adamc/py.typed" in wnames and "adamc/_kernels.pyi" in wnames
+    assert "adamc/_fitting/methods.pyi" in wnames  # package data of a subpackage
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import adamc
-from adamc import _kernels, _threads
+from adamc import _kernels
+from adamc._core import threads as _threads
 from conftest import LEVELS
 
 pytestmark = pytest.mark.skipif(not _kernels.have_threads(), reason="built without threads")

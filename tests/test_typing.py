@@ -25,8 +25,8 @@ def test_stubs_match_the_compiled_module():
 @pytest.mark.slow
 def test_generated_stubs_match_the_modules():
     """The stub of the SciPy methods built from the algorithm table (tools/gen_stubs.py)
-    agrees with what adamc._methods builds at import."""
-    proc = run("mypy.stubtest", "adamc._methods",
+    agrees with what adamc._fitting.methods builds at import."""
+    proc = run("mypy.stubtest", "adamc._fitting.methods",
                "--mypy-config-file", "pyproject.toml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -1,8 +1,8 @@
 """Generate the type stub of the SciPy methods built from the algorithm table.
 
-Run:  python tools/gen_stubs.py          (rewrites adamc/_methods.pyi)
+Run:  python tools/gen_stubs.py          (rewrites adamc/_fitting/methods.pyi)
 
-adamc._methods builds one ``minimize_<name>`` per method of the table at import, which
+adamc._fitting.methods builds one ``minimize_<name>`` per method of the table at import, which
 type checkers cannot follow; the classes and stateless steps are written out in their
 modules of adamc/algorithms/ and need no stub. tests/test_typing.py regenerates the
 stub in memory and fails when the committed one is out of date.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from adamc import _methods
+from adamc._fitting import methods as _methods
 from adamc.algorithms import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def methods_stub() -> str:
     return "\n".join(lines) + "\n"
 
 
-STUBS = {"adamc/_methods.pyi": methods_stub}
+STUBS = {"adamc/_fitting/methods.pyi": methods_stub}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _kernels
-from .._validation import (check_betas, check_count_value, check_etas, check_flag,
+from .._core.validation import (check_betas, check_count_value, check_etas, check_flag,
                            check_growth_rate, check_lr, check_nonnegative, check_optional_beta,
                            check_positive, check_step_sizes, check_unit)
 

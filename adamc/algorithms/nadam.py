@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._optimizer import Optimizer
+from .._core.optimizer import Optimizer
 from ._stateless import compiled_step
 from ._table import Algorithm, Method, PublicClass, State
 from ._numpy import Array, f64, preprocess_grad, weight_decay_terms, adam_moments, project

@@ -6,8 +6,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._optimizer import Optimizer, ProdigyOptimizer
-from .._validation import check_positive_eps
+from .._core.optimizer import Optimizer, ProdigyOptimizer
+from .._core.validation import check_positive_eps
 from ._stateless import compiled_step
 from ._table import Algorithm, Method, PublicClass, State
 from ._numpy import f64, preprocess_grad, project

@@ -5,8 +5,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._optimizer import Optimizer
-from .._validation import check_nesterov
+from .._core.optimizer import Optimizer
+from .._core.validation import check_nesterov
 from ._stateless import compiled_step
 from ._table import Algorithm, Method, PublicClass, State
 from ._numpy import Array, f64, preprocess_grad, project

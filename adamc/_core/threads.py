@@ -14,8 +14,8 @@ import math
 import os
 import warnings
 
-from . import _kernels
-from ._version import __version__
+from .. import _kernels
+from .._version import __version__
 
 __all__ = ["configure", "reason", "cpu_limit"]
 

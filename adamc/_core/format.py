@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from . import _kernels, optim
-from ._port import Port
+from .. import _kernels, optim
+from .port import Port
 
 try:
     import fcntl

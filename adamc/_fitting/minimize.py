@@ -18,16 +18,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _kernels, optim, schedules
-from .algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
-from ._batches import _Batches, minibatches
-from ._format import _fingerprint
-from ._problem import (_callback_style, _Objective, _prepare_bounds, _prepare_scale,
+from .. import _kernels, optim, schedules
+from ..algorithms import HYPERPARAMETERS, METHODS, SHARED_OPTION_DOCS
+from .batches import _Batches, minibatches
+from .._core.format import _fingerprint
+from .problem import (_callback_style, _Objective, _prepare_bounds, _prepare_scale,
                        _prepare_x0)
-from ._port import Port
-from .optim import Optimizer
+from .._core.port import Port
+from ..optim import Optimizer
 
-# The minimize_<name> functions are built from the table in adamc._methods.
+# The minimize_<name> functions are built from the table in adamc._fitting.methods.
 __all__ = ["minimize", "minibatches"]
 
 # (the statuses and messages are defined once, in adamc/_status.pxi)
@@ -276,8 +276,8 @@ def _run(method: _Method, fun, x0, args, jac, bounds, constraints, callback, opt
         reporter.row(nit, f, gnorm)
 
     if status is None:
-        # the iterations run in compiled code (adamc/_loop.pxi), calling Python only
-        # for what is written in Python
+        # the iterations run in compiled code (adamc/_minimize_loop.pxi), calling Python
+        # only for what is written in Python
         local = isinstance(peers, _Local) and loop["batches"] is None
         source = _SOURCES[objective.mode] if local else "python"
         hooks = _Hooks(x, allvecs, reporter, callback, style, peers)
@@ -449,16 +449,16 @@ class _Hooks:
 
 def _collaborator(comm: Any) -> Any:
     """The one place where the distributed parts plug into the driver: with
-    options['comm'], the collective collaborator of adamc._minimize_sync; else _Local."""
+    options['comm'], the collective collaborator of adamc._fitting.minimize_sync; else _Local."""
     if comm is None:
         return _Local()
-    from ._minimize_sync import _MinimizeSync
+    from .minimize_sync import _MinimizeSync
 
     return _MinimizeSync(comm)
 
 
 class _Local:
-    """The collaborator of a single-process run; adamc._minimize_sync._MinimizeSync has
+    """The collaborator of a single-process run; adamc._fitting.minimize_sync._MinimizeSync has
     the same interface and makes the run collective (agreement on the inputs, means
     of f and g over the ranks, shared stops and errors, one checkpoint writer)."""
 
@@ -510,7 +510,7 @@ class _Checkpointer:
     def write(self, opt, nit, f, g, objective, batches, status, message) -> None:
         if self.path is None:
             return
-        from .checkpoint import _save_with_extra
+        from ..checkpoint import _save_with_extra
 
         extra = dict(method=self.method.name, nit=nit, fun=f, nfev=objective.nfev,
                      njev=objective.njev, batches_consumed=batches.consumed, status=status,
@@ -555,7 +555,7 @@ class _Checkpointer:
         (optimizer, nit, f, g, status, message) or None."""
         if not self.resume or not os.path.exists(self.path):
             return None
-        from .checkpoint import CheckpointError, _load_with_extra
+        from ..checkpoint import CheckpointError, _load_with_extra
 
         u = self.scaling.u
         opt, extra, arrays = _load_with_extra(self.path, u)

@@ -3,9 +3,9 @@
 # ---------------------------------------------------------------------------------
 # adamc.minimize_many with a C objective: every problem's fit runs in C, the problems
 # dealt to the adamc threads (the GIL released). Problem i gets exactly what the
-# vectorised loop of adamc._many gives it (the step of _step_rows for its row, the
+# vectorised loop of adamc._fitting.many gives it (the step of _step_rows for its row, the
 # same evaluation order and stopping tests), so the results are the same bits for any
-# split of the problems and any thread count. adamc._many calls _fit_rows for blocks
+# split of the problems and any thread count. adamc._fitting.many calls _fit_rows for blocks
 # of iterations and does, between blocks, what needs Python: a learning rate schedule,
 # the callback, disp, signals.
 
@@ -77,7 +77,7 @@ cdef inline bint _fit_eval(_RowFits *c, Py_ssize_t i, double *x, double *xu, dou
                            double *gu, double *f, double *gnorm) noexcept nogil:
     """Problem i's f and gradient g at its iterate x (at clip(s x) when scaled: xu),
     and the step's gradient gu = gs g; whether all are finite (gu not at the start:
-    gs is not known before f(x0) is, adamc._many checks it then)."""
+    gs is not known before f(x0) is, adamc._fitting.many checks it then)."""
     cdef Py_ssize_t n = c.n
     cdef double *arg = x
     if c.s != NULL:

@@ -1,7 +1,7 @@
 # Included by adamc/_kernels.pyx (one extension module; see its docstring).
 
 # ---------------------------------------------------------------------------------
-# The iteration of adamc.minimize in compiled code. adamc._minimize._run checks the
+# The iteration of adamc.minimize in compiled code. adamc._fitting.minimize._run checks the
 # inputs, makes the first evaluation (or resumes) and builds the result; the loop
 # below makes the steps, the evaluations and the stopping tests, and calls Python
 # only for a Python objective, the per-iteration hooks (callback, disp, progress,
@@ -43,8 +43,8 @@ cdef enum:
 
 
 cdef _objective_fn _capsule_function(object capsule, void **data) except NULL:
-    """The function and user_data of a scipy.LowLevelCallable's capsule (adamc's
-    _lowlevel module has checked its signature)."""
+    """The function and user_data of a scipy.LowLevelCallable's capsule
+    (adamc._fitting.lowlevel has checked its signature)."""
     if not PyCapsule_CheckExact(capsule):
         raise TypeError("expected the capsule of a scipy.LowLevelCallable")
     cdef void *fn = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))

@@ -1,6 +1,6 @@
 """The one interface of an optimizer that adamc's adapters use.
 
-The checkpoint format (adamc._format, adamc.checkpoint), adamc.distributed and the
+The checkpoint format (adamc._core.format, adamc.checkpoint), adamc.distributed and the
 minimize driver reach an optimizer's internals through :class:`Port` only; this is
 the only module outside adamc.optim that touches them (tests/test_layers.py checks
 it), so what an adapter relies on is written here, once.
@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _kernels
-from .optim import Optimizer
+from .. import _kernels
+from ..optim import Optimizer
 
 __all__ = ["Port"]
 
@@ -20,7 +20,7 @@ __all__ = ["Port"]
 class Port:
     """The interface of an optimizer class, and of its instances, for adamc's adapters.
 
-    The checkpoint format (adamc._format, adamc.checkpoint), adamc.distributed and the
+    The checkpoint format (adamc._core.format, adamc.checkpoint), adamc.distributed and the
     minimize driver use an optimizer through this class only, never through the
     private members of :class:`Optimizer` (tests/test_layers.py checks it): what an
     adapter may rely on is written here, once.

@@ -1,14 +1,14 @@
 """adamc.minimize(..., options={"comm": comm}): the collaborator that makes the
-driver's run collective (see adamc._minimize._Local for the interface)."""
+driver's run collective (see adamc._fitting.minimize._Local for the interface)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from . import _kernels
-from ._collective import _agree, _check_same, _communicator, _mpi
-from ._reducer import _Bucket, _Reducer, _uniform
+from .. import _kernels
+from .._parallel.collective import _agree, _check_same, _communicator, _mpi
+from .._parallel.reducer import _Bucket, _Reducer, _uniform
 
 __all__: list[str] = []
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _kernels, _threads
-from ._version import __version__
+from .. import _kernels
+from . import threads as _threads
+from .._version import __version__
 
 
 def config() -> dict[str, Any]:

@@ -13,10 +13,10 @@ from typing import Any, Callable, ClassVar, Iterator, SupportsIndex
 
 import numpy as np
 
-from . import _kernels
-from .algorithms._table import (HYPERPARAMETERS, Algorithm, PublicClass, aux_from_state,
+from .. import _kernels
+from ..algorithms._table import (HYPERPARAMETERS, Algorithm, PublicClass, aux_from_state,
                                 aux_to_state, check_aux)
-from ._validation import is_schedule
+from .validation import is_schedule
 
 __all__ = ["Optimizer"]
 

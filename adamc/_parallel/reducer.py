@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _kernels
-from ._collective import _mpi
+from .. import _kernels
+from .collective import _mpi
 
 __all__: list[str] = []
 

@@ -17,16 +17,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _kernels
-from .algorithms import CLASSES, HYPERPARAMETERS, METHODS, Algorithm
-from ._format import _fingerprint
-from ._lowlevel import capsule_of, is_lowlevel
-from ._minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
+from .. import _kernels
+from ..algorithms import CLASSES, HYPERPARAMETERS, METHODS, Algorithm
+from .._core.format import _fingerprint
+from .lowlevel import capsule_of, is_lowlevel
+from .minimize import (NO_LIMIT, _METHODS, _Method, _check_options, _prepare_f_scale,
                         check_count, check_tolerance)
-from ._problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
+from .problem import (_bounds_in_dtype, _callback_style, _float_copy, _gradient_mode,
                        _is_scipy_jac_wrapper, _prepare_bounds, _prepare_scale)
-from ._validation import SHARED_CHECKS, check_hyperparameters, is_schedule
-from ._optimizer import _check_ema
+from .._core.validation import SHARED_CHECKS, check_hyperparameters, is_schedule
+from .._core.optimizer import _check_ema
 
 __all__ = ["minimize_many"]
 
@@ -831,7 +831,7 @@ class _Lockstep:
         self.comm = comm
 
     def iteration(self, stopped, error, running):
-        from ._collective import _agree, _mpi
+        from .._parallel.collective import _agree, _mpi
 
         MPI = _mpi()
         code = np.array([error is not None, stopped, running], np.int64)
@@ -842,7 +842,7 @@ class _Lockstep:
 
 
 def _distributed(comm, method, setup, problems, x, box, callback, style, fields):
-    from ._collective import _agree, _check_same, _communicator
+    from .._parallel.collective import _agree, _check_same, _communicator
 
     comm = _communicator(comm)
     rank, size = comm.Get_rank(), comm.Get_size()

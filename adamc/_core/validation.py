@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._kernels import (Schedule, check_beta, check_betas, check_clip_value, check_etas,
+from .._kernels import (Schedule, check_beta, check_betas, check_clip_value, check_etas,
                        check_flag, check_growth_rate, check_max_grad_norm, check_nonnegative,
                        check_positive, check_step_sizes)
 

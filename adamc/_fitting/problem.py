@@ -1,6 +1,6 @@
 """What a minimize run is given: x0, bounds, the callback's style, the objective.
 
-Shared by the SciPy driver (adamc._minimize); it checks the inputs and evaluates f
+Shared by the SciPy driver (adamc._fitting.minimize); it checks the inputs and evaluates f
 and g (with jac=True, a separate jac, or finite differences), counting evaluations.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _kernels
-from ._lowlevel import capsule_of, is_lowlevel
+from .. import _kernels
+from .lowlevel import capsule_of, is_lowlevel
 
 __all__: list[str] = []
 
