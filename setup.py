@@ -13,6 +13,7 @@ instead of Linux's futex. OpenMP is not used: its spinning teams slow a step dow
 to BLAS and on a busy host. MSVC gets the GCC builtins the sources use from
 src_c/adamc_msvc.h (force-included).
 """
+import glob
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -103,11 +104,8 @@ extensions = [
         include_dirs=[np.get_include(), "src_c"],
         depends=["src_c/adamc.h", "src_c/adamc_config.h", "src_c/adamc_msvc.h",
                  "src_c/adamc_math_tables.h",
-                 "src_c/adamc_level.inc", "src_c/adamc_algos.inc", "adamc/_checks.pxi",
-                 "adamc/_helpers.pxi", "adamc/_schedules.pxi", "adamc/_stateless.pxi",
-                 "adamc/_engine.pxi", "adamc/_prodigy.pxi", "adamc/_schedulefree.pxi",
-                 "adamc/_minimize_many_row_steps.pxi", "adamc/_minimize_loop.pxi",
-                 "adamc/_minimize_many_c_fits.pxi", "adamc/_minimize_many_loop.pxi"],
+                 "src_c/adamc_level.inc", "src_c/adamc_algos.inc",
+                 *sorted(glob.glob("adamc/*.pxi"))],  # the parts _kernels.pyx includes
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
     )
 ]

@@ -18,6 +18,11 @@ from .optim import *  # noqa: F403  the optimizer classes, from the algorithm ta
 
 from ._version import __version__  # noqa: E402
 
+# Defined in private modules, public here: help(), reprs and pickles name this home.
+for _public in (minimize, minimize_many, minibatches, show_config):
+    _public.__module__ = "adamc"
+del _public
+
 _threads.configure()
 _threads._register_with_threadpoolctl()
 

@@ -22,6 +22,8 @@ from ._core.port import Port
 
 __all__ = ["save", "load"]
 
+CheckpointError.__module__ = __name__  # its public home (defined with the format)
+
 
 def save(optimizer: optim.Optimizer, path: str | os.PathLike) -> None:
     """Write the optimizer (hyperparameters, state and parameter values) to ``path``.

@@ -19,6 +19,8 @@ from .algorithms.rprop import Rprop
 from .algorithms.schedulefree import AdamWScheduleFree, SGDScheduleFree
 from .algorithms.sgd import SGD
 
+Optimizer.__module__ = __name__  # its public home: help(), reprs and pickles name it here
+
 __all__ = ["Optimizer", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop",
            "Lion", "Prodigy", "AdamWScheduleFree", "SGDScheduleFree", "Adagrad", "Adadelta",
            "Rprop"]

@@ -38,7 +38,7 @@ def test_relative_links_resolve(page):
         assert (path.parent / target).exists(), f"{page} links to missing {target}"
 
 
-@pytest.mark.parametrize("module", ["adamc.optim", "adamc.schedules", "adamc._fitting.many"])
+@pytest.mark.parametrize("module", ["adamc", "adamc.optim", "adamc.schedules"])
 def test_docstring_examples_run(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
