@@ -5,6 +5,7 @@ The build and the install need the package index (build requirements, numpy, sci
 they take a few minutes, so the test is marked slow (it runs in CI).
 """
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -58,19 +59,22 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
+    # the clean venv sees only what it installed (a PYTHONPATH to a checkout would
+    # make pip take adamc for installed, and the checks import the checkout's)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     py = env_dir / "bin" / "python"
     # The wheel was compiled from the sdist, not from the checkout: installing it shows
     # that the sdist builds and installs, without a second compile (two minutes here).
     # With the [mpi] extra: mpi4py and an MPI library come from the package index too.
     proc = subprocess.run([str(py), "-m", "pip", "install", "-q",
                            f"adamc[mpi] @ {wheel.resolve().as_uri()}"],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=clean)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check = ("import numpy as np, adamc; x = np.array([8.0]); opt = adamc.Adam(x, lr=0.1)\n"
              "for _ in range(3): opt.step(2 * (x - 2))\n"
              "print(adamc.__version__, round(float(x[0]), 6), adamc.show_config('dicts')['simd_level'])")
     proc = subprocess.run([str(py), "-c", check], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+                          cwd=tmp_path, env=clean)
     assert proc.returncode == 0, proc.stderr
     version, value, level = proc.stdout.split()
     assert version == "0.1.0" and abs(float(value) - 7.7) < 1e-3
@@ -85,7 +89,7 @@ def test_sdist_and_wheel_build_and_the_sdist_installs(tmp_path):
                  "if MPI.COMM_WORLD.rank == 0: print(round(x[0], 6), round(x[-1], 6), same)\n")
     proc = subprocess.run([str(env_dir / "bin" / "mpiexec"), "-n", "2", str(py), "-c",
                            mpi_check], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+                          cwd=tmp_path, env=clean)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["-0.1", "-0.1", "True"]
 
