@@ -791,3 +791,99 @@ cdef class _Engine:
         raise FloatingPointError(
             f"{self._grad_name(i)} holds {value} at index {index}; nothing was updated "
             f"(nonfinite='raise')")
+
+    # -- The driver interface -----------------------------------------------------------
+    # What a driver outside this class (minimize's compiled loop, _minimize_loop.pxi)
+    # uses of an engine: these methods only, never the private members above
+    # (tests/test_layers.py checks). Final: called directly, inlined by the compiler.
+
+    @cython.final
+    cdef int drive_step(self, object g) except -1:
+        """step(g) with every check step() makes (the engine's own path)."""
+        if self._busy:
+            raise RuntimeError("the optimizer of this minimize run is in use elsewhere")
+        self._busy = _STEPPING
+        try:
+            self._prepare()
+            self._collect(g)
+            self._update()
+        finally:
+            self._busy = _IDLE
+            self._release_grads()
+        return 0
+
+    @cython.final
+    cdef bint drive_compiled_ok(self, const void *x) noexcept:
+        """Whether a compiled loop may step this engine's parameters without Python:
+        one parameter (at x) in one group, the default non-finite policy, its own
+        norm, no weight averaging. (Prodigy's and schedule-free's engines do more
+        than the compiled part: the driver checks their types.)"""
+        return (self._bound and self._nparams == 1 and self._ngroups == 1
+                and self._nonfinite == 0 and self._slots[0].data == x
+                and not self._use_external and self._ema_mode == 0)
+
+    @cython.final
+    cdef int drive_validate(self, object g) except -1:
+        """The checks of step() on gradient g and of the group's hyperparameters,
+        once, without stepping."""
+        self._collect(g)
+        self._release_grads()
+        self._refresh(0)
+        return 0
+
+    @cython.final
+    cdef int drive_refresh(self) except -1:
+        """Read the group's hyperparameters again (after a driver changed its lr)."""
+        return self._refresh(0)
+
+    @cython.final
+    cdef object drive_schedule(self):
+        """The group's lr schedule, or None when its lr is a number."""
+        return self._lr_fns[0]
+
+    @cython.final
+    cdef inline Group *drive_group(self) noexcept nogil:
+        return &self._groups[0]
+
+    @cython.final
+    cdef inline const Slot *drive_slot(self) noexcept nogil:
+        return &self._slots[0]
+
+    @cython.final
+    cdef inline int drive_algorithm(self) noexcept nogil:
+        return self._algo
+
+    @cython.final
+    cdef inline bint drive_clips_norm(self) noexcept nogil:
+        return self._max_grad_norm > 0
+
+    @cython.final
+    cdef Py_ssize_t drive_total_bytes(self) noexcept nogil:
+        cdef Py_ssize_t i, total = 0
+        for i in range(self._nparams):
+            total += self._slots[i].nbytes
+        return total
+
+    @cython.final
+    cdef inline int drive_prepare(self, const double *lrs, Py_ssize_t count,
+                                  adamc_coef *coefs, double *aux_after) noexcept nogil:
+        """The coefficients of the group's next count steps (see _prepare_coefs)."""
+        return self._prepare_coefs(0, lrs, count, coefs, aux_after)
+
+    @cython.final
+    cdef inline void drive_begin(self, const void *grad) noexcept nogil:
+        """A compiled step starts (grad: its gradient, for drive_run; NULL when the
+        driver calls the kernel itself)."""
+        if grad != NULL:
+            self._grad_ptr[0] = grad
+        self._busy = _STEPPING
+
+    @cython.final
+    cdef inline void drive_run(self, Py_ssize_t total) noexcept nogil:
+        self._run(total)
+
+    @cython.final
+    cdef inline void drive_end(self) noexcept nogil:
+        """A compiled step is done: counted, the engine free again."""
+        self._busy = _IDLE
+        self._advance()

@@ -35,7 +35,7 @@ cdef enum:
     _BLOCK = 256
     _SIGNAL_CLOCKS_DIV = 20
     # The coefficients of a compiled step are prepared _COEF_BLOCK steps ahead when no
-    # Python runs between the steps (_Engine._prepare_coefs)
+    # Python runs between the steps (_Engine.drive_prepare)
     _COEF_BLOCK = 64
     # A block of _BLOCK iterations is short under 1/_SHORT_BLOCKS_PER_SECOND s: about
     # 1 us per iteration
@@ -116,7 +116,7 @@ cdef class _Fit:
     cdef int coef_pos, coef_len
     cdef bint steady                    # coefs[0] is every remaining step's (adamc_steady)
     # without clipping by the norm, a compiled step calls the algorithm's kernel on
-    # this task (what _Engine._run does for one parameter, without its loops and the
+    # this task (what _Engine.drive_run does for one parameter, without its loops and the
     # copy of the coefficients)
     cdef bint direct
     cdef adamc_task task
@@ -126,18 +126,7 @@ cdef class _Fit:
     # -- Python points ------------------------------------------------------------
     cdef int _step_python(self, object g) except -1:
         """opt.step(g), with every check step() makes (the engine's own path)."""
-        cdef _Engine eng = self.opt
-        if eng._busy:
-            raise RuntimeError("the optimizer of this minimize run is in use elsewhere")
-        eng._busy = 1
-        try:
-            eng._prepare()
-            eng._collect(g)
-            eng._update()
-        finally:
-            eng._busy = 0
-            eng._release_grads()
-        return 0
+        return self.opt.drive_step(g)
 
     cdef int _take_gradient(self, object g, str source) except -1:
         if not (cnp.PyArray_CheckExact(g)
@@ -208,8 +197,8 @@ cdef class _Fit:
     cdef int _refill_lrs(self) except -1:
         """The next block of a compiled schedule's learning rates; stops before the
         first that is not finite (the engine's own path then raises its error)."""
-        cdef Schedule fn = <Schedule>self.opt._lr_fns[0]
-        cdef int64_t first = self.opt._groups[0].step + 1
+        cdef Schedule fn = <Schedule>self.opt.drive_schedule()
+        cdef int64_t first = self.opt.drive_group().step + 1
         cdef int k
         cdef double lr
         self.lr_pos = self.lr_len = 0
@@ -232,7 +221,7 @@ cdef class _Fit:
     cdef int _step_c(self) except -1 nogil:
         """One step through the engine's compiled part (a C objective: the gradient
         is the loop's own buffer; hyperparameters validated before the loop)."""
-        cdef Group *grp = &self.opt._groups[0]
+        cdef Group *grp = self.opt.drive_group()
         if self.schedule and self.lr_pos == self.lr_len:
             self._drop_token()
             with gil:
@@ -249,15 +238,15 @@ cdef class _Fit:
                 self.coef_len = 1
             elif self.schedule:
                 self.coef_len = min(_COEF_BLOCK, self.lr_len - self.lr_pos)
-            elif adamc_steady(self.opt._algo, &grp.hyper, grp.step + 1, grp.aux):
+            elif adamc_steady(self.opt.drive_algorithm(), &grp.hyper, grp.step + 1, grp.aux):
                 # every later step has these coefficients: prepared once for the rest
                 # of the loop (the position never reaches the length)
                 self.coef_len = 1
                 self.steady = True
             else:
                 self.coef_len = _COEF_BLOCK
-            self.opt._prepare_coefs(0, &self.lrs[self.lr_pos] if self.schedule else NULL,
-                                    self.coef_len, self.coefs, self.coef_aux)
+            self.opt.drive_prepare(&self.lrs[self.lr_pos] if self.schedule else NULL,
+                                   self.coef_len, self.coefs, self.coef_aux)
         if self.schedule:
             grp.hyper.lr = self.lrs[self.lr_pos]
             self.lr_pos += 1
@@ -265,11 +254,11 @@ cdef class _Fit:
         if self.direct:
             self.task.coef = &self.coefs[self.coef_pos]
             self.task.grad = self.gp
+            self.opt.drive_begin(NULL)
         else:
             grp.coef = self.coefs[self.coef_pos]
-            self.opt._grad_ptr[0] = self.gp
+            self.opt.drive_begin(self.gp)
         self.coef_pos += not self.steady
-        self.opt._busy = 1
         if self.released:
             # a token kept from the last step when that kept nobody out (see
             # adamc_may_keep_token): no atomic operations per step then
@@ -282,15 +271,14 @@ cdef class _Fit:
         if self.direct:
             adamc_run(self.step_fn, &self.task, self.n, self.step_kind, self.nbytes)
         else:
-            self.opt._run(self.total)
+            self.opt.drive_run(self.total)
         # (kept only while iterations are short: the token is then held through the
         # objective's call, and a slow objective would keep another caller's workers
         # out of its parallel updates for that long)
         if not (self.released and self.short_iterations and adamc_may_keep_token()):
             self.holding = False
             adamc_leave()
-        self.opt._busy = 0
-        self.opt._advance()
+        self.opt.drive_end()
         return 0
 
     # -- scaled variables, backtracking, the plateau schedule ------------------------
@@ -341,7 +329,7 @@ cdef class _Fit:
             (<_ReduceOnPlateau>lr).p.lr *= factor
         elif not callable(lr):
             group["lr"] = float(lr) * factor
-            eng._refresh(0)
+            eng.drive_refresh()
         else:
             return 0
         self._lr_changed()
@@ -519,6 +507,7 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
     """
     cdef _Fit fit = _Fit.__new__(_Fit)
     cdef int k
+    cdef const Slot *slot
     cdef cnp.ndarray xa = _vector(x, "x")
     if not cnp.PyArray_ISWRITEABLE(xa):
         raise ValueError("x must be writeable")
@@ -560,15 +549,16 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
         fit.cur = 0
         fit.gp = fit.gptr[0]
         fit.py_step = not _compiled_step_ok(opt, fit)
-        fit.direct = not fit.py_step and opt._max_grad_norm <= 0
+        fit.direct = not fit.py_step and not opt.drive_clips_norm()
         if fit.direct:
-            fit.task.param = opt._slots[0].data
+            slot = opt.drive_slot()
+            fit.task.param = slot.data
             for k in range(3):
-                fit.task.state[k] = opt._slots[0].state[k]
-            fit.task.lower, fit.task.upper = opt._slots[0].lower, opt._slots[0].upper
+                fit.task.state[k] = slot.state[k]
+            fit.task.lower, fit.task.upper = slot.lower, slot.upper
             fit.task.average = fit.task.anchor = NULL
-            fit.step_fn = _kernels.step[opt._algo][ADAMC_F64]
-            fit.step_kind = ADAMC_KIND_STEP(opt._algo, ADAMC_F64)
+            fit.step_fn = _kernels.step[opt.drive_algorithm()][ADAMC_F64]
+            fit.step_kind = ADAMC_KIND_STEP(opt.drive_algorithm(), ADAMC_F64)
     else:
         fit.g, fit.gp = ga, cnp.PyArray_DATA(ga)
         fit.keep_g = np.empty_like(xa)
@@ -612,7 +602,7 @@ def minimize_loop(_Engine opt, x, double f, g, int64_t nit, *, str source, objec
             fit.gp = cnp.PyArray_DATA(<cnp.ndarray>fit.gu)
     fit.backtrack = backtrack
     fit.nbacktrack = 0
-    lr = (<dict>opt.param_groups[0]).get("lr") if opt._ngroups == 1 else None
+    lr = (<dict>opt.param_groups[0]).get("lr") if len(opt.param_groups) == 1 else None
     fit.plateau = lr if type(lr) is _ReduceOnPlateau else None
     fit.stop_on_plateau = stop_on_plateau
     fit.released = fit.source == _SRC_C and not fit.py_step and hooks is None
@@ -638,10 +628,9 @@ cdef bint _compiled_step_ok(_Engine opt, _Fit fit) except -1:
     group, the default non-finite policy, and a learning rate that is a number or a
     compiled schedule; the plain engine without weight averaging. Validates the group
     then, with every check step() makes."""
-    if not (opt._bound and opt._nparams == 1 and opt._ngroups == 1 and opt._nonfinite == 0
-            and opt._slots[0].data == fit.xp and not opt._use_external):
+    if not opt.drive_compiled_ok(fit.xp):
         return False
-    if isinstance(opt, (_ProdigyEngine, _ScheduleFreeEngine)) or opt._ema_mode != 0:
+    if isinstance(opt, (_ProdigyEngine, _ScheduleFreeEngine)):
         return False  # their steps do more than the plain engine's compiled part
     groups = opt.param_groups
     if type(groups) is not list or len(<list>groups) != 1 or type(groups[0]) is not dict:
@@ -650,15 +639,10 @@ cdef bint _compiled_step_ok(_Engine opt, _Fit fit) except -1:
     if not (type(lr) in _COMPILED_SCHEDULES or PyFloat_Check(lr) or PyLong_Check(lr)
             or isinstance(lr, (np.floating, np.integer))):
         return False  # a Python callable: called at every step, with the GIL
-    opt._collect(fit.ga)  # the checks of step(), once
-    opt._release_grads()
-    opt._refresh(0)
-    fit.schedule = opt._lr_fns[0] is not None
+    opt.drive_validate(fit.ga)  # the checks of step(), once
+    fit.schedule = opt.drive_schedule() is not None
     fit.lr_pos = fit.lr_len = 0
-    cdef Py_ssize_t i
-    fit.total = 0
-    for i in range(opt._nparams):
-        fit.total += opt._slots[i].nbytes
+    fit.total = opt.drive_total_bytes()
     return True
 
 

@@ -214,3 +214,50 @@ def test_the_port_check_can_fail(tmp_path, monkeypatch):
     (tmp_path / "distributed.py").write_text("def f(opt):\n    return opt._export()\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     assert internals_used("distributed") == [("_export", 2)]
+
+
+# The compiled drivers (minimize's and minimize_many's loops, the stateless steps) reach
+# the engine through its driver interface only (the final drive_* methods at the end
+# of _Engine in _engine.pxi), never its private members.
+DRIVER_PARTS = ["_minimize_loop.pxi", "_minimize_many_loop.pxi", "_minimize_many_c_fits.pxi",
+                "_minimize_many_row_steps.pxi", "_stateless.pxi"]
+
+
+def engine_privates(text):
+    """The private members (attributes and methods) _Engine declares."""
+    body = text[text.index("cdef class _Engine"):]
+    end = re.search(r"\n(?=\S)", body)
+    body = body[:end.start()] if end else body
+    names = set()
+    for decl in re.findall(r"^    cdef ([^#\n]*)", body, re.M):
+        decl = decl.split("(")[0] if "(" in decl else decl  # a method: its name
+        names |= {n for n in re.findall(r"\b(_\w+)\b", decl)}
+    return names
+
+
+def private_engine_uses(part, privates):
+    """(member, line) of every use of a private member of _Engine outside comments."""
+    found = []
+    for lineno, line in enumerate((PACKAGE / part).read_text().splitlines(), 1):
+        code = line.split("#")[0]
+        found += [(m.group(1), lineno) for m in re.finditer(r"(?<!self)\.(_\w+)\b", code)
+                  if m.group(1) in privates]
+    return found
+
+
+@pytest.mark.parametrize("part", DRIVER_PARTS)
+def test_drivers_reach_the_engine_through_its_interface(part):
+    privates = engine_privates((PACKAGE / "_engine.pxi").read_text())
+    assert {"_slots", "_groups", "_busy", "_run", "_advance", "_prepare_coefs",
+            "_nparams", "_ngroups"} <= privates  # the reader sees them
+    used = private_engine_uses(part, privates)
+    assert not used, f"{part} uses private members of _Engine {used}: add a drive_* method"
+
+
+def test_the_driver_check_can_fail(tmp_path, monkeypatch):
+    privates = engine_privates((PACKAGE / "_engine.pxi").read_text())
+    (tmp_path / "_minimize_loop.pxi").write_text(
+        "cdef int f(_Engine eng):  # eng._busy in a comment is not a use\n"
+        "    eng._busy = 1\n    self._busy = 0\n    return eng.drive_step(g)\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
+    assert private_engine_uses("_minimize_loop.pxi", privates) == [("_busy", 2)]
