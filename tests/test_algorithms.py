@@ -389,9 +389,11 @@ def sign_changing_grad(rng, n, dtype):
 
 
 @pytest.mark.parametrize("case", CLASSIC_CASES, ids=case_id)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", marked_sizes(SIZES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_classic_bit_exact_operation_order(level_threads, dtype, n, case):
+def test_classic_bit_exact_operation_order(one_level, dtype, n, case):
+    # (one level on one thread, as every emulation check: identity across levels and
+    # threads is tests/test_conformance.py's)
     name, opt = case
     algorithm = ALGORITHMS[name]
     fn = getattr(adamc, algorithm.step_name)
