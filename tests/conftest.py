@@ -75,14 +75,15 @@ def bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
-def assert_same_bits_everywhere(run):
-    """``run(dtype)`` returns arrays; at every SIMD level and thread count they must
-    have the bits of the baseline level on one thread, for both dtypes."""
+def assert_same_bits_everywhere(run, threads_from=THREADS):
+    """``run(dtype)`` returns arrays; at every SIMD level and thread count (of
+    ``threads_from``) they must have the bits of the baseline level on one thread, for
+    both dtypes."""
     for dtype in DTYPES:
         with kernel_config("baseline", 1):
             expected = run(dtype)
         for level in LEVELS:
-            for threads in THREADS:
+            for threads in threads_from:
                 with kernel_config(level, threads):
                     got = run(dtype)
                 assert len(got) == len(expected)
