@@ -116,7 +116,7 @@ typedef struct adamc_coef {
             double beta1, m_gain, beta2, v_gain, beta3, s_gain;
             double step_size, grad_step, eps_hat, wd_step;
         } prodigy;
-        struct { /* Schedule-free AdamW / SGD (Defazio et al., 2024); y = p, s0 = z, s1 = v:
+        struct { /* Schedule-free AdamW / SGD (Defazio et al., 2024); y = p, state z and exp_avg_sq:
                   *   v = beta2 v + ((1 - beta2) g) g;  g = g / (sqrt(v / bc2) + eps) (AdamW)
                   *   g = g + wd y;  y = lerp(y, z, ckp1);  y = y + c_y g;  z = z - lr g */
             double beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, c_y, lr;
