@@ -14,15 +14,13 @@
    semantics of their first step, state and checks.
 """
 import inspect
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import adamc
 import emulate
-from adamc import _kernels, _reference, algorithms, functional
+from adamc import _kernels, _reference, algorithms
 from adamc.algorithms import ALGORITHMS, CLASSES, HYPERPARAMETERS, METHODS
 from conftest import (DTYPES, SIZES, SMALL_SIZES, assert_same_bits_everywhere, bits,
                       marked_sizes)
@@ -119,43 +117,6 @@ def test_hyperparameters_of_every_row_are_known():
         for key, _ in algorithm.hyper:
             assert key in HYPERPARAMETERS
         assert set(algorithm.keyword_only) <= {k for k, _ in algorithm.hyper}
-
-
-# The C struct's names of hyperparameters whose field is not their own name (or is two).
-C_FIELDS = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
-            "step_sizes": ("step_size_min", "step_size_max"),
-            "decoupled_weight_decay": ("decoupled",), "decouple": ("decoupled",),
-            "use_bias_correction": ("bias_correction",)}
-SPLIT = {k: v for k, v in C_FIELDS.items() if len(v) == 2}  # the stateless steps' halves
-
-
-def _struct_fields(text):
-    body = re.sub(r"/\*.*?\*/|#[^\n]*", "", text)
-    return [f.strip() for line in body.splitlines() for f in
-            re.sub(r"^(double|int)\s+", "", line.strip()).rstrip(";").split(",") if f.strip()]
-
-
-def test_the_c_and_cython_field_lists_follow_the_hyperparameters():
-    """HYPERPARAMETERS is the one list of names: the C struct adamc_hyper, its Cython
-    declaration, the copy into it (_fill_hyper) and the stateless steps' field list
-    (_STEP_FIELDS) hold its names and no others."""
-    root = Path(__file__).resolve().parent.parent
-    header = (root / "src_c" / "adamc.h").read_text()
-    c = _struct_fields(re.search(r"typedef struct adamc_hyper \{(.*?)\} adamc_hyper;",
-                                 header, re.S).group(1))
-    pyx = (root / "adamc" / "_kernels.pyx").read_text()
-    cy = _struct_fields(re.search(r"ctypedef struct adamc_hyper:\n((?:        .*\n)+)",
-                                  pyx).group(1))
-    assert cy == c, "the Cython declaration of adamc_hyper differs from src_c/adamc.h"
-    expanded = {f for name in HYPERPARAMETERS for f in C_FIELDS.get(name, (name,))}
-    assert set(c) == expanded, (set(c) ^ expanded)
-    fill = re.search(r"cdef int _fill_hyper\(.*?\n\n\n", (root / "adamc" / "_stateless.pxi")
-                     .read_text(), re.S).group(0)
-    copied = set(re.findall(r'v\.get\("(\w+)"', fill)) | set(re.findall(r'"(\w+)" in v', fill))
-    assert copied == set(HYPERPARAMETERS), set(copied) ^ set(HYPERPARAMETERS)
-    stateless = {k for a in ALGORITHMS.values() if a.stateless for k, _ in a.hyper}
-    want = {f for k in stateless for f in SPLIT.get(k, (k,))}
-    assert set(_kernels._STEP_FIELDS) == want, set(_kernels._STEP_FIELDS) ^ want
 
 
 # ----------------------------------------------------------------------------------
