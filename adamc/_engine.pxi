@@ -698,10 +698,8 @@ cdef class _Engine:
         return 0
 
     cdef int _update(self) except -1:
-        cdef Py_ssize_t i, total = 0
+        cdef Py_ssize_t total = self.drive_total_bytes()
         cdef Py_ssize_t bad = -1
-        for i in range(self._nparams):
-            total += self._slots[i].nbytes
         if total >= _nogil_min_bytes:
             with nogil:
                 adamc_enter()
@@ -859,6 +857,7 @@ cdef class _Engine:
 
     @cython.final
     cdef Py_ssize_t drive_total_bytes(self) noexcept nogil:
+        """The bytes of every parameter (the pool's measure of a step's work)."""
         cdef Py_ssize_t i, total = 0
         for i in range(self._nparams):
             total += self._slots[i].nbytes
